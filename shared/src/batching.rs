@@ -1,0 +1,195 @@
+//! Cutting the item stream into batches: at most `max_items_per_batch` items and at most
+//! `max_input_bytes_per_batch` bytes of message body each, in listing order, numbered from a starting sequence.
+//!
+//! Pure and deterministic: the same items from the same starting point always give the same batches, which is
+//! what lets a resumed coordinator re-send exactly the batches it may have lost.
+
+use crate::message::BatchMessage;
+use crate::spec::{Job, JobSpec, MAX_KEY_BYTES};
+
+/// The byte and item limits of one batch message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_items: usize,
+    pub max_bytes: usize,
+    /// Bytes of a batch message with no items and the widest possible sequence number.
+    pub envelope_bytes: usize,
+}
+
+impl BatchLimits {
+    /// The most JSON bytes one S3 key can take in a message: every byte escaped as `\u00XX`, plus quotes.
+    pub const MAX_ITEM_JSON_BYTES: usize = MAX_KEY_BYTES * 6 + 2;
+
+    pub fn for_job(spec: &JobSpec) -> Self {
+        let job = Job {
+            job_id: spec.job_id.clone().unwrap_or_default(),
+            spec: spec.clone(),
+        };
+        let envelope = BatchMessage::new(&job, u64::MAX, Vec::new())
+            .to_body()
+            .len();
+        Self {
+            max_items: spec.item_batcher.max_items_per_batch as usize,
+            max_bytes: spec.item_batcher.max_input_bytes_per_batch as usize,
+            envelope_bytes: envelope,
+        }
+    }
+}
+
+/// A batch cut from the item stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub seq: u64,
+    pub items: Vec<String>,
+}
+
+/// An item that cannot fit in any batch under the job's limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "item \"{key}\" needs {needed} bytes in a batch message, more than item_batcher.max_input_bytes_per_batch ({limit})"
+)]
+pub struct ItemTooLarge {
+    pub key: String,
+    pub needed: usize,
+    pub limit: usize,
+}
+
+/// Accumulates items and emits full batches.
+#[derive(Debug)]
+pub struct Batcher {
+    limits: BatchLimits,
+    next_seq: u64,
+    items: Vec<String>,
+    bytes: usize,
+}
+
+fn json_len(key: &str) -> usize {
+    serde_json::to_string(key).map_or(usize::MAX, |s| s.len())
+}
+
+impl Batcher {
+    pub fn new(limits: BatchLimits, first_seq: u64) -> Self {
+        Self {
+            limits,
+            next_seq: first_seq,
+            items: Vec::new(),
+            bytes: limits.envelope_bytes,
+        }
+    }
+
+    /// The sequence number the next emitted batch will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Adds an item; every batch it completes is appended to `out`.
+    pub fn push(&mut self, key: String, out: &mut Vec<Batch>) -> Result<(), ItemTooLarge> {
+        let len = json_len(&key);
+        let separator = usize::from(!self.items.is_empty());
+        if !self.items.is_empty() && self.bytes + separator + len > self.limits.max_bytes {
+            out.push(self.take());
+        }
+        if self.limits.envelope_bytes + len > self.limits.max_bytes {
+            return Err(ItemTooLarge {
+                needed: self.limits.envelope_bytes + len,
+                limit: self.limits.max_bytes,
+                key,
+            });
+        }
+        self.bytes += usize::from(!self.items.is_empty()) + len;
+        self.items.push(key);
+        if self.items.len() >= self.limits.max_items {
+            out.push(self.take());
+        }
+        Ok(())
+    }
+
+    /// Emits the partly filled batch, if any (at the end of the listing).
+    pub fn flush(&mut self) -> Option<Batch> {
+        (!self.items.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Batch {
+        let batch = Batch {
+            seq: self.next_seq,
+            items: std::mem::take(&mut self.items),
+        };
+        self.next_seq += 1;
+        self.bytes = self.limits.envelope_bytes;
+        batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn job(max_items: u32, max_bytes: u32) -> Job {
+        let spec = format!(
+            r#"{{"job_id":"j1","item_reader":{{"bucket":"in-bucket"}},"processor":{{"kind":"count"}},
+               "item_batcher":{{"max_items_per_batch":{max_items},"max_input_bytes_per_batch":{max_bytes}}},
+               "result_writer":{{"bucket":"out-bucket"}}}}"#
+        );
+        JobSpec::parse(spec.as_bytes()).expect("valid spec")
+    }
+
+    fn cut(limits: BatchLimits, keys: &[String]) -> Vec<Batch> {
+        let mut batcher = Batcher::new(limits, 0);
+        let mut out = Vec::new();
+        for key in keys {
+            batcher.push(key.clone(), &mut out).expect("fits");
+        }
+        out.extend(batcher.flush());
+        out
+    }
+
+    #[test]
+    fn batches_respect_the_item_limit_and_keep_order() {
+        let keys: Vec<String> = (0..23).map(|i| format!("k{i:03}")).collect();
+        let batches = cut(BatchLimits::for_job(&job(7, 262_144).spec), &keys);
+        let sizes: Vec<usize> = batches.iter().map(|b| b.items.len()).collect();
+        assert_eq!(sizes, vec![7, 7, 7, 2]);
+        assert_eq!(
+            batches.iter().map(|b| b.seq).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        let flat: Vec<String> = batches.into_iter().flat_map(|b| b.items).collect();
+        assert_eq!(flat, keys);
+    }
+
+    #[test]
+    fn an_item_that_cannot_fit_is_refused_with_its_key() {
+        let mut limits = BatchLimits::for_job(&job(10, 262_144).spec);
+        limits.max_bytes = limits.envelope_bytes + 5;
+        let mut batcher = Batcher::new(limits, 0);
+        let err = batcher
+            .push("a-long-key".into(), &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(err.key, "a-long-key");
+        assert!(err.to_string().contains("max_input_bytes_per_batch"));
+    }
+
+    proptest! {
+        #[test]
+        fn every_batch_fits_its_message_and_items_are_kept_in_order(
+            keys in proptest::collection::vec("[a-z/ +%é\"\\\\]{1,40}", 0..200),
+            max_items in 1u32..20,
+            extra_bytes in 0usize..400,
+        ) {
+            let job = job(max_items, 262_144);
+            let mut limits = BatchLimits::for_job(&job.spec);
+            limits.max_bytes = limits.envelope_bytes + 6 * 40 + 2 + extra_bytes;
+            let batches = cut(limits, &keys);
+            for (i, batch) in batches.iter().enumerate() {
+                prop_assert_eq!(batch.seq, i as u64);
+                prop_assert!(!batch.items.is_empty());
+                prop_assert!(batch.items.len() <= max_items as usize);
+                let body = BatchMessage::new(&job, batch.seq, batch.items.clone()).to_body();
+                prop_assert!(body.len() <= limits.max_bytes, "{} > {}", body.len(), limits.max_bytes);
+            }
+            let flat: Vec<String> = batches.into_iter().flat_map(|b| b.items).collect();
+            prop_assert_eq!(flat, keys);
+        }
+    }
+}

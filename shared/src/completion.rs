@@ -1,0 +1,118 @@
+//! Completion: deciding that a job is done, the single-winner claim that moves it to FINALIZING, and the
+//! failure-tolerance rule that picks its terminal status.
+
+use crate::Deps;
+use crate::error::PipelineError;
+use crate::layout::{ItemCounts, TerminalStatus};
+use crate::message::FinalizeMessage;
+use crate::ports::{JobStatus, OutgoingMessage, send_all_with_retry};
+use crate::spec::JobSpec;
+
+/// What a completion check did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// Batches are still outstanding, or the listing is not complete.
+    NotYet,
+    /// This caller won the claim and triggered the finalizer.
+    Claimed,
+    /// Someone else won the claim (or the job is already finished).
+    ClaimedElsewhere,
+    /// The job was already FINALIZING and the finalizer was triggered again, in case its winner crashed
+    /// between the claim and the trigger. The finalizer is idempotent.
+    Retriggered,
+}
+
+/// Called by whoever may have moved last (a worker after recording a batch, the coordinator after recording
+/// the listing totals). `retrigger` is set when the caller's own step was a duplicate: it may be the retry of
+/// a winner that crashed before it could trigger the finalizer.
+pub async fn complete_if_done(
+    deps: &Deps,
+    job_id: &str,
+    retrigger: bool,
+) -> Result<Completion, PipelineError> {
+    let progress = deps.jobs.progress(job_id).await?;
+    match progress.status {
+        JobStatus::Running if progress.is_complete() => {
+            if deps.jobs.claim_finalization(job_id).await? {
+                tracing::info!(job_id, "all batches done; claimed finalization");
+                trigger_finalizer(deps, job_id).await?;
+                Ok(Completion::Claimed)
+            } else {
+                Ok(Completion::ClaimedElsewhere)
+            }
+        }
+        JobStatus::Finalizing if retrigger => {
+            trigger_finalizer(deps, job_id).await?;
+            Ok(Completion::Retriggered)
+        }
+        JobStatus::Running => Ok(Completion::NotYet),
+        _ => Ok(Completion::ClaimedElsewhere),
+    }
+}
+
+async fn trigger_finalizer(deps: &Deps, job_id: &str) -> Result<(), PipelineError> {
+    let body = FinalizeMessage {
+        job_id: job_id.to_owned(),
+    }
+    .to_body();
+    let message = OutgoingMessage {
+        id: "finalize".into(),
+        body,
+    };
+    send_all_with_retry(deps.finalize_queue.as_ref(), vec![message]).await?;
+    Ok(())
+}
+
+/// Distributed Map's rule: FAILED when failed items exceed `tolerated_failure_count`, or their share of all
+/// items exceeds `tolerated_failure_percentage`; with neither set, any failed item fails the job.
+pub fn final_status(spec: &JobSpec, items: ItemCounts) -> TerminalStatus {
+    let over_count = spec
+        .tolerated_failure_count
+        .is_some_and(|max| items.failed > max);
+    let over_percentage = spec.tolerated_failure_percentage.is_some_and(|pct| {
+        items.total > 0 && (items.failed as f64) * 100.0 > pct * items.total as f64
+    });
+    let untolerated = spec.tolerated_failure_count.is_none()
+        && spec.tolerated_failure_percentage.is_none()
+        && items.failed > 0;
+    if over_count || over_percentage || untolerated {
+        TerminalStatus::Failed
+    } else {
+        TerminalStatus::Succeeded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(count: Option<u64>, pct: Option<f64>) -> JobSpec {
+        let json = r#"{"item_reader":{"bucket":"in-b"},"processor":{"kind":"count"},"result_writer":{"bucket":"out-b"}}"#;
+        let mut spec = JobSpec::parse(json.as_bytes()).unwrap().spec;
+        spec.tolerated_failure_count = count;
+        spec.tolerated_failure_percentage = pct;
+        spec
+    }
+
+    fn status(count: Option<u64>, pct: Option<f64>, total: u64, failed: u64) -> TerminalStatus {
+        let items = ItemCounts {
+            total,
+            succeeded: total - failed,
+            failed,
+        };
+        final_status(&spec(count, pct), items)
+    }
+
+    #[test]
+    fn tolerance_follows_distributed_map() {
+        use TerminalStatus::*;
+        assert_eq!(status(None, None, 10, 0), Succeeded);
+        assert_eq!(status(None, None, 10, 1), Failed);
+        assert_eq!(status(Some(2), None, 10, 2), Succeeded);
+        assert_eq!(status(Some(2), None, 10, 3), Failed);
+        assert_eq!(status(None, Some(20.0), 10, 2), Succeeded);
+        assert_eq!(status(None, Some(20.0), 10, 3), Failed);
+        assert_eq!(status(Some(5), Some(10.0), 10, 2), Failed);
+        assert_eq!(status(Some(0), Some(0.0), 0, 0), Succeeded);
+    }
+}

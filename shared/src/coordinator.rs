@@ -1,0 +1,177 @@
+//! The coordinator: validates and creates the job, then pages through the listing, cuts batches and sends them,
+//! checkpointing after every page so that a crash or a hand-over resumes instead of starting over.
+//!
+//! Resuming re-lists from the last key of the last sent batch, and batching is deterministic, so the batches
+//! re-sent after a crash carry the same sequence numbers: the workers' exactly-once record absorbs them.
+
+use futures::future::OptionFuture;
+
+use crate::Deps;
+use crate::batching::{Batch, BatchLimits, Batcher};
+use crate::completion::{Completion, complete_if_done};
+use crate::error::PipelineError;
+use crate::layout::OutputLocation;
+use crate::message::BatchMessage;
+use crate::ports::{
+    Checkpoint, CreateOutcome, JobRecord, ListPage, ListingTotals, OutgoingMessage, StoreError,
+    send_all_with_retry,
+};
+use crate::spec::Job;
+
+/// How a listing run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListingOutcome {
+    /// Every batch was sent and the totals recorded.
+    Complete {
+        totals: ListingTotals,
+        completion: Completion,
+    },
+    /// Stopped early at the caller's request; resume from this checkpoint.
+    Paused(Checkpoint),
+}
+
+/// Checks what can be checked before anything is written: both buckets exist and the job's output folder is
+/// empty.
+pub async fn preflight(deps: &Deps, job: &Job) -> Result<(), PipelineError> {
+    let reader = &job.spec.item_reader;
+    let missing = |field: &str, bucket: &str| {
+        PipelineError::Refused(format!("{field}: no bucket \"{bucket}\""))
+    };
+    match deps
+        .objects
+        .list_page(&reader.bucket, &reader.prefix, None, None)
+        .await
+    {
+        Err(StoreError::NoSuchBucket { bucket }) => {
+            return Err(missing("item_reader.bucket", &bucket));
+        }
+        other => drop(other?),
+    }
+    let out = OutputLocation::for_job(job);
+    match deps
+        .objects
+        .list_page(&out.bucket, &out.dir, None, None)
+        .await
+    {
+        Err(StoreError::NoSuchBucket { bucket }) => Err(missing("result_writer.bucket", &bucket)),
+        Ok(page) if !page.objects.is_empty() => Err(PipelineError::Refused(format!(
+            "results for job \"{}\" already exist under s3://{}/{}; delete them or choose another job_id",
+            job.job_id, out.bucket, out.dir
+        ))),
+        other => other.map(drop).map_err(Into::into),
+    }
+}
+
+/// Creates the job record, or returns the existing one when the same job (same id, same spec) was started
+/// before: a duplicated S3 event or a retried invoke resumes the job instead of starting a second one.
+pub async fn start_job(deps: &Deps, job: Job, now_ms: u64) -> Result<JobRecord, PipelineError> {
+    let record = JobRecord::new(job, now_ms);
+    match deps.jobs.create_job(&record).await? {
+        CreateOutcome::Created => {
+            tracing::info!(job_id = %record.job.job_id, "job created");
+            Ok(record)
+        }
+        CreateOutcome::Exists(existing) if existing.spec_digest == record.spec_digest => {
+            tracing::info!(job_id = %record.job.job_id, "job exists; resuming");
+            Ok(*existing)
+        }
+        CreateOutcome::Exists(_) => Err(PipelineError::Refused(format!(
+            "job id \"{}\" is already used by a different job spec; choose another job_id",
+            record.job.job_id
+        ))),
+    }
+}
+
+/// Lists, batches and sends from the record's checkpoint to the end of the listing, then records the totals
+/// and checks for completion. `keep_going` is asked after each page; when it says no, the run stops at a
+/// checkpoint (a Lambda coordinator running out of time hands over to its continuation).
+pub async fn run_listing(
+    deps: &Deps,
+    record: &JobRecord,
+    keep_going: &(dyn Fn() -> bool + Sync),
+) -> Result<ListingOutcome, PipelineError> {
+    let job = &record.job;
+    let job_id = job.job_id.as_str();
+    if let Some(totals) = record.listing {
+        let completion = complete_if_done(deps, job_id, true).await?;
+        return Ok(ListingOutcome::Complete { totals, completion });
+    }
+    let reader = &job.spec.item_reader;
+    let list = |start_after: Option<String>, token: Option<String>| async move {
+        deps.objects
+            .list_page(
+                &reader.bucket,
+                &reader.prefix,
+                start_after.as_deref(),
+                token.as_deref(),
+            )
+            .await
+    };
+    let mut checkpoint = record.checkpoint.clone();
+    let mut batcher = Batcher::new(BatchLimits::for_job(&job.spec), checkpoint.next_seq);
+    let mut page: ListPage = list(checkpoint.start_after.clone(), None).await?;
+    loop {
+        let mut batches = Vec::new();
+        for object in page.objects {
+            if reader
+                .suffix
+                .as_deref()
+                .is_none_or(|s| object.key.ends_with(s))
+            {
+                batcher.push(object.key, &mut batches)?;
+            }
+        }
+        if page.next.is_none() {
+            batches.extend(batcher.flush());
+        }
+        // List the next page while this one's batches are sent: enqueueing keeps pace with listing.
+        let next: OptionFuture<_> = page.next.map(|token| list(None, Some(token))).into();
+        let (next, sent) = tokio::join!(next, send_batches(deps, job, &batches));
+        sent?;
+        if let Some(last) = batches.last() {
+            checkpoint = Checkpoint {
+                start_after: last.items.last().cloned(),
+                next_seq: last.seq + 1,
+                items_sent: checkpoint.items_sent
+                    + batches.iter().map(|b| b.items.len() as u64).sum::<u64>(),
+            };
+            deps.jobs.save_checkpoint(job_id, &checkpoint).await?;
+        }
+        match next {
+            None => break,
+            Some(next) => page = next?,
+        }
+        if !keep_going() {
+            tracing::info!(job_id, next_seq = checkpoint.next_seq, "listing paused");
+            return Ok(ListingOutcome::Paused(checkpoint));
+        }
+    }
+    let totals = ListingTotals {
+        batches: checkpoint.next_seq,
+        items: checkpoint.items_sent,
+    };
+    deps.jobs.complete_listing(job_id, totals).await?;
+    tracing::info!(
+        job_id,
+        batches = totals.batches,
+        items = totals.items,
+        "listing complete"
+    );
+    let completion = complete_if_done(deps, job_id, false).await?;
+    Ok(ListingOutcome::Complete { totals, completion })
+}
+
+async fn send_batches(deps: &Deps, job: &Job, batches: &[Batch]) -> Result<(), PipelineError> {
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let messages = batches
+        .iter()
+        .map(|b| OutgoingMessage {
+            id: format!("b{}", b.seq),
+            body: BatchMessage::new(job, b.seq, b.items.clone()).to_body(),
+        })
+        .collect();
+    send_all_with_retry(deps.work_queue.as_ref(), messages).await?;
+    Ok(())
+}

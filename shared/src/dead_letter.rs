@@ -1,0 +1,70 @@
+//! Dead letters: a batch that exhausted its receives lands in the work queue's dead-letter queue. Its items are
+//! recorded as failed so the job still completes; if a worker did record the batch before, the record stands
+//! and nothing changes (the dead part has its own key and is never counted).
+
+use crate::Deps;
+use crate::completion::Completion;
+use crate::error::PipelineError;
+use crate::layout::{BatchPart, FailedItem};
+use crate::ports::{BatchRecord, RecordOutcome};
+use crate::worker::{parse_message, record_done, write_part};
+
+/// What handling a dead letter did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterOutcome {
+    /// The batch's items were recorded as failed.
+    RecordedFailed { items: u64, completion: Completion },
+    /// The batch had been recorded already.
+    AlreadyRecorded,
+    /// The message names no existing job (or is not a batch): nothing to record.
+    Orphaned(String),
+}
+
+/// Records a dead-lettered batch's items as failed. An `Err` is transient: leave the message for redelivery.
+pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, PipelineError> {
+    let message = match parse_message(body) {
+        Ok(message) => message,
+        Err(e) => return Ok(DeadLetterOutcome::Orphaned(e.to_string())),
+    };
+    if deps.jobs.get_job(&message.job_id).await?.is_none() {
+        return Ok(DeadLetterOutcome::Orphaned(format!(
+            "no job \"{}\"",
+            message.job_id
+        )));
+    }
+    let failures: Vec<FailedItem> = message
+        .items
+        .iter()
+        .map(|key| FailedItem {
+            key: key.clone(),
+            error: format!(
+                "batch {} was dead-lettered: it could not be processed within the queue's maximum receive count",
+                message.batch_id()
+            ),
+        })
+        .collect();
+    let part = BatchPart {
+        job_id: message.job_id.clone(),
+        seq: message.seq,
+        succeeded: 0,
+        failed: failures.len() as u64,
+        result: message.processor.empty(),
+        failures,
+    };
+    let part_key = message.output.dead_part_key(message.seq);
+    write_part(deps, &message.output.bucket, &part_key, &part).await?;
+    let record = BatchRecord {
+        succeeded: 0,
+        failed: part.failed,
+        part_key,
+    };
+    let (outcome, completion) = record_done(deps, &message, &record).await?;
+    tracing::warn!(batch_id = %message.batch_id(), ?outcome, "dead-lettered batch handled");
+    Ok(match outcome {
+        RecordOutcome::Recorded => DeadLetterOutcome::RecordedFailed {
+            items: part.failed,
+            completion,
+        },
+        RecordOutcome::Duplicate => DeadLetterOutcome::AlreadyRecorded,
+    })
+}

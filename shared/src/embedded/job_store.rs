@@ -1,0 +1,191 @@
+//! An in-process job store with the job store port's conditional semantics (the same ones the DynamoDB adapter
+//! gets from condition expressions and transactions): every operation is one atomic step under a lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::layout::TerminalStatus;
+use crate::ports::{
+    BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStatus, JobStore, JobStoreError,
+    ListingTotals, Progress, RecordOutcome,
+};
+
+#[derive(Debug)]
+struct JobState {
+    record: JobRecord,
+    batches: BTreeMap<u64, BatchRecord>,
+    succeeded: u64,
+    failed: u64,
+}
+
+/// The embedded job store.
+#[derive(Debug, Default)]
+pub struct MemoryJobStore {
+    jobs: Mutex<HashMap<String, JobState>>,
+}
+
+impl MemoryJobStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, JobState>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_job<T>(
+        &self,
+        job_id: &str,
+        f: impl FnOnce(&mut JobState) -> Result<T, JobStoreError>,
+    ) -> Result<T, JobStoreError> {
+        let mut jobs = self.lock();
+        let job = jobs
+            .get_mut(job_id)
+            .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
+        f(job)
+    }
+}
+
+fn conflict(job_id: &str, message: impl Into<String>) -> JobStoreError {
+    JobStoreError::Conflict {
+        job_id: job_id.to_owned(),
+        message: message.into(),
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryJobStore {
+    async fn create_job(&self, record: &JobRecord) -> Result<CreateOutcome, JobStoreError> {
+        let mut jobs = self.lock();
+        if let Some(existing) = jobs.get(&record.job.job_id) {
+            return Ok(CreateOutcome::Exists(Box::new(existing.record.clone())));
+        }
+        jobs.insert(
+            record.job.job_id.clone(),
+            JobState {
+                record: record.clone(),
+                batches: BTreeMap::new(),
+                succeeded: 0,
+                failed: 0,
+            },
+        );
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
+        Ok(self.lock().get(job_id).map(|j| j.record.clone()))
+    }
+
+    async fn save_checkpoint(
+        &self,
+        job_id: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), JobStoreError> {
+        self.with_job(job_id, |job| {
+            if job.record.listing.is_some() {
+                return Err(conflict(job_id, "the listing is already complete"));
+            }
+            if checkpoint.next_seq >= job.record.checkpoint.next_seq {
+                job.record.checkpoint = checkpoint.clone();
+            }
+            Ok(())
+        })
+    }
+
+    async fn complete_listing(
+        &self,
+        job_id: &str,
+        totals: ListingTotals,
+    ) -> Result<(), JobStoreError> {
+        self.with_job(job_id, |job| match job.record.listing {
+            Some(existing) if existing == totals => Ok(()),
+            Some(existing) => Err(conflict(
+                job_id,
+                format!("listing already completed with {existing:?}, not {totals:?}"),
+            )),
+            None => {
+                job.record.listing = Some(totals);
+                job.record.checkpoint.next_seq = totals.batches;
+                job.record.checkpoint.items_sent = totals.items;
+                Ok(())
+            }
+        })
+    }
+
+    async fn record_batch(
+        &self,
+        job_id: &str,
+        seq: u64,
+        record: &BatchRecord,
+    ) -> Result<RecordOutcome, JobStoreError> {
+        self.with_job(job_id, |job| {
+            if job.batches.contains_key(&seq) {
+                return Ok(RecordOutcome::Duplicate);
+            }
+            job.batches.insert(seq, record.clone());
+            job.succeeded += record.succeeded;
+            job.failed += record.failed;
+            Ok(RecordOutcome::Recorded)
+        })
+    }
+
+    async fn batch_records(
+        &self,
+        job_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError> {
+        self.with_job(job_id, |job| {
+            let start = after.map_or(0, |a| a.saturating_add(1));
+            Ok(job
+                .batches
+                .range(start..)
+                .take(limit)
+                .map(|(seq, r)| (*seq, r.clone()))
+                .collect())
+        })
+    }
+
+    async fn progress(&self, job_id: &str) -> Result<Progress, JobStoreError> {
+        self.with_job(job_id, |job| {
+            Ok(Progress {
+                status: job.record.status,
+                listing: job.record.listing,
+                items_sent: job.record.checkpoint.items_sent,
+                batches_done: job.batches.len() as u64,
+                succeeded: job.succeeded,
+                failed: job.failed,
+            })
+        })
+    }
+
+    async fn claim_finalization(&self, job_id: &str) -> Result<bool, JobStoreError> {
+        self.with_job(job_id, |job| {
+            if job.record.status == JobStatus::Running && job.record.listing.is_some() {
+                job.record.status = JobStatus::Finalizing;
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        })
+    }
+
+    async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {
+        self.with_job(job_id, |job| {
+            let target = JobStatus::from(status);
+            match job.record.status {
+                JobStatus::Finalizing => {
+                    job.record.status = target;
+                    Ok(true)
+                }
+                s if s == target => Ok(false),
+                s => Err(conflict(
+                    job_id,
+                    format!("cannot move from {} to {}", s.as_str(), target.as_str()),
+                )),
+            }
+        })
+    }
+}

@@ -1,0 +1,49 @@
+//! The pipeline's error type: what went wrong in a step, keeping the port error it came from.
+
+use crate::batching::ItemTooLarge;
+use crate::ports::{JobStoreError, QueueError, StoreError};
+use crate::processor::MergeError;
+use crate::spec::SpecError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Jobs(#[from] JobStoreError),
+    #[error(transparent)]
+    ItemTooLarge(#[from] ItemTooLarge),
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    /// The job cannot start as asked (missing bucket, results already present, id reused…).
+    #[error("{0}")]
+    Refused(String),
+    /// A message body that is not what its queue carries.
+    #[error("malformed message: {0}")]
+    MalformedMessage(String),
+    /// The job's records disagree with its parts: a bug, never papered over.
+    #[error("inconsistent bookkeeping for job {job_id}: {message}")]
+    Inconsistent { job_id: String, message: String },
+    /// A step ran before its job was ready for it (a finalizer trigger for a RUNNING job).
+    #[error("job {job_id} is not ready: {message}")]
+    NotReady { job_id: String, message: String },
+    #[error("a blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl PipelineError {
+    /// Worth retrying the step later (the same call may succeed); otherwise retrying cannot help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_transient(),
+            Self::Queue(e) => !matches!(e, QueueError::SendFailed { .. } | QueueError::NotFound(_)),
+            Self::Jobs(e) => matches!(e, JobStoreError::Throttled | JobStoreError::Other(_)),
+            Self::NotReady { .. } | Self::Task(_) => true,
+            _ => false,
+        }
+    }
+}

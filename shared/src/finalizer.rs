@@ -1,0 +1,194 @@
+//! The finalizer: merges the batch parts in sequence order, writes `result.json`, `failed.jsonl` and
+//! `manifest.json` (last), and moves the job to its terminal status.
+//!
+//! Idempotent: for a job already terminal it writes nothing and returns the manifest it wrote before; for a job
+//! still FINALIZING (a crash before the status was set) it writes the same bytes again.
+
+use futures::{StreamExt, TryStreamExt};
+
+use crate::Deps;
+use crate::completion::final_status;
+use crate::error::PipelineError;
+use crate::layout::{BatchCounts, BatchPart, ItemCounts, Manifest, OutputLocation};
+use std::sync::Arc;
+
+use crate::ports::{BatchRecord, JobRecord, JobStatus, ObjectStore, read_all};
+
+/// Parts read at once.
+const PART_READ_CONCURRENCY: usize = 16;
+/// Batch records read per page.
+const RECORDS_PER_PAGE: usize = 1000;
+
+/// What the finalizer did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finalized {
+    pub manifest: Manifest,
+    /// `false` when the job was already terminal and nothing was written.
+    pub wrote: bool,
+}
+
+/// Finalizes a job that won its completion claim. `NotReady` for a job still RUNNING.
+pub async fn finalize(deps: &Deps, job_id: &str) -> Result<Finalized, PipelineError> {
+    let record = deps
+        .jobs
+        .get_job(job_id)
+        .await?
+        .ok_or_else(|| crate::ports::JobStoreError::NotFound(job_id.to_owned()))?;
+    let out = OutputLocation::for_job(&record.job);
+    match record.status {
+        JobStatus::Running => Err(PipelineError::NotReady {
+            job_id: job_id.to_owned(),
+            message: "it is still RUNNING; only the winner of the completion claim triggers the finalizer"
+                .into(),
+        }),
+        JobStatus::Succeeded | JobStatus::Failed => {
+            let body = read_all(deps.objects.as_ref(), &out.bucket, &out.manifest_key()).await?;
+            let manifest = serde_json::from_slice(&body).map_err(|e| PipelineError::Inconsistent {
+                job_id: job_id.to_owned(),
+                message: format!("manifest.json is unreadable: {e}"),
+            })?;
+            Ok(Finalized {
+                manifest,
+                wrote: false,
+            })
+        }
+        JobStatus::Finalizing => {
+            let manifest = write_outputs(deps, &record, &out).await?;
+            deps.jobs.finish(job_id, manifest.status).await?;
+            tracing::info!(job_id, status = manifest.status.as_str(), "job finished");
+            Ok(Finalized {
+                manifest,
+                wrote: true,
+            })
+        }
+    }
+}
+
+async fn write_outputs(
+    deps: &Deps,
+    record: &JobRecord,
+    out: &OutputLocation,
+) -> Result<Manifest, PipelineError> {
+    let job = &record.job;
+    let job_id = job.job_id.as_str();
+    let inconsistent = |message: String| PipelineError::Inconsistent {
+        job_id: job_id.to_owned(),
+        message,
+    };
+    let totals = record
+        .listing
+        .ok_or_else(|| inconsistent("FINALIZING without listing totals".into()))?;
+
+    // Every batch 0..total must have exactly one record: the record says which part counts.
+    let mut records = Vec::new();
+    let mut after = None;
+    loop {
+        let page = deps
+            .jobs
+            .batch_records(job_id, after, RECORDS_PER_PAGE)
+            .await?;
+        let Some(&(last, _)) = page.last() else { break };
+        for (seq, batch) in page {
+            if seq != records.len() as u64 {
+                return Err(inconsistent(format!(
+                    "batch {} has no record",
+                    records.len()
+                )));
+            }
+            records.push(batch);
+        }
+        after = Some(last);
+    }
+    if records.len() as u64 != totals.batches {
+        return Err(inconsistent(format!(
+            "{} batch records for {} batches",
+            records.len(),
+            totals.batches
+        )));
+    }
+
+    let mut result = job.spec.processor.empty();
+    let mut failures = Vec::new();
+    let mut items = ItemCounts::default();
+    let mut parts = futures::stream::iter(records.into_iter().enumerate())
+        .map(|(seq, batch)| {
+            read_part(
+                deps.objects.clone(),
+                out.bucket.clone(),
+                job_id.to_owned(),
+                seq as u64,
+                batch,
+            )
+        })
+        .buffered(PART_READ_CONCURRENCY);
+    while let Some(part) = parts.try_next().await? {
+        items.succeeded += part.succeeded;
+        items.failed += part.failed;
+        result.merge(part.result)?;
+        for failure in &part.failures {
+            serde_json::to_writer(&mut failures, failure).expect("a failure line serializes");
+            failures.push(b'\n');
+        }
+    }
+    items.total = items.succeeded + items.failed;
+    if items.total != totals.items {
+        return Err(inconsistent(format!(
+            "parts count {} items, the listing {}",
+            items.total, totals.items
+        )));
+    }
+
+    let manifest = Manifest {
+        job_id: job_id.to_owned(),
+        status: final_status(&job.spec, items),
+        items,
+        batches: BatchCounts {
+            total: totals.batches,
+        },
+        result: out.result_key(),
+        failures: out.failures_key(),
+        bucket: out.bucket.clone(),
+        processor: job.spec.processor.clone(),
+        tolerated_failure_count: job.spec.tolerated_failure_count,
+        tolerated_failure_percentage: job.spec.tolerated_failure_percentage,
+    };
+    let mut result_json = serde_json::to_vec_pretty(&result.to_result_json()).expect("serializes");
+    result_json.push(b'\n');
+    let mut manifest_json = serde_json::to_vec_pretty(&manifest).expect("serializes");
+    manifest_json.push(b'\n');
+    let objects = deps.objects.as_ref();
+    objects
+        .put(&out.bucket, &out.result_key(), result_json)
+        .await?;
+    objects
+        .put(&out.bucket, &out.failures_key(), failures)
+        .await?;
+    objects
+        .put(&out.bucket, &out.manifest_key(), manifest_json)
+        .await?;
+    Ok(manifest)
+}
+
+/// Reads and checks one part against its batch record. Owns its inputs so the future is `'static`.
+async fn read_part(
+    objects: Arc<dyn ObjectStore>,
+    bucket: String,
+    job_id: String,
+    seq: u64,
+    batch: BatchRecord,
+) -> Result<BatchPart, PipelineError> {
+    let body = read_all(objects.as_ref(), &bucket, &batch.part_key).await?;
+    let inconsistent = |message: String| PipelineError::Inconsistent {
+        job_id: job_id.clone(),
+        message,
+    };
+    let part: BatchPart = serde_json::from_slice(&body)
+        .map_err(|e| inconsistent(format!("part {} is unreadable: {e}", batch.part_key)))?;
+    if part.seq != seq || part.succeeded != batch.succeeded || part.failed != batch.failed {
+        return Err(inconsistent(format!(
+            "part {} disagrees with its batch record",
+            batch.part_key
+        )));
+    }
+    Ok(part)
+}

@@ -1,0 +1,64 @@
+//! The bodies of the queue messages: one batch of items for a worker, and the finalizer's trigger.
+//!
+//! A batch message is self-contained (source bucket, processor, output location), so a worker needs no read of
+//! the job record to process it. Its identity is `(job_id, seq)`, derived from the batch's position in the
+//! listing, never from the SQS message id: a coordinator that re-sends a batch re-sends the same identity.
+
+use serde::{Deserialize, Serialize};
+
+use crate::layout::OutputLocation;
+use crate::spec::{Job, ProcessorSpec};
+
+/// One batch of items: the body of a work-queue message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchMessage {
+    pub job_id: String,
+    pub seq: u64,
+    pub bucket: String,
+    pub processor: ProcessorSpec,
+    pub output: OutputLocation,
+    /// Object keys, in listing order.
+    pub items: Vec<String>,
+}
+
+impl BatchMessage {
+    pub fn new(job: &Job, seq: u64, items: Vec<String>) -> Self {
+        Self {
+            job_id: job.job_id.clone(),
+            seq,
+            bucket: job.spec.item_reader.bucket.clone(),
+            processor: job.spec.processor.clone(),
+            output: OutputLocation::for_job(job),
+            items,
+        }
+    }
+
+    /// `<job_id>#<seq>`: the batch id used in logs and metrics.
+    pub fn batch_id(&self) -> String {
+        format!("{}#{}", self.job_id, self.seq)
+    }
+
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).expect("a batch message always serializes")
+    }
+
+    pub fn from_body(body: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+}
+
+/// The finalizer's trigger, sent by whoever wins the completion claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalizeMessage {
+    pub job_id: String,
+}
+
+impl FinalizeMessage {
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).expect("a finalize message always serializes")
+    }
+
+    pub fn from_body(body: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+}

@@ -1,0 +1,197 @@
+//! The job store port: DynamoDB-shaped job bookkeeping with conditional writes.
+//!
+//! The contract every implementation keeps:
+//! - a job is created once (a second create of the same id returns the existing record);
+//! - a batch is counted once however often it is recorded (a marker written in the same atomic step as the
+//!   counters);
+//! - exactly one caller wins the claim that moves a job from RUNNING to FINALIZING, and only after the listing
+//!   is complete;
+//! - a job reaches exactly one terminal status.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::layout::TerminalStatus;
+use crate::spec::Job;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    Running,
+    Finalizing,
+    Succeeded,
+    Failed,
+}
+
+impl JobStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Finalizing => "FINALIZING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+impl From<TerminalStatus> for JobStatus {
+    fn from(s: TerminalStatus) -> Self {
+        match s {
+            TerminalStatus::Succeeded => Self::Succeeded,
+            TerminalStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+/// How far the coordinator got: every batch before `next_seq` was sent, and the listing resumes after
+/// `start_after` (the last key of the last sent batch).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub start_after: Option<String>,
+    pub next_seq: u64,
+    pub items_sent: u64,
+}
+
+/// Set once, when the last batch has been sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingTotals {
+    pub batches: u64,
+    pub items: u64,
+}
+
+/// The job item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job: Job,
+    /// [`crate::spec::JobSpec::digest`] of the spec, to refuse a job id reused for another spec.
+    pub spec_digest: String,
+    pub status: JobStatus,
+    pub checkpoint: Checkpoint,
+    pub listing: Option<ListingTotals>,
+    pub created_at_ms: u64,
+}
+
+impl JobRecord {
+    pub fn new(job: Job, created_at_ms: u64) -> Self {
+        Self {
+            spec_digest: job.spec.digest(),
+            job,
+            status: JobStatus::Running,
+            checkpoint: Checkpoint::default(),
+            listing: None,
+            created_at_ms,
+        }
+    }
+}
+
+/// What a processed batch contributed. `part_key` is the object (in the job's result bucket) holding the
+/// batch's partial result and failures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub part_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    Created,
+    /// A job with this id exists already (its record is returned).
+    Exists(Box<JobRecord>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// This call counted the batch.
+    Recorded,
+    /// The batch was counted before; nothing changed.
+    Duplicate,
+}
+
+/// A consistent read of a job's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub status: JobStatus,
+    pub listing: Option<ListingTotals>,
+    pub items_sent: u64,
+    pub batches_done: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+impl Progress {
+    /// The listing is complete and every batch it produced has been recorded.
+    pub fn is_complete(&self) -> bool {
+        self.listing.is_some_and(|l| self.batches_done == l.batches)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobStoreError {
+    #[error("no job \"{0}\"")]
+    NotFound(String),
+    #[error("job \"{job_id}\": {message}")]
+    Conflict { job_id: String, message: String },
+    #[error("throttled by the job store")]
+    Throttled,
+    #[error("job store: {0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Creates the job record if no job has this id (a conditional put).
+    async fn create_job(&self, record: &JobRecord) -> Result<CreateOutcome, JobStoreError>;
+
+    /// Reads the job record (strongly consistent). `None` if there is no such job.
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError>;
+
+    /// Saves the coordinator's checkpoint. Only moves forward: a checkpoint with a lower `next_seq` than the
+    /// stored one is ignored. Errors: `NotFound`, `Conflict` once the listing is complete.
+    async fn save_checkpoint(
+        &self,
+        job_id: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), JobStoreError>;
+
+    /// Records that the listing is complete with these totals. Idempotent for the same totals;
+    /// `Conflict` for different ones.
+    async fn complete_listing(
+        &self,
+        job_id: &str,
+        totals: ListingTotals,
+    ) -> Result<(), JobStoreError>;
+
+    /// Counts batch `seq` exactly once: the marker and the counters change together or not at all.
+    /// Errors: `NotFound`.
+    async fn record_batch(
+        &self,
+        job_id: &str,
+        seq: u64,
+        record: &BatchRecord,
+    ) -> Result<RecordOutcome, JobStoreError>;
+
+    /// Up to `limit` recorded batches with `seq` greater than `after`, ascending by `seq`.
+    async fn batch_records(
+        &self,
+        job_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError>;
+
+    /// A strongly consistent read of status, totals and counters. Errors: `NotFound`.
+    async fn progress(&self, job_id: &str) -> Result<Progress, JobStoreError>;
+
+    /// Moves the job from RUNNING to FINALIZING if the listing is complete. Exactly one caller gets `true`.
+    /// Callers must first have seen [`Progress::is_complete`].
+    async fn claim_finalization(&self, job_id: &str) -> Result<bool, JobStoreError>;
+
+    /// Moves the job from FINALIZING to a terminal status. `true` if this call did it, `false` if the job was
+    /// already in that status; `Conflict` if it is in another status.
+    async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError>;
+}

@@ -1,0 +1,17 @@
+//! Ports: the three capabilities the pipeline needs from the outside world, as small domain-shaped traits.
+//! Each has an embedded implementation ([`crate::embedded`]) and an AWS one; one conformance suite
+//! (`shared/tests/conformance`) holds them all to the same contract.
+
+pub mod job_store;
+pub mod object_store;
+pub mod queue;
+
+pub use job_store::{
+    BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStatus, JobStore, JobStoreError,
+    ListingTotals, Progress, RecordOutcome,
+};
+pub use object_store::{ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError, read_all};
+pub use queue::{
+    BatchQueue, OutgoingMessage, QueueDepth, QueueError, ReceivedMessage, SendFailure,
+    send_all_with_retry,
+};

@@ -1,0 +1,91 @@
+//! The object store port: S3-shaped listing, streamed reads and whole-object writes.
+
+use std::io::Read;
+
+use async_trait::async_trait;
+
+/// Most keys one listing page returns (as ListObjectsV2).
+pub const MAX_KEYS_PER_PAGE: usize = 1000;
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Ascending in UTF-8 byte order, at most [`MAX_KEYS_PER_PAGE`].
+    pub objects: Vec<ObjectMeta>,
+    /// Opaque token for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// An object's body. Blocking reads: consume it on a blocking thread (`spawn_blocking`), never on the runtime.
+pub type ObjectReader = Box<dyn Read + Send>;
+
+/// Errors the pipeline branches on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no object s3://{bucket}/{key}")]
+    NotFound { bucket: String, key: String },
+    #[error("no bucket \"{bucket}\"")]
+    NoSuchBucket { bucket: String },
+    #[error("key \"{key}\" cannot be stored: {reason}")]
+    InvalidKey { key: String, reason: String },
+    #[error("throttled by the object store")]
+    Throttled,
+    #[error("object store: {0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Worth retrying later (the same call may succeed).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Throttled | Self::Other(_))
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Other(Box::new(e))
+    }
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// One page of the keys under `prefix`, ascending. Starts after `start_after` (exclusive) when given;
+    /// `continuation` is a previous page's `next` and wins over `start_after`. Errors: `NoSuchBucket`.
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        continuation: Option<&str>,
+    ) -> Result<ListPage, StoreError>;
+
+    /// Opens an object for a streamed read. Errors: `NotFound`, `NoSuchBucket`.
+    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError>;
+
+    /// Writes a whole object, replacing any previous one atomically (readers see the old or the new body).
+    /// Errors: `NoSuchBucket`, `InvalidKey`.
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError>;
+}
+
+/// Reads a whole (small) object into memory, off the async runtime.
+pub async fn read_all(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<u8>, StoreError> {
+    let mut reader = store.get(bucket, key).await?;
+    tokio::task::spawn_blocking(move || {
+        let mut body = Vec::new();
+        reader.read_to_end(&mut body).map(|_| body)
+    })
+    .await
+    .map_err(|e| StoreError::Other(Box::new(e)))?
+    .map_err(StoreError::from)
+}

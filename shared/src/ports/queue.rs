@@ -1,0 +1,136 @@
+//! The batch queue port: an SQS-shaped standard queue (at-least-once, best-effort order, visibility timeout,
+//! receive counts, a dead-letter queue after a maximum receive count).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// Most entries in one SendMessageBatch call.
+pub const MAX_ENTRIES_PER_SEND: usize = 10;
+
+/// A message to send. `id` must be unique within one `send_batch` call (SQS batch entry id rules:
+/// up to 80 of `[A-Za-z0-9_-]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub id: String,
+    pub body: String,
+}
+
+/// One entry the queue did not accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    pub id: String,
+    pub code: String,
+    pub message: String,
+    /// The request itself is wrong (too large, bad id): retrying cannot help.
+    pub sender_fault: bool,
+}
+
+/// A received message. The receipt handle of this delivery is what `delete` and `change_visibility` take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// How many times this message has been received, this delivery included (ApproximateReceiveCount).
+    pub receive_count: u32,
+}
+
+/// Approximate number of messages (as GetQueueAttributes reports them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+}
+
+impl QueueDepth {
+    pub fn is_empty(&self) -> bool {
+        self.visible == 0 && self.in_flight == 0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue not found: {0}")]
+    NotFound(String),
+    #[error("receipt handle is no longer valid")]
+    InvalidReceipt,
+    #[error("throttled by the queue")]
+    Throttled,
+    #[error("{count} message(s) could not be sent: {first}")]
+    SendFailed { count: usize, first: String },
+    #[error("queue: {0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[async_trait]
+pub trait BatchQueue: Send + Sync {
+    /// Sends messages, split into as many API calls as the entry and size limits require. Returns the entries
+    /// that were not accepted (the others were); an `Err` means no entry is known to be accepted.
+    async fn send_batch(
+        &self,
+        messages: &[OutgoingMessage],
+    ) -> Result<Vec<SendFailure>, QueueError>;
+
+    /// Receives up to `max` (1–10) messages, waiting up to `wait` for the first. Each received message is hidden
+    /// for the queue's visibility timeout; one received more than the queue's maximum receive count goes to the
+    /// dead-letter queue instead.
+    async fn receive(&self, max: usize, wait: Duration)
+    -> Result<Vec<ReceivedMessage>, QueueError>;
+
+    /// Acknowledges a delivery. Deleting an already-deleted message is not an error.
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError>;
+
+    /// Hides a received message for `timeout` from now (zero makes it visible again). Errors: `InvalidReceipt`
+    /// when the delivery is no longer current.
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError>;
+
+    /// Approximate visible and in-flight counts.
+    async fn depth(&self) -> Result<QueueDepth, QueueError>;
+}
+
+/// Sends every message, retrying the entries the queue did not accept with exponential backoff. Fails with
+/// `SendFailed` if an entry is refused for the sender's fault or still fails after the last attempt.
+pub async fn send_all_with_retry(
+    queue: &dyn BatchQueue,
+    messages: Vec<OutgoingMessage>,
+) -> Result<(), QueueError> {
+    const ATTEMPTS: u32 = 8;
+    let mut pending = messages;
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=ATTEMPTS {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let failures = queue.send_batch(&pending).await?;
+        if failures.is_empty() {
+            return Ok(());
+        }
+        if let Some(fatal) = failures.iter().find(|f| f.sender_fault) {
+            return Err(QueueError::SendFailed {
+                count: failures.len(),
+                first: format!("{} ({}): {}", fatal.id, fatal.code, fatal.message),
+            });
+        }
+        if attempt == ATTEMPTS {
+            let first = &failures[0];
+            return Err(QueueError::SendFailed {
+                count: failures.len(),
+                first: format!("{} ({}): {}", first.id, first.code, first.message),
+            });
+        }
+        tracing::warn!(
+            failed = failures.len(),
+            attempt,
+            "queue refused some entries; retrying them"
+        );
+        pending.retain(|m| failures.iter().any(|f| f.id == m.id));
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! The `count` processor: objects, bytes and lines.
+
+use std::io::{ErrorKind, Read};
+
+use serde::{Deserialize, Serialize};
+
+use super::ItemError;
+
+/// `{"objects": N, "bytes": N, "lines": N}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountAggregate {
+    pub objects: u64,
+    pub bytes: u64,
+    pub lines: u64,
+}
+
+impl CountAggregate {
+    pub fn merge(&mut self, other: &Self) {
+        self.objects += other.objects;
+        self.bytes += other.bytes;
+        self.lines += other.lines;
+    }
+}
+
+/// Lines are newline characters, plus one for a final line without a trailing newline; an empty object has none.
+pub(super) fn count(key: &str, body: &mut dyn Read) -> Result<CountAggregate, ItemError> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let (mut bytes, mut newlines, mut last) = (0u64, 0u64, b'\n');
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(ItemError::Read {
+                    key: key.to_owned(),
+                    source,
+                });
+            }
+        };
+        bytes += n as u64;
+        newlines += bytecount::count(&buf[..n], b'\n') as u64;
+        last = buf[n - 1];
+    }
+    Ok(CountAggregate {
+        objects: 1,
+        bytes,
+        lines: newlines + u64::from(last != b'\n'),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(data: &[u8]) -> u64 {
+        count("k", &mut &data[..]).expect("counts").lines
+    }
+
+    #[test]
+    fn lines_count_newlines_plus_an_unterminated_last_line() {
+        assert_eq!(lines_of(b""), 0);
+        assert_eq!(lines_of(b"a"), 1);
+        assert_eq!(lines_of(b"a\n"), 1);
+        assert_eq!(lines_of(b"a\nb"), 2);
+        assert_eq!(lines_of(b"\n\n"), 2);
+        let c = count("k", &mut &b"ab\ncd"[..]).expect("counts");
+        assert_eq!((c.objects, c.bytes), (1, 5));
+    }
+}

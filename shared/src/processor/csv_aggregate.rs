@@ -1,0 +1,311 @@
+//! The `csv_aggregate` processor: per group, the row count and count/sum/min/max of numeric columns.
+//!
+//! The first row of each object is its header. Numbers are parsed as exact decimals, so sums do not depend on
+//! the order in which items and batches are merged.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde::{Deserialize, Serialize};
+
+use super::{ItemError, MergeError};
+
+/// Statistics of one column within one group. `count` counts the non-empty cells used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnStats {
+    pub count: u64,
+    pub sum: Decimal,
+    pub min: Option<Decimal>,
+    pub max: Option<Decimal>,
+}
+
+impl ColumnStats {
+    fn add(&mut self, value: Decimal) -> Option<()> {
+        self.count += 1;
+        self.sum = self.sum.checked_add(value)?;
+        self.min = Some(self.min.map_or(value, |m| m.min(value)));
+        self.max = Some(self.max.map_or(value, |m| m.max(value)));
+        Some(())
+    }
+
+    fn merge(&mut self, other: &Self) -> Option<()> {
+        self.count += other.count;
+        self.sum = self.sum.checked_add(other.sum)?;
+        self.min = match (self.min, other.min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.max = match (self.max, other.max) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        Some(())
+    }
+}
+
+/// Statistics of one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStats {
+    pub rows: u64,
+    pub columns: BTreeMap<String, ColumnStats>,
+}
+
+/// `{"groups": {"<value>": {"rows": N, "columns": {"<col>": {"count", "sum", "min", "max"}}}}}`.
+/// Serialized with exact decimal strings in batch parts; [`CsvAggregate::to_result_json`] gives numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsvAggregate {
+    pub groups: BTreeMap<String, GroupStats>,
+}
+
+impl CsvAggregate {
+    pub fn merge(&mut self, other: CsvAggregate) -> Result<(), MergeError> {
+        for (name, group) in other.groups {
+            let mine = self.groups.entry(name.clone()).or_default();
+            mine.rows += group.rows;
+            for (column, stats) in group.columns {
+                mine.columns
+                    .entry(column.clone())
+                    .or_default()
+                    .merge(&stats)
+                    .ok_or_else(|| MergeError::Overflow {
+                        group: name.clone(),
+                        column,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_result_json(&self) -> serde_json::Value {
+        use serde_json::{Map, Value, json};
+        let groups: Map<String, Value> = self
+            .groups
+            .iter()
+            .map(|(name, group)| {
+                let columns: Map<String, Value> = group
+                    .columns
+                    .iter()
+                    .map(|(column, s)| {
+                        let stats = json!({
+                            "count": s.count,
+                            "sum": number(s.sum),
+                            "min": s.min.map_or(Value::Null, number),
+                            "max": s.max.map_or(Value::Null, number),
+                        });
+                        (column.clone(), stats)
+                    })
+                    .collect();
+                let group = json!({ "rows": group.rows, "columns": columns });
+                (name.clone(), group)
+            })
+            .collect();
+        json!({ "groups": groups })
+    }
+}
+
+/// An exact decimal as a JSON number: an integer when it is one, otherwise the nearest double (parsed from
+/// the decimal's digits: `Decimal::to_f64` is not correctly rounded and would print `3052.4000000000003`).
+fn number(d: Decimal) -> serde_json::Value {
+    if d.fract().is_zero()
+        && let Some(i) = d.to_i64()
+    {
+        return i.into();
+    }
+    d.normalize()
+        .to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+fn parse_number(cell: &str) -> Option<Decimal> {
+    if cell.bytes().any(|b| b == b'e' || b == b'E') {
+        Decimal::from_scientific(cell).ok()
+    } else if cell
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+'))
+    {
+        Decimal::from_str(cell).ok()
+    } else {
+        None
+    }
+}
+
+pub(super) fn aggregate(
+    key: &str,
+    body: &mut dyn Read,
+    group_by: &str,
+    columns: &[String],
+) -> Result<CsvAggregate, ItemError> {
+    let invalid = |msg: String| ItemError::Invalid(format!("\"{key}\": {msg}"));
+    let csv_error = |e: csv::Error| {
+        let row = e.position().map(|p| p.record() + 1);
+        let at = row.map(|r| format!("row {r}: ")).unwrap_or_default();
+        match e.into_kind() {
+            csv::ErrorKind::Io(source) => ItemError::Read {
+                key: key.to_owned(),
+                source,
+            },
+            csv::ErrorKind::Utf8 { err, .. } => {
+                invalid(format!("{at}not valid UTF-8 (field {})", err.field() + 1))
+            }
+            csv::ErrorKind::UnequalLengths {
+                expected_len, len, ..
+            } => invalid(format!(
+                "{at}has {len} fields, the header has {expected_len}"
+            )),
+            other => invalid(format!("{at}not valid CSV: {other:?}")),
+        }
+    };
+
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(body);
+    let mut record = csv::StringRecord::new();
+    if !reader.read_record(&mut record).map_err(csv_error)? {
+        return Err(invalid("empty object: no header row".into()));
+    }
+    let header: Vec<&str> = record
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            if i == 0 {
+                h.trim_start_matches('\u{feff}')
+            } else {
+                h
+            }
+        })
+        .collect();
+    let find = |name: &str, field: &str| {
+        header.iter().position(|h| h.trim() == name).ok_or_else(|| {
+            invalid(format!(
+                "row 1: the header has no column \"{name}\" ({field})"
+            ))
+        })
+    };
+    let group_index = find(group_by, "processor.group_by")?;
+    let column_indexes = columns
+        .iter()
+        .map(|c| find(c, "processor.columns"))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut result = CsvAggregate::default();
+    let mut row = 1u64;
+    while reader.read_record(&mut record).map_err(csv_error)? {
+        row += 1;
+        let group = result
+            .groups
+            .entry(record[group_index].to_owned())
+            .or_insert_with(|| GroupStats {
+                rows: 0,
+                columns: columns
+                    .iter()
+                    .map(|c| (c.clone(), ColumnStats::default()))
+                    .collect(),
+            });
+        group.rows += 1;
+        for (column, &index) in columns.iter().zip(&column_indexes) {
+            let cell = record[index].trim();
+            if cell.is_empty() {
+                continue;
+            }
+            let value = parse_number(cell).ok_or_else(|| {
+                invalid(format!(
+                    "row {row}, column \"{column}\": \"{cell}\" is not a number"
+                ))
+            })?;
+            let stats = group
+                .columns
+                .get_mut(column)
+                .expect("every column is present");
+            stats.add(value).ok_or_else(|| {
+                invalid(format!("row {row}, column \"{column}\": the sum overflows"))
+            })?;
+        }
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(data: &str) -> Result<CsvAggregate, ItemError> {
+        aggregate(
+            "w/s1.csv",
+            &mut data.as_bytes(),
+            "STATION",
+            &["TMAX".to_owned(), "TMIN".to_owned()],
+        )
+    }
+
+    fn error_of(data: &str) -> String {
+        run(data).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn aggregates_rows_and_skips_empty_cells() {
+        let agg = run("STATION,DATE,TMAX,TMIN\nA,1,10.5,2\nA,2,,3\nB,1,-4,\n").expect("valid");
+        let a = &agg.groups["A"];
+        assert_eq!(a.rows, 2);
+        assert_eq!(a.columns["TMAX"].count, 1);
+        assert_eq!(a.columns["TMAX"].sum, Decimal::from_str("10.5").unwrap());
+        assert_eq!(a.columns["TMIN"].count, 2);
+        let b = &agg.groups["B"];
+        assert_eq!(b.columns["TMIN"].count, 0);
+        assert_eq!(b.columns["TMIN"].min, None);
+        let json = agg.to_result_json();
+        assert_eq!(json["groups"]["A"]["columns"]["TMAX"]["max"], 10.5);
+        assert_eq!(json["groups"]["A"]["columns"]["TMIN"]["sum"], 5);
+        assert!(json["groups"]["B"]["columns"]["TMIN"]["min"].is_null());
+    }
+
+    #[test]
+    fn a_header_without_the_group_column_names_the_key_and_column() {
+        let msg = error_of("ID,TMAX,TMIN\n1,2,3\n");
+        assert!(msg.contains("w/s1.csv") && msg.contains("STATION"), "{msg}");
+    }
+
+    #[test]
+    fn a_non_numeric_cell_names_key_row_and_column() {
+        let msg = error_of("STATION,TMAX,TMIN\nA,1,2\nA,hot,3\n");
+        assert!(
+            msg.contains("w/s1.csv")
+                && msg.contains("row 3")
+                && msg.contains("TMAX")
+                && msg.contains("hot"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn ragged_rows_invalid_utf8_and_empty_objects_fail() {
+        assert!(error_of("STATION,TMAX,TMIN\nA,1\n").contains("row 2"));
+        let bad = aggregate(
+            "k",
+            &mut &b"STATION,TMAX,TMIN\nA,\xff,1\n"[..],
+            "STATION",
+            &["TMAX".to_owned()],
+        );
+        assert!(bad.unwrap_err().to_string().contains("UTF-8"));
+        assert!(error_of("").contains("no header"));
+    }
+
+    #[test]
+    fn merge_equals_one_pass() {
+        let whole = run("STATION,TMAX,TMIN\nA,1.1,2\nB,3,4\nA,0.2,\n").unwrap();
+        let mut parts = run("STATION,TMAX,TMIN\nA,0.2,\n").unwrap();
+        parts
+            .merge(run("STATION,TMAX,TMIN\nA,1.1,2\nB,3,4\n").unwrap())
+            .unwrap();
+        assert_eq!(parts, whole);
+        assert_eq!(
+            whole.groups["A"].columns["TMAX"].sum,
+            Decimal::from_str("1.3").unwrap()
+        );
+    }
+}

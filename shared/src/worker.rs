@@ -1,0 +1,167 @@
+//! The worker: processes one batch message (one SQS message = one batch), writes the batch's partial result,
+//! then records the batch exactly once.
+//!
+//! The two halves are separate functions because a crash can fall between them: the part is written under a
+//! deterministic key (a redelivery overwrites it with the same content) before the record that counts it.
+
+use futures::{StreamExt, TryStreamExt};
+
+use crate::Deps;
+use crate::completion::{Completion, complete_if_done};
+use crate::error::PipelineError;
+use crate::layout::{BatchPart, FailedItem};
+use crate::message::BatchMessage;
+use std::sync::Arc;
+
+use crate::ports::{BatchRecord, ObjectStore, RecordOutcome, StoreError};
+use crate::processor::{Aggregate, ItemError};
+use crate::spec::ProcessorSpec;
+
+/// Worker settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    /// Objects read and processed at once within one batch.
+    pub item_concurrency: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            item_concurrency: 8,
+        }
+    }
+}
+
+/// What handling a batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handled {
+    pub record: BatchRecord,
+    pub outcome: RecordOutcome,
+    pub completion: Completion,
+}
+
+/// Parses a work-queue message body.
+pub fn parse_message(body: &str) -> Result<BatchMessage, PipelineError> {
+    BatchMessage::from_body(body).map_err(|e| PipelineError::MalformedMessage(e.to_string()))
+}
+
+/// Processes and records one batch. An `Err` is transient: leave the message for redelivery.
+pub async fn handle(
+    deps: &Deps,
+    config: WorkerConfig,
+    message: &BatchMessage,
+) -> Result<Handled, PipelineError> {
+    let record = process(deps, config, message).await?;
+    let (outcome, completion) = record_done(deps, message, &record).await?;
+    Ok(Handled {
+        record,
+        outcome,
+        completion,
+    })
+}
+
+enum ItemOutcome {
+    Done(Aggregate),
+    Failed(String),
+}
+
+/// Processes every item of the batch and writes the batch's part. Items that fail for good (bad data, object
+/// gone) become failed items; a transient error (throttling, a read cut short) fails the whole call.
+pub async fn process(
+    deps: &Deps,
+    config: WorkerConfig,
+    message: &BatchMessage,
+) -> Result<BatchRecord, PipelineError> {
+    let (objects, bucket, processor) = (&deps.objects, &message.bucket, &message.processor);
+    let outcomes: Vec<ItemOutcome> = futures::stream::iter(message.items.clone())
+        .map(|key| process_item(objects.clone(), bucket.clone(), processor.clone(), key))
+        .buffered(config.item_concurrency.max(1))
+        .try_collect()
+        .await?;
+    let mut result = message.processor.empty();
+    let mut failures = Vec::new();
+    for (key, outcome) in message.items.iter().zip(outcomes) {
+        match outcome {
+            ItemOutcome::Done(partial) => result.merge(partial)?,
+            ItemOutcome::Failed(error) => failures.push(FailedItem {
+                key: key.clone(),
+                error,
+            }),
+        }
+    }
+    let failed = failures.len() as u64;
+    let part = BatchPart {
+        job_id: message.job_id.clone(),
+        seq: message.seq,
+        succeeded: message.items.len() as u64 - failed,
+        failed,
+        result,
+        failures,
+    };
+    let part_key = message.output.part_key(message.seq);
+    write_part(deps, &message.output.bucket, &part_key, &part).await?;
+    Ok(BatchRecord {
+        succeeded: part.succeeded,
+        failed,
+        part_key,
+    })
+}
+
+/// Writes a batch part as JSON.
+pub(crate) async fn write_part(
+    deps: &Deps,
+    bucket: &str,
+    key: &str,
+    part: &BatchPart,
+) -> Result<(), PipelineError> {
+    let body = serde_json::to_vec(part).expect("a batch part always serializes");
+    deps.objects.put(bucket, key, body).await?;
+    Ok(())
+}
+
+/// Owns its inputs so that the future is `'static` (a stream of borrowing futures inside a spawned task trips
+/// the compiler's higher-ranked lifetime checks).
+async fn process_item(
+    objects: Arc<dyn ObjectStore>,
+    bucket: String,
+    processor: ProcessorSpec,
+    key: String,
+) -> Result<ItemOutcome, PipelineError> {
+    let mut body = match objects.get(&bucket, &key).await {
+        Ok(body) => body,
+        Err(e @ (StoreError::NotFound { .. } | StoreError::NoSuchBucket { .. })) => {
+            return Ok(ItemOutcome::Failed(format!(
+                "\"{key}\": {e} (it was listed, then removed)"
+            )));
+        }
+        Err(e @ StoreError::InvalidKey { .. }) => return Ok(ItemOutcome::Failed(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    let outcome = tokio::task::spawn_blocking(move || processor.process(&key, &mut body)).await?;
+    match outcome {
+        Ok(partial) => Ok(ItemOutcome::Done(partial)),
+        Err(ItemError::Invalid(error)) => Ok(ItemOutcome::Failed(error)),
+        Err(ItemError::Read { key, source }) => Err(StoreError::Other(Box::new(
+            std::io::Error::new(source.kind(), format!("reading \"{key}\": {source}")),
+        ))
+        .into()),
+    }
+}
+
+/// Counts the batch (once, however often this runs) and checks whether the job is complete.
+pub async fn record_done(
+    deps: &Deps,
+    message: &BatchMessage,
+    record: &BatchRecord,
+) -> Result<(RecordOutcome, Completion), PipelineError> {
+    let outcome = deps
+        .jobs
+        .record_batch(&message.job_id, message.seq, record)
+        .await?;
+    if outcome == RecordOutcome::Duplicate {
+        tracing::info!(batch_id = %message.batch_id(), "batch was already recorded");
+    }
+    let completion =
+        complete_if_done(deps, &message.job_id, outcome == RecordOutcome::Duplicate).await?;
+    Ok((outcome, completion))
+}

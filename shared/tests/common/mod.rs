@@ -1,0 +1,237 @@
+//! Test helpers: an embedded environment in a temp dir, object generators, and wrappers that count or
+//! inject faults around any port.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dmap_core::Deps;
+use dmap_core::embedded::{EmbeddedQueue, LocalDirStore, MemoryJobStore, QueueConfig};
+use dmap_core::local::{self, LocalConfig, RunReport};
+use dmap_core::ports::{
+    BatchQueue, ListPage, ObjectReader, ObjectStore, OutgoingMessage, QueueDepth, QueueError,
+    ReceivedMessage, SendFailure, StoreError,
+};
+use dmap_core::spec::JobSpec;
+
+pub const BUCKET: &str = "data";
+
+/// An object store that counts puts per key and can throttle reads of chosen keys forever.
+pub struct TestStore {
+    pub inner: LocalDirStore,
+    pub puts: Mutex<HashMap<String, u32>>,
+    pub throttled_keys: Mutex<HashSet<String>>,
+}
+
+impl TestStore {
+    pub fn puts_of(&self, key_suffix: &str) -> u32 {
+        let puts = self.puts.lock().unwrap();
+        puts.iter()
+            .filter(|(k, _)| k.ends_with(key_suffix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+#[async_trait]
+impl ObjectStore for TestStore {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        continuation: Option<&str>,
+    ) -> Result<ListPage, StoreError> {
+        self.inner
+            .list_page(bucket, prefix, start_after, continuation)
+            .await
+    }
+    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
+        if self.throttled_keys.lock().unwrap().contains(key) {
+            return Err(StoreError::Throttled);
+        }
+        self.inner.get(bucket, key).await
+    }
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        *self.puts.lock().unwrap().entry(key.to_owned()).or_default() += 1;
+        self.inner.put(bucket, key, body).await
+    }
+}
+
+/// A queue that refuses every entry the first time it is sent (as SendMessageBatch does under load, with 200).
+pub struct RefusingQueue {
+    pub inner: Arc<EmbeddedQueue>,
+    pub seen: Mutex<HashSet<String>>,
+    pub refused: Mutex<u32>,
+}
+
+#[async_trait]
+impl BatchQueue for RefusingQueue {
+    async fn send_batch(
+        &self,
+        messages: &[OutgoingMessage],
+    ) -> Result<Vec<SendFailure>, QueueError> {
+        let mut accepted = Vec::new();
+        let mut failures = Vec::new();
+        for m in messages {
+            if self.seen.lock().unwrap().insert(m.body.clone()) {
+                *self.refused.lock().unwrap() += 1;
+                failures.push(SendFailure {
+                    id: m.id.clone(),
+                    code: "InternalError".into(),
+                    message: "try again".into(),
+                    sender_fault: false,
+                });
+            } else {
+                accepted.push(m.clone());
+            }
+        }
+        failures.extend(self.inner.send_batch(&accepted).await?);
+        Ok(failures)
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.inner.receive(max, wait).await
+    }
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        self.inner.delete(receipt_handle).await
+    }
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        self.inner.change_visibility(receipt_handle, timeout).await
+    }
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        self.inner.depth().await
+    }
+}
+
+/// Everything one embedded run needs, in a temp dir of its own.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<TestStore>,
+    pub work: Arc<EmbeddedQueue>,
+    pub dead_letter: Arc<EmbeddedQueue>,
+    pub deps: Deps,
+}
+
+impl Env {
+    pub fn new(config: &LocalConfig) -> Self {
+        Self::with_data(tempfile::tempdir().expect("tempdir"), config)
+    }
+
+    /// An environment over an existing data directory (sharing one generated dataset across runs).
+    pub fn with_data(dir: tempfile::TempDir, config: &LocalConfig) -> Self {
+        let inner = LocalDirStore::new(dir.path());
+        inner.create_bucket(BUCKET).expect("bucket");
+        let store = Arc::new(TestStore {
+            inner,
+            puts: Mutex::default(),
+            throttled_keys: Mutex::default(),
+        });
+        let dead_letter = EmbeddedQueue::new(QueueConfig::new("dlq", config.visibility_timeout));
+        let mut work = QueueConfig::new("work", config.visibility_timeout);
+        work.dead_letter = Some((config.max_receive_count, dead_letter.clone()));
+        let work = EmbeddedQueue::new(work);
+        let deps = Deps {
+            objects: store.clone(),
+            work_queue: work.clone(),
+            finalize_queue: EmbeddedQueue::new(QueueConfig::new(
+                "finalize",
+                config.visibility_timeout,
+            )),
+            jobs: Arc::new(MemoryJobStore::new()),
+        };
+        Self {
+            dir,
+            store,
+            work,
+            dead_letter,
+            deps,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, key: &str, body: impl AsRef<[u8]>) {
+        let path = self.path().join(BUCKET).join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+
+    pub fn read(&self, key: &str) -> Vec<u8> {
+        std::fs::read(self.path().join(BUCKET).join(key)).unwrap_or_else(|e| panic!("{key}: {e}"))
+    }
+
+    pub async fn run(&self, spec: &serde_json::Value, config: &LocalConfig) -> RunReport {
+        self.try_run(spec, config).await.expect("the job runs")
+    }
+
+    pub async fn try_run(
+        &self,
+        spec: &serde_json::Value,
+        config: &LocalConfig,
+    ) -> Result<RunReport, dmap_core::PipelineError> {
+        let job = JobSpec::parse(spec.to_string().as_bytes())?;
+        local::run(&self.deps, self.dead_letter.clone(), job, config, &|_| {}).await
+    }
+
+    /// manifest.json, result.json and failed.jsonl of a finished run, as bytes.
+    pub fn outputs(&self, report: &RunReport) -> [Vec<u8>; 3] {
+        let m = &report.manifest;
+        [
+            self.read(&m.result.replace("result.json", "manifest.json")),
+            self.read(&m.result),
+            self.read(&m.failures),
+        ]
+    }
+}
+
+/// A small weather-like CSV for object `i`: a header and a few rows with some empty cells.
+pub fn csv_object(i: usize) -> String {
+    let mut s = String::from("STATION,DATE,TMAX,TMIN\n");
+    for day in 0..(i % 4 + 1) {
+        let tmax = if (i + day).is_multiple_of(9) {
+            String::new()
+        } else {
+            format!("{}.{}", (i * 7 + day) % 40, i % 10)
+        };
+        s.push_str(&format!(
+            "S{:02},2026-01-{:02},{tmax},-{}.5\n",
+            i % 13,
+            day + 1,
+            (i + day) % 11
+        ));
+    }
+    s
+}
+
+pub fn csv_spec(prefix: &str, max_items: u32) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": format!("job-{}-{max_items}", prefix.replace(|c: char| !c.is_ascii_alphanumeric(), "-")),
+        "item_reader": { "bucket": BUCKET, "prefix": prefix, "suffix": ".csv" },
+        "item_batcher": { "max_items_per_batch": max_items },
+        "processor": { "kind": "csv_aggregate", "group_by": "STATION", "columns": ["TMAX", "TMIN"] },
+        "result_writer": { "bucket": BUCKET, "prefix": "results/" }
+    })
+}
+
+pub fn fast_config() -> LocalConfig {
+    LocalConfig {
+        concurrency: 4,
+        visibility_timeout: Duration::from_millis(300),
+        poll_interval: Duration::from_millis(10),
+        ..LocalConfig::default()
+    }
+}

@@ -1,0 +1,518 @@
+//! The port conformance suite: one contract, run against every backend (embedded here; the AWS adapters
+//! against an emulator call the same functions). A backend passes only if it behaves like the AWS service
+//! on each point the pipeline relies on.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dmap_core::layout::TerminalStatus;
+use dmap_core::ports::{
+    BatchQueue, BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStatus, JobStore,
+    JobStoreError, ListingTotals, ObjectStore, OutgoingMessage, QueueError, RecordOutcome,
+    StoreError,
+};
+use dmap_core::spec::JobSpec;
+
+// ---------------------------------------------------------------- object store
+
+async fn get_string(store: &dyn ObjectStore, bucket: &str, key: &str) -> String {
+    let mut reader = store.get(bucket, key).await.expect("get");
+    tokio::task::spawn_blocking(move || {
+        let mut s = String::new();
+        reader.read_to_string(&mut s).expect("read");
+        s
+    })
+    .await
+    .expect("join")
+}
+
+async fn list_all(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    prefix: &str,
+    start_after: Option<&str>,
+) -> (Vec<String>, usize) {
+    let mut keys = Vec::new();
+    let mut pages = 0;
+    let mut token: Option<String> = None;
+    loop {
+        let page = store
+            .list_page(bucket, prefix, start_after, token.as_deref())
+            .await
+            .expect("list");
+        pages += 1;
+        assert!(
+            page.objects.len() <= 1000,
+            "a page holds at most 1,000 keys"
+        );
+        keys.extend(page.objects.into_iter().map(|o| o.key));
+        match page.next {
+            Some(next) => token = Some(next),
+            None => return (keys, pages),
+        }
+    }
+}
+
+/// `bucket` exists and is empty; `missing` does not exist.
+pub async fn object_store_round_trip(store: &dyn ObjectStore, bucket: &str, missing: &str) {
+    store
+        .put(bucket, "dir/a.txt", b"hello\n".to_vec())
+        .await
+        .expect("put");
+    assert_eq!(get_string(store, bucket, "dir/a.txt").await, "hello\n");
+    store
+        .put(bucket, "dir/a.txt", b"replaced".to_vec())
+        .await
+        .expect("overwrite");
+    assert_eq!(get_string(store, bucket, "dir/a.txt").await, "replaced");
+    store
+        .put(bucket, "empty", Vec::new())
+        .await
+        .expect("put empty");
+    assert_eq!(get_string(store, bucket, "empty").await, "");
+
+    let page = store
+        .list_page(bucket, "dir/", None, None)
+        .await
+        .expect("list");
+    assert_eq!(page.objects.len(), 1);
+    assert_eq!(page.objects[0].size, 8, "sizes are reported");
+    assert!(page.next.is_none());
+
+    assert!(matches!(
+        store.get(bucket, "dir/nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.get(missing, "k").await,
+        Err(StoreError::NoSuchBucket { .. })
+    ));
+    assert!(matches!(
+        store.list_page(missing, "", None, None).await,
+        Err(StoreError::NoSuchBucket { .. })
+    ));
+    assert!(matches!(
+        store.put(missing, "k", vec![1]).await,
+        Err(StoreError::NoSuchBucket { .. })
+    ));
+}
+
+/// Keys that need care: separators sorting around '/', spaces, '+', '%', unicode, deep prefixes.
+pub const TRICKY_KEYS: &[&str] = &[
+    "a-c",
+    "a/b.txt",
+    "a/b/c/d/e/f/g/deep.csv",
+    "a0",
+    "a b+c%20d.csv",
+    "plus+sign",
+    "percent%2Fslash",
+    "unicode/日本語/データ.csv",
+    "unicode/émoji-🌧.csv",
+    "z",
+];
+
+/// Listing is in UTF-8 byte order, whatever the folder structure; prefixes are string prefixes.
+pub async fn object_store_lists_in_key_order(store: &dyn ObjectStore, bucket: &str) {
+    for key in TRICKY_KEYS {
+        store
+            .put(bucket, key, key.as_bytes().to_vec())
+            .await
+            .expect("put");
+    }
+    let mut expected: Vec<String> = TRICKY_KEYS.iter().map(|k| k.to_string()).collect();
+    expected.sort();
+    let (keys, _) = list_all(store, bucket, "", None).await;
+    assert_eq!(keys, expected);
+
+    let (keys, _) = list_all(store, bucket, "a", None).await;
+    assert_eq!(
+        keys,
+        [
+            "a b+c%20d.csv",
+            "a-c",
+            "a/b.txt",
+            "a/b/c/d/e/f/g/deep.csv",
+            "a0"
+        ]
+    );
+    let (keys, _) = list_all(store, bucket, "a/b", None).await;
+    assert_eq!(keys, ["a/b.txt", "a/b/c/d/e/f/g/deep.csv"]);
+    let (keys, _) = list_all(store, bucket, "unicode/", None).await;
+    assert_eq!(keys, ["unicode/émoji-🌧.csv", "unicode/日本語/データ.csv"]);
+    let (keys, _) = list_all(store, bucket, "", Some("a/b.txt")).await;
+    assert_eq!(
+        keys[0], "a/b/c/d/e/f/g/deep.csv",
+        "start_after is exclusive"
+    );
+    assert_eq!(keys.len(), expected.len() - 3);
+    for key in TRICKY_KEYS {
+        assert_eq!(get_string(store, bucket, key).await, *key);
+    }
+}
+
+/// 2,500 keys come back in pages of 1,000, 1,000 and 500; exactly 1,000 is one page with no token.
+pub async fn object_store_paginates(store: &dyn ObjectStore, bucket: &str) {
+    let keys: Vec<String> = (0..2500)
+        .map(|i| format!("p/{:02}/k{i:05}", i % 7))
+        .collect();
+    futures::future::try_join_all(keys.chunks(100).map(|chunk| async move {
+        for key in chunk {
+            store.put(bucket, key, vec![b'x']).await?;
+        }
+        Ok::<_, StoreError>(())
+    }))
+    .await
+    .expect("puts");
+    let mut expected = keys.clone();
+    expected.sort();
+    let (listed, pages) = list_all(store, bucket, "p/", None).await;
+    assert_eq!(pages, 3);
+    assert_eq!(listed, expected);
+
+    let (listed, pages) = list_all(store, bucket, "p/", Some(&expected[1499])).await;
+    assert_eq!(
+        pages, 1,
+        "1,000 keys after the start fit one page, with no token"
+    );
+    assert_eq!(listed, expected[1500..]);
+}
+
+// ---------------------------------------------------------------- queue
+
+/// A queue with a 1 s visibility timeout whose dead-letter queue takes messages received more than twice.
+pub struct QueuePair {
+    pub queue: Arc<dyn BatchQueue>,
+    pub dead_letter: Arc<dyn BatchQueue>,
+}
+
+fn message(id: &str, body: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        id: id.into(),
+        body: body.into(),
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(2);
+
+pub async fn queue_delivers_and_deletes(pair: &QueuePair) {
+    let q = pair.queue.as_ref();
+    let batch: Vec<OutgoingMessage> = (0..25)
+        .map(|i| message(&format!("m{i}"), &format!("body {i}")))
+        .collect();
+    assert!(
+        q.send_batch(&batch).await.expect("send").is_empty(),
+        "25 entries are split into calls of 10"
+    );
+    let mut bodies = BTreeSet::new();
+    while bodies.len() < 25 {
+        let got = q.receive(10, WAIT).await.expect("receive");
+        assert!(!got.is_empty(), "all 25 messages arrive");
+        assert!(got.len() <= 10);
+        for m in got {
+            assert_eq!(m.receive_count, 1);
+            assert!(!m.receipt_handle.is_empty() && !m.message_id.is_empty());
+            bodies.insert(m.body.clone());
+            q.delete(&m.receipt_handle).await.expect("delete");
+            q.delete(&m.receipt_handle)
+                .await
+                .expect("deleting twice is not an error");
+        }
+    }
+    assert_eq!(bodies.len(), 25);
+    assert!(
+        q.receive(10, Duration::from_millis(1200))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "deleted messages stay deleted"
+    );
+    let depth = q.depth().await.expect("depth");
+    assert!(depth.is_empty(), "{depth:?}");
+}
+
+pub async fn queue_redelivers_after_the_visibility_timeout(pair: &QueuePair) {
+    let q = pair.queue.as_ref();
+    q.send_batch(&[message("a", "again")]).await.expect("send");
+    let first = q.receive(1, WAIT).await.expect("receive");
+    assert_eq!(first.len(), 1);
+    let depth = q.depth().await.expect("depth");
+    assert_eq!((depth.visible, depth.in_flight), (0, 1));
+    assert!(
+        q.receive(1, Duration::ZERO)
+            .await
+            .expect("receive")
+            .is_empty(),
+        "hidden while in flight"
+    );
+    let second = q.receive(1, Duration::from_secs(5)).await.expect("receive");
+    assert_eq!(second.len(), 1, "redelivered after the timeout");
+    assert_eq!(second[0].body, "again");
+    assert_eq!(second[0].message_id, first[0].message_id);
+    assert_eq!(second[0].receive_count, 2);
+    let receipt = &second[0].receipt_handle;
+    q.change_visibility(receipt, Duration::from_secs(30))
+        .await
+        .expect("extend");
+    assert!(
+        q.receive(1, Duration::from_millis(1500))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "extended past the default timeout"
+    );
+    q.change_visibility(receipt, Duration::ZERO)
+        .await
+        .expect("release");
+    assert_eq!(
+        q.depth().await.expect("depth").visible,
+        1,
+        "visible again at once"
+    );
+    q.delete(receipt).await.expect("delete");
+    assert!(
+        q.receive(1, Duration::from_millis(1200))
+            .await
+            .expect("receive")
+            .is_empty()
+    );
+}
+
+pub async fn queue_dead_letters_after_max_receives(pair: &QueuePair) {
+    let q = pair.queue.as_ref();
+    q.send_batch(&[message("p", "poison")]).await.expect("send");
+    for attempt in 1..=2 {
+        let got = q.receive(1, Duration::from_secs(5)).await.expect("receive");
+        assert_eq!(got.len(), 1, "receive {attempt}");
+        assert_eq!(got[0].receive_count, attempt);
+        q.change_visibility(&got[0].receipt_handle, Duration::ZERO)
+            .await
+            .expect("release");
+    }
+    assert!(
+        q.receive(1, Duration::from_secs(1))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "a third receive dead-letters it"
+    );
+    let dead = pair
+        .dead_letter
+        .receive(1, WAIT)
+        .await
+        .expect("receive dlq");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, "poison");
+    pair.dead_letter
+        .delete(&dead[0].receipt_handle)
+        .await
+        .expect("delete");
+}
+
+pub async fn queue_refuses_bad_sends(pair: &QueuePair) {
+    let q = pair.queue.as_ref();
+    let huge = "x".repeat(1_048_577);
+    let failures = q
+        .send_batch(&[message("ok", "fine"), message("big", &huge)])
+        .await
+        .expect("send");
+    assert_eq!(failures.len(), 1, "only the oversized entry fails");
+    assert_eq!(failures[0].id, "big");
+    assert!(failures[0].sender_fault);
+    let got = q.receive(10, WAIT).await.expect("receive");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, "fine");
+    q.delete(&got[0].receipt_handle).await.expect("delete");
+    let err = q
+        .change_visibility(&got[0].receipt_handle, Duration::ZERO)
+        .await;
+    assert!(matches!(err, Err(QueueError::InvalidReceipt)), "{err:?}");
+}
+
+// ---------------------------------------------------------------- job store
+
+pub fn record(job_id: &str) -> JobRecord {
+    let spec = format!(
+        r#"{{"job_id":"{job_id}","item_reader":{{"bucket":"in-bucket"}},"processor":{{"kind":"count"}},"result_writer":{{"bucket":"out-bucket"}}}}"#
+    );
+    JobRecord::new(
+        JobSpec::parse(spec.as_bytes()).expect("valid"),
+        1_700_000_000_000,
+    )
+}
+
+fn batch(succeeded: u64, failed: u64) -> BatchRecord {
+    BatchRecord {
+        succeeded,
+        failed,
+        part_key: format!("parts/{succeeded}-{failed}.json"),
+    }
+}
+
+/// Each job-store check gets its own job id, so backends can share one table.
+pub async fn job_store_creates_once(store: &dyn JobStore, job_id: &str) {
+    let rec = record(job_id);
+    assert_eq!(
+        store.create_job(&rec).await.expect("create"),
+        CreateOutcome::Created
+    );
+    match store.create_job(&rec).await.expect("create again") {
+        CreateOutcome::Exists(existing) => assert_eq!(*existing, rec),
+        other => panic!("expected Exists, got {other:?}"),
+    }
+    assert_eq!(store.get_job(job_id).await.expect("get"), Some(rec));
+    assert_eq!(
+        store.get_job(&format!("{job_id}-none")).await.expect("get"),
+        None
+    );
+    assert!(matches!(
+        store.progress(&format!("{job_id}-none")).await,
+        Err(JobStoreError::NotFound(_))
+    ));
+}
+
+pub async fn job_store_counts_each_batch_once(store: Arc<dyn JobStore>, job_id: &str) {
+    store.create_job(&record(job_id)).await.expect("create");
+    assert_eq!(
+        store
+            .record_batch(job_id, 0, &batch(3, 1))
+            .await
+            .expect("record"),
+        RecordOutcome::Recorded
+    );
+    assert_eq!(
+        store
+            .record_batch(job_id, 0, &batch(3, 1))
+            .await
+            .expect("again"),
+        RecordOutcome::Duplicate
+    );
+    // Twenty racing deliveries of batch 1: one counts.
+    let racers = (0..20).map(|_| {
+        let store = store.clone();
+        let job_id = job_id.to_owned();
+        tokio::spawn(async move { store.record_batch(&job_id, 1, &batch(5, 0)).await })
+    });
+    let outcomes = futures::future::try_join_all(racers).await.expect("join");
+    let recorded = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(RecordOutcome::Recorded)))
+        .count();
+    assert_eq!(recorded, 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(Result::is_ok));
+    let p = store.progress(job_id).await.expect("progress");
+    assert_eq!((p.batches_done, p.succeeded, p.failed), (2, 8, 1));
+    let records = store.batch_records(job_id, None, 1).await.expect("records");
+    assert_eq!(records, vec![(0, batch(3, 1))]);
+    let records = store
+        .batch_records(job_id, Some(0), 10)
+        .await
+        .expect("records");
+    assert_eq!(records, vec![(1, batch(5, 0))]);
+    assert!(
+        store
+            .batch_records(job_id, Some(1), 10)
+            .await
+            .expect("records")
+            .is_empty()
+    );
+}
+
+pub async fn job_store_claims_once_after_listing(store: Arc<dyn JobStore>, job_id: &str) {
+    store.create_job(&record(job_id)).await.expect("create");
+    assert!(
+        !store.claim_finalization(job_id).await.expect("claim"),
+        "no claim before the listing is complete"
+    );
+    let cp = Checkpoint {
+        start_after: Some("k9".into()),
+        next_seq: 2,
+        items_sent: 10,
+    };
+    store
+        .save_checkpoint(job_id, &cp)
+        .await
+        .expect("checkpoint");
+    let stale = Checkpoint {
+        start_after: Some("k4".into()),
+        next_seq: 1,
+        items_sent: 5,
+    };
+    store
+        .save_checkpoint(job_id, &stale)
+        .await
+        .expect("stale checkpoint is ignored");
+    assert_eq!(
+        store
+            .get_job(job_id)
+            .await
+            .expect("get")
+            .expect("job")
+            .checkpoint,
+        cp
+    );
+    let totals = ListingTotals {
+        batches: 2,
+        items: 10,
+    };
+    store
+        .complete_listing(job_id, totals)
+        .await
+        .expect("complete");
+    store
+        .complete_listing(job_id, totals)
+        .await
+        .expect("idempotent");
+    let other = ListingTotals {
+        batches: 3,
+        items: 10,
+    };
+    assert!(matches!(
+        store.complete_listing(job_id, other).await,
+        Err(JobStoreError::Conflict { .. })
+    ));
+    let p = store.progress(job_id).await.expect("progress");
+    assert_eq!(p.listing, Some(totals));
+    assert!(!p.is_complete());
+
+    let racers = (0..20).map(|_| {
+        let store = store.clone();
+        let job_id = job_id.to_owned();
+        tokio::spawn(async move { store.claim_finalization(&job_id).await })
+    });
+    let claims = futures::future::try_join_all(racers).await.expect("join");
+    assert_eq!(
+        claims.iter().filter(|c| matches!(c, Ok(true))).count(),
+        1,
+        "{claims:?}"
+    );
+    assert_eq!(
+        store.progress(job_id).await.expect("progress").status,
+        JobStatus::Finalizing
+    );
+
+    assert!(
+        store
+            .finish(job_id, TerminalStatus::Failed)
+            .await
+            .expect("finish")
+    );
+    assert!(
+        !store
+            .finish(job_id, TerminalStatus::Failed)
+            .await
+            .expect("finish again")
+    );
+    assert!(matches!(
+        store.finish(job_id, TerminalStatus::Succeeded).await,
+        Err(JobStoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        store.progress(job_id).await.expect("progress").status,
+        JobStatus::Failed
+    );
+    assert!(!store.claim_finalization(job_id).await.expect("claim"));
+}

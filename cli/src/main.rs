@@ -95,7 +95,19 @@ fn parse_positive_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// glibc gives each thread that allocates its own malloc arena; across the blocking pool's threads, the
+/// fragmentation of many arenas made peak memory creep with a run's length (26 MiB at 20,000 objects, 45 MiB at
+/// 200,000). Four arenas keep it flat (27 and 30 MiB) at the same speed.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; it runs before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

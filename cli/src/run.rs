@@ -19,8 +19,9 @@ use serde_json::json;
 
 use crate::PoolArgs;
 
-/// Batches held in the embedded work queue before the coordinator waits: keeps memory flat.
-const BACKLOG_LIMIT: usize = 10_000;
+/// Receives' worth of batches per worker held in the embedded work queue before the coordinator waits: enough
+/// to keep every worker busy, and it keeps memory flat however many objects the job lists.
+const BACKLOG_PER_WORKER: usize = 4;
 
 /// Exit code of a job that ran and FAILED (by the failure tolerance rule).
 const EXIT_JOB_FAILED: u8 = 3;
@@ -50,13 +51,6 @@ pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Resu
     let dead_letter = EmbeddedQueue::new(QueueConfig::new("work-dlq", visibility_timeout));
     let mut work = QueueConfig::new("work", visibility_timeout);
     work.dead_letter = Some((pool.max_receive_count, dead_letter.clone()));
-    work.backlog_limit = Some(BACKLOG_LIMIT);
-    let deps = Deps {
-        objects: Arc::new(LocalDirStore::new(data_dir)),
-        work_queue: EmbeddedQueue::new(work),
-        finalize_queue: EmbeddedQueue::new(QueueConfig::new("finalize", visibility_timeout)),
-        jobs: Arc::new(MemoryJobStore::new()),
-    };
     let config = LocalConfig {
         concurrency: pool.concurrency.into(),
         visibility_timeout,
@@ -69,6 +63,13 @@ pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Resu
             seed: pool.seed,
         }),
         ..LocalConfig::default()
+    };
+    work.backlog_limit = Some(config.concurrency * config.receive_batch_size * BACKLOG_PER_WORKER);
+    let deps = Deps {
+        objects: Arc::new(LocalDirStore::new(data_dir)),
+        work_queue: EmbeddedQueue::new(work),
+        finalize_queue: EmbeddedQueue::new(QueueConfig::new("finalize", visibility_timeout)),
+        jobs: Arc::new(MemoryJobStore::new()),
     };
     let bar = progress_bar();
     let report = local::run(&deps, dead_letter, job, &config, &|p| update(&bar, p)).await;

@@ -1,14 +1,18 @@
 //! A local directory as S3: bucket `b`, key `k` is the file `ROOT/b/k`.
 //!
 //! Listing walks the tree in exact S3 key order (UTF-8 byte order, where a directory sorts as its name plus
-//! `/`), and keeps at most one page of candidates per directory level in memory, however many files a directory
-//! holds: memory stays flat with the number of objects. Writes go to a temporary file beside the buckets and
-//! are renamed into place, so a reader or a listing never sees a half-written object.
+//! `/`), and keeps a bounded number of candidates per directory level in memory, however many files a directory
+//! holds: memory stays flat with the number of objects. One walk reads up to [`LOOKAHEAD_PAGES`] pages and
+//! keeps the pages after the first for the next call, so a flat folder of N files is scanned N / 10,000 times
+//! rather than N / 1,000. (Like an S3 listing, a listing is not a snapshot: objects written meanwhile may be
+//! missed.) Writes go to a temporary file beside the buckets and are renamed into place, so a reader or a
+//! listing never sees a half-written object.
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -19,16 +23,80 @@ use crate::spec::MAX_KEY_BYTES;
 /// Holds in-progress writes; never a bucket, since bucket names cannot start with '.'.
 const TMP_DIR: &str = ".dmap-tmp";
 
+/// Pages one directory walk reads ahead.
+pub const LOOKAHEAD_PAGES: usize = 10;
+
+/// Pages read ahead by the last walk, served to the call that continues from `after`.
+#[derive(Debug)]
+struct Lookahead {
+    bucket: String,
+    prefix: String,
+    after: String,
+    objects: VecDeque<ObjectMeta>,
+    /// The walk reached the end of the listing: nothing follows `objects`.
+    complete: bool,
+}
+
 /// The embedded object store.
 #[derive(Debug, Clone)]
 pub struct LocalDirStore {
     root: PathBuf,
+    lookahead: Arc<Mutex<Option<Lookahead>>>,
 }
 
 impl LocalDirStore {
     /// A store over `root`, which must exist: each directory in it is a bucket.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            lookahead: Arc::default(),
+        }
+    }
+
+    /// Serves a page from the look-ahead if the last walk read past `after` for this listing.
+    fn page_from_lookahead(&self, bucket: &str, prefix: &str, after: &str) -> Option<ListPage> {
+        let mut slot = self.lookahead.lock().unwrap_or_else(|p| p.into_inner());
+        let ahead = slot.take()?;
+        let hit = ahead.bucket == bucket && ahead.prefix == prefix && ahead.after == after;
+        if !hit || (ahead.objects.len() <= MAX_KEYS_PER_PAGE && !ahead.complete) {
+            return None;
+        }
+        Some(Self::cut_page(
+            &mut slot,
+            ahead.bucket,
+            ahead.prefix,
+            ahead.objects,
+            ahead.complete,
+        ))
+    }
+
+    /// Returns the first page of `objects` and keeps the rest (if any) as the look-ahead.
+    fn cut_page(
+        slot: &mut Option<Lookahead>,
+        bucket: String,
+        prefix: String,
+        mut objects: VecDeque<ObjectMeta>,
+        complete: bool,
+    ) -> ListPage {
+        if objects.len() <= MAX_KEYS_PER_PAGE && complete {
+            return ListPage {
+                objects: objects.into(),
+                next: None,
+            };
+        }
+        let rest = objects.split_off(MAX_KEYS_PER_PAGE.min(objects.len()));
+        let after = objects.back().map(|o| o.key.clone()).unwrap_or_default();
+        *slot = Some(Lookahead {
+            bucket,
+            prefix,
+            after: after.clone(),
+            objects: rest,
+            complete,
+        });
+        ListPage {
+            objects: objects.into(),
+            next: Some(after),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -106,23 +174,33 @@ impl ObjectStore for LocalDirStore {
         continuation: Option<&str>,
     ) -> Result<ListPage, StoreError> {
         let dir = self.bucket_dir(bucket)?;
-        let prefix = prefix.to_owned();
         // The continuation token is the last key of the previous page.
-        let after = continuation.or(start_after).map(str::to_owned);
+        let after = continuation.or(start_after);
+        if let Some(page) = after.and_then(|a| self.page_from_lookahead(bucket, prefix, a)) {
+            return Ok(page);
+        }
+        let (bucket, prefix, after) = (
+            bucket.to_owned(),
+            prefix.to_owned(),
+            after.map(str::to_owned),
+        );
+        let lookahead = self.lookahead.clone();
         blocking(move || {
+            let limit = MAX_KEYS_PER_PAGE * LOOKAHEAD_PAGES;
             let mut walk = Walk {
                 prefix: &prefix,
                 after: after.as_deref(),
-                limit: MAX_KEYS_PER_PAGE + 1,
+                limit: limit + 1,
                 out: Vec::new(),
             };
             walk.dir(&dir, "")?;
-            let mut objects = walk.out;
-            let next = (objects.len() > MAX_KEYS_PER_PAGE).then(|| {
-                objects.truncate(MAX_KEYS_PER_PAGE);
-                objects[MAX_KEYS_PER_PAGE - 1].key.clone()
-            });
-            Ok(ListPage { objects, next })
+            let complete = walk.out.len() <= limit;
+            let mut objects = VecDeque::from(walk.out);
+            if !complete {
+                objects.pop_back(); // only there to tell whether more follow
+            }
+            let mut slot = lookahead.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(Self::cut_page(&mut slot, bucket, prefix, objects, complete))
         })
         .await
     }

@@ -296,6 +296,16 @@ mod tests {
     }
 
     #[test]
+    fn result_numbers_print_as_their_decimals() {
+        let d = |s: &str| Decimal::from_str(s).unwrap();
+        assert_eq!(number(d("3052.4")).to_string(), "3052.4");
+        assert_eq!(number(d("0.30")).to_string(), "0.3");
+        assert_eq!(number(d("-12.0")).to_string(), "-12");
+        let sum = (0..1000).fold(Decimal::ZERO, |acc, _| acc + d("0.1"));
+        assert_eq!(number(sum).to_string(), "100", "exact: no 99.9999999");
+    }
+
+    #[test]
     fn merge_equals_one_pass() {
         let whole = run("STATION,TMAX,TMIN\nA,1.1,2\nB,3,4\nA,0.2,\n").unwrap();
         let mut parts = run("STATION,TMAX,TMIN\nA,0.2,\n").unwrap();

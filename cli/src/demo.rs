@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::DemoArgs;
-use crate::run::{print_summary, run_job};
+use crate::run::{Outputs, print_summary, run_job};
 
 const BUCKET: &str = "dmap-demo";
 const PREFIX: &str = "noaa-ghcn/2026/";
@@ -49,7 +49,7 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
     let job = JobSpec::parse(spec.to_string().as_bytes())?;
     let report = run_job(job, &args.data_dir, &args.pool).await?;
-    print_summary(&report, &args.data_dir, args.pool.json);
+    print_summary(&report, &Outputs::Dir(&args.data_dir), args.pool.json, None);
     if !args.pool.json {
         let result_path = args.data_dir.join(BUCKET).join(&report.manifest.result);
         let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&result_path)?)?;

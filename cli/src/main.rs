@@ -1,6 +1,7 @@
 //! `dmap`: run a distributed map job on this machine (embedded backends) and try it on synthetic data.
 
 mod demo;
+mod local;
 mod run;
 
 use std::path::PathBuf;
@@ -18,10 +19,70 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a job spec to its end on the embedded backends (a local directory as S3, in-process queue and store).
+    /// Run a job spec to its end: on the embedded backends with --data-dir (a local directory as S3, in-process
+    /// queue and store), otherwise through S3, SQS and DynamoDB (an emulator with --endpoint-url, or the AWS
+    /// account of the environment's credentials).
     Run(RunArgs),
     /// Generate a synthetic NOAA-style daily-weather dataset, run a csv_aggregate job over it, show what it found.
     Demo(DemoArgs),
+    /// Local AWS: set up an emulator (or an account) for `dmap run --endpoint-url`.
+    Local {
+        #[command(subcommand)]
+        command: LocalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LocalCommand {
+    /// Create the job table and the queues (same attributes as the SAM template) and print their names as
+    /// environment variables for `dmap run`.
+    Up(UpArgs),
+}
+
+/// Where the AWS resources are (for `run` without --data-dir).
+#[derive(Debug, Clone, Args)]
+struct AwsArgs {
+    /// Send S3, SQS and DynamoDB requests here (an emulator such as moto's server). Without it the SDK's standard
+    /// configuration applies, AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE> included.
+    #[arg(long)]
+    endpoint_url: Option<String>,
+    /// The job table.
+    #[arg(long, env = "DMAP_TABLE", default_value = "dmap-jobs")]
+    table: String,
+    /// The work queue (its visibility timeout and redrive policy are the queue's own).
+    #[arg(long, env = "DMAP_WORK_QUEUE", default_value = "dmap-work")]
+    work_queue: String,
+    /// The work queue's dead-letter queue.
+    #[arg(long, env = "DMAP_DEAD_LETTER_QUEUE", default_value = "dmap-work-dlq")]
+    dead_letter_queue: String,
+    /// The queue that triggers the finalizer.
+    #[arg(long, env = "DMAP_FINALIZE_QUEUE", default_value = "dmap-finalize")]
+    finalize_queue: String,
+    /// Counter shards per job in the table (fixed for a deployment).
+    #[arg(long, env = "DMAP_COUNTER_SHARDS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    counter_shards: u32,
+    /// Pass ExpectedBucketOwner (this account id) on every S3 call.
+    #[arg(long, env = "DMAP_EXPECTED_BUCKET_OWNER")]
+    expected_bucket_owner: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Create them here (an emulator such as moto's server) instead of the environment's AWS account.
+    #[arg(long)]
+    endpoint_url: Option<String>,
+    /// Names are `<prefix>-jobs`, `<prefix>-work`, `<prefix>-work-dlq`, `<prefix>-finalize`, `<prefix>-finalize-dlq`.
+    #[arg(long, default_value = "dmap")]
+    prefix: String,
+    /// Also create this bucket (repeatable).
+    #[arg(long = "bucket")]
+    buckets: Vec<String>,
+    /// The work queue's visibility timeout in seconds (the template's is 6x the worker timeout).
+    #[arg(long, default_value_t = dmap_core::aws::resources::WORK_VISIBILITY_TIMEOUT_SECS)]
+    visibility_timeout: u32,
+    /// Receives before a batch is dead-lettered.
+    #[arg(long, default_value_t = dmap_core::aws::resources::MAX_RECEIVE_COUNT, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_receive_count: u32,
 }
 
 /// How the in-process pool runs (shared by `run` and `demo`).
@@ -33,10 +94,12 @@ struct PoolArgs {
     /// Objects read at once within one batch.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     item_concurrency: u16,
-    /// Visibility timeout of the work queue, in seconds (a crashed worker's batch reappears after it).
+    /// Embedded runs: the work queue's visibility timeout, in seconds (a crashed worker's batch reappears after
+    /// it). Runs through SQS use the queue's own.
     #[arg(long, default_value_t = 2.0, value_parser = parse_positive_seconds)]
     visibility_timeout: f64,
-    /// Receives of a batch before it goes to the dead-letter queue (the redrive policy's maxReceiveCount).
+    /// Embedded runs: receives of a batch before it goes to the dead-letter queue. Runs through SQS use the
+    /// queue's redrive policy.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     max_receive_count: u32,
     /// Inject one fault (duplicate delivery, crash before ack, crash before record) into this share of
@@ -55,9 +118,14 @@ struct PoolArgs {
 struct RunArgs {
     /// The job spec (JSON).
     spec: PathBuf,
-    /// The directory that plays S3: bucket `b`, key `k` is the file `DIR/b/k`.
+    /// Run on the embedded backends, with this directory playing S3: bucket `b`, key `k` is the file `DIR/b/k`.
+    #[arg(long, conflicts_with_all = ["endpoint_url", "stats"])]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    aws: AwsArgs,
+    /// Count the AWS requests the run made, by operation (the basis of its cost).
     #[arg(long)]
-    data_dir: PathBuf,
+    stats: bool,
     #[command(flatten)]
     pool: PoolArgs,
 }
@@ -128,8 +196,11 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run::run(&args.spec, &args.data_dir, &args.pool).await,
+            Command::Run(args) => run::run(&args).await,
             Command::Demo(args) => demo::demo(&args).await,
+            Command::Local {
+                command: LocalCommand::Up(args),
+            } => local::up(&args).await,
         }
     });
     match outcome {

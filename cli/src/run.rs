@@ -1,5 +1,7 @@
-//! `dmap run`: assembles the embedded backends, runs the job with a progress bar, prints the summary.
+//! `dmap run`: assembles the backends (embedded, or S3/SQS/DynamoDB), runs the job with a progress bar, prints
+//! the summary.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,16 +10,18 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dmap_core::Deps;
+use dmap_core::aws::resources::DEFAULT_TTL;
+use dmap_core::aws::{AwsClients, DynamoJobStore, S3Store, SqsQueue};
 use dmap_core::embedded::{EmbeddedQueue, LocalDirStore, MemoryJobStore, QueueConfig};
 use dmap_core::layout::TerminalStatus;
 use dmap_core::local::{self, Chaos, LocalConfig, RunReport};
-use dmap_core::ports::Progress;
+use dmap_core::ports::{BatchQueue, Progress};
 use dmap_core::spec::{Job, JobSpec};
 use dmap_core::worker::WorkerConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::PoolArgs;
+use crate::{AwsArgs, PoolArgs, RunArgs};
 
 /// Receives' worth of batches per worker held in the embedded work queue before the coordinator waits: enough
 /// to keep every worker busy, and it keeps memory flat however many objects the job lists.
@@ -26,35 +30,56 @@ const BACKLOG_PER_WORKER: usize = 4;
 /// Exit code of a job that ran and FAILED (by the failure tolerance rule).
 const EXIT_JOB_FAILED: u8 = 3;
 
+/// An SQS long poll: an idle worker waits this long per ReceiveMessage instead of polling in a loop.
+const SQS_RECEIVE_WAIT: Duration = Duration::from_secs(1);
+
+/// Where a run's outputs are, for the summary.
+pub enum Outputs<'a> {
+    Dir(&'a Path),
+    S3,
+}
+
+impl Outputs<'_> {
+    fn locate(&self, bucket: &str, key: &str) -> String {
+        match self {
+            Self::Dir(dir) => dir.join(bucket).join(key).display().to_string(),
+            Self::S3 => format!("s3://{bucket}/{key}"),
+        }
+    }
+}
+
 /// Reads and validates the spec, runs it, prints the summary; the exit code follows the job's status.
-pub async fn run(spec_path: &Path, data_dir: &Path, pool: &PoolArgs) -> anyhow::Result<ExitCode> {
-    let json = std::fs::read(spec_path)
-        .with_context(|| format!("cannot read the job spec {}", spec_path.display()))?;
+pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let json = std::fs::read(&args.spec)
+        .with_context(|| format!("cannot read the job spec {}", args.spec.display()))?;
     let job = JobSpec::parse(&json)?;
-    let report = run_job(job, data_dir, pool).await?;
-    print_summary(&report, data_dir, pool.json);
+    let (report, outputs, requests) = match &args.data_dir {
+        Some(dir) => (
+            run_job(job, dir, &args.pool).await?,
+            Outputs::Dir(dir),
+            None,
+        ),
+        None => {
+            let (report, requests) = run_job_aws(job, &args.aws, &args.pool).await?;
+            (report, Outputs::S3, args.stats.then_some(requests))
+        }
+    };
+    print_summary(&report, &outputs, args.pool.json, requests.as_ref());
     Ok(match report.manifest.status {
         TerminalStatus::Succeeded => ExitCode::SUCCESS,
         TerminalStatus::Failed => ExitCode::from(EXIT_JOB_FAILED),
     })
 }
 
-/// Runs a validated job on the embedded backends over `data_dir`.
-pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Result<RunReport> {
-    if !data_dir.is_dir() {
-        bail!("--data-dir {} is not a directory", data_dir.display());
-    }
-    if job.spec.job_id.is_some() && !pool.json {
-        eprintln!("job {}", job.job_id);
-    }
-    let visibility_timeout = Duration::from_secs_f64(pool.visibility_timeout);
-    let dead_letter = EmbeddedQueue::new(QueueConfig::new("work-dlq", visibility_timeout));
-    let mut work = QueueConfig::new("work", visibility_timeout);
-    work.dead_letter = Some((pool.max_receive_count, dead_letter.clone()));
-    let config = LocalConfig {
+fn local_config(
+    pool: &PoolArgs,
+    visibility_timeout: Duration,
+    max_receive_count: u32,
+) -> LocalConfig {
+    LocalConfig {
         concurrency: pool.concurrency.into(),
         visibility_timeout,
-        max_receive_count: pool.max_receive_count,
+        max_receive_count,
         worker: WorkerConfig {
             item_concurrency: pool.item_concurrency.into(),
         },
@@ -63,7 +88,19 @@ pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Resu
             seed: pool.seed,
         }),
         ..LocalConfig::default()
-    };
+    }
+}
+
+/// Runs a validated job on the embedded backends over `data_dir`.
+pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Result<RunReport> {
+    if !data_dir.is_dir() {
+        bail!("--data-dir {} is not a directory", data_dir.display());
+    }
+    let visibility_timeout = Duration::from_secs_f64(pool.visibility_timeout);
+    let config = local_config(pool, visibility_timeout, pool.max_receive_count);
+    let dead_letter = EmbeddedQueue::new(QueueConfig::new("work-dlq", visibility_timeout));
+    let mut work = QueueConfig::new("work", visibility_timeout);
+    work.dead_letter = Some((pool.max_receive_count, dead_letter.clone()));
     work.backlog_limit = Some(config.concurrency * config.receive_batch_size * BACKLOG_PER_WORKER);
     let deps = Deps {
         objects: Arc::new(LocalDirStore::new(data_dir)),
@@ -71,8 +108,65 @@ pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Resu
         finalize_queue: EmbeddedQueue::new(QueueConfig::new("finalize", visibility_timeout)),
         jobs: Arc::new(MemoryJobStore::new()),
     };
+    run_with_progress(&deps, dead_letter, job, &config, pool.json).await
+}
+
+/// Runs a validated job through S3, SQS and DynamoDB; returns the report and the requests made, by operation.
+pub async fn run_job_aws(
+    job: Job,
+    aws: &AwsArgs,
+    pool: &PoolArgs,
+) -> anyhow::Result<(RunReport, BTreeMap<String, u64>)> {
+    let clients = AwsClients::from_env(aws.endpoint_url.as_deref()).await;
+    let queue = |name: &str| {
+        let sqs = clients.sqs.clone();
+        let name = name.to_owned();
+        async move {
+            SqsQueue::by_name(sqs, &name).await.with_context(|| {
+                format!(
+                    "queue \"{name}\" (create it with `dmap local up`, or name it with the flag)"
+                )
+            })
+        }
+    };
+    let work = queue(&aws.work_queue).await?;
+    // The heartbeat and the chaos rule follow the queue's own attributes.
+    let (visibility_timeout, max_receives) = work.visibility_and_max_receives().await?;
+    let mut config = local_config(pool, visibility_timeout, max_receives.unwrap_or(u32::MAX));
+    config.receive_wait = SQS_RECEIVE_WAIT;
+    // Progress reads cost read units (the job and every counter shard): once a second is enough for the bar.
+    config.poll_interval = Duration::from_secs(1);
+    let deps = Deps {
+        objects: Arc::new(S3Store::new(
+            clients.s3.clone(),
+            aws.expected_bucket_owner.clone(),
+        )),
+        work_queue: Arc::new(work),
+        finalize_queue: Arc::new(queue(&aws.finalize_queue).await?),
+        jobs: Arc::new(DynamoJobStore::new(
+            clients.dynamodb.clone(),
+            &aws.table,
+            aws.counter_shards,
+            DEFAULT_TTL,
+        )),
+    };
+    let dead_letter: Arc<dyn BatchQueue> = Arc::new(queue(&aws.dead_letter_queue).await?);
+    let report = run_with_progress(&deps, dead_letter, job, &config, pool.json).await?;
+    Ok((report, clients.requests.snapshot()))
+}
+
+async fn run_with_progress(
+    deps: &Deps,
+    dead_letter: Arc<dyn BatchQueue>,
+    job: Job,
+    config: &LocalConfig,
+    quiet: bool,
+) -> anyhow::Result<RunReport> {
+    if !quiet {
+        eprintln!("job {}", job.job_id);
+    }
     let bar = progress_bar();
-    let report = local::run(&deps, dead_letter, job, &config, &|p| update(&bar, p)).await;
+    let report = local::run(deps, dead_letter, job, config, &|p| update(&bar, p)).await;
     bar.finish_and_clear();
     Ok(report?)
 }
@@ -113,26 +207,31 @@ pub fn peak_memory_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Prints the one-line summary (or JSON on stdout with `--json`).
-pub fn print_summary(report: &RunReport, data_dir: &Path, as_json: bool) {
+/// Prints the one-line summary (or JSON on stdout with `--json`), and the request counts when asked.
+pub fn print_summary(
+    report: &RunReport,
+    outputs: &Outputs,
+    as_json: bool,
+    requests: Option<&BTreeMap<String, u64>>,
+) {
     let m = &report.manifest;
     let secs = report.elapsed.as_secs_f64();
     let rate = m.items.total as f64 / secs.max(1e-9);
-    let manifest_path = data_dir
-        .join(&m.bucket)
-        .join(m.result.replace("result.json", "manifest.json"));
+    let manifest = outputs.locate(&m.bucket, &m.result.replace("result.json", "manifest.json"));
+    let total_requests: u64 = requests.map_or(0, |r| r.values().sum());
+    let per_thousand = total_requests as f64 * 1000.0 / (m.items.total.max(1) as f64);
     let s = &report.stats;
     if as_json {
-        let summary = json!({
+        let mut summary = json!({
             "job_id": m.job_id,
             "status": m.status,
             "items": m.items,
             "batches": m.batches,
             "elapsed_seconds": secs,
             "items_per_second": rate,
-            "manifest": manifest_path,
-            "result": data_dir.join(&m.bucket).join(&m.result),
-            "failures": data_dir.join(&m.bucket).join(&m.failures),
+            "manifest": manifest,
+            "result": outputs.locate(&m.bucket, &m.result),
+            "failures": outputs.locate(&m.bucket, &m.failures),
             "deliveries": s.deliveries,
             "faults": {
                 "duplicates": s.duplicates,
@@ -142,6 +241,11 @@ pub fn print_summary(report: &RunReport, data_dir: &Path, as_json: bool) {
             "dead_lettered_batches": s.dead_lettered_batches,
             "peak_memory_bytes": peak_memory_bytes(),
         });
+        if let Some(requests) = requests {
+            summary["requests"] = json!(requests);
+            summary["requests_total"] = json!(total_requests);
+            summary["requests_per_1000_items"] = json!(per_thousand);
+        }
         println!("{summary}");
         return;
     }
@@ -155,13 +259,20 @@ pub fn print_summary(report: &RunReport, data_dir: &Path, as_json: bool) {
         String::new()
     };
     println!(
-        "{} {}: {} items ({} succeeded, {} failed) in {} batches, {secs:.2} s, {rate:.0} items/s{chaos}; manifest: {}",
+        "{} {}: {} items ({} succeeded, {} failed) in {} batches, {secs:.2} s, {rate:.0} items/s{chaos}; manifest: {manifest}",
         m.job_id,
         m.status.as_str(),
         m.items.total,
         m.items.succeeded,
         m.items.failed,
         m.batches.total,
-        manifest_path.display()
     );
+    if let Some(requests) = requests {
+        let by_operation: Vec<String> =
+            requests.iter().map(|(op, n)| format!("{op} {n}")).collect();
+        println!(
+            "AWS requests: {total_requests} ({per_thousand:.1} per 1,000 items): {}",
+            by_operation.join(", ")
+        );
+    }
 }

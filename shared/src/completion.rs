@@ -30,9 +30,22 @@ pub async fn complete_if_done(
     job_id: &str,
     retrigger: bool,
 ) -> Result<Completion, PipelineError> {
-    let progress = deps.jobs.progress(job_id).await?;
-    match progress.status {
-        JobStatus::Running if progress.is_complete() => {
+    // The job item alone first (one read unit); the counter shards only once the listing is complete, which
+    // for most batches of a large job it is not yet. Still exact: a worker records its batch before this read,
+    // so if the read shows no listing totals, the coordinator records them later and its own check (the same
+    // function, after its totals) sees this batch.
+    let record = deps
+        .jobs
+        .get_job(job_id)
+        .await?
+        .ok_or_else(|| crate::ports::JobStoreError::NotFound(job_id.to_owned()))?;
+    match record.status {
+        JobStatus::Running if record.listing.is_none() => Ok(Completion::NotYet),
+        JobStatus::Running => {
+            let progress = deps.jobs.progress(job_id).await?;
+            if progress.status != JobStatus::Running || !progress.is_complete() {
+                return Ok(Completion::NotYet);
+            }
             if deps.jobs.claim_finalization(job_id).await? {
                 tracing::info!(job_id, "all batches done; claimed finalization");
                 trigger_finalizer(deps, job_id).await?;
@@ -45,7 +58,6 @@ pub async fn complete_if_done(
             trigger_finalizer(deps, job_id).await?;
             Ok(Completion::Retriggered)
         }
-        JobStatus::Running => Ok(Completion::NotYet),
         _ => Ok(Completion::ClaimedElsewhere),
     }
 }

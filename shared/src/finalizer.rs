@@ -80,15 +80,10 @@ async fn write_outputs(
         .ok_or_else(|| inconsistent("FINALIZING without listing totals".into()))?;
 
     // Every batch 0..total must have exactly one record: the record says which part counts.
-    let mut records = Vec::new();
-    let mut after = None;
-    loop {
-        let page = deps
-            .jobs
-            .batch_records(job_id, after, RECORDS_PER_PAGE)
-            .await?;
-        let Some(&(last, _)) = page.last() else { break };
-        for (seq, batch) in page {
+    let mut records = Vec::with_capacity(totals.batches as usize);
+    for from in (0..totals.batches).step_by(RECORDS_PER_PAGE) {
+        let to = (from + RECORDS_PER_PAGE as u64).min(totals.batches);
+        for (seq, batch) in deps.jobs.batch_records(job_id, from, to).await? {
             if seq != records.len() as u64 {
                 return Err(inconsistent(format!(
                     "batch {} has no record",
@@ -97,14 +92,12 @@ async fn write_outputs(
             }
             records.push(batch);
         }
-        after = Some(last);
-    }
-    if records.len() as u64 != totals.batches {
-        return Err(inconsistent(format!(
-            "{} batch records for {} batches",
-            records.len(),
-            totals.batches
-        )));
+        if records.len() as u64 != to {
+            return Err(inconsistent(format!(
+                "batch {} has no record",
+                records.len()
+            )));
+        }
     }
 
     let mut result = job.spec.processor.empty();

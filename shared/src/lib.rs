@@ -8,6 +8,7 @@
 //! - [`local`]: runs a whole job in one process, with a worker pool standing in for the SQS event source
 //!   mapping, and optional fault injection.
 
+pub mod aws;
 pub mod batching;
 pub mod completion;
 pub mod coordinator;

@@ -42,8 +42,11 @@ pub struct LocalConfig {
     pub max_receive_count: u32,
     pub worker: WorkerConfig,
     pub chaos: Option<Chaos>,
-    /// How long an idle receive waits, and how often progress is reported.
+    /// How often progress is reported (and stop is noticed).
     pub poll_interval: Duration,
+    /// How long an idle receive waits. Against SQS make it a long poll (whole seconds): shorter waits are
+    /// short polls, each a billed request.
+    pub receive_wait: Duration,
 }
 
 impl Default for LocalConfig {
@@ -56,6 +59,7 @@ impl Default for LocalConfig {
             worker: WorkerConfig::default(),
             chaos: None,
             poll_interval: Duration::from_millis(50),
+            receive_wait: Duration::from_millis(50),
         }
     }
 }
@@ -236,15 +240,20 @@ impl Pool {
         let stuck_after = (self.config.visibility_timeout * 3).max(Duration::from_secs(3));
         let mut idle_since: Option<Instant> = None;
         loop {
+            // Read before the progress: a coordinator that finished before the read and left no listing totals
+            // failed (its error is returned when it is joined).
+            let coordinator_done = coordinator.is_finished();
             let progress = self.deps.jobs.progress(job_id).await?;
             on_progress(&progress);
             if progress.status.is_terminal() {
                 return Ok(());
             }
-            if consumers.iter().any(JoinHandle::is_finished) {
+            if consumers.iter().any(JoinHandle::is_finished)
+                || (coordinator_done && progress.listing.is_none())
+            {
                 return Ok(()); // the failed task's error is returned when it is joined
             }
-            let idle = coordinator.is_finished() && self.queues_empty().await?;
+            let idle = coordinator_done && self.queues_empty().await?;
             idle_since = if idle {
                 idle_since.or(Some(Instant::now()))
             } else {
@@ -253,18 +262,15 @@ impl Pool {
             if let Some(since) = idle_since
                 && since.elapsed() > stuck_after
             {
-                if !coordinator.is_finished() || progress.listing.is_some() {
-                    return Err(PipelineError::Inconsistent {
-                        job_id: job_id.to_owned(),
-                        message: format!(
-                            "stuck in {} with every queue empty ({} of {:?} batches recorded)",
-                            progress.status.as_str(),
-                            progress.batches_done,
-                            progress.listing.map(|l| l.batches)
-                        ),
-                    });
-                }
-                return Ok(()); // the coordinator failed: its error is returned when it is joined
+                return Err(PipelineError::Inconsistent {
+                    job_id: job_id.to_owned(),
+                    message: format!(
+                        "stuck in {} with every queue empty ({} of {:?} batches recorded)",
+                        progress.status.as_str(),
+                        progress.batches_done,
+                        progress.listing.map(|l| l.batches)
+                    ),
+                });
             }
             tokio::time::sleep(self.config.poll_interval).await;
         }
@@ -282,7 +288,7 @@ impl Pool {
             let received = self
                 .deps
                 .work_queue
-                .receive(self.config.receive_batch_size, self.config.poll_interval)
+                .receive(self.config.receive_batch_size, self.config.receive_wait)
                 .await?;
             futures::future::join_all(received.iter().map(|m| self.deliver(m))).await;
         }
@@ -377,7 +383,7 @@ impl Pool {
         while !self.stopped() {
             let received = self
                 .dead_letter
-                .receive(10, self.config.poll_interval)
+                .receive(10, self.config.receive_wait)
                 .await?;
             for message in received {
                 match dead_letter::handle(&self.deps, &message.body).await {
@@ -405,7 +411,7 @@ impl Pool {
     async fn finalize_loop(self: Arc<Self>) -> Result<(), PipelineError> {
         let queue = &self.deps.finalize_queue;
         while !self.stopped() {
-            for message in queue.receive(1, self.config.poll_interval).await? {
+            for message in queue.receive(1, self.config.receive_wait).await? {
                 let trigger = FinalizeMessage::from_body(&message.body)
                     .map_err(|e| PipelineError::MalformedMessage(e.to_string()))?;
                 match finalize(&self.deps, &trigger.job_id).await {

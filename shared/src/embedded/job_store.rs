@@ -134,15 +134,13 @@ impl JobStore for MemoryJobStore {
     async fn batch_records(
         &self,
         job_id: &str,
-        after: Option<u64>,
-        limit: usize,
+        from: u64,
+        to: u64,
     ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError> {
         self.with_job(job_id, |job| {
-            let start = after.map_or(0, |a| a.saturating_add(1));
             Ok(job
                 .batches
-                .range(start..)
-                .take(limit)
+                .range(from..to.max(from))
                 .map(|(seq, r)| (*seq, r.clone()))
                 .collect())
         })

@@ -168,7 +168,7 @@ pub trait JobStore: Send + Sync {
     ) -> Result<(), JobStoreError>;
 
     /// Counts batch `seq` exactly once: the marker and the counters change together or not at all.
-    /// Errors: `NotFound`.
+    /// Only for batches of existing jobs (a backend need not check: the check would cost a request per batch).
     async fn record_batch(
         &self,
         job_id: &str,
@@ -176,12 +176,13 @@ pub trait JobStore: Send + Sync {
         record: &BatchRecord,
     ) -> Result<RecordOutcome, JobStoreError>;
 
-    /// Up to `limit` recorded batches with `seq` greater than `after`, ascending by `seq`.
+    /// The recorded batches with `from <= seq < to`, ascending by `seq` (at most `to - from`; callers ask for
+    /// ranges of about a thousand).
     async fn batch_records(
         &self,
         job_id: &str,
-        after: Option<u64>,
-        limit: usize,
+        from: u64,
+        to: u64,
     ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError>;
 
     /// A strongly consistent read of status, totals and counters. Errors: `NotFound`.

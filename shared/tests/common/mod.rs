@@ -232,6 +232,7 @@ pub fn fast_config() -> LocalConfig {
         concurrency: 4,
         visibility_timeout: Duration::from_millis(300),
         poll_interval: Duration::from_millis(10),
+        receive_wait: Duration::from_millis(10),
         ..LocalConfig::default()
     }
 }

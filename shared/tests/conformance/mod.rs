@@ -405,19 +405,37 @@ pub async fn job_store_counts_each_batch_once(store: Arc<dyn JobStore>, job_id: 
     assert!(outcomes.iter().all(Result::is_ok));
     let p = store.progress(job_id).await.expect("progress");
     assert_eq!((p.batches_done, p.succeeded, p.failed), (2, 8, 1));
-    let records = store.batch_records(job_id, None, 1).await.expect("records");
+    let records = store.batch_records(job_id, 0, 1).await.expect("records");
     assert_eq!(records, vec![(0, batch(3, 1))]);
-    let records = store
-        .batch_records(job_id, Some(0), 10)
-        .await
-        .expect("records");
+    let records = store.batch_records(job_id, 0, 1000).await.expect("records");
+    assert_eq!(records, vec![(0, batch(3, 1)), (1, batch(5, 0))]);
+    let records = store.batch_records(job_id, 1, 10).await.expect("records");
     assert_eq!(records, vec![(1, batch(5, 0))]);
     assert!(
         store
-            .batch_records(job_id, Some(1), 10)
+            .batch_records(job_id, 2, 10)
             .await
             .expect("records")
             .is_empty()
+    );
+    for seq in 2..60 {
+        store
+            .record_batch(job_id, seq, &batch(seq, 0))
+            .await
+            .expect("record");
+    }
+    let records = store.batch_records(job_id, 7, 45).await.expect("records");
+    let seqs: Vec<u64> = records.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(
+        seqs,
+        (7..45).collect::<Vec<_>>(),
+        "a range, in order, across however the store spreads batches"
+    );
+    assert_eq!(records[0].1, batch(7, 0));
+    let p = store.progress(job_id).await.expect("progress");
+    assert_eq!(
+        (p.batches_done, p.succeeded),
+        (60, 8 + (2..60).sum::<u64>())
     );
 }
 

@@ -1,0 +1,38 @@
+//! `dmap local up`: creates the job table and the queues (and buckets) with the SAM template's attributes, in
+//! an emulator or an account, and prints their names as the environment variables `dmap run` reads.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use dmap_core::aws::AwsClients;
+use dmap_core::aws::resources::{self, QueueSettings, ResourceNames};
+
+use crate::UpArgs;
+
+pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
+    let clients = AwsClients::from_env(args.endpoint_url.as_deref()).await;
+    let names = ResourceNames::with_prefix(&args.prefix);
+    let settings = QueueSettings {
+        work_visibility_timeout_secs: args.visibility_timeout,
+        max_receive_count: args.max_receive_count,
+        ..QueueSettings::default()
+    };
+    resources::create_all(&clients, &names, settings).await?;
+    for bucket in &args.buckets {
+        resources::create_bucket(&clients.s3, bucket)
+            .await
+            .with_context(|| format!("creating bucket {bucket}"))?;
+    }
+    println!("export DMAP_TABLE={}", names.table);
+    println!("export DMAP_WORK_QUEUE={}", names.work_queue);
+    println!("export DMAP_DEAD_LETTER_QUEUE={}", names.dead_letter_queue);
+    println!("export DMAP_FINALIZE_QUEUE={}", names.finalize_queue);
+    println!(
+        "# finalize dead-letter queue: {}",
+        names.finalize_dead_letter_queue
+    );
+    for bucket in &args.buckets {
+        println!("# bucket: {bucket}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

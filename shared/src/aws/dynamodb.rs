@@ -1,0 +1,569 @@
+//! The job store port on one DynamoDB table (single-table design).
+//!
+//! | item | `pk` | `sk` | attributes |
+//! |---|---|---|---|
+//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `listing_batches`, `listing_items`, `counter_shards` |
+//! | counter shard | `JOB#<job_id>#S<shard>` | `COUNT` | `batches`, `succeeded`, `failed` |
+//! | batch marker | `JOB#<job_id>#S<shard>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `part_key` |
+//!
+//! Every item carries `expires_at` (the table's TTL attribute). Batch `seq` lives in shard `seq % shards`: its
+//! marker and its shard's counter share a partition key, and each shard is its own partition, so the batch rate
+//! is not capped by one item's (or one partition's) write limit. Recording a batch is one `TransactWriteItems`:
+//! put the marker if absent, add to the shard's counter; a duplicate is recognised from the cancellation
+//! reason of the marker's condition, never from an error string.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
+
+use super::{boxed, error_code, is_throttling};
+use crate::layout::TerminalStatus;
+use crate::ports::{
+    BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStatus, JobStore, JobStoreError,
+    ListingTotals, Progress, RecordOutcome,
+};
+
+type Item = HashMap<String, AttributeValue>;
+
+const JOB_SK: &str = "JOB";
+const COUNT_SK: &str = "COUNT";
+/// Attempts at a batch record that lost a `TransactionConflict` to a concurrent record of the same shard.
+const CONFLICT_ATTEMPTS: u32 = 10;
+
+/// DynamoDB as the job store.
+#[derive(Debug, Clone)]
+pub struct DynamoJobStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    shards: u32,
+    ttl: Duration,
+}
+
+fn job_pk(job_id: &str) -> String {
+    format!("JOB#{job_id}")
+}
+
+fn shard_pk(job_id: &str, shard: u64) -> String {
+    format!("JOB#{job_id}#S{shard:03}")
+}
+
+fn batch_sk(seq: u64) -> String {
+    format!("BATCH#{seq:020}")
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn get_n(item: &Item, name: &str) -> Option<u64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn corrupt(job_id: &str, what: &str) -> JobStoreError {
+    JobStoreError::Other(format!("job \"{job_id}\": item has no valid {what}").into())
+}
+
+fn map_error<E, R>(err: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> JobStoreError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if is_throttling(&err) {
+        JobStoreError::Throttled
+    } else {
+        JobStoreError::Other(boxed(err))
+    }
+}
+
+fn is_condition_failed<E, R>(err: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    error_code(err) == Some("ConditionalCheckFailedException")
+}
+
+fn parse_status(value: &str) -> Option<JobStatus> {
+    Some(match value {
+        "RUNNING" => JobStatus::Running,
+        "FINALIZING" => JobStatus::Finalizing,
+        "SUCCEEDED" => JobStatus::Succeeded,
+        "FAILED" => JobStatus::Failed,
+        _ => return None,
+    })
+}
+
+fn record_from_item(job_id: &str, item: &Item) -> Result<(JobRecord, Option<u64>), JobStoreError> {
+    let job = get_s(item, "job")
+        .and_then(|j| serde_json::from_str(j).ok())
+        .ok_or_else(|| corrupt(job_id, "job"))?;
+    let status = get_s(item, "status")
+        .and_then(parse_status)
+        .ok_or_else(|| corrupt(job_id, "status"))?;
+    let listing = match (get_n(item, "listing_batches"), get_n(item, "listing_items")) {
+        (Some(batches), Some(items)) => Some(ListingTotals { batches, items }),
+        _ => None,
+    };
+    let record = JobRecord {
+        job,
+        spec_digest: get_s(item, "spec_digest").unwrap_or_default().to_owned(),
+        status,
+        checkpoint: Checkpoint {
+            start_after: get_s(item, "cp_start_after").map(str::to_owned),
+            next_seq: get_n(item, "cp_next_seq").unwrap_or(0),
+            items_sent: get_n(item, "cp_items_sent").unwrap_or(0),
+        },
+        listing,
+        created_at_ms: get_n(item, "created_at_ms").unwrap_or(0),
+    };
+    Ok((record, get_n(item, "counter_shards")))
+}
+
+impl DynamoJobStore {
+    /// `shards` counter shards per job (fixed for a deployment: a job records the count it was created with,
+    /// and is refused by a store configured otherwise); items expire `ttl` after they are written.
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        shards: u32,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            shards: shards.max(1),
+            ttl,
+        }
+    }
+
+    fn expires_at(&self) -> AttributeValue {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        n((now + self.ttl).as_secs())
+    }
+
+    fn job_key(job_id: &str) -> Item {
+        HashMap::from([
+            ("pk".to_owned(), s(job_pk(job_id))),
+            ("sk".to_owned(), s(JOB_SK)),
+        ])
+    }
+
+    fn conflict(job_id: &str, message: impl Into<String>) -> JobStoreError {
+        JobStoreError::Conflict {
+            job_id: job_id.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    async fn try_record(
+        &self,
+        job_id: &str,
+        seq: u64,
+        record: &BatchRecord,
+    ) -> Result<RecordOutcome, Option<JobStoreError>> {
+        let pk = shard_pk(job_id, seq % u64::from(self.shards));
+        let marker = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s(batch_sk(seq)))
+            .item("succeeded", n(record.succeeded))
+            .item("failed", n(record.failed))
+            .item("part_key", s(&record.part_key))
+            .item("expires_at", self.expires_at())
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| Some(JobStoreError::Other(Box::new(e))))?;
+        let counter = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(COUNT_SK))
+            .update_expression("ADD batches :one, succeeded :s, failed :f SET expires_at = :e")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":s", n(record.succeeded))
+            .expression_attribute_values(":f", n(record.failed))
+            .expression_attribute_values(":e", self.expires_at())
+            .build()
+            .map_err(|e| Some(JobStoreError::Other(Box::new(e))))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(marker).build())
+            .transact_items(TransactWriteItem::builder().update(counter).build())
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(RecordOutcome::Recorded),
+            Err(err) => err,
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+            err.as_service_error()
+        {
+            let codes: Vec<&str> = cancelled
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None"))
+                .collect();
+            if codes.first() == Some(&"ConditionalCheckFailed") {
+                return Ok(RecordOutcome::Duplicate);
+            }
+            if codes.contains(&"TransactionConflict") {
+                return Err(None); // a concurrent record of this shard won the race: try again
+            }
+        }
+        Err(Some(map_error(err)))
+    }
+
+    /// Reads the job item and every counter shard in one strongly consistent BatchGetItem.
+    async fn read_job_and_counters(
+        &self,
+        job_id: &str,
+    ) -> Result<(Item, Vec<Item>), JobStoreError> {
+        let mut keys = vec![Self::job_key(job_id)];
+        keys.extend((0..u64::from(self.shards)).map(|shard| {
+            HashMap::from([
+                ("pk".to_owned(), s(shard_pk(job_id, shard))),
+                ("sk".to_owned(), s(COUNT_SK)),
+            ])
+        }));
+        let mut pending = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| JobStoreError::Other(Box::new(e)))?;
+        let (mut job, mut counters) = (None, Vec::new());
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, pending)
+                .send()
+                .await
+                .map_err(map_error)?;
+            for item in out
+                .responses()
+                .and_then(|r| r.get(&self.table))
+                .into_iter()
+                .flatten()
+            {
+                if get_s(item, "sk") == Some(JOB_SK) {
+                    job = Some(item.clone());
+                } else {
+                    counters.push(item.clone());
+                }
+            }
+            // Keys DynamoDB did not get to (under load) are asked again, after a pause.
+            match out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                Some(rest) if !rest.keys().is_empty() => {
+                    pending = rest.clone();
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                _ => break,
+            }
+        }
+        let job = job.ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
+        Ok((job, counters))
+    }
+}
+
+#[async_trait]
+impl JobStore for DynamoJobStore {
+    async fn create_job(&self, record: &JobRecord) -> Result<CreateOutcome, JobStoreError> {
+        let job_id = record.job.job_id.as_str();
+        let job =
+            serde_json::to_string(&record.job).map_err(|e| JobStoreError::Other(Box::new(e)))?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::job_key(job_id)))
+            .item("job", s(job))
+            .item("spec_digest", s(&record.spec_digest))
+            .item("status", s(record.status.as_str()))
+            .item("created_at_ms", n(record.created_at_ms))
+            .item("cp_next_seq", n(record.checkpoint.next_seq))
+            .item("cp_items_sent", n(record.checkpoint.items_sent))
+            .item("counter_shards", n(self.shards.into()))
+            .item("expires_at", self.expires_at())
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(CreateOutcome::Created),
+            Err(e) if is_condition_failed(&e) => {
+                let existing = self
+                    .get_job(job_id)
+                    .await?
+                    .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
+                Ok(CreateOutcome::Exists(Box::new(existing)))
+            }
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(map_error)?;
+        out.item()
+            .map(|item| record_from_item(job_id, item).map(|(r, _)| r))
+            .transpose()
+    }
+
+    async fn save_checkpoint(
+        &self,
+        job_id: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), JobStoreError> {
+        let set = "SET cp_next_seq = :n, cp_items_sent = :i";
+        let update = match &checkpoint.start_after {
+            Some(_) => format!("{set}, cp_start_after = :a"),
+            None => format!("{set} REMOVE cp_start_after"),
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+            .update_expression(update)
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n")
+            .set_expression_attribute_values(Some({
+                let mut values = HashMap::from([(":n".to_owned(), n(checkpoint.next_seq)), (":i".to_owned(), n(checkpoint.items_sent))]);
+                if let Some(a) = &checkpoint.start_after {
+                    values.insert(":a".to_owned(), s(a));
+                }
+                values
+            }))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => match self.get_job(job_id).await? {
+                None => Err(JobStoreError::NotFound(job_id.to_owned())),
+                Some(r) if r.listing.is_some() => {
+                    Err(Self::conflict(job_id, "the listing is already complete"))
+                }
+                Some(_) => Ok(()), // an older checkpoint than the stored one: ignored
+            },
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    async fn complete_listing(
+        &self,
+        job_id: &str,
+        totals: ListingTotals,
+    ) -> Result<(), JobStoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+            .update_expression("SET listing_batches = :b, listing_items = :i, cp_next_seq = :b, cp_items_sent = :i")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(listing_batches)")
+            .expression_attribute_values(":b", n(totals.batches))
+            .expression_attribute_values(":i", n(totals.items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => match self.get_job(job_id).await? {
+                None => Err(JobStoreError::NotFound(job_id.to_owned())),
+                Some(r) if r.listing == Some(totals) => Ok(()),
+                Some(r) => Err(Self::conflict(
+                    job_id,
+                    format!(
+                        "listing already completed with {:?}, not {totals:?}",
+                        r.listing
+                    ),
+                )),
+            },
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    async fn record_batch(
+        &self,
+        job_id: &str,
+        seq: u64,
+        record: &BatchRecord,
+    ) -> Result<RecordOutcome, JobStoreError> {
+        let mut delay = Duration::from_millis(10);
+        for _ in 1..CONFLICT_ATTEMPTS {
+            match self.try_record(job_id, seq, record).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(Some(e)) => return Err(e),
+                Err(None) => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+        self.try_record(job_id, seq, record)
+            .await
+            .map_err(|e| e.unwrap_or_else(|| JobStoreError::Throttled))
+    }
+
+    async fn batch_records(
+        &self,
+        job_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let shards = u64::from(self.shards);
+        // Only the shards that can hold a seq of the range.
+        let shard_ids: Vec<u64> = (from..to.min(from + shards))
+            .map(|seq| seq % shards)
+            .collect();
+        let queries = shard_ids.into_iter().map(|shard| async move {
+            let mut items = Vec::new();
+            let mut start: Option<Item> = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                    .expression_attribute_values(":pk", s(shard_pk(job_id, shard)))
+                    .expression_attribute_values(":lo", s(batch_sk(from)))
+                    .expression_attribute_values(":hi", s(batch_sk(to - 1)))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(map_error)?;
+                items.extend(out.items().iter().cloned());
+                match out.last_evaluated_key() {
+                    Some(key) if !key.is_empty() => start = Some(key.clone()),
+                    _ => return Ok::<_, JobStoreError>(items),
+                }
+            }
+        });
+        let mut records = Vec::new();
+        for item in futures::future::try_join_all(queries)
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            let seq = get_s(&item, "sk")
+                .and_then(|sk| sk.strip_prefix("BATCH#"))
+                .and_then(|seq| seq.parse().ok())
+                .ok_or_else(|| corrupt(job_id, "batch marker key"))?;
+            records.push((
+                seq,
+                BatchRecord {
+                    succeeded: get_n(&item, "succeeded")
+                        .ok_or_else(|| corrupt(job_id, "succeeded count"))?,
+                    failed: get_n(&item, "failed")
+                        .ok_or_else(|| corrupt(job_id, "failed count"))?,
+                    part_key: get_s(&item, "part_key")
+                        .ok_or_else(|| corrupt(job_id, "part key"))?
+                        .to_owned(),
+                },
+            ));
+        }
+        records.sort_unstable_by_key(|(seq, _)| *seq);
+        Ok(records)
+    }
+
+    async fn progress(&self, job_id: &str) -> Result<Progress, JobStoreError> {
+        let (job, counters) = self.read_job_and_counters(job_id).await?;
+        let (record, job_shards) = record_from_item(job_id, &job)?;
+        if job_shards != Some(self.shards.into()) {
+            return Err(Self::conflict(
+                job_id,
+                format!(
+                    "it was created with {job_shards:?} counter shards but this store uses {}; let jobs finish before changing the shard count",
+                    self.shards
+                ),
+            ));
+        }
+        let sum = |name: &str| counters.iter().filter_map(|c| get_n(c, name)).sum::<u64>();
+        Ok(Progress {
+            status: record.status,
+            listing: record.listing,
+            items_sent: record.checkpoint.items_sent,
+            batches_done: sum("batches"),
+            succeeded: sum("succeeded"),
+            failed: sum("failed"),
+        })
+    }
+
+    async fn claim_finalization(&self, job_id: &str) -> Result<bool, JobStoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+            .update_expression("SET #status = :finalizing")
+            .condition_expression("#status = :running AND attribute_exists(listing_batches)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":finalizing", s(JobStatus::Finalizing.as_str()))
+            .expression_attribute_values(":running", s(JobStatus::Running.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {
+        let target = JobStatus::from(status);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+            .update_expression("SET #status = :target")
+            .condition_expression("#status = :finalizing")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":target", s(target.as_str()))
+            .expression_attribute_values(":finalizing", s(JobStatus::Finalizing.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => match self.get_job(job_id).await? {
+                None => Err(JobStoreError::NotFound(job_id.to_owned())),
+                Some(r) if r.status == target => Ok(false),
+                Some(r) => Err(Self::conflict(
+                    job_id,
+                    format!(
+                        "cannot move from {} to {}",
+                        r.status.as_str(),
+                        target.as_str()
+                    ),
+                )),
+            },
+            Err(e) => Err(map_error(e)),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! AWS adapters for the three ports: S3 ([`S3Store`]), SQS ([`SqsQueue`]) and DynamoDB ([`DynamoJobStore`]),
+//! on the AWS SDK for Rust. Endpoints follow the SDK's standard configuration, so `AWS_ENDPOINT_URL` (or the
+//! per-service `AWS_ENDPOINT_URL_S3`, `_SQS`, `_DYNAMODB`) points them at an emulator with no code change.
+//! Throttling and 5xx errors are retried by the SDK's standard retry strategy; what reaches the adapters is
+//! mapped to the ports' typed errors.
+
+mod dynamodb;
+pub mod resources;
+mod s3;
+mod sqs;
+mod stats;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::result::SdkError;
+
+pub use dynamodb::DynamoJobStore;
+pub use s3::S3Store;
+pub use sqs::SqsQueue;
+pub use stats::RequestCounter;
+
+/// The three SDK clients, built once per process, each counting its requests.
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub requests: RequestCounter,
+}
+
+impl AwsClients {
+    /// Loads the SDK configuration from the environment (credentials, region, `AWS_ENDPOINT_URL*`), with an
+    /// optional endpoint that overrides it for all three services.
+    pub async fn from_env(endpoint_url: Option<&str>) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        Self::from_config(&loader.load().await)
+    }
+
+    pub fn from_config(config: &SdkConfig) -> Self {
+        let requests = RequestCounter::default();
+        // Emulators serve buckets under the path, not as subdomains.
+        let custom_s3_endpoint =
+            config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let s3 = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(custom_s3_endpoint)
+            .interceptor(requests.clone())
+            .build();
+        let sqs = aws_sdk_sqs::config::Builder::from(config)
+            .interceptor(requests.clone())
+            .build();
+        let dynamodb = aws_sdk_dynamodb::config::Builder::from(config)
+            .interceptor(requests.clone())
+            .build();
+        Self {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            requests,
+        }
+    }
+}
+
+/// Error codes AWS services use for throttling (after the SDK's own retries gave up).
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "RequestThrottled",
+];
+
+/// The service's error code, if the service answered with one.
+fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+    err.as_service_error().and_then(ProvideErrorMetadata::code)
+}
+
+fn is_throttling<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    error_code(err).is_some_and(|code| THROTTLING_CODES.contains(&code))
+}
+
+/// Boxes an SDK error with the service's code and message kept (the SDK's `Display` alone says "service
+/// error").
+fn boxed<E, R>(err: SdkError<E, R>) -> Box<dyn std::error::Error + Send + Sync>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let detail = match err.as_service_error() {
+        Some(service) => format!(
+            "{}: {}",
+            service.code().unwrap_or("unknown error"),
+            service.message().unwrap_or("(no message)")
+        ),
+        None => aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
+    };
+    detail.into()
+}

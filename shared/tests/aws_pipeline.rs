@@ -1,0 +1,238 @@
+//! The whole pipeline through the AWS adapters against moto: the same outputs as the embedded backends, and
+//! duplicates delivered by real SQS counted once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{BUCKET, Env, csv_object, csv_spec, fast_config};
+use dmap_core::coordinator::{run_listing, start_job};
+use dmap_core::local::{self, Chaos, LocalConfig};
+use dmap_core::ports::{OutgoingMessage, RecordOutcome, read_all};
+use dmap_core::spec::JobSpec;
+use dmap_core::worker::{self, WorkerConfig};
+use dmap_emulator as emulator;
+
+fn aws_config(chaos: Option<Chaos>) -> LocalConfig {
+    LocalConfig {
+        concurrency: 4,
+        visibility_timeout: Duration::from_secs(1),
+        receive_wait: Duration::from_secs(1),
+        poll_interval: Duration::from_millis(100),
+        chaos,
+        ..LocalConfig::default()
+    }
+}
+
+/// Writes the same objects to the embedded data dir and to the moto bucket of the same name.
+async fn dataset(env: &Env, store: &dyn dmap_core::ports::ObjectStore, n: usize) {
+    let mut objects: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            (
+                format!("w/{:02}/s{i:04}.csv", i % 11),
+                csv_object(i).into_bytes(),
+            )
+        })
+        .collect();
+    objects.push((
+        "w/bad/cell.csv".into(),
+        b"STATION,TMAX,TMIN\nA,1,2\nA,warm,3\n".to_vec(),
+    ));
+    objects.push(("w/bad/header.csv".into(), b"ID,TMAX,TMIN\n1,2,3\n".to_vec()));
+    for (key, body) in objects {
+        env.write(&key, &body);
+        store.put(BUCKET, &key, body).await.expect("upload");
+    }
+}
+
+async fn moto_outputs(deps: &dmap_core::Deps, report: &local::RunReport) -> [Vec<u8>; 3] {
+    let m = &report.manifest;
+    let read = |key: String| async move {
+        read_all(deps.objects.as_ref(), &m.bucket, &key)
+            .await
+            .expect("output")
+    };
+    [
+        read(m.result.replace("result.json", "manifest.json")).await,
+        read(m.result.clone()).await,
+        read(m.failures.clone()).await,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_and_moto_give_byte_identical_outputs() {
+    let clients = emulator::clients().await;
+    let (deps, dead_letter) = emulator::aws_deps(&clients, 2, 5).await;
+    // The embedded bucket and the moto bucket share a name, so even the manifests can be compared byte for byte.
+    let _ = clients.s3.delete_bucket().bucket(BUCKET).send().await;
+    clients
+        .s3
+        .create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("bucket");
+    let env = Env::new(&fast_config());
+    dataset(&env, deps.objects.as_ref(), 240).await;
+    let mut spec = csv_spec("w/", 7);
+    spec["tolerated_failure_count"] = serde_json::json!(2);
+
+    let embedded = env.run(&spec, &fast_config()).await;
+    let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
+    let through_moto = local::run(&deps, dead_letter, job, &aws_config(None), &|_| {})
+        .await
+        .expect("moto run");
+    assert_eq!(through_moto.manifest, embedded.manifest);
+    assert_eq!(
+        (
+            through_moto.manifest.items.total,
+            through_moto.manifest.items.failed
+        ),
+        (242, 2)
+    );
+    assert_eq!(
+        moto_outputs(&deps, &through_moto).await,
+        env.outputs(&embedded)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_through_moto_gives_the_fault_free_result() {
+    let clients = emulator::clients().await;
+    let (deps, dead_letter) = emulator::aws_deps(&clients, 1, 5).await;
+    let bucket = emulator::bucket(&clients, "chaos").await;
+    for i in 0..60 {
+        deps.objects
+            .put(
+                &bucket,
+                &format!("c/k{i:03}.csv"),
+                csv_object(i).into_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut spec = csv_spec("c/", 3);
+    spec["item_reader"]["bucket"] = serde_json::json!(bucket);
+    spec["result_writer"]["bucket"] = serde_json::json!(bucket);
+    let calm = local::run(
+        &deps,
+        dead_letter.clone(),
+        JobSpec::parse(spec.to_string().as_bytes()).unwrap(),
+        &aws_config(None),
+        &|_| {},
+    )
+    .await
+    .expect("calm run");
+    spec["job_id"] = serde_json::json!("chaos-through-moto");
+    let chaos = Some(Chaos {
+        rate: 0.5,
+        seed: 11,
+    });
+    let wild = local::run(
+        &deps,
+        dead_letter,
+        JobSpec::parse(spec.to_string().as_bytes()).unwrap(),
+        &aws_config(chaos),
+        &|_| {},
+    )
+    .await
+    .expect("chaos run");
+    let s = wild.stats;
+    assert!(
+        s.duplicates + s.crashes_before_ack + s.crashes_before_record > 0,
+        "{s:?}"
+    );
+    assert!(
+        s.deliveries > wild.manifest.batches.total,
+        "SQS redelivered what the crashes left: {s:?}"
+    );
+    assert_eq!(wild.manifest.items, calm.manifest.items);
+    assert_eq!(
+        moto_outputs(&deps, &wild).await[1..],
+        moto_outputs(&deps, &calm).await[1..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_delivered_twice_by_sqs_counts_once() {
+    let clients = emulator::clients().await;
+    let (deps, _) = emulator::aws_deps(&clients, 30, 5).await;
+    let bucket = emulator::bucket(&clients, "dup").await;
+    for i in 0..5 {
+        deps.objects
+            .put(&bucket, &format!("d/k{i}.csv"), csv_object(i).into_bytes())
+            .await
+            .unwrap();
+    }
+    let mut spec = csv_spec("d/", 10);
+    spec["item_reader"]["bucket"] = serde_json::json!(bucket);
+    spec["result_writer"]["bucket"] = serde_json::json!(bucket);
+    let record = start_job(
+        &deps,
+        JobSpec::parse(spec.to_string().as_bytes()).unwrap(),
+        0,
+    )
+    .await
+    .unwrap();
+    run_listing(&deps, &record, &|| true).await.unwrap();
+
+    // The coordinator sent one message; send its body again, as a retried send would.
+    let first = deps
+        .work_queue
+        .receive(10, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let body = first[0].body.clone();
+    deps.work_queue
+        .send_batch(&[OutgoingMessage {
+            id: "again".into(),
+            body: body.clone(),
+        }])
+        .await
+        .unwrap();
+    let second = deps
+        .work_queue
+        .receive(10, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert_ne!(
+        second[0].message_id, first[0].message_id,
+        "two SQS messages, one batch"
+    );
+
+    let message = worker::parse_message(&body).unwrap();
+    let a = worker::handle(&deps, WorkerConfig::default(), &message)
+        .await
+        .unwrap();
+    let b = worker::handle(
+        &deps,
+        WorkerConfig::default(),
+        &worker::parse_message(&second[0].body).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (a.outcome, b.outcome),
+        (RecordOutcome::Recorded, RecordOutcome::Duplicate)
+    );
+    let p = deps.jobs.progress(&record.job.job_id).await.unwrap();
+    assert_eq!((p.batches_done, p.succeeded, p.failed), (1, 5, 0));
+    // The same record twice, straight to DynamoDB: still once.
+    assert_eq!(
+        deps.jobs
+            .record_batch(&record.job.job_id, 0, &a.record)
+            .await
+            .unwrap(),
+        RecordOutcome::Duplicate
+    );
+    assert_eq!(
+        deps.jobs
+            .progress(&record.job.job_id)
+            .await
+            .unwrap()
+            .succeeded,
+        5
+    );
+}

@@ -2,14 +2,40 @@
 
 The test process that starts it holds the other end of stdin, so the server ends with that process, however
 it ends. Prints "ready <port>" once it accepts connections.
+
+One correction to moto (5.2.x): its TransactWriteItems backs up whole tables and, when a transaction is
+cancelled, restores them, with no lock. Under concurrent requests a cancelled transaction (a duplicate batch
+record, say) then erases writes that other requests committed meanwhile: lost updates real DynamoDB never
+makes. Every DynamoDB backend operation is serialized here, which makes the rollback atomic, as the service's
+transactions are.
 """
 
+import functools
+import inspect
 import logging
 import sys
+import threading
 
+from moto.dynamodb.models import DynamoDBBackend
 from moto.server import ThreadedMotoServer
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log per request
+
+_dynamodb_lock = threading.RLock()
+
+
+def _serialized(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with _dynamodb_lock:
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+for _name, _method in inspect.getmembers(DynamoDBBackend, inspect.isfunction):
+    if not _name.startswith("_"):
+        setattr(DynamoDBBackend, _name, _serialized(_method))
 
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 server.start()

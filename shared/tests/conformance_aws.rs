@@ -118,3 +118,8 @@ async fn job_store_counts_each_batch_once() {
 async fn job_store_claims_once_after_listing() {
     conformance::job_store_claims_once_after_listing(job_store().await, "job-claim").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn job_store_counts_racing_records_exactly() {
+    conformance::job_store_counts_racing_records_exactly(job_store().await, "job-race").await;
+}

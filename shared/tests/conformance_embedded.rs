@@ -79,3 +79,12 @@ async fn job_store_claims_once_after_listing() {
     conformance::job_store_claims_once_after_listing(Arc::new(MemoryJobStore::new()), "job-claim")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn job_store_counts_racing_records_exactly() {
+    conformance::job_store_counts_racing_records_exactly(
+        Arc::new(MemoryJobStore::new()),
+        "job-race",
+    )
+    .await;
+}

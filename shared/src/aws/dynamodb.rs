@@ -229,6 +229,34 @@ impl DynamoJobStore {
         Err(Some(map_error(err)))
     }
 
+    /// Moves the job's status from `from` to `to` if it is `from` (and `and_condition` holds). `false` when the
+    /// condition failed.
+    async fn move_status(
+        &self,
+        job_id: &str,
+        from: JobStatus,
+        to: JobStatus,
+        and_condition: &str,
+    ) -> Result<bool, JobStoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+            .update_expression("SET #status = :to")
+            .condition_expression(format!("#status = :from{and_condition}"))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":to", s(to.as_str()))
+            .expression_attribute_values(":from", s(from.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
     /// Reads the job item and every counter shard in one strongly consistent BatchGetItem.
     async fn read_job_and_counters(
         &self,
@@ -516,54 +544,34 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn claim_finalization(&self, job_id: &str) -> Result<bool, JobStoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::job_key(job_id)))
-            .update_expression("SET #status = :finalizing")
-            .condition_expression("#status = :running AND attribute_exists(listing_batches)")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":finalizing", s(JobStatus::Finalizing.as_str()))
-            .expression_attribute_values(":running", s(JobStatus::Running.as_str()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(map_error(e)),
-        }
+        self.move_status(
+            job_id,
+            JobStatus::Running,
+            JobStatus::Finalizing,
+            " AND attribute_exists(listing_batches)",
+        )
+        .await
     }
 
     async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {
         let target = JobStatus::from(status);
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::job_key(job_id)))
-            .update_expression("SET #status = :target")
-            .condition_expression("#status = :finalizing")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":target", s(target.as_str()))
-            .expression_attribute_values(":finalizing", s(JobStatus::Finalizing.as_str()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => match self.get_job(job_id).await? {
-                None => Err(JobStoreError::NotFound(job_id.to_owned())),
-                Some(r) if r.status == target => Ok(false),
-                Some(r) => Err(Self::conflict(
-                    job_id,
-                    format!(
-                        "cannot move from {} to {}",
-                        r.status.as_str(),
-                        target.as_str()
-                    ),
-                )),
-            },
-            Err(e) => Err(map_error(e)),
+        if self
+            .move_status(job_id, JobStatus::Finalizing, target, "")
+            .await?
+        {
+            return Ok(true);
+        }
+        match self.get_job(job_id).await? {
+            None => Err(JobStoreError::NotFound(job_id.to_owned())),
+            Some(r) if r.status == target => Ok(false),
+            Some(r) => Err(Self::conflict(
+                job_id,
+                format!(
+                    "cannot move from {} to {}",
+                    r.status.as_str(),
+                    target.as_str()
+                ),
+            )),
         }
     }
 }

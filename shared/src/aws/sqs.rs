@@ -147,15 +147,7 @@ impl BatchQueue for SqsQueue {
         let mut chunk_bytes = 0;
         for message in messages {
             if message.body.len() > limit {
-                failures.push(SendFailure {
-                    id: message.id.clone(),
-                    code: "MessageTooLong".into(),
-                    message: format!(
-                        "{} bytes is more than the {limit}-byte limit",
-                        message.body.len()
-                    ),
-                    sender_fault: true,
-                });
+                failures.push(SendFailure::too_long(message, limit));
                 continue;
             }
             // A call carries at most 10 entries and 1 MiB in all.

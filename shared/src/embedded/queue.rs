@@ -193,15 +193,7 @@ impl BatchQueue for EmbeddedQueue {
                 ));
             }
             if message.body.len() > MAX_MESSAGE_BYTES as usize {
-                failures.push(SendFailure {
-                    id: message.id.clone(),
-                    code: "MessageTooLong".into(),
-                    message: format!(
-                        "{} bytes is more than the {MAX_MESSAGE_BYTES}-byte limit",
-                        message.body.len()
-                    ),
-                    sender_fault: true,
-                });
+                failures.push(SendFailure::too_long(message, MAX_MESSAGE_BYTES as usize));
                 continue;
             }
             self.wait_for_room().await;

@@ -26,6 +26,21 @@ pub struct SendFailure {
     pub sender_fault: bool,
 }
 
+impl SendFailure {
+    /// The entry is larger than any queue message may be: the sender's fault, never retried.
+    pub fn too_long(message: &OutgoingMessage, limit: usize) -> Self {
+        Self {
+            id: message.id.clone(),
+            code: "MessageTooLong".into(),
+            message: format!(
+                "{} bytes is more than the {limit}-byte limit",
+                message.body.len()
+            ),
+            sender_fault: true,
+        }
+    }
+}
+
 /// A received message. The receipt handle of this delivery is what `delete` and `change_visibility` take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {

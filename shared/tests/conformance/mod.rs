@@ -534,3 +534,35 @@ pub async fn job_store_claims_once_after_listing(store: Arc<dyn JobStore>, job_i
     );
     assert!(!store.claim_finalization(job_id).await.expect("claim"));
 }
+
+/// Forty racing records (twenty batches, each delivered twice at once) all land exactly: no lost update, no
+/// double count.
+pub async fn job_store_counts_racing_records_exactly(store: Arc<dyn JobStore>, job_id: &str) {
+    store.create_job(&record(job_id)).await.expect("create");
+    let racers = (0..40u64).map(|i| {
+        let store = store.clone();
+        let job_id = job_id.to_owned();
+        let seq = i / 2;
+        tokio::spawn(async move { store.record_batch(&job_id, seq, &batch(seq + 1, 1)).await })
+    });
+    let outcomes = futures::future::try_join_all(racers).await.expect("join");
+    let recorded = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(RecordOutcome::Recorded)))
+        .count();
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(recorded, 20, "{outcomes:?}");
+    let p = store.progress(job_id).await.expect("progress");
+    assert_eq!(
+        (p.batches_done, p.succeeded, p.failed),
+        (20, (1..=20).sum(), 20)
+    );
+    assert_eq!(
+        store
+            .batch_records(job_id, 0, 20)
+            .await
+            .expect("records")
+            .len(),
+        20
+    );
+}

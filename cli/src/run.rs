@@ -18,7 +18,7 @@ use dmap_core::local::{self, Chaos, LocalConfig, RunReport};
 use dmap_core::ports::{BatchQueue, Progress};
 use dmap_core::spec::{Job, JobSpec};
 use dmap_core::worker::WorkerConfig;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::json;
 
 use crate::{AwsArgs, PoolArgs, RunArgs};
@@ -180,9 +180,15 @@ fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::with_draw_target(None, target);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} items ({per_sec}) {msg}",
+            "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} items ({rate}) {msg}",
         )
         .expect("the template is valid")
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} items/s", state.per_sec());
+            },
+        )
         .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(100));
@@ -190,9 +196,11 @@ fn progress_bar() -> ProgressBar {
 }
 
 fn update(bar: &ProgressBar, p: &Progress) {
-    // Until the listing is complete the total is what has been sent so far.
-    bar.set_length(p.listing.map_or(p.items_sent, |l| l.items));
-    bar.set_position(p.succeeded + p.failed);
+    let done = p.succeeded + p.failed;
+    // Until the listing is complete the total is what has been sent so far; workers can finish batches of a
+    // page before the coordinator checkpoints it, so never less than what is done.
+    bar.set_length(p.listing.map_or(p.items_sent.max(done), |l| l.items));
+    bar.set_position(done);
     bar.set_message(match p.listing {
         Some(_) => format!("{} failed, {}", p.failed, p.status.as_str()),
         None => format!("{} failed, listing…", p.failed),

@@ -16,6 +16,7 @@ pub mod dead_letter;
 pub mod embedded;
 pub mod error;
 pub mod finalizer;
+pub mod lambda;
 pub mod layout;
 pub mod local;
 pub mod message;

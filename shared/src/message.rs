@@ -47,8 +47,10 @@ impl BatchMessage {
     }
 }
 
-/// The finalizer's trigger, sent by whoever wins the completion claim.
+/// The finalizer's trigger, sent by whoever wins the completion claim. Strict, so that a batch message (which
+/// the finalizer also receives, from the dead-letter queue) is never taken for one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FinalizeMessage {
     pub job_id: String,
 }

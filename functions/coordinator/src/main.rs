@@ -1,12 +1,50 @@
-//! The coordinator Lambda function. Its `lambda_runtime` entry point (typed config from the environment, SDK
-//! clients built once, events from `events/`) lands with the Lambda functions issue; the logic it wires is
-//! `dmap_core::coordinator`, which `dmap run` already runs in-process today.
+//! The coordinator Lambda function: S3 events for job specs, direct invokes with a job spec, and its
+//! continuation queue. See `dmap_core::lambda::coordinator`.
 
-use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-fn main() -> ExitCode {
-    eprintln!(
-        "dmap-coordinator: the Lambda entry point is not built yet; run jobs locally with `dmap run` (see README.md)"
-    );
-    ExitCode::from(2)
+use dmap_core::aws::{AwsClients, SqsQueue};
+use dmap_core::lambda::config::{CoordinatorConfig, aws_deps, process_env};
+use dmap_core::lambda::coordinator::Coordinator;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
+
+/// Hand the listing over while this much of the invocation remains (a page, its sends, the checkpoint).
+const HAND_OVER_MARGIN: Duration = Duration::from_secs(90);
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_current_span(true)
+        .init();
+    let config = CoordinatorConfig::from_env(&process_env())?;
+    let clients = AwsClients::from_env(None).await;
+    let coordinator = Coordinator {
+        deps: aws_deps(&clients, &config.common),
+        continuation: Arc::new(SqsQueue::new(
+            clients.sqs.clone(),
+            &config.continuation_queue_url,
+        )),
+        allowed_buckets: config.allowed_buckets,
+        jobs_prefix: config.jobs_prefix,
+    };
+    let coordinator = &coordinator;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let deadline = event.context.deadline();
+        let keep_going = move || {
+            deadline
+                .duration_since(SystemTime::now())
+                .is_ok_and(|left| left > HAND_OVER_MARGIN)
+        };
+        coordinator
+            .handle(event.payload, &keep_going)
+            .await
+            .map_err(Error::from)
+    }))
+    .await
 }

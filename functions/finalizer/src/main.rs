@@ -1,12 +1,28 @@
-//! The finalizer Lambda function. Its `lambda_runtime` entry point (typed config from the environment, SDK
-//! clients built once, events from `events/`) lands with the Lambda functions issue; the logic it wires is
-//! `dmap_core::finalizer`, which `dmap run` already runs in-process today.
+//! The finalizer Lambda function: the finalize queue's triggers and the work queue's dead letters. See
+//! `dmap_core::lambda::finalizer`.
 
-use std::process::ExitCode;
+use aws_lambda_events::event::sqs::SqsEvent;
+use dmap_core::aws::AwsClients;
+use dmap_core::lambda::config::{CommonConfig, aws_deps, process_env};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-fn main() -> ExitCode {
-    eprintln!(
-        "dmap-finalizer: the Lambda entry point is not built yet; run jobs locally with `dmap run` (see README.md)"
-    );
-    ExitCode::from(2)
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_current_span(true)
+        .init();
+    let config = CommonConfig::from_env(&process_env())?;
+    let clients = AwsClients::from_env(None).await;
+    let deps = aws_deps(&clients, &config);
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        dmap_core::lambda::finalizer::handle(deps, &event.payload)
+            .await
+            .map_err(Error::from)
+    }))
+    .await
 }

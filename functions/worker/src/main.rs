@@ -1,12 +1,32 @@
-//! The worker Lambda function. Its `lambda_runtime` entry point (typed config from the environment, SDK
-//! clients built once, events from `events/`) lands with the Lambda functions issue; the logic it wires is
-//! `dmap_core::worker`, which `dmap run` already runs in-process today.
+//! The worker Lambda function: SQS batches of work, answered with `batchItemFailures`. See
+//! `dmap_core::lambda::worker`.
 
-use std::process::ExitCode;
+use aws_lambda_events::event::sqs::SqsEvent;
+use dmap_core::aws::AwsClients;
+use dmap_core::lambda::config::{WorkerFunctionConfig, aws_deps, process_env};
+use dmap_core::worker::WorkerConfig;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-fn main() -> ExitCode {
-    eprintln!(
-        "dmap-worker: the Lambda entry point is not built yet; run jobs locally with `dmap run` (see README.md)"
-    );
-    ExitCode::from(2)
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_current_span(true)
+        .init();
+    let config = WorkerFunctionConfig::from_env(&process_env())?;
+    let clients = AwsClients::from_env(None).await;
+    let deps = aws_deps(&clients, &config.common);
+    let worker = WorkerConfig {
+        item_concurrency: config.item_concurrency,
+    };
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        dmap_core::lambda::worker::handle(deps, worker, &event.payload)
+            .await
+            .map_err(Error::from)
+    }))
+    .await
 }

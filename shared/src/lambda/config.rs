@@ -1,0 +1,230 @@
+//! The functions' configuration, read once from environment variables at cold start. Each function's list of
+//! variables is a constant, so the deployment template can be checked against exactly what the code reads.
+
+use std::time::Duration;
+
+/// Read by every function.
+pub const COMMON_VARS: &[&str] = &[
+    "DMAP_TABLE",
+    "DMAP_COUNTER_SHARDS",
+    "DMAP_WORK_QUEUE_URL",
+    "DMAP_FINALIZE_QUEUE_URL",
+    "DMAP_EXPECTED_BUCKET_OWNER",
+];
+/// Read by the coordinator besides [`COMMON_VARS`].
+pub const COORDINATOR_VARS: &[&str] = &[
+    "DMAP_CONTINUATION_QUEUE_URL",
+    "DMAP_ALLOWED_BUCKETS",
+    "DMAP_JOBS_PREFIX",
+];
+/// Read by the worker besides [`COMMON_VARS`].
+pub const WORKER_VARS: &[&str] = &["DMAP_ITEM_CONCURRENCY"];
+/// Read by the finalizer besides [`COMMON_VARS`].
+pub const FINALIZER_VARS: &[&str] = &[];
+
+/// A missing or malformed setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} must be set")]
+    Missing(&'static str),
+    #[error("{name} must be {expected}, not \"{value}\"")]
+    Invalid {
+        name: &'static str,
+        expected: &'static str,
+        value: String,
+    },
+}
+
+/// Reads variables through a lookup function, so tests need not touch the process environment.
+pub struct Env<F: Fn(&str) -> Option<String>>(pub F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    fn optional(&self, name: &'static str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.optional(name).ok_or(ConfigError::Missing(name))
+    }
+
+    fn number<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        default: T,
+        expected: &'static str,
+        valid: impl Fn(&T) -> bool,
+    ) -> Result<T, ConfigError> {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(value) => {
+                value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|v| valid(v))
+                    .ok_or(ConfigError::Invalid {
+                        name,
+                        expected,
+                        value,
+                    })
+            }
+        }
+    }
+}
+
+/// The process environment.
+pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
+    Env(|name: &str| std::env::var(name).ok())
+}
+
+/// Settings every function has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommonConfig {
+    pub table: String,
+    pub counter_shards: u32,
+    pub work_queue_url: String,
+    pub finalize_queue_url: String,
+    pub expected_bucket_owner: Option<String>,
+    pub ttl: Duration,
+}
+
+impl CommonConfig {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            table: env.required("DMAP_TABLE")?,
+            counter_shards: env.number(
+                "DMAP_COUNTER_SHARDS",
+                crate::aws::resources::DEFAULT_COUNTER_SHARDS,
+                "a whole number from 1 to 256",
+                |n| (1..=256).contains(n),
+            )?,
+            work_queue_url: env.required("DMAP_WORK_QUEUE_URL")?,
+            finalize_queue_url: env.required("DMAP_FINALIZE_QUEUE_URL")?,
+            expected_bucket_owner: env.optional("DMAP_EXPECTED_BUCKET_OWNER"),
+            ttl: crate::aws::resources::DEFAULT_TTL,
+        })
+    }
+}
+
+/// The coordinator's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorConfig {
+    pub common: CommonConfig,
+    pub continuation_queue_url: String,
+    /// Buckets a job may read or write; a spec naming another is refused.
+    pub allowed_buckets: Vec<String>,
+    /// Where job specs are dropped (the S3 notification's prefix).
+    pub jobs_prefix: String,
+}
+
+impl CoordinatorConfig {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let allowed: Vec<String> = env
+            .required("DMAP_ALLOWED_BUCKETS")?
+            .split(',')
+            .map(|b| b.trim().to_owned())
+            .filter(|b| !b.is_empty())
+            .collect();
+        Ok(Self {
+            common: CommonConfig::from_env(env)?,
+            continuation_queue_url: env.required("DMAP_CONTINUATION_QUEUE_URL")?,
+            allowed_buckets: allowed,
+            jobs_prefix: env
+                .optional("DMAP_JOBS_PREFIX")
+                .unwrap_or_else(|| "jobs/".to_owned()),
+        })
+    }
+}
+
+/// The worker's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerFunctionConfig {
+    pub common: CommonConfig,
+    pub item_concurrency: usize,
+}
+
+impl WorkerFunctionConfig {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_env(env)?,
+            item_concurrency: env.number(
+                "DMAP_ITEM_CONCURRENCY",
+                16,
+                "a whole number from 1 to 256",
+                |n| (1..=256).contains(n),
+            )?,
+        })
+    }
+}
+
+/// The pipeline's ports on AWS, as every function builds them once at cold start.
+pub fn aws_deps(clients: &crate::aws::AwsClients, common: &CommonConfig) -> crate::Deps {
+    use crate::aws::{DynamoJobStore, S3Store, SqsQueue};
+    use std::sync::Arc;
+    crate::Deps {
+        objects: Arc::new(S3Store::new(
+            clients.s3.clone(),
+            common.expected_bucket_owner.clone(),
+        )),
+        work_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), &common.work_queue_url)),
+        finalize_queue: Arc::new(SqsQueue::new(
+            clients.sqs.clone(),
+            &common.finalize_queue_url,
+        )),
+        jobs: Arc::new(DynamoJobStore::new(
+            clients.dynamodb.clone(),
+            &common.table,
+            common.counter_shards,
+            common.ttl,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env(move |name: &str| map.get(name).cloned())
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("DMAP_TABLE", "t"),
+        ("DMAP_WORK_QUEUE_URL", "http://q/work"),
+        ("DMAP_FINALIZE_QUEUE_URL", "http://q/finalize"),
+    ];
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        let err = CommonConfig::from_env(&env(&BASE[1..])).unwrap_err();
+        assert_eq!(err.to_string(), "DMAP_TABLE must be set");
+        let err = CoordinatorConfig::from_env(&env(BASE)).unwrap_err();
+        assert_eq!(err.to_string(), "DMAP_ALLOWED_BUCKETS must be set");
+    }
+
+    #[test]
+    fn values_are_parsed_and_checked() {
+        let mut vars = BASE.to_vec();
+        vars.push(("DMAP_COUNTER_SHARDS", "0"));
+        let err = CommonConfig::from_env(&env(&vars)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("DMAP_COUNTER_SHARDS must be a whole number"),
+            "{err}"
+        );
+        vars.pop();
+        vars.extend([
+            ("DMAP_ALLOWED_BUCKETS", "data, other ,"),
+            ("DMAP_CONTINUATION_QUEUE_URL", "http://q/continue"),
+        ]);
+        let config = CoordinatorConfig::from_env(&env(&vars)).unwrap();
+        assert_eq!(config.allowed_buckets, ["data", "other"]);
+        assert_eq!(config.jobs_prefix, "jobs/");
+        assert_eq!(config.common.counter_shards, 16);
+    }
+}

@@ -1,0 +1,349 @@
+//! The coordinator function. Three kinds of event:
+//! - an S3 event for job specs created under the jobs prefix: each spec object is read and its job started;
+//!   a spec without `job_id` gets one derived from bucket, key and the object's version (or ETag), so a
+//!   duplicated S3 event resumes the same job instead of starting a second one;
+//! - a direct invoke whose payload is a job spec: the job is started and its id returned;
+//! - an SQS event from its continuation queue: a listing handed over by an earlier invocation resumes.
+//!
+//! Long listings: the listing stops at a checkpoint while enough of the invocation's time remains, and a
+//! `ContinueListing` message resumes it in a fresh invocation. That is an intentional recursive pattern
+//! (coordinator → SQS → coordinator), which Lambda's loop detection would stop after ~16 hops: the function is
+//! deployed with `RecursiveLoop: Allow`, and the chain is bounded here instead: every hop carries its number
+//! and the checkpoint it resumes, a hop whose checkpoint is stale is dropped, and [`MAX_HOPS`] ends a chain
+//! that could only be a bug (at ~14 minutes of listing a hop, 1,000 hops list billions of keys).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::s3::S3Event;
+use aws_lambda_events::event::sqs::SqsEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::for_each_record;
+use crate::Deps;
+use crate::coordinator::{ListingOutcome, preflight, run_listing, start_job};
+use crate::error::PipelineError;
+use crate::ports::{BatchQueue, JobRecord, OutgoingMessage, read_all, send_all_with_retry};
+use crate::spec::{Job, JobSpec};
+
+/// Most hand-overs of one listing.
+pub const MAX_HOPS: u32 = 1000;
+
+/// The continuation queue's message: resume `job_id`'s listing from checkpoint `next_seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContinueListing {
+    pub continue_listing: String,
+    pub next_seq: u64,
+    pub hop: u32,
+}
+
+/// A job this invocation started or resumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Started {
+    pub job_id: String,
+    /// `complete` (every batch sent), or `handed over` (continued by a later invocation).
+    pub listing: &'static str,
+}
+
+/// A spec object that was not started, and why (it is not retried: the same object would fail the same way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refused {
+    pub source: String,
+    pub reason: String,
+}
+
+/// The coordinator's answer to an S3 event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct S3Response {
+    pub jobs: Vec<Started>,
+    pub refused: Vec<Refused>,
+}
+
+/// The coordinator function's state, built once per process.
+pub struct Coordinator {
+    pub deps: Deps,
+    pub continuation: Arc<dyn BatchQueue>,
+    pub allowed_buckets: Vec<String>,
+    pub jobs_prefix: String,
+}
+
+/// Decodes an S3 event key: form encoding, `+` for a space (`%2B` for a plus), then percent-decoding. Right
+/// for AWS's keys and for moto's (which also encodes `/`).
+pub fn decode_s3_key(key: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(&key.replace('+', " "))
+        .decode_utf8()
+        .ok()
+        .map(|k| k.into_owned())
+}
+
+/// The id of a job whose spec object has no `job_id`: the object's name and a digest of where it is and which
+/// version it is, so the same object always maps to the same job and a new upload to a new one.
+pub fn derive_job_id(bucket: &str, key: &str, version: &str) -> String {
+    let name = key.rsplit('/').next().unwrap_or_default();
+    let stem: String = name
+        .strip_suffix(".json")
+        .unwrap_or(name)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let digest = Sha256::digest(format!("{bucket}/{key}#{version}"));
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hash}", if stem.is_empty() { "job" } else { &stem })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Coordinator {
+    /// Handles any of the three events. `keep_going` says whether enough of the invocation's time remains to
+    /// list another page.
+    pub async fn handle(
+        &self,
+        payload: Value,
+        keep_going: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Value, PipelineError> {
+        let source = payload
+            .get("Records")
+            .and_then(|r| r.get(0))
+            .and_then(|r| r.get("eventSource").or_else(|| r.get("EventSource")))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let malformed = |e: serde_json::Error| PipelineError::MalformedMessage(e.to_string());
+        match source.as_deref() {
+            Some("aws:s3") => {
+                let event: S3Event = serde_json::from_value(payload).map_err(malformed)?;
+                Ok(json!(self.handle_s3(&event, keep_going).await?))
+            }
+            Some("aws:sqs") => {
+                let event: SqsEvent = serde_json::from_value(payload).map_err(malformed)?;
+                let response = for_each_record(&event, 1, |body| self.resume(body, keep_going))
+                    .await
+                    .map_err(|e| PipelineError::MalformedMessage(e.to_string()))?;
+                Ok(serde_json::to_value(response).map_err(malformed)?)
+            }
+            Some(other) => Err(PipelineError::MalformedMessage(format!(
+                "unexpected event source \"{other}\""
+            ))),
+            None => {
+                let job = JobSpec::parse(payload.to_string().as_bytes())?;
+                Ok(json!(self.start(job, keep_going).await?))
+            }
+        }
+    }
+
+    async fn handle_s3(
+        &self,
+        event: &S3Event,
+        keep_going: &(dyn Fn() -> bool + Sync),
+    ) -> Result<S3Response, PipelineError> {
+        let mut response = S3Response::default();
+        for record in &event.records {
+            let bucket = record.s3.bucket.name.clone().unwrap_or_default();
+            let raw_key = record.s3.object.key.clone().unwrap_or_default();
+            let source = format!("s3://{bucket}/{raw_key}");
+            let refuse = |reason: String| Refused {
+                source: source.clone(),
+                reason,
+            };
+            let Some(key) = decode_s3_key(&raw_key) else {
+                response
+                    .refused
+                    .push(refuse("the key is not valid UTF-8 once decoded".into()));
+                continue;
+            };
+            if !key.starts_with(&self.jobs_prefix) || !key.ends_with(".json") {
+                response.refused.push(refuse(format!(
+                    "not a job spec (not {}*.json)",
+                    self.jobs_prefix
+                )));
+                continue;
+            }
+            let version = record
+                .s3
+                .object
+                .version_id
+                .as_deref()
+                .or(record.s3.object.e_tag.as_deref())
+                .unwrap_or("");
+            let body = read_all(self.deps.objects.as_ref(), &bucket, &key).await?;
+            let job = match JobSpec::parse_with_id(&body, || derive_job_id(&bucket, &key, version))
+            {
+                Ok(job) => job,
+                Err(e) => {
+                    tracing::error!(source, error = %e, "job spec refused");
+                    response.refused.push(refuse(e.to_string()));
+                    continue;
+                }
+            };
+            match self.start(job, keep_going).await {
+                Ok(started) => response.jobs.push(started),
+                Err(e @ PipelineError::Refused(_)) => {
+                    tracing::error!(source, error = %e, "job refused");
+                    response.refused.push(refuse(e.to_string()));
+                }
+                Err(e) => return Err(e), // transient: S3's asynchronous invoke retries; starting is idempotent
+            }
+        }
+        Ok(response)
+    }
+
+    fn check_allowed(&self, job: &Job) -> Result<(), PipelineError> {
+        let spec = &job.spec;
+        for (field, bucket) in [
+            ("item_reader.bucket", &spec.item_reader.bucket),
+            ("result_writer.bucket", &spec.result_writer.bucket),
+        ] {
+            if !self.allowed_buckets.contains(bucket) {
+                return Err(PipelineError::Refused(format!(
+                    "{field}: bucket \"{bucket}\" is not allowed (DMAP_ALLOWED_BUCKETS: {})",
+                    self.allowed_buckets.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the job (or resumes the same one) and lists until done or out of time.
+    pub async fn start(
+        &self,
+        job: Job,
+        keep_going: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Started, PipelineError> {
+        self.check_allowed(&job)?;
+        let record = match self.deps.jobs.get_job(&job.job_id).await? {
+            Some(existing) if existing.spec_digest == job.spec.digest() => existing,
+            Some(_) => {
+                return Err(PipelineError::Refused(format!(
+                    "job id \"{}\" is already used by a different job spec",
+                    job.job_id
+                )));
+            }
+            None => {
+                preflight(&self.deps, &job).await?;
+                start_job(&self.deps, job, now_ms()).await?
+            }
+        };
+        self.list(&record, 0, keep_going).await
+    }
+
+    async fn list(
+        &self,
+        record: &JobRecord,
+        hop: u32,
+        keep_going: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Started, PipelineError> {
+        let job_id = record.job.job_id.clone();
+        match run_listing(&self.deps, record, keep_going).await? {
+            ListingOutcome::Complete { .. } => Ok(Started {
+                job_id,
+                listing: "complete",
+            }),
+            ListingOutcome::Paused(checkpoint) => {
+                if hop >= MAX_HOPS {
+                    return Err(PipelineError::Inconsistent {
+                        job_id,
+                        message: format!(
+                            "the listing was handed over {MAX_HOPS} times without finishing"
+                        ),
+                    });
+                }
+                let body = serde_json::to_string(&ContinueListing {
+                    continue_listing: job_id.clone(),
+                    next_seq: checkpoint.next_seq,
+                    hop: hop + 1,
+                })
+                .expect("a continuation serializes");
+                send_all_with_retry(
+                    self.continuation.as_ref(),
+                    vec![OutgoingMessage {
+                        id: "continue".into(),
+                        body,
+                    }],
+                )
+                .await?;
+                tracing::info!(
+                    job_id,
+                    hop = hop + 1,
+                    next_seq = checkpoint.next_seq,
+                    "listing handed over"
+                );
+                Ok(Started {
+                    job_id,
+                    listing: "handed over",
+                })
+            }
+        }
+    }
+
+    /// Resumes a handed-over listing. A stale hand-over (the checkpoint moved on: a duplicate message) and a
+    /// message for a job that no longer exists are dropped.
+    async fn resume(
+        &self,
+        body: &str,
+        keep_going: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(), PipelineError> {
+        let message: ContinueListing = serde_json::from_str(body)
+            .map_err(|e| PipelineError::MalformedMessage(e.to_string()))?;
+        let Some(record) = self.deps.jobs.get_job(&message.continue_listing).await? else {
+            tracing::error!(
+                job_id = message.continue_listing,
+                "continuation for a job that does not exist; dropped"
+            );
+            return Ok(());
+        };
+        if record.listing.is_none() && record.checkpoint.next_seq != message.next_seq {
+            tracing::warn!(
+                job_id = message.continue_listing,
+                "stale continuation; dropped"
+            );
+            return Ok(());
+        }
+        self.list(&record, message.hop, keep_going).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_keys_decode_as_form_encoding() {
+        assert_eq!(
+            decode_s3_key("jobs/a+b%2Bc.json").unwrap(),
+            "jobs/a b+c.json"
+        );
+        assert_eq!(
+            decode_s3_key("jobs%2Fnested%2F%E6%97%A5.json").unwrap(),
+            "jobs/nested/日.json"
+        );
+        assert_eq!(decode_s3_key("jobs/100%25.json").unwrap(), "jobs/100%.json");
+        assert!(decode_s3_key("jobs/%FF.json").is_none());
+    }
+
+    #[test]
+    fn derived_job_ids_are_stable_valid_and_per_version() {
+        let a = derive_job_id("data", "jobs/weather 2026.json", "etag1");
+        assert_eq!(a, derive_job_id("data", "jobs/weather 2026.json", "etag1"));
+        assert_ne!(a, derive_job_id("data", "jobs/weather 2026.json", "etag2"));
+        assert!(a.starts_with("weather-2026-"), "{a}");
+        let long = derive_job_id("data", &format!("jobs/{}.json", "x".repeat(200)), "e");
+        assert!(JobSpec::parse_with_id(
+            br#"{"item_reader":{"bucket":"in-b"},"processor":{"kind":"count"},"result_writer":{"bucket":"out-b"}}"#,
+            || long.clone()
+        )
+        .is_ok(), "{long}");
+    }
+}

@@ -1,0 +1,64 @@
+//! The Lambda functions' handlers: what each function does with its events, over the same pipeline steps
+//! `dmap run` uses. The binaries in `functions/` only read their configuration ([`config`]), build clients once
+//! and call these.
+//!
+//! - [`coordinator`]: an S3 event for a job spec created under the jobs prefix, a direct invoke whose payload
+//!   is a job spec, or an SQS event from its continuation queue.
+//! - [`worker`]: an SQS event of batch messages, answered with `batchItemFailures`.
+//! - [`finalizer`]: an SQS event from the finalize queue (finalize triggers) or from the work queue's
+//!   dead-letter queue (dead-lettered batches, recorded as failed).
+
+pub mod config;
+pub mod coordinator;
+pub mod finalizer;
+pub mod metrics;
+pub mod worker;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use futures::StreamExt;
+
+use crate::error::PipelineError;
+
+/// A record that cannot be answered for: SQS needs its message id to retry just that record.
+#[derive(Debug, thiserror::Error)]
+#[error("an SQS record has no message id, so the whole batch is retried")]
+pub struct MissingMessageId;
+
+/// Handles every record of an SQS event (at most `concurrency` at once) and lists the ones to retry. A record
+/// whose handler fails transiently is retried; one that fails for good is logged and also retried, so that
+/// after the queue's maximum receive count it lands in the dead-letter queue where nothing is lost.
+pub async fn for_each_record<'a, F, Fut>(
+    event: &'a SqsEvent,
+    concurrency: usize,
+    handle: F,
+) -> Result<SqsBatchResponse, MissingMessageId>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: Future<Output = Result<(), PipelineError>>,
+{
+    let mut ids = Vec::with_capacity(event.records.len());
+    for record in &event.records {
+        ids.push(
+            record
+                .message_id
+                .as_deref()
+                .filter(|id| !id.is_empty())
+                .ok_or(MissingMessageId)?,
+        );
+    }
+    let outcomes: Vec<Result<(), PipelineError>> = futures::stream::iter(&event.records)
+        .map(|record| handle(record.body.as_deref().unwrap_or_default()))
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut response = SqsBatchResponse::default();
+    for (id, outcome) in ids.into_iter().zip(outcomes) {
+        if let Err(e) = outcome {
+            tracing::warn!(message_id = id, error = %e, transient = e.is_transient(), "record will be retried");
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id.to_owned();
+            response.batch_item_failures.push(failure);
+        }
+    }
+    Ok(response)
+}

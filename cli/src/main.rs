@@ -2,6 +2,7 @@
 
 mod demo;
 mod local;
+mod pump;
 mod run;
 
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ enum LocalCommand {
     /// Create the job table and the queues (same attributes as the SAM template) and print their names as
     /// environment variables for `dmap run`.
     Up(UpArgs),
+    /// Play the SQS event source mappings and the S3 notification for functions served by `cargo lambda
+    /// watch`: poll the queues and the jobs prefix, invoke the functions, honour `batchItemFailures`.
+    Pump(PumpArgs),
 }
 
 /// Where the AWS resources are (for `run` without --data-dir).
@@ -83,6 +87,35 @@ struct UpArgs {
     /// Receives before a batch is dead-lettered.
     #[arg(long, default_value_t = dmap_core::aws::resources::MAX_RECEIVE_COUNT, value_parser = clap::value_parser!(u32).range(1..=1000))]
     max_receive_count: u32,
+    /// Also write the Lambda functions' environment (queue URLs, table, allowed buckets, endpoint) to this file,
+    /// for `cargo lambda watch --env-file`.
+    #[arg(long)]
+    functions_env: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct PumpArgs {
+    /// The emulator (or AWS when left out) holding the queues and the bucket.
+    #[arg(long)]
+    endpoint_url: Option<String>,
+    /// The local Lambda Invoke API (`cargo lambda watch`).
+    #[arg(long, default_value = "http://127.0.0.1:9000")]
+    lambda_url: String,
+    /// The resource names' prefix, as given to `dmap local up`.
+    #[arg(long, default_value = "dmap")]
+    prefix: String,
+    /// The bucket whose jobs prefix is watched for new job specs.
+    #[arg(long)]
+    bucket: String,
+    /// Where job specs are dropped.
+    #[arg(long, default_value = "jobs/")]
+    jobs_prefix: String,
+    /// Worker invocations at once (the event source mapping's MaximumConcurrency).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    concurrency: u16,
+    /// Messages per worker invocation (the event source mapping's BatchSize).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10))]
+    batch_size: u16,
 }
 
 /// How the in-process pool runs (shared by `run` and `demo`).
@@ -201,6 +234,9 @@ fn main() -> ExitCode {
             Command::Local {
                 command: LocalCommand::Up(args),
             } => local::up(&args).await,
+            Command::Local {
+                command: LocalCommand::Pump(args),
+            } => pump::pump(&args).await,
         }
     });
     match outcome {

@@ -61,6 +61,30 @@ async fn manifest(deps: &Deps, job_id: &str) -> Manifest {
     serde_json::from_slice(&body).unwrap()
 }
 
+/// The sample events the test below drives; a new file in `events/` must be added here (and to the test).
+const EVENTS: [&str; 6] = [
+    "s3-job-created.json",
+    "direct-invoke.json",
+    "continue-listing.json",
+    "dead-letter.json",
+    "worker-batch.json",
+    "finalize.json",
+];
+
+#[test]
+fn every_file_in_events_is_driven_by_a_handler_test() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    files.sort();
+    let mut expected = EVENTS.map(str::to_owned).to_vec();
+    expected.sort();
+    assert_eq!(files, expected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_event_through_its_handler() {
     let clients = emulator::clients().await;

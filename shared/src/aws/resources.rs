@@ -21,6 +21,9 @@ pub const WORKER_TIMEOUT_SECS: u32 = 60;
 pub const WORK_VISIBILITY_TIMEOUT_SECS: u32 = 6 * WORKER_TIMEOUT_SECS;
 pub const FINALIZER_TIMEOUT_SECS: u32 = 300;
 pub const FINALIZE_VISIBILITY_TIMEOUT_SECS: u32 = 6 * FINALIZER_TIMEOUT_SECS;
+pub const COORDINATOR_TIMEOUT_SECS: u32 = 900;
+/// The coordinator is its continuation queue's consumer.
+pub const CONTINUATION_VISIBILITY_TIMEOUT_SECS: u32 = 6 * COORDINATOR_TIMEOUT_SECS;
 /// Receives before a message is dead-lettered (at least 5 for a Lambda consumer).
 pub const MAX_RECEIVE_COUNT: u32 = 5;
 /// Dead letters are kept for the longest SQS allows, 14 days.
@@ -39,10 +42,13 @@ pub struct ResourceNames {
     pub dead_letter_queue: String,
     pub finalize_queue: String,
     pub finalize_dead_letter_queue: String,
+    /// The coordinator's own queue: listings handed over to a fresh invocation.
+    pub continuation_queue: String,
 }
 
 impl ResourceNames {
-    /// `<prefix>-jobs`, `<prefix>-work`, `<prefix>-work-dlq`, `<prefix>-finalize`, `<prefix>-finalize-dlq`.
+    /// `<prefix>-jobs`, `<prefix>-work`, `<prefix>-work-dlq`, `<prefix>-finalize`, `<prefix>-finalize-dlq`,
+    /// `<prefix>-continue`.
     pub fn with_prefix(prefix: &str) -> Self {
         Self {
             table: format!("{prefix}-jobs"),
@@ -50,8 +56,19 @@ impl ResourceNames {
             dead_letter_queue: format!("{prefix}-work-dlq"),
             finalize_queue: format!("{prefix}-finalize"),
             finalize_dead_letter_queue: format!("{prefix}-finalize-dlq"),
+            continuation_queue: format!("{prefix}-continue"),
         }
     }
+}
+
+/// The queue URLs of a created deployment (what the functions' environment names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueUrls {
+    pub work: String,
+    pub dead_letter: String,
+    pub finalize: String,
+    pub finalize_dead_letter: String,
+    pub continuation: String,
 }
 
 /// Queue attributes that differ between a deployment and a test.
@@ -96,41 +113,45 @@ pub async fn create_all(
     clients: &AwsClients,
     names: &ResourceNames,
     settings: QueueSettings,
-) -> Result<(), ResourceError> {
+) -> Result<QueueUrls, ResourceError> {
     create_table(&clients.dynamodb, &names.table).await?;
-    let dlq_arn = create_queue(
-        &clients.sqs,
-        &names.dead_letter_queue,
-        dead_letter_attributes(),
-    )
-    .await?;
-    create_queue(
-        &clients.sqs,
-        &names.work_queue,
-        source_attributes(
-            settings.work_visibility_timeout_secs,
-            &dlq_arn,
-            settings.max_receive_count,
-        ),
-    )
-    .await?;
-    let finalize_dlq_arn = create_queue(
-        &clients.sqs,
+    let sqs = &clients.sqs;
+    let (dead_letter, dlq_arn) =
+        create_queue_with_url(sqs, &names.dead_letter_queue, dead_letter_attributes()).await?;
+    let work_attributes = source_attributes(
+        settings.work_visibility_timeout_secs,
+        &dlq_arn,
+        settings.max_receive_count,
+    );
+    let (work, _) = create_queue_with_url(sqs, &names.work_queue, work_attributes).await?;
+    let (finalize_dead_letter, finalize_dlq_arn) = create_queue_with_url(
+        sqs,
         &names.finalize_dead_letter_queue,
         dead_letter_attributes(),
     )
     .await?;
-    create_queue(
-        &clients.sqs,
-        &names.finalize_queue,
-        source_attributes(
-            settings.finalize_visibility_timeout_secs,
-            &finalize_dlq_arn,
-            settings.max_receive_count,
-        ),
-    )
-    .await?;
-    Ok(())
+    let finalize_attributes = source_attributes(
+        settings.finalize_visibility_timeout_secs,
+        &finalize_dlq_arn,
+        settings.max_receive_count,
+    );
+    let (finalize, _) =
+        create_queue_with_url(sqs, &names.finalize_queue, finalize_attributes).await?;
+    // A hand-over that keeps failing lands beside the finalizer's dead letters, where it is logged.
+    let continuation_attributes = source_attributes(
+        CONTINUATION_VISIBILITY_TIMEOUT_SECS,
+        &finalize_dlq_arn,
+        settings.max_receive_count,
+    );
+    let (continuation, _) =
+        create_queue_with_url(sqs, &names.continuation_queue, continuation_attributes).await?;
+    Ok(QueueUrls {
+        work,
+        dead_letter,
+        finalize,
+        finalize_dead_letter,
+        continuation,
+    })
 }
 
 fn dead_letter_attributes() -> HashMap<QueueAttributeName, String> {
@@ -166,6 +187,17 @@ pub async fn create_queue(
     name: &str,
     attributes: HashMap<QueueAttributeName, String>,
 ) -> Result<String, ResourceError> {
+    create_queue_with_url(sqs, name, attributes)
+        .await
+        .map(|(_, arn)| arn)
+}
+
+/// Creates a queue and returns its URL and ARN.
+pub async fn create_queue_with_url(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: HashMap<QueueAttributeName, String>,
+) -> Result<(String, String), ResourceError> {
     let what = format!("queue {name}");
     let url = sqs
         .create_queue()
@@ -184,10 +216,12 @@ pub async fn create_queue(
         .send()
         .await
         .map_err(|e| failed(&what, boxed(e)))?;
-    out.attributes()
+    let arn = out
+        .attributes()
         .and_then(|a| a.get(&QueueAttributeName::QueueArn))
         .cloned()
-        .ok_or_else(|| failed(&what, "no queue ARN returned"))
+        .ok_or_else(|| failed(&what, "no queue ARN returned"))?;
+    Ok((url, arn))
 }
 
 /// Creates the job table (`pk`/`sk` strings, on demand) with TTL on [`TTL_ATTRIBUTE`].

@@ -1,0 +1,254 @@
+//! `dmap local pump`: what AWS does between the functions, played locally for functions served by
+//! `cargo lambda watch`. For each queue, an event source mapping: receive up to the batch size, invoke the
+//! function with an SQS event through the Lambda Invoke API, delete the messages it did not list in
+//! `batchItemFailures` (a failed invocation deletes none: the messages return after the visibility timeout).
+//! For the data bucket, the S3 notification: a new `.json` object under the jobs prefix becomes an
+//! `ObjectCreated:Put` event for the coordinator, its key form-encoded as S3 sends it.
+
+use std::collections::{HashMap, HashSet};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use dmap_core::aws::resources::ResourceNames;
+use dmap_core::aws::{AwsClients, S3Store, SqsQueue};
+use dmap_core::ports::{BatchQueue, ObjectStore, ReceivedMessage};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::PumpArgs;
+
+/// How long an idle receive waits (a long poll).
+const RECEIVE_WAIT: Duration = Duration::from_secs(1);
+/// How often the jobs prefix is listed.
+const NOTIFICATION_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The local Lambda Invoke API.
+#[derive(Clone)]
+struct Invoker {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Invoker {
+    async fn invoke(&self, function: &str, event: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}/2015-03-31/functions/{function}/invocations", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .json(event)
+            .send()
+            .await
+            .with_context(|| {
+                format!("invoking {function} at {url} (is `cargo lambda watch` running?)")
+            })?;
+        let status = response.status();
+        let function_error = response.headers().contains_key("x-amz-function-error");
+        let body = response.text().await.unwrap_or_default();
+        if !status.is_success() || function_error {
+            bail!("{function} failed ({status}): {body}");
+        }
+        Ok(serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+}
+
+/// An SQS event as the event source mapping delivers it.
+fn sqs_event(queue_name: &str, messages: &[ReceivedMessage]) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            json!({
+                "messageId": m.message_id,
+                "receiptHandle": m.receipt_handle,
+                "body": m.body,
+                "attributes": { "ApproximateReceiveCount": m.receive_count.to_string() },
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": format!("arn:aws:sqs:us-east-1:000000000000:{queue_name}"),
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// An S3 `ObjectCreated:Put` event, its key form-encoded as S3 sends it.
+fn s3_event(bucket: &str, key: &str, size: u64, etag: &str) -> Value {
+    let encoded: String = form_urlencoded::byte_serialize(key.as_bytes()).collect();
+    json!({ "Records": [{
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "1970-01-01T00:00:00.000Z",
+        "eventName": "ObjectCreated:Put",
+        "userIdentity": { "principalId": "local" },
+        "requestParameters": { "sourceIPAddress": "127.0.0.1" },
+        "responseElements": { "x-amz-request-id": "local", "x-amz-id-2": "local" },
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "dmap-jobs",
+            "bucket": {
+                "name": bucket,
+                "ownerIdentity": { "principalId": "local" },
+                "arn": format!("arn:aws:s3:::{bucket}"),
+            },
+            "object": { "key": encoded, "size": size, "eTag": etag, "sequencer": "0" },
+        },
+    }]})
+}
+
+/// One event source mapping: forever receive, invoke, delete what succeeded.
+async fn mapping(
+    queue: SqsQueue,
+    name: String,
+    function: &'static str,
+    batch: usize,
+    invoker: Invoker,
+) -> anyhow::Result<()> {
+    loop {
+        let messages = match queue.receive(batch, RECEIVE_WAIT).await {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(queue = name, error = %e, "receive failed");
+                tokio::time::sleep(RECEIVE_WAIT).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        match invoker.invoke(function, &sqs_event(&name, &messages)).await {
+            Ok(response) => {
+                let failed: HashSet<&str> = response["batchItemFailures"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["itemIdentifier"].as_str())
+                    .collect();
+                for message in messages
+                    .iter()
+                    .filter(|m| !failed.contains(m.message_id.as_str()))
+                {
+                    queue.delete(&message.receipt_handle).await?;
+                }
+                if !failed.is_empty() {
+                    eprintln!(
+                        "{function}: {} of {} messages left for retry",
+                        failed.len(),
+                        messages.len()
+                    );
+                }
+            }
+            Err(e) => eprintln!("{e:#}; the messages return after the visibility timeout"),
+        }
+    }
+}
+
+/// The S3 notification: new job specs under the prefix become events for the coordinator.
+async fn notifications(
+    clients: AwsClients,
+    bucket: String,
+    prefix: String,
+    invoker: Invoker,
+) -> anyhow::Result<()> {
+    let store = S3Store::new(clients.s3.clone(), None);
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    loop {
+        let mut token: Option<String> = None;
+        loop {
+            let page = store
+                .list_page(&bucket, &prefix, None, token.as_deref())
+                .await?;
+            for object in page
+                .objects
+                .into_iter()
+                .filter(|o| o.key.ends_with(".json"))
+            {
+                if seen.get(&object.key) == Some(&object.size) {
+                    continue;
+                }
+                seen.insert(object.key.clone(), object.size);
+                let head = clients
+                    .s3
+                    .head_object()
+                    .bucket(&bucket)
+                    .key(&object.key)
+                    .send()
+                    .await?;
+                let event = s3_event(
+                    &bucket,
+                    &object.key,
+                    object.size,
+                    head.e_tag().unwrap_or_default().trim_matches('"'),
+                );
+                let (invoker, key) = (invoker.clone(), object.key.clone());
+                // The coordinator lists until done; the pump goes on meanwhile.
+                tokio::spawn(async move {
+                    match invoker.invoke("coordinator", &event).await {
+                        Ok(response) => eprintln!("coordinator, for {key}: {response}"),
+                        Err(e) => eprintln!("{e:#}"),
+                    }
+                });
+            }
+            match page.next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        tokio::time::sleep(NOTIFICATION_INTERVAL).await;
+    }
+}
+
+pub async fn pump(args: &PumpArgs) -> anyhow::Result<ExitCode> {
+    let clients = AwsClients::from_env(args.endpoint_url.as_deref()).await;
+    let names = ResourceNames::with_prefix(&args.prefix);
+    let invoker = Invoker {
+        http: reqwest::Client::new(),
+        base: args.lambda_url.trim_end_matches('/').to_owned(),
+    };
+    let queue = |name: String| {
+        let sqs = clients.sqs.clone();
+        async move {
+            let queue = SqsQueue::by_name(sqs, &name).await.with_context(|| {
+                format!("queue {name} (create it with `dmap local up --prefix ...`)")
+            })?;
+            anyhow::Ok((queue, name))
+        }
+    };
+    let mut tasks = JoinSet::new();
+    let (work, work_name) = queue(names.work_queue.clone()).await?;
+    for _ in 0..args.concurrency {
+        tasks.spawn(mapping(
+            work.clone(),
+            work_name.clone(),
+            "worker",
+            args.batch_size.into(),
+            invoker.clone(),
+        ));
+    }
+    for (name, function, batch) in [
+        (names.finalize_queue.clone(), "finalizer", 10),
+        (names.dead_letter_queue.clone(), "finalizer", 10),
+        (names.continuation_queue.clone(), "coordinator", 1),
+    ] {
+        let (queue, name) = queue(name).await?;
+        tasks.spawn(mapping(queue, name, function, batch, invoker.clone()));
+    }
+    tasks.spawn(notifications(
+        clients.clone(),
+        args.bucket.clone(),
+        args.jobs_prefix.clone(),
+        invoker.clone(),
+    ));
+    eprintln!(
+        "pumping {}'s queues and s3://{}/{} into {} (Ctrl-C stops)",
+        args.prefix, args.bucket, args.jobs_prefix, invoker.base
+    );
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(ExitCode::SUCCESS),
+        Some(finished) = tasks.join_next() => match finished? {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => Err(e),
+        },
+    }
+}

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use dmap_core::Deps;
-use dmap_core::aws::SqsQueue;
 use dmap_core::aws::resources::create_queue;
+use dmap_core::aws::{AwsClients, SqsQueue};
 use dmap_core::lambda::coordinator::{Coordinator, derive_job_id};
 use dmap_core::lambda::{finalizer, worker};
 use dmap_core::layout::Manifest;
@@ -61,6 +61,30 @@ async fn manifest(deps: &Deps, job_id: &str) -> Manifest {
     serde_json::from_slice(&body).unwrap()
 }
 
+/// A coordinator over `deps` with a fresh continuation queue of its own.
+async fn coordinator(
+    clients: &AwsClients,
+    deps: &Deps,
+    allowed: &str,
+) -> (Coordinator, Arc<SqsQueue>) {
+    let continuation_name = emulator::unique("continue");
+    create_queue(&clients.sqs, &continuation_name, HashMap::new())
+        .await
+        .unwrap();
+    let continuation = Arc::new(
+        SqsQueue::by_name(clients.sqs.clone(), &continuation_name)
+            .await
+            .unwrap(),
+    );
+    let coordinator = Coordinator {
+        deps: deps.clone(),
+        continuation: continuation.clone(),
+        allowed_buckets: vec![allowed.to_owned()],
+        jobs_prefix: "jobs/".into(),
+    };
+    (coordinator, continuation)
+}
+
 /// The sample events the test below drives; a new file in `events/` must be added here (and to the test).
 const EVENTS: [&str; 6] = [
     "s3-job-created.json",
@@ -96,21 +120,7 @@ async fn every_sample_event_through_its_handler() {
         .send()
         .await
         .unwrap();
-    let continuation_name = emulator::unique("continue");
-    create_queue(&clients.sqs, &continuation_name, HashMap::new())
-        .await
-        .unwrap();
-    let continuation = Arc::new(
-        SqsQueue::by_name(clients.sqs.clone(), &continuation_name)
-            .await
-            .unwrap(),
-    );
-    let coordinator = Coordinator {
-        deps: deps.clone(),
-        continuation: continuation.clone(),
-        allowed_buckets: vec!["data".into()],
-        jobs_prefix: "jobs/".into(),
-    };
+    let (coordinator, continuation) = coordinator(&clients, &deps, "data").await;
     let always = || true;
     for (station, tmax) in [("USW00023174", "21.5"), ("USW00094728", "30.1")] {
         let csv = format!(
@@ -292,21 +302,7 @@ async fn a_listing_handed_over_twice_and_a_duplicated_hand_over_count_every_item
     let clients = emulator::clients().await;
     let (deps, _) = emulator::aws_deps(&clients, 30, 5).await;
     let bucket = emulator::bucket(&clients, "handover").await;
-    let continuation_name = emulator::unique("continue");
-    create_queue(&clients.sqs, &continuation_name, HashMap::new())
-        .await
-        .unwrap();
-    let continuation = Arc::new(
-        SqsQueue::by_name(clients.sqs.clone(), &continuation_name)
-            .await
-            .unwrap(),
-    );
-    let coordinator = Coordinator {
-        deps: deps.clone(),
-        continuation: continuation.clone(),
-        allowed_buckets: vec![bucket.clone()],
-        jobs_prefix: "jobs/".into(),
-    };
+    let (coordinator, continuation) = coordinator(&clients, &deps, &bucket).await;
     // 2,100 objects: three listing pages.
     let store = deps.objects.clone();
     let uploads = (0..2100).map(|i| {

@@ -15,13 +15,7 @@ const HAND_OVER_MARGIN: Duration = Duration::from_secs(90);
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_current_span(true)
-        .init();
+    dmap_core::lambda::init_logging();
     let config = CoordinatorConfig::from_env(&process_env())?;
     let clients = AwsClients::from_env(None).await;
     let coordinator = Coordinator {

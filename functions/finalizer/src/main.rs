@@ -8,13 +8,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_current_span(true)
-        .init();
+    dmap_core::lambda::init_logging();
     let config = CommonConfig::from_env(&process_env())?;
     let clients = AwsClients::from_env(None).await;
     let deps = aws_deps(&clients, &config);

@@ -19,6 +19,18 @@ use futures::StreamExt;
 
 use crate::error::PipelineError;
 
+/// JSON log lines on stdout (what CloudWatch Logs ingests) with the current spans' fields (the request, job
+/// and batch ids) on every line. `RUST_LOG` sets the level (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_current_span(true)
+        .init();
+}
+
 /// A record that cannot be answered for: SQS needs its message id to retry just that record.
 #[derive(Debug, thiserror::Error)]
 #[error("an SQS record has no message id, so the whole batch is retried")]

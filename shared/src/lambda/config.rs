@@ -199,6 +199,55 @@ mod tests {
         ("DMAP_FINALIZE_QUEUE_URL", "http://q/finalize"),
     ];
 
+    type Lookup = Box<dyn Fn(&str) -> Option<String>>;
+
+    /// Every name a config reads, with every variable set so that nothing stops early.
+    fn names_read<T>(read: impl Fn(&Env<Lookup>) -> T) -> Vec<String> {
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let record = seen.clone();
+        let env: Env<Lookup> = Env(Box::new(move |name: &str| {
+            record.borrow_mut().push(name.to_owned());
+            Some(
+                if name.ends_with("SHARDS") || name.ends_with("CONCURRENCY") {
+                    "4"
+                } else {
+                    "x"
+                }
+                .to_owned(),
+            )
+        }));
+        read(&env);
+        let mut names = seen.borrow().clone();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn listed(lists: &[&[&str]]) -> Vec<String> {
+        let mut names: Vec<String> = lists
+            .iter()
+            .flat_map(|l| l.iter().map(|n| n.to_string()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn each_function_reads_exactly_its_listed_variables() {
+        assert_eq!(
+            names_read(CoordinatorConfig::from_env),
+            listed(&[COMMON_VARS, COORDINATOR_VARS])
+        );
+        assert_eq!(
+            names_read(WorkerFunctionConfig::from_env),
+            listed(&[COMMON_VARS, WORKER_VARS])
+        );
+        assert_eq!(
+            names_read(CommonConfig::from_env),
+            listed(&[COMMON_VARS, FINALIZER_VARS])
+        );
+    }
+
     #[test]
     fn a_missing_variable_is_named() {
         let err = CommonConfig::from_env(&env(&BASE[1..])).unwrap_err();

@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use dmap_core::aws::resources::ResourceNames;
 use dmap_core::aws::{AwsClients, S3Store, SqsQueue};
-use dmap_core::ports::{BatchQueue, ObjectStore, ReceivedMessage};
+use dmap_core::lambda::sqs_event;
+use dmap_core::ports::{BatchQueue, ObjectStore};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -50,26 +51,6 @@ impl Invoker {
         }
         Ok(serde_json::from_str(&body).unwrap_or(Value::Null))
     }
-}
-
-/// An SQS event as the event source mapping delivers it.
-fn sqs_event(queue_name: &str, messages: &[ReceivedMessage]) -> Value {
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|m| {
-            json!({
-                "messageId": m.message_id,
-                "receiptHandle": m.receipt_handle,
-                "body": m.body,
-                "attributes": { "ApproximateReceiveCount": m.receive_count.to_string() },
-                "messageAttributes": {},
-                "eventSource": "aws:sqs",
-                "eventSourceARN": format!("arn:aws:sqs:us-east-1:000000000000:{queue_name}"),
-                "awsRegion": "us-east-1",
-            })
-        })
-        .collect();
-    json!({ "Records": records })
 }
 
 /// An S3 `ObjectCreated:Put` event, its key form-encoded as S3 sends it.

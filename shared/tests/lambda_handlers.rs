@@ -12,7 +12,7 @@ use dmap_core::Deps;
 use dmap_core::aws::resources::create_queue;
 use dmap_core::aws::{AwsClients, SqsQueue};
 use dmap_core::lambda::coordinator::{Coordinator, derive_job_id};
-use dmap_core::lambda::{finalizer, worker};
+use dmap_core::lambda::{self, finalizer, worker};
 use dmap_core::layout::Manifest;
 use dmap_core::ports::{BatchQueue, read_all};
 use dmap_core::worker::WorkerConfig;
@@ -30,24 +30,20 @@ fn sqs_event(name: &str) -> SqsEvent {
     serde_json::from_value(event(name)).unwrap_or_else(|e| panic!("{name} is an SQS event: {e}"))
 }
 
-/// The messages waiting in a queue, as the SQS event the event source mapping would deliver.
+/// The messages waiting in a queue (deleted, as the mapping does after success), as one SQS event.
 async fn drain_as_event(queue: &dyn BatchQueue) -> SqsEvent {
-    let mut records = Vec::new();
+    let mut messages = Vec::new();
     loop {
         let got = queue.receive(10, Duration::from_secs(1)).await.unwrap();
         if got.is_empty() {
             break;
         }
-        for m in got {
-            records.push(json!({
-                "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
-                "attributes": { "ApproximateReceiveCount": m.receive_count.to_string() },
-                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:q", "awsRegion": "us-east-1",
-            }));
+        for m in &got {
             queue.delete(&m.receipt_handle).await.unwrap();
         }
+        messages.extend(got);
     }
-    serde_json::from_value(json!({ "Records": records })).unwrap()
+    serde_json::from_value(lambda::sqs_event("q", &messages)).unwrap()
 }
 
 async fn manifest(deps: &Deps, job_id: &str) -> Manifest {

@@ -31,6 +31,30 @@ pub fn init_logging() {
         .init();
 }
 
+/// Received messages as the SQS event the event source mapping delivers for them (`queue_name` fills the
+/// source ARN). Used where this process plays the mapping (`dmap local pump`, tests).
+pub fn sqs_event(
+    queue_name: &str,
+    messages: &[crate::ports::ReceivedMessage],
+) -> serde_json::Value {
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "messageId": m.message_id,
+                "receiptHandle": m.receipt_handle,
+                "body": m.body,
+                "attributes": { "ApproximateReceiveCount": m.receive_count.to_string() },
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": format!("arn:aws:sqs:us-east-1:000000000000:{queue_name}"),
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}
+
 /// A record that cannot be answered for: SQS needs its message id to retry just that record.
 #[derive(Debug, thiserror::Error)]
 #[error("an SQS record has no message id, so the whole batch is retried")]

@@ -1,7 +1,10 @@
-"""Serves moto (S3, SQS, DynamoDB over HTTP) on 127.0.0.1 and a free port until standard input closes.
+"""Serves moto (S3, SQS, DynamoDB over HTTP) on 127.0.0.1.
 
-The test process that starts it holds the other end of stdin, so the server ends with that process, however
-it ends. Prints "ready <port>" once it accepts connections.
+    python tools/moto_server.py          a free port, until standard input closes (how the tests run it: they
+                                         hold the other end, so the server ends with them, however they end)
+    python tools/moto_server.py PORT     that port, until stopped (kill, or Ctrl-C in the foreground)
+
+Prints "ready <port>" once it accepts connections.
 
 One correction to moto (5.2.x): its TransactWriteItems backs up whole tables and, when a transaction is
 cancelled, restores them, with no lock. Under concurrent requests a cancelled transaction (a duplicate batch
@@ -37,8 +40,15 @@ for _name, _method in inspect.getmembers(DynamoDBBackend, inspect.isfunction):
     if not _name.startswith("_"):
         setattr(DynamoDBBackend, _name, _serialized(_method))
 
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+fixed_port = int(sys.argv[1]) if len(sys.argv) > 1 else None
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=fixed_port or 0, verbose=False)
 server.start()
 print(f"ready {server.get_host_and_port()[1]}", flush=True)
-sys.stdin.read()
+try:
+    if fixed_port:
+        threading.Event().wait()
+    else:
+        sys.stdin.read()
+except KeyboardInterrupt:
+    pass
 server.stop()

@@ -90,11 +90,19 @@ where
     }
 }
 
-fn is_condition_failed<E, R>(err: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> bool
+/// The outcome of a conditional write: `true` if it was applied, `false` if its condition failed.
+fn applied<O, E, R>(
+    result: Result<O, aws_smithy_runtime_api::client::result::SdkError<E, R>>,
+) -> Result<bool, JobStoreError>
 where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    error_code(err) == Some("ConditionalCheckFailedException")
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(map_error(e)),
+    }
 }
 
 fn parse_status(value: &str) -> Option<JobStatus> {
@@ -250,11 +258,7 @@ impl DynamoJobStore {
             .expression_attribute_values(":from", s(from.as_str()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(map_error(e)),
-        }
+        applied(result)
     }
 
     /// Reads the job item and every counter shard in one strongly consistent BatchGetItem.
@@ -333,17 +337,14 @@ impl JobStore for DynamoJobStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(CreateOutcome::Created),
-            Err(e) if is_condition_failed(&e) => {
-                let existing = self
-                    .get_job(job_id)
-                    .await?
-                    .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
-                Ok(CreateOutcome::Exists(Box::new(existing)))
-            }
-            Err(e) => Err(map_error(e)),
+        if applied(result)? {
+            return Ok(CreateOutcome::Created);
         }
+        let existing = self
+            .get_job(job_id)
+            .await?
+            .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
+        Ok(CreateOutcome::Exists(Box::new(existing)))
     }
 
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
@@ -387,16 +388,15 @@ impl JobStore for DynamoJobStore {
             }))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => match self.get_job(job_id).await? {
-                None => Err(JobStoreError::NotFound(job_id.to_owned())),
-                Some(r) if r.listing.is_some() => {
-                    Err(Self::conflict(job_id, "the listing is already complete"))
-                }
-                Some(_) => Ok(()), // an older checkpoint than the stored one: ignored
-            },
-            Err(e) => Err(map_error(e)),
+        if applied(result)? {
+            return Ok(());
+        }
+        match self.get_job(job_id).await? {
+            None => Err(JobStoreError::NotFound(job_id.to_owned())),
+            Some(r) if r.listing.is_some() => {
+                Err(Self::conflict(job_id, "the listing is already complete"))
+            }
+            Some(_) => Ok(()), // an older checkpoint than the stored one: ignored
         }
     }
 
@@ -416,20 +416,19 @@ impl JobStore for DynamoJobStore {
             .expression_attribute_values(":i", n(totals.items))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => match self.get_job(job_id).await? {
-                None => Err(JobStoreError::NotFound(job_id.to_owned())),
-                Some(r) if r.listing == Some(totals) => Ok(()),
-                Some(r) => Err(Self::conflict(
-                    job_id,
-                    format!(
-                        "listing already completed with {:?}, not {totals:?}",
-                        r.listing
-                    ),
-                )),
-            },
-            Err(e) => Err(map_error(e)),
+        if applied(result)? {
+            return Ok(());
+        }
+        match self.get_job(job_id).await? {
+            None => Err(JobStoreError::NotFound(job_id.to_owned())),
+            Some(r) if r.listing == Some(totals) => Ok(()),
+            Some(r) => Err(Self::conflict(
+                job_id,
+                format!(
+                    "listing already completed with {:?}, not {totals:?}",
+                    r.listing
+                ),
+            )),
         }
     }
 

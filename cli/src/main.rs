@@ -35,8 +35,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum LocalCommand {
-    /// Create the job table and the queues (same attributes as the SAM template) and print their names as
-    /// environment variables for `dmap run`.
+    /// Create a stack's queues, table and data bucket from the SAM template's own definitions and print their
+    /// names as environment variables for `dmap run`.
     Up(UpArgs),
     /// Play the SQS event source mappings and the S3 notification for functions served by `cargo lambda
     /// watch`: poll the queues and the jobs prefix, invoke the functions, honour `batchItemFailures`.
@@ -70,25 +70,32 @@ struct AwsArgs {
     expected_bucket_owner: Option<String>,
 }
 
+/// Which stack, as the template resolves it (shared by `local up` and `local pump`).
+#[derive(Debug, Args)]
+struct StackArgs {
+    /// The stack's name: every resource is named from it, as on AWS (`<stack>-work`, `<stack>-jobs`...).
+    #[arg(long, default_value = "dmap")]
+    stack_name: String,
+    /// The SAM template to read (default: the template.yaml this binary was built with).
+    #[arg(long)]
+    template: Option<PathBuf>,
+    /// Template parameter values, as `sam deploy --parameter-overrides` takes them: `Key=Value`.
+    #[arg(long = "parameter-overrides", num_args = 1.., value_name = "KEY=VALUE")]
+    parameter_overrides: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 struct UpArgs {
     /// Create them here (an emulator such as moto's server) instead of the environment's AWS account.
     #[arg(long)]
     endpoint_url: Option<String>,
-    /// Names are `<prefix>-jobs`, `<prefix>-work`, `<prefix>-work-dlq`, `<prefix>-finalize`, `<prefix>-finalize-dlq`.
-    #[arg(long, default_value = "dmap")]
-    prefix: String,
-    /// Also create this bucket (repeatable).
+    #[command(flatten)]
+    stack: StackArgs,
+    /// Also create this bucket, for inputs (repeatable).
     #[arg(long = "bucket")]
     buckets: Vec<String>,
-    /// The work queue's visibility timeout in seconds (the template's is 6x the worker timeout).
-    #[arg(long, default_value_t = dmap_core::aws::resources::WORK_VISIBILITY_TIMEOUT_SECS)]
-    visibility_timeout: u32,
-    /// Receives before a batch is dead-lettered.
-    #[arg(long, default_value_t = dmap_core::aws::resources::MAX_RECEIVE_COUNT, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    max_receive_count: u32,
-    /// Also write the Lambda functions' environment (queue URLs, table, allowed buckets, endpoint) to this file,
-    /// for `cargo lambda watch --env-file`.
+    /// Also write the Lambda functions' environment, as the template sets it (queue URLs, table, allowed
+    /// buckets) plus the endpoint, to this file for `cargo lambda watch --env-file`.
     #[arg(long)]
     functions_env: Option<PathBuf>,
 }
@@ -101,21 +108,11 @@ struct PumpArgs {
     /// The local Lambda Invoke API (`cargo lambda watch`).
     #[arg(long, default_value = "http://127.0.0.1:9000")]
     lambda_url: String,
-    /// The resource names' prefix, as given to `dmap local up`.
-    #[arg(long, default_value = "dmap")]
-    prefix: String,
-    /// The bucket whose jobs prefix is watched for new job specs.
-    #[arg(long)]
-    bucket: String,
-    /// Where job specs are dropped.
-    #[arg(long, default_value = "jobs/")]
-    jobs_prefix: String,
-    /// Worker invocations at once (the event source mapping's MaximumConcurrency).
+    #[command(flatten)]
+    stack: StackArgs,
+    /// Worker invocations at once (the template's MaximumConcurrency is sized for Lambda, not a laptop).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,
-    /// Messages per worker invocation (the event source mapping's BatchSize).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10))]
-    batch_size: u16,
 }
 
 /// How the in-process pool runs (shared by `run` and `demo`).

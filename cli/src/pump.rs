@@ -10,10 +10,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use dmap_core::aws::resources::ResourceNames;
 use dmap_core::aws::{AwsClients, S3Store, SqsQueue};
 use dmap_core::lambda::sqs_event;
 use dmap_core::ports::{BatchQueue, ObjectStore};
+use dmap_infra::Stack;
+use dmap_infra::local::S3Source;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -82,7 +83,7 @@ fn s3_event(bucket: &str, key: &str, size: u64, etag: &str) -> Value {
 async fn mapping(
     queue: SqsQueue,
     name: String,
-    function: &'static str,
+    function: String,
     batch: usize,
     invoker: Invoker,
 ) -> anyhow::Result<()> {
@@ -98,7 +99,10 @@ async fn mapping(
         if messages.is_empty() {
             continue;
         }
-        match invoker.invoke(function, &sqs_event(&name, &messages)).await {
+        match invoker
+            .invoke(&function, &sqs_event(&name, &messages))
+            .await
+        {
             Ok(response) => {
                 let failed: HashSet<&str> = response["batchItemFailures"]
                     .as_array()
@@ -125,13 +129,19 @@ async fn mapping(
     }
 }
 
-/// The S3 notification: new job specs under the prefix become events for the coordinator.
+/// The S3 notification: new objects under the prefix with the suffix become events for the function.
 async fn notifications(
     clients: AwsClients,
-    bucket: String,
-    prefix: String,
+    source: S3Source,
+    function: String,
     invoker: Invoker,
 ) -> anyhow::Result<()> {
+    let S3Source {
+        bucket,
+        prefix,
+        suffix,
+        ..
+    } = source;
     let store = S3Store::new(clients.s3.clone(), None);
     let mut seen: HashMap<String, u64> = HashMap::new();
     loop {
@@ -143,7 +153,7 @@ async fn notifications(
             for object in page
                 .objects
                 .into_iter()
-                .filter(|o| o.key.ends_with(".json"))
+                .filter(|o| o.key.ends_with(&suffix))
             {
                 if seen.get(&object.key) == Some(&object.size) {
                     continue;
@@ -162,11 +172,12 @@ async fn notifications(
                     object.size,
                     head.e_tag().unwrap_or_default().trim_matches('"'),
                 );
-                let (invoker, key) = (invoker.clone(), object.key.clone());
+                let (invoker, key, function) =
+                    (invoker.clone(), object.key.clone(), function.clone());
                 // The coordinator lists until done; the pump goes on meanwhile.
                 tokio::spawn(async move {
-                    match invoker.invoke("coordinator", &event).await {
-                        Ok(response) => eprintln!("coordinator, for {key}: {response}"),
+                    match invoker.invoke(&function, &event).await {
+                        Ok(response) => eprintln!("{function}, for {key}: {response}"),
                         Err(e) => eprintln!("{e:#}"),
                     }
                 });
@@ -182,48 +193,57 @@ async fn notifications(
 
 pub async fn pump(args: &PumpArgs) -> anyhow::Result<ExitCode> {
     let clients = AwsClients::from_env(args.endpoint_url.as_deref()).await;
-    let names = ResourceNames::with_prefix(&args.prefix);
+    let (template, options) = crate::local::stack_options(&args.stack)?;
+    let stack = Stack::plan(&template, &options)?;
     let invoker = Invoker {
         http: reqwest::Client::new(),
         base: args.lambda_url.trim_end_matches('/').to_owned(),
     };
-    let queue = |name: String| {
-        let sqs = clients.sqs.clone();
-        async move {
-            let queue = SqsQueue::by_name(sqs, &name).await.with_context(|| {
-                format!("queue {name} (create it with `dmap local up --prefix ...`)")
-            })?;
-            anyhow::Ok((queue, name))
-        }
-    };
     let mut tasks = JoinSet::new();
-    let (work, work_name) = queue(names.work_queue.clone()).await?;
-    for _ in 0..args.concurrency {
-        tasks.spawn(mapping(
-            work.clone(),
-            work_name.clone(),
-            "worker",
-            args.batch_size.into(),
-            invoker.clone(),
-        ));
+    for function in &stack.functions {
+        for source in &function.sqs_sources {
+            let queue = SqsQueue::by_name(clients.sqs.clone(), &source.queue)
+                .await
+                .with_context(|| {
+                    format!(
+                        "queue {} (create the stack with `dmap local up --stack-name {}`)",
+                        source.queue, args.stack.stack_name
+                    )
+                })?;
+            // Lambda's pollers: one per concurrent invocation, capped for a laptop.
+            let pollers = source
+                .maximum_concurrency
+                .map_or(1, |max| max.min(u32::from(args.concurrency)));
+            for _ in 0..pollers {
+                tasks.spawn(mapping(
+                    queue.clone(),
+                    source.queue.clone(),
+                    function.binary.clone(),
+                    source.batch_size.clamp(1, 10) as usize,
+                    invoker.clone(),
+                ));
+            }
+            eprintln!(
+                "{} -> {} (batches of {}, {pollers} at once)",
+                source.queue, function.binary, source.batch_size
+            );
+        }
+        for source in &function.s3_sources {
+            eprintln!(
+                "s3://{}/{}*{} -> {}",
+                source.bucket, source.prefix, source.suffix, function.binary
+            );
+            tasks.spawn(notifications(
+                clients.clone(),
+                source.clone(),
+                function.binary.clone(),
+                invoker.clone(),
+            ));
+        }
     }
-    for (name, function, batch) in [
-        (names.finalize_queue.clone(), "finalizer", 10),
-        (names.dead_letter_queue.clone(), "finalizer", 10),
-        (names.continuation_queue.clone(), "coordinator", 1),
-    ] {
-        let (queue, name) = queue(name).await?;
-        tasks.spawn(mapping(queue, name, function, batch, invoker.clone()));
-    }
-    tasks.spawn(notifications(
-        clients.clone(),
-        args.bucket.clone(),
-        args.jobs_prefix.clone(),
-        invoker.clone(),
-    ));
     eprintln!(
-        "pumping {}'s queues and s3://{}/{} into {} (Ctrl-C stops)",
-        args.prefix, args.bucket, args.jobs_prefix, invoker.base
+        "pumping stack {} into {} (Ctrl-C stops)",
+        args.stack.stack_name, invoker.base
     );
     tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(ExitCode::SUCCESS),

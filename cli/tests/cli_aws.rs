@@ -32,12 +32,10 @@ async fn local_up_then_run_through_the_emulator_with_stats() {
             "up",
             "--endpoint-url",
             endpoint,
-            "--prefix",
+            "--stack-name",
             &prefix,
             "--bucket",
             &bucket,
-            "--visibility-timeout",
-            "2",
         ],
         &[],
     );
@@ -54,7 +52,7 @@ async fn local_up_then_run_through_the_emulator_with_stats() {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    assert_eq!(exports.len(), 4, "{exports:?}");
+    assert_eq!(exports.len(), 5, "{exports:?}");
     assert!(
         exports
             .iter()

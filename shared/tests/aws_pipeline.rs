@@ -62,7 +62,7 @@ async fn moto_outputs(deps: &dmap_core::Deps, report: &local::RunReport) -> [Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_and_moto_give_byte_identical_outputs() {
     let clients = emulator::clients().await;
-    let (deps, dead_letter) = emulator::aws_deps(&clients, 2, 5).await;
+    let (deps, dead_letter) = emulator::aws_deps(&clients, 2).await;
     // The embedded bucket and the moto bucket share a name, so even the manifests can be compared byte for byte.
     let _ = clients.s3.delete_bucket().bucket(BUCKET).send().await;
     clients
@@ -99,7 +99,7 @@ async fn embedded_and_moto_give_byte_identical_outputs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_through_moto_gives_the_fault_free_result() {
     let clients = emulator::clients().await;
-    let (deps, dead_letter) = emulator::aws_deps(&clients, 1, 5).await;
+    let (deps, dead_letter) = emulator::aws_deps(&clients, 1).await;
     let bucket = emulator::bucket(&clients, "chaos").await;
     for i in 0..60 {
         deps.objects
@@ -156,7 +156,7 @@ async fn chaos_through_moto_gives_the_fault_free_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_delivered_twice_by_sqs_counts_once() {
     let clients = emulator::clients().await;
-    let (deps, _) = emulator::aws_deps(&clients, 30, 5).await;
+    let (deps, _) = emulator::aws_deps(&clients, 30).await;
     let bucket = emulator::bucket(&clients, "dup").await;
     for i in 0..5 {
         deps.objects

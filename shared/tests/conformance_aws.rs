@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use conformance::QueuePair;
-use dmap_core::aws::resources::{create_queue, create_table};
+use dmap_core::aws::resources::create_queue;
 use dmap_core::aws::{DynamoJobStore, S3Store, SqsQueue};
 use dmap_emulator as emulator;
 
@@ -54,10 +54,8 @@ async fn queues() -> QueuePair {
 
 async fn job_store() -> Arc<DynamoJobStore> {
     let clients = emulator::clients().await;
-    let table = emulator::unique("jobs");
-    create_table(&clients.dynamodb, &table)
-        .await
-        .expect("table");
+    // The table as the template defines it (key schema, TTL).
+    let table = emulator::stack(&clients, 30).await.tables["JobsTable"].clone();
     Arc::new(DynamoJobStore::new(
         clients.dynamodb.clone(),
         table,

@@ -5,14 +5,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use dmap_core::Deps;
 use dmap_core::aws::resources::create_queue;
 use dmap_core::aws::{AwsClients, SqsQueue};
 use dmap_core::lambda::coordinator::{Coordinator, derive_job_id};
-use dmap_core::lambda::{self, finalizer, worker};
+use dmap_core::lambda::{finalizer, worker};
 use dmap_core::layout::Manifest;
 use dmap_core::ports::{BatchQueue, read_all};
 use dmap_core::worker::WorkerConfig;
@@ -28,22 +27,6 @@ fn event(name: &str) -> Value {
 
 fn sqs_event(name: &str) -> SqsEvent {
     serde_json::from_value(event(name)).unwrap_or_else(|e| panic!("{name} is an SQS event: {e}"))
-}
-
-/// The messages waiting in a queue (deleted, as the mapping does after success), as one SQS event.
-async fn drain_as_event(queue: &dyn BatchQueue) -> SqsEvent {
-    let mut messages = Vec::new();
-    loop {
-        let got = queue.receive(10, Duration::from_secs(1)).await.unwrap();
-        if got.is_empty() {
-            break;
-        }
-        for m in &got {
-            queue.delete(&m.receipt_handle).await.unwrap();
-        }
-        messages.extend(got);
-    }
-    serde_json::from_value(lambda::sqs_event("q", &messages)).unwrap()
 }
 
 async fn manifest(deps: &Deps, job_id: &str) -> Manifest {
@@ -76,6 +59,7 @@ async fn coordinator(
         deps: deps.clone(),
         continuation: continuation.clone(),
         allowed_buckets: vec![allowed.to_owned()],
+        result_buckets: vec![allowed.to_owned()],
         jobs_prefix: "jobs/".into(),
     };
     (coordinator, continuation)
@@ -108,7 +92,7 @@ fn every_file_in_events_is_driven_by_a_handler_test() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_event_through_its_handler() {
     let clients = emulator::clients().await;
-    let (deps, _dead_letter) = emulator::aws_deps(&clients, 30, 5).await;
+    let (deps, _dead_letter) = emulator::aws_deps(&clients, 30).await;
     clients
         .s3
         .create_bucket()
@@ -219,7 +203,7 @@ async fn every_sample_event_through_its_handler() {
     let response = worker::handle(
         &deps,
         config,
-        &drain_as_event(deps.work_queue.as_ref()).await,
+        &emulator::drain_as_event(deps.work_queue.as_ref()).await,
     )
     .await
     .unwrap();
@@ -230,9 +214,12 @@ async fn every_sample_event_through_its_handler() {
         .await
         .unwrap();
     assert!(response.batch_item_failures.is_empty());
-    let response = finalizer::handle(&deps, &drain_as_event(deps.finalize_queue.as_ref()).await)
-        .await
-        .unwrap();
+    let response = finalizer::handle(
+        &deps,
+        &emulator::drain_as_event(deps.finalize_queue.as_ref()).await,
+    )
+    .await
+    .unwrap();
     assert!(response.batch_item_failures.is_empty());
 
     let direct = manifest(&deps, "weather-2026").await;
@@ -263,11 +250,12 @@ async fn every_sample_event_through_its_handler() {
 #[tokio::test]
 async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anything_is_written() {
     let clients = emulator::clients().await;
-    let (deps, _) = emulator::aws_deps(&clients, 30, 5).await;
+    let (deps, _) = emulator::aws_deps(&clients, 30).await;
     let coordinator = Coordinator {
         deps: deps.clone(),
         continuation: deps.work_queue.clone(),
         allowed_buckets: vec!["only-this-one".into()],
+        result_buckets: vec!["data".into()],
         jobs_prefix: "jobs/".into(),
     };
     let err = coordinator
@@ -279,6 +267,32 @@ async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anythin
         err.contains("item_reader.bucket") && err.contains("not allowed"),
         "{err}"
     );
+    let reads_data = Coordinator {
+        allowed_buckets: vec!["data".into()],
+        result_buckets: vec!["results-only".into()],
+        ..coordinator
+    };
+    let err = reads_data
+        .handle(event("direct-invoke.json"), &|| true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("result_writer.bucket") && err.contains("DMAP_RESULT_BUCKETS"),
+        "{err}"
+    );
+    let coordinator = Coordinator {
+        result_buckets: vec!["data".into()],
+        ..reads_data
+    };
+    let mut under_jobs = event("direct-invoke.json");
+    under_jobs["result_writer"]["prefix"] = json!("jobs/results/");
+    let err = coordinator
+        .handle(under_jobs, &|| true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("overlaps the jobs prefix"), "{err}");
     let mut bad = event("direct-invoke.json");
     bad["item_batcher"]["max_items_per_batch"] = json!(0);
     let err = coordinator
@@ -296,7 +310,7 @@ async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anythin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_handed_over_twice_and_a_duplicated_hand_over_count_every_item_once() {
     let clients = emulator::clients().await;
-    let (deps, _) = emulator::aws_deps(&clients, 30, 5).await;
+    let (deps, _) = emulator::aws_deps(&clients, 30).await;
     let bucket = emulator::bucket(&clients, "handover").await;
     let (coordinator, continuation) = coordinator(&clients, &deps, &bucket).await;
     // 2,100 objects: three listing pages.
@@ -329,7 +343,7 @@ async fn a_listing_handed_over_twice_and_a_duplicated_hand_over_count_every_item
     );
 
     // Hop 1 is delivered twice (SQS may): the first resumes and hands over again, the second is stale.
-    let hop1 = drain_as_event(continuation.as_ref()).await;
+    let hop1 = emulator::drain_as_event(continuation.as_ref()).await;
     assert_eq!(hop1.records.len(), 1);
     let mut twice: Value = serde_json::to_value(&hop1).unwrap();
     let record = twice["Records"][0].clone();
@@ -337,7 +351,7 @@ async fn a_listing_handed_over_twice_and_a_duplicated_hand_over_count_every_item
     twice["Records"][1]["messageId"] = json!("a-duplicate");
     let response = coordinator.handle(twice, &out_of_time).await.unwrap();
     assert_eq!(response["batchItemFailures"], json!([]));
-    let hop2 = drain_as_event(continuation.as_ref()).await;
+    let hop2 = emulator::drain_as_event(continuation.as_ref()).await;
     assert_eq!(
         hop2.records.len(),
         1,
@@ -361,14 +375,17 @@ async fn a_listing_handed_over_twice_and_a_duplicated_hand_over_count_every_item
     let response = worker::handle(
         &deps,
         WorkerConfig::default(),
-        &drain_as_event(deps.work_queue.as_ref()).await,
+        &emulator::drain_as_event(deps.work_queue.as_ref()).await,
     )
     .await
     .unwrap();
     assert!(response.batch_item_failures.is_empty());
-    finalizer::handle(&deps, &drain_as_event(deps.finalize_queue.as_ref()).await)
-        .await
-        .unwrap();
+    finalizer::handle(
+        &deps,
+        &emulator::drain_as_event(deps.finalize_queue.as_ref()).await,
+    )
+    .await
+    .unwrap();
     let body = read_all(
         deps.objects.as_ref(),
         &bucket,

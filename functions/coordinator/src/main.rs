@@ -1,11 +1,10 @@
 //! The coordinator Lambda function: S3 events for job specs, direct invokes with a job spec, and its
 //! continuation queue. See `dmap_core::lambda::coordinator`.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use dmap_core::aws::{AwsClients, SqsQueue};
-use dmap_core::lambda::config::{CoordinatorConfig, aws_deps, process_env};
+use dmap_core::aws::AwsClients;
+use dmap_core::lambda::config::{CoordinatorConfig, process_env};
 use dmap_core::lambda::coordinator::Coordinator;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -18,15 +17,7 @@ async fn main() -> Result<(), Error> {
     dmap_core::lambda::init_logging();
     let config = CoordinatorConfig::from_env(&process_env())?;
     let clients = AwsClients::from_env(None).await;
-    let coordinator = Coordinator {
-        deps: aws_deps(&clients, &config.common),
-        continuation: Arc::new(SqsQueue::new(
-            clients.sqs.clone(),
-            &config.continuation_queue_url,
-        )),
-        allowed_buckets: config.allowed_buckets,
-        jobs_prefix: config.jobs_prefix,
-    };
+    let coordinator = Coordinator::from_config(&clients, config);
     let coordinator = &coordinator;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = event.context.deadline();

@@ -77,7 +77,7 @@ const THROTTLING_CODES: &[&str] = &[
 ];
 
 /// The service's error code, if the service answered with one.
-fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
     err.as_service_error().and_then(ProvideErrorMetadata::code)
 }
 
@@ -87,7 +87,7 @@ fn is_throttling<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
 
 /// Boxes an SDK error with the service's code and message kept (the SDK's `Display` alone says "service
 /// error").
-fn boxed<E, R>(err: SdkError<E, R>) -> Box<dyn std::error::Error + Send + Sync>
+pub fn boxed<E, R>(err: SdkError<E, R>) -> Box<dyn std::error::Error + Send + Sync>
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,

@@ -15,6 +15,7 @@ pub const COMMON_VARS: &[&str] = &[
 pub const COORDINATOR_VARS: &[&str] = &[
     "DMAP_CONTINUATION_QUEUE_URL",
     "DMAP_ALLOWED_BUCKETS",
+    "DMAP_RESULT_BUCKETS",
     "DMAP_JOBS_PREFIX",
 ];
 /// Read by the worker besides [`COMMON_VARS`].
@@ -111,24 +112,29 @@ impl CommonConfig {
 pub struct CoordinatorConfig {
     pub common: CommonConfig,
     pub continuation_queue_url: String,
-    /// Buckets a job may read or write; a spec naming another is refused.
+    /// Buckets a job may read items from; a spec naming another is refused.
     pub allowed_buckets: Vec<String>,
+    /// Buckets a job may write its results to (the functions may write there and nowhere else).
+    pub result_buckets: Vec<String>,
     /// Where job specs are dropped (the S3 notification's prefix).
     pub jobs_prefix: String,
 }
 
 impl CoordinatorConfig {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        let allowed: Vec<String> = env
-            .required("DMAP_ALLOWED_BUCKETS")?
-            .split(',')
-            .map(|b| b.trim().to_owned())
-            .filter(|b| !b.is_empty())
-            .collect();
+        let list = |name: &'static str| -> Result<Vec<String>, ConfigError> {
+            Ok(env
+                .required(name)?
+                .split(',')
+                .map(|b| b.trim().to_owned())
+                .filter(|b| !b.is_empty())
+                .collect())
+        };
         Ok(Self {
             common: CommonConfig::from_env(env)?,
             continuation_queue_url: env.required("DMAP_CONTINUATION_QUEUE_URL")?,
-            allowed_buckets: allowed,
+            allowed_buckets: list("DMAP_ALLOWED_BUCKETS")?,
+            result_buckets: list("DMAP_RESULT_BUCKETS")?,
             jobs_prefix: env
                 .optional("DMAP_JOBS_PREFIX")
                 .unwrap_or_else(|| "jobs/".to_owned()),
@@ -253,6 +259,10 @@ mod tests {
         let err = CommonConfig::from_env(&env(&BASE[1..])).unwrap_err();
         assert_eq!(err.to_string(), "DMAP_TABLE must be set");
         let err = CoordinatorConfig::from_env(&env(BASE)).unwrap_err();
+        assert_eq!(err.to_string(), "DMAP_CONTINUATION_QUEUE_URL must be set");
+        let mut vars = BASE.to_vec();
+        vars.push(("DMAP_CONTINUATION_QUEUE_URL", "http://q/continue"));
+        let err = CoordinatorConfig::from_env(&env(&vars)).unwrap_err();
         assert_eq!(err.to_string(), "DMAP_ALLOWED_BUCKETS must be set");
     }
 
@@ -269,10 +279,12 @@ mod tests {
         vars.pop();
         vars.extend([
             ("DMAP_ALLOWED_BUCKETS", "data, other ,"),
+            ("DMAP_RESULT_BUCKETS", "data"),
             ("DMAP_CONTINUATION_QUEUE_URL", "http://q/continue"),
         ]);
         let config = CoordinatorConfig::from_env(&env(&vars)).unwrap();
         assert_eq!(config.allowed_buckets, ["data", "other"]);
+        assert_eq!(config.result_buckets, ["data"]);
         assert_eq!(config.jobs_prefix, "jobs/");
         assert_eq!(config.common.counter_shards, 16);
     }

@@ -66,7 +66,10 @@ pub struct S3Response {
 pub struct Coordinator {
     pub deps: Deps,
     pub continuation: Arc<dyn BatchQueue>,
+    /// Buckets a job may read items from.
     pub allowed_buckets: Vec<String>,
+    /// Buckets a job may write results to.
+    pub result_buckets: Vec<String>,
     pub jobs_prefix: String,
 }
 
@@ -108,6 +111,23 @@ fn now_ms() -> u64 {
 }
 
 impl Coordinator {
+    /// The coordinator on AWS, as its function builds it at cold start.
+    pub fn from_config(
+        clients: &crate::aws::AwsClients,
+        config: super::config::CoordinatorConfig,
+    ) -> Self {
+        Self {
+            deps: super::config::aws_deps(clients, &config.common),
+            continuation: Arc::new(crate::aws::SqsQueue::new(
+                clients.sqs.clone(),
+                &config.continuation_queue_url,
+            )),
+            allowed_buckets: config.allowed_buckets,
+            result_buckets: config.result_buckets,
+            jobs_prefix: config.jobs_prefix,
+        }
+    }
+
     /// Handles any of the three events. `keep_going` says whether enough of the invocation's time remains to
     /// list another page.
     pub async fn handle(
@@ -202,16 +222,41 @@ impl Coordinator {
 
     fn check_allowed(&self, job: &Job) -> Result<(), PipelineError> {
         let spec = &job.spec;
-        for (field, bucket) in [
-            ("item_reader.bucket", &spec.item_reader.bucket),
-            ("result_writer.bucket", &spec.result_writer.bucket),
-        ] {
-            if !self.allowed_buckets.contains(bucket) {
-                return Err(PipelineError::Refused(format!(
-                    "{field}: bucket \"{bucket}\" is not allowed (DMAP_ALLOWED_BUCKETS: {})",
-                    self.allowed_buckets.join(", ")
-                )));
-            }
+        let refuse = |field: &str, bucket: &str, variable: &str, list: &[String]| {
+            PipelineError::Refused(format!(
+                "{field}: bucket \"{bucket}\" is not allowed ({variable}: {})",
+                list.join(", ")
+            ))
+        };
+        let reader = &spec.item_reader.bucket;
+        if !self.allowed_buckets.contains(reader) {
+            let list = &self.allowed_buckets;
+            return Err(refuse(
+                "item_reader.bucket",
+                reader,
+                "DMAP_ALLOWED_BUCKETS",
+                list,
+            ));
+        }
+        let writer = &spec.result_writer;
+        if !self.result_buckets.contains(&writer.bucket) {
+            let list = &self.result_buckets;
+            return Err(refuse(
+                "result_writer.bucket",
+                &writer.bucket,
+                "DMAP_RESULT_BUCKETS",
+                list,
+            ));
+        }
+        // Results under the jobs prefix would be read as job specs (the notification's filter is the only
+        // guard on AWS; refuse before it matters).
+        let under_jobs = writer.prefix.starts_with(&self.jobs_prefix)
+            || self.jobs_prefix.starts_with(&writer.prefix);
+        if under_jobs && !self.jobs_prefix.is_empty() {
+            return Err(PipelineError::Refused(format!(
+                "result_writer.prefix: \"{}\" overlaps the jobs prefix \"{}\", where every .json starts a job",
+                writer.prefix, self.jobs_prefix
+            )));
         }
         Ok(())
     }

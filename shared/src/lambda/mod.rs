@@ -20,15 +20,33 @@ use futures::StreamExt;
 use crate::error::PipelineError;
 
 /// JSON log lines on stdout (what CloudWatch Logs ingests) with the current spans' fields (the request, job
-/// and batch ids) on every line. `RUST_LOG` sets the level (default `info`).
+/// and batch ids) on every line. The level is [`log_filter`]'s.
 pub fn init_logging() {
+    let filter = log_filter(
+        std::env::var("RUST_LOG").ok(),
+        std::env::var("AWS_LAMBDA_LOG_LEVEL").ok(),
+    );
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_current_span(true)
         .init();
+}
+
+/// The log filter: `RUST_LOG` when set (a developer's per-module filter), else the level Lambda passes from
+/// the function's `LoggingConfig.ApplicationLogLevel` (`AWS_LAMBDA_LOG_LEVEL`: TRACE ... FATAL), else `info`.
+pub fn log_filter(rust_log: Option<String>, lambda_level: Option<String>) -> String {
+    if let Some(filter) = rust_log.filter(|f| !f.trim().is_empty()) {
+        return filter;
+    }
+    match lambda_level.as_deref().map(str::trim) {
+        Some(level) if level.eq_ignore_ascii_case("fatal") => "error".to_owned(),
+        Some(level) if !level.is_empty() => level.to_ascii_lowercase(),
+        _ => "info".to_owned(),
+    }
 }
 
 /// Received messages as the SQS event the event source mapping delivers for them (`queue_name` fills the
@@ -97,4 +115,21 @@ where
         }
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn the_level_comes_from_rust_log_then_lambda_then_info() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            log_filter(some("dmap_core=debug"), some("WARN")),
+            "dmap_core=debug"
+        );
+        assert_eq!(log_filter(None, some("WARN")), "warn");
+        assert_eq!(log_filter(some(" "), some("FATAL")), "error");
+        assert_eq!(log_filter(None, None), "info");
+    }
 }

@@ -119,44 +119,72 @@ pub async fn bucket(clients: &AwsClients, prefix: &str) -> String {
     name
 }
 
-/// A full set of AWS-backed ports on fresh, uniquely named resources: the pipeline's deps and the work
-/// queue's dead-letter queue. The work queue hides messages for `visibility_secs` and dead-letters after
-/// `max_receive_count` receives.
+/// A fresh stack on the emulator, created from the bundled `template.yaml` under a unique name, with the work
+/// queue, its dead-letter queue and the finalize queue hiding messages for `visibility_secs` instead of the
+/// template's timeouts.
+pub async fn stack(clients: &AwsClients, visibility_secs: u32) -> dmap_infra::Stack {
+    let mut options = dmap_infra::StackOptions::new(&unique("st"));
+    for queue in ["WorkQueue", "WorkDeadLetterQueue", "FinalizeQueue"] {
+        options.property_overrides.push((
+            queue.to_owned(),
+            "VisibilityTimeout".to_owned(),
+            visibility_secs.into(),
+        ));
+    }
+    dmap_infra::Stack::create(clients, &dmap_infra::Template::bundled(), &options)
+        .await
+        .expect("create the stack's resources")
+}
+
+/// A full set of AWS-backed ports on a fresh [`stack`]: the pipeline's deps and the work queue's dead-letter
+/// queue (a batch is dead-lettered after the template's MaxReceiveCount receives).
 pub async fn aws_deps(
     clients: &AwsClients,
     visibility_secs: u32,
-    max_receive_count: u32,
 ) -> (
     dmap_core::Deps,
     std::sync::Arc<dyn dmap_core::ports::BatchQueue>,
 ) {
-    use dmap_core::aws::resources::{QueueSettings, ResourceNames, create_all};
     use dmap_core::aws::{DynamoJobStore, S3Store, SqsQueue};
     use std::sync::Arc;
 
-    let names = ResourceNames::with_prefix(&unique("dmap"));
-    let settings = QueueSettings {
-        work_visibility_timeout_secs: visibility_secs,
-        finalize_visibility_timeout_secs: visibility_secs,
-        max_receive_count,
-    };
-    create_all(clients, &names, settings)
-        .await
-        .expect("create resources");
-    let queue = |name: String| {
-        let sqs = clients.sqs.clone();
-        async move { Arc::new(SqsQueue::by_name(sqs, &name).await.expect("queue url")) }
+    let stack = stack(clients, visibility_secs).await;
+    let queue = |id: &str| {
+        let url = stack.queues[id].url.clone().expect("created queue");
+        Arc::new(SqsQueue::new(clients.sqs.clone(), &url))
     };
     let deps = dmap_core::Deps {
         objects: Arc::new(S3Store::new(clients.s3.clone(), None)),
-        work_queue: queue(names.work_queue.clone()).await,
-        finalize_queue: queue(names.finalize_queue.clone()).await,
+        work_queue: queue("WorkQueue"),
+        finalize_queue: queue("FinalizeQueue"),
         jobs: Arc::new(DynamoJobStore::new(
             clients.dynamodb.clone(),
-            names.table.clone(),
+            stack.tables["JobsTable"].clone(),
             4,
             Duration::from_secs(86_400),
         )),
     };
-    (deps, queue(names.dead_letter_queue).await)
+    (deps, queue("WorkDeadLetterQueue"))
+}
+
+/// Plays an SQS event source mapping once: every message waiting in the queue, received and deleted (as the
+/// mapping does after a successful invoke), as one SQS event (with no records if the queue was empty).
+pub async fn drain_as_event(
+    queue: &dyn dmap_core::ports::BatchQueue,
+) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut messages = Vec::new();
+    loop {
+        let got = queue
+            .receive(10, Duration::from_millis(500))
+            .await
+            .expect("receive");
+        if got.is_empty() {
+            break;
+        }
+        for m in &got {
+            queue.delete(&m.receipt_handle).await.expect("delete");
+        }
+        messages.extend(got);
+    }
+    serde_json::from_value(dmap_core::lambda::sqs_event("q", &messages)).expect("an SQS event")
 }

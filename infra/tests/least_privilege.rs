@@ -1,0 +1,287 @@
+//! Each function's role allows exactly the calls it makes. The three functions' handlers run a job on a stack
+//! created from the template, each over its own SDK clients (configured from the environment the template
+//! gives it) whose requests are recorded; the test plays the event source mappings over separate clients, as
+//! Lambda's pollers do with the function's role. The actions recorded, plus the pollers', must equal the
+//! actions the template grants: a missing grant would fail on AWS, an extra one is privilege to remove.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use dmap_core::aws::{AwsClients, SqsQueue};
+use dmap_core::lambda::config::{
+    CommonConfig, CoordinatorConfig, Env, WorkerFunctionConfig, aws_deps,
+};
+use dmap_core::lambda::coordinator::Coordinator;
+use dmap_core::lambda::{finalizer, worker};
+use dmap_core::ports::BatchQueue;
+use dmap_core::worker::WorkerConfig;
+use dmap_emulator as emulator;
+use dmap_infra::Stack;
+use dmap_infra::local::Function;
+use serde_json::{Value, json};
+
+fn env(function: &Function) -> Env<impl Fn(&str) -> Option<String>> {
+    let variables = function.environment.clone();
+    Env(move |name: &str| variables.get(name).cloned())
+}
+
+/// The IAM actions an SDK operation needs.
+fn actions(operation: &str) -> Vec<String> {
+    let (service, name) = operation.split_once('.').unwrap();
+    let service = service.to_ascii_lowercase();
+    let needs: Vec<&str> = match (service.as_str(), name) {
+        ("s3", "ListObjectsV2") => vec!["s3:ListBucket"],
+        ("s3", "HeadObject") => vec!["s3:GetObject"],
+        ("sqs", "SendMessageBatch") => vec!["sqs:SendMessage"],
+        ("sqs", "DeleteMessageBatch") => vec!["sqs:DeleteMessage"],
+        ("sqs", "ChangeMessageVisibilityBatch") => vec!["sqs:ChangeMessageVisibility"],
+        // DynamoJobStore's transactions put a marker and update a counter; a ConditionCheck would need
+        // dynamodb:ConditionCheckItem, which none of them uses.
+        ("dynamodb", "TransactWriteItems") => vec!["dynamodb:PutItem", "dynamodb:UpdateItem"],
+        _ => return vec![format!("{service}:{name}")],
+    };
+    needs.into_iter().map(str::to_owned).collect()
+}
+
+fn recorded(clients: &AwsClients) -> BTreeSet<String> {
+    clients
+        .requests
+        .snapshot()
+        .keys()
+        .flat_map(|op| actions(op))
+        .collect()
+}
+
+/// The actions a role grants (besides writing its own logs).
+fn granted(stack: &Stack, role: &str) -> BTreeSet<String> {
+    let mut actions = BTreeSet::new();
+    for statement in stack.role_statements(role).unwrap() {
+        if statement["Sid"] == "Logs" {
+            continue;
+        }
+        match &statement["Action"] {
+            Value::Array(list) => {
+                actions.extend(list.iter().map(|a| a.as_str().unwrap().to_owned()))
+            }
+            one => {
+                actions.insert(one.as_str().unwrap().to_owned());
+            }
+        }
+    }
+    actions
+}
+
+/// Plays an event source mapping once, over the pollers' own clients: `None` if the queue was empty.
+async fn poll(poller: &AwsClients, url: &str) -> Option<SqsEvent> {
+    let event = emulator::drain_as_event(&SqsQueue::new(poller.sqs.clone(), url)).await;
+    (!event.records.is_empty()).then_some(event)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_allows_exactly_the_calls_its_function_makes() {
+    let setup = emulator::clients().await;
+    let stack = emulator::stack(&setup, 30).await;
+    let bucket = stack.buckets["DataBucket"].clone();
+    let url = |id: &str| stack.queues[id].url.clone().unwrap();
+    // 1,001 objects: two listing pages, so the listing can be handed over.
+    let mut uploads = tokio::task::JoinSet::new();
+    for i in 0..1001 {
+        let (s3, bucket) = (setup.s3.clone(), bucket.clone());
+        uploads.spawn(async move {
+            s3.put_object()
+                .bucket(bucket)
+                .key(format!("inputs/k{i:04}"))
+                .body(vec![b'x'; i % 7].into())
+                .send()
+                .await
+                .unwrap();
+        });
+    }
+    uploads.join_all().await;
+    let spec = json!({
+        "item_reader": { "bucket": bucket, "prefix": "inputs/" },
+        "item_batcher": { "max_items_per_batch": 100 },
+        "processor": { "kind": "count" },
+        "tolerated_failure_count": 100,
+        "result_writer": { "bucket": bucket, "prefix": "results/" }
+    });
+    setup
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key("jobs/weather.json")
+        .body(spec.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+
+    let function = |binary: &str| stack.function(binary).unwrap().clone();
+    let (coordinator_fn, worker_fn, finalizer_fn) = (
+        function("coordinator"),
+        function("worker"),
+        function("finalizer"),
+    );
+    let (coordinator_clients, worker_clients, finalizer_clients, poller) = (
+        emulator::clients().await,
+        emulator::clients().await,
+        emulator::clients().await,
+        emulator::clients().await,
+    );
+
+    // The coordinator, as its binary builds itself: an S3 event; out of time after the first page, it hands
+    // the listing over, and resumes from its continuation queue.
+    let config = CoordinatorConfig::from_env(&env(&coordinator_fn)).unwrap();
+    let coordinator = Coordinator::from_config(&coordinator_clients, config);
+    // The sample S3 event, for this stack's bucket and spec.
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/s3-job-created.json");
+    let mut s3_event: Value = serde_json::from_slice(&std::fs::read(sample).unwrap()).unwrap();
+    let object = &mut s3_event["Records"][0]["s3"];
+    object["bucket"]["name"] = json!(bucket);
+    object["bucket"]["arn"] = json!(format!("arn:aws:s3:::{bucket}"));
+    object["object"]["key"] = json!("jobs/weather.json");
+    let started = coordinator.handle(s3_event, &|| false).await.unwrap();
+    assert_eq!(started["jobs"][0]["listing"], "handed over", "{started}");
+    let handed_over = poll(&poller, &url("ContinueQueue")).await.unwrap();
+    let resumed = coordinator
+        .handle(serde_json::to_value(&handed_over).unwrap(), &|| true)
+        .await
+        .unwrap();
+    assert!(
+        resumed["batchItemFailures"].as_array().unwrap().is_empty(),
+        "{resumed}"
+    );
+
+    // One batch goes to the dead-letter queue (as a redrive would move it) instead of to a worker.
+    let work = SqsQueue::new(poller.sqs.clone(), url("WorkQueue"));
+    let dead = work
+        .receive(1, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .remove(0);
+    work.delete(&dead.receipt_handle).await.unwrap();
+    SqsQueue::new(poller.sqs.clone(), url("WorkDeadLetterQueue"))
+        .send_batch(&[dmap_core::ports::OutgoingMessage {
+            id: "0".into(),
+            body: dead.body.clone(),
+        }])
+        .await
+        .unwrap();
+
+    let config = WorkerFunctionConfig::from_env(&env(&worker_fn)).unwrap();
+    let worker_deps = aws_deps(&worker_clients, &config.common);
+    let worker_config = WorkerConfig {
+        item_concurrency: config.item_concurrency,
+    };
+    let batches = poll(&poller, &url("WorkQueue")).await.unwrap();
+    let answer = worker::handle(&worker_deps, worker_config, &batches)
+        .await
+        .unwrap();
+    assert!(answer.batch_item_failures.is_empty());
+
+    let config = CommonConfig::from_env(&env(&finalizer_fn)).unwrap();
+    let finalizer_deps = aws_deps(&finalizer_clients, &config);
+    let dead_letters = poll(&poller, &url("WorkDeadLetterQueue")).await.unwrap();
+    assert!(
+        finalizer::handle(&finalizer_deps, &dead_letters)
+            .await
+            .unwrap()
+            .batch_item_failures
+            .is_empty()
+    );
+    let trigger = poll(&poller, &url("FinalizeQueue"))
+        .await
+        .expect("a finalize trigger");
+    assert!(
+        finalizer::handle(&finalizer_deps, &trigger)
+            .await
+            .unwrap()
+            .batch_item_failures
+            .is_empty()
+    );
+    let manifest = setup
+        .s3
+        .get_object()
+        .bucket(&bucket)
+        .key(format!(
+            "results/{}/manifest.json",
+            started["jobs"][0]["job_id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .expect("the job finished");
+    let manifest: Value =
+        serde_json::from_slice(&manifest.body.collect().await.unwrap().into_bytes()).unwrap();
+    assert_eq!(manifest["items"]["total"], 1001, "{manifest}");
+    assert_eq!(
+        manifest["items"]["failed"], 100,
+        "the dead-lettered batch: {manifest}"
+    );
+
+    // A second job, without dead letters: its last batch is recorded by a worker, which triggers the
+    // finalizer itself.
+    let second = json!({
+        "job_id": "second",
+        "item_reader": { "bucket": bucket, "prefix": "inputs/k000" },
+        "processor": { "kind": "count" },
+        "result_writer": { "bucket": bucket, "prefix": "results/" }
+    });
+    coordinator.handle(second, &|| true).await.unwrap();
+    let batches = poll(&poller, &url("WorkQueue")).await.unwrap();
+    assert!(
+        worker::handle(&worker_deps, worker_config, &batches)
+            .await
+            .unwrap()
+            .batch_item_failures
+            .is_empty()
+    );
+    let trigger = poll(&poller, &url("FinalizeQueue"))
+        .await
+        .expect("the worker's finalize trigger");
+    assert!(
+        finalizer::handle(&finalizer_deps, &trigger)
+            .await
+            .unwrap()
+            .batch_item_failures
+            .is_empty()
+    );
+    setup
+        .s3
+        .head_object()
+        .bucket(&bucket)
+        .key("results/second/manifest.json")
+        .send()
+        .await
+        .expect("the second job finished");
+
+    // What each role must allow: the function's own calls, its pollers' (on the queues that trigger it), and
+    // for the coordinator, Lambda sending failed asynchronous invokes to its dead-letter queue.
+    let pollers = [
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ];
+    let mut needed = BTreeMap::new();
+    for (role, clients, extra) in [
+        (
+            "CoordinatorRole",
+            &coordinator_clients,
+            vec!["sqs:SendMessage"],
+        ),
+        ("WorkerRole", &worker_clients, vec![]),
+        ("FinalizerRole", &finalizer_clients, vec![]),
+    ] {
+        let mut actions = recorded(clients);
+        actions.extend(pollers.iter().chain(&extra).map(|a| a.to_string()));
+        needed.insert(role, actions);
+    }
+    for (role, actions) in &needed {
+        assert_eq!(
+            &granted(&stack, role),
+            actions,
+            "{role}: granted (left) vs called (right); calls recorded: {:?}",
+            [&coordinator_clients, &worker_clients, &finalizer_clients]
+                .map(|c| c.requests.snapshot())
+        );
+    }
+}

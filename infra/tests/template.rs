@@ -1,0 +1,299 @@
+//! `template.yaml` against the code it deploys: the environment each function reads, the timeouts and redrive
+//! rules Lambda's SQS triggers need, the event sources, the build settings, and the policies' scope.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use dmap_core::aws::resources::{DEFAULT_COUNTER_SHARDS, TTL_ATTRIBUTE};
+use dmap_core::lambda::config::{COMMON_VARS, COORDINATOR_VARS, FINALIZER_VARS, WORKER_VARS};
+use dmap_infra::{Stack, StackOptions, Template};
+use serde_json::{Value, json};
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn plan(parameters: &[(&str, &str)]) -> Stack {
+    let mut options = StackOptions::new("st");
+    options.parameters = parameters
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Stack::plan(&Template::bundled(), &options).expect("the template resolves")
+}
+
+/// What the template sets in a function's environment: `Globals` and its own.
+fn variables_set(template: &Template, function: &str) -> BTreeSet<String> {
+    let own = &template.resource(function).unwrap()["Properties"]["Environment"]["Variables"];
+    let globals = &template.function_globals()["Environment"]["Variables"];
+    [globals, own]
+        .iter()
+        .flat_map(|v| v.as_object().into_iter().flatten().map(|(k, _)| k.clone()))
+        .collect()
+}
+
+#[test]
+fn every_variable_a_function_reads_is_set_and_every_one_set_is_read() {
+    let template = Template::bundled();
+    for (function, own) in [
+        ("CoordinatorFunction", COORDINATOR_VARS),
+        ("WorkerFunction", WORKER_VARS),
+        ("FinalizerFunction", FINALIZER_VARS),
+    ] {
+        let read: BTreeSet<String> = COMMON_VARS
+            .iter()
+            .chain(own)
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(variables_set(&template, function), read, "{function}");
+    }
+    // The log level reaches the functions through Lambda's LoggingConfig (AWS_LAMBDA_LOG_LEVEL).
+    let logging = &template.function_globals()["LoggingConfig"];
+    assert_eq!(logging["ApplicationLogLevel"], json!({"Ref": "LogLevel"}));
+    assert_eq!(logging["LogFormat"], "JSON");
+}
+
+#[test]
+fn a_variable_the_code_does_not_read_is_caught() {
+    let text = dmap_infra::template::BUNDLED.replace(
+        "DMAP_ITEM_CONCURRENCY: !Ref ItemConcurrency",
+        "DMAP_ITEM_CONCURRENCY: !Ref ItemConcurrency\n          DMAP_UNREAD: x",
+    );
+    let template = Template::parse(&text).unwrap();
+    let read: BTreeSet<String> = COMMON_VARS
+        .iter()
+        .chain(WORKER_VARS)
+        .map(|v| v.to_string())
+        .collect();
+    assert_ne!(variables_set(&template, "WorkerFunction"), read);
+}
+
+#[test]
+fn each_sqs_trigger_follows_lambdas_rules() {
+    let stack = plan(&[]);
+    let template = Template::bundled();
+    let mut seen = 0;
+    for function in &stack.functions {
+        for source in &function.sqs_sources {
+            seen += 1;
+            let (id, _) = stack
+                .queues
+                .iter()
+                .find(|(_, q)| q.name == source.queue)
+                .unwrap();
+            let properties = stack.properties(id).unwrap();
+            let visibility: u32 = properties["VisibilityTimeout"].to_string().parse().unwrap();
+            assert!(
+                visibility >= 6 * function.timeout_secs,
+                "{id}: visibility {visibility} s < 6 x {} s ({})",
+                function.timeout_secs,
+                function.binary
+            );
+            assert!(
+                source.report_batch_item_failures,
+                "{}: {} without ReportBatchItemFailures",
+                function.binary, source.event
+            );
+            let receives: u32 = properties["RedrivePolicy"]["maxReceiveCount"]
+                .as_str()
+                .map(|s| s.parse().unwrap())
+                .or(properties["RedrivePolicy"]["maxReceiveCount"]
+                    .as_u64()
+                    .map(|n| n as u32))
+                .unwrap_or_else(|| panic!("{id} has no redrive policy"));
+            assert!(receives >= 5, "{id}: maxReceiveCount {receives} < 5");
+        }
+    }
+    assert_eq!(
+        seen, 4,
+        "continuation, work, finalize and work-DLQ triggers"
+    );
+    for (id, _) in template.resources_of_type("AWS::SQS::Queue") {
+        let properties = &template.resource(id).unwrap()["Properties"];
+        assert!(
+            properties["SqsManagedSseEnabled"] == json!(true)
+                || properties.get("KmsMasterKeyId").is_some(),
+            "{id} is not encrypted at rest"
+        );
+    }
+}
+
+#[test]
+fn the_worker_trigger_and_the_notification_come_from_parameters() {
+    let stack = plan(&[
+        ("WorkerBatchSize", "7"),
+        ("WorkerMaxConcurrency", "42"),
+        ("JobsPrefix", "specs/"),
+    ]);
+    let worker = stack.function("worker").unwrap();
+    assert_eq!(worker.sqs_sources.len(), 1);
+    assert_eq!(worker.sqs_sources[0].queue, "st-work");
+    assert_eq!(worker.sqs_sources[0].batch_size, 7);
+    assert_eq!(worker.sqs_sources[0].maximum_concurrency, Some(42));
+    let coordinator = stack.function("coordinator").unwrap();
+    let notification = &coordinator.s3_sources[..];
+    assert_eq!(notification.len(), 1);
+    assert_eq!(notification[0].bucket, stack.buckets["DataBucket"]);
+    assert_eq!(
+        (
+            notification[0].prefix.as_str(),
+            notification[0].suffix.as_str()
+        ),
+        ("specs/", ".json")
+    );
+    assert_eq!(notification[0].events, ["s3:ObjectCreated:*"]);
+    // The coordinator's own check uses the same prefix.
+    let template = Template::bundled();
+    let env = &template.resource("CoordinatorFunction").unwrap()["Properties"]["Environment"]["Variables"];
+    assert_eq!(env["DMAP_JOBS_PREFIX"], json!({"Ref": "JobsPrefix"}));
+}
+
+#[test]
+fn the_table_and_defaults_match_the_code() {
+    let template = Template::bundled();
+    let table = &template.resource("JobsTable").unwrap()["Properties"];
+    assert_eq!(
+        table["TimeToLiveSpecification"]["AttributeName"],
+        TTL_ATTRIBUTE
+    );
+    assert_eq!(table["TimeToLiveSpecification"]["Enabled"], true);
+    assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(
+        table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+    // DynamoJobStore's keys: string pk (job) and sk (item within the job).
+    assert_eq!(
+        table["KeySchema"],
+        json!([{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
+    );
+    let defaults = plan(&[]);
+    assert_eq!(
+        defaults.context.parameter("CounterShards").unwrap(),
+        DEFAULT_COUNTER_SHARDS.to_string()
+    );
+}
+
+#[test]
+fn functions_are_rust_on_arm64_built_by_cargo_lambda_from_their_crate() {
+    let template = Template::bundled();
+    let globals = template.function_globals();
+    assert_eq!(globals["Runtime"], "provided.al2023");
+    assert_eq!(globals["Architectures"], json!(["arm64"]));
+    assert_eq!(globals["Handler"], "bootstrap");
+    let mut binaries = Vec::new();
+    for (id, function) in template.resources_of_type("AWS::Serverless::Function") {
+        assert_eq!(
+            function["Metadata"]["BuildMethod"], "rust-cargolambda",
+            "{id}"
+        );
+        for key in ["Runtime", "Architectures", "Handler"] {
+            assert!(
+                function["Properties"].get(key).is_none(),
+                "{id} overrides {key}"
+            );
+        }
+        let code_uri = function["Properties"]["CodeUri"].as_str().unwrap();
+        let manifest = std::fs::read_to_string(repo().join(code_uri).join("Cargo.toml"))
+            .unwrap_or_else(|e| panic!("{id}: CodeUri {code_uri} has no Cargo.toml: {e}"));
+        let binary = code_uri.rsplit('/').next().unwrap();
+        assert!(
+            manifest.contains(&format!("name = \"{binary}\"")),
+            "{id}: {code_uri} must build one binary named {binary}"
+        );
+        binaries.push(binary.to_owned());
+    }
+    binaries.sort();
+    assert_eq!(binaries, ["coordinator", "finalizer", "worker"]);
+}
+
+#[test]
+fn every_checkov_suppression_says_why() {
+    let template = Template::bundled();
+    let mut count = 0;
+    for (id, resource) in template.resources() {
+        for skip in resource["Metadata"]["checkov"]["skip"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            count += 1;
+            let comment = skip["comment"].as_str().unwrap_or_default();
+            assert!(
+                skip["id"].as_str().is_some_and(|i| i.starts_with("CKV")) && comment.len() > 30,
+                "{id}: a suppression without a reason: {skip}"
+            );
+        }
+    }
+    assert!(count > 0);
+}
+
+fn listed(value: &Value) -> Vec<String> {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().unwrap().to_owned())
+            .collect(),
+        Value::String(s) => vec![s.clone()],
+        other => panic!("not a string or list: {other}"),
+    }
+}
+
+#[test]
+fn policies_name_our_resources_and_reads_only_the_allowed_buckets() {
+    let bucket = "st-data-123456789012-us-east-1";
+    for (inputs, expected_reads) in [
+        ("", vec![format!("arn:aws:s3:::{bucket}/*")]),
+        (
+            "in-a,in-b",
+            vec![
+                format!("arn:aws:s3:::{bucket}/*"),
+                "arn:aws:s3:::in-a/*".to_owned(),
+                "arn:aws:s3:::in-b/*".to_owned(),
+            ],
+        ),
+    ] {
+        let stack = plan(&[("InputBuckets", inputs)]);
+        let mut reads_by_role = BTreeMap::new();
+        for role in ["CoordinatorRole", "WorkerRole", "FinalizerRole"] {
+            for statement in stack.role_statements(role).unwrap() {
+                assert_eq!(statement["Effect"], "Allow");
+                let actions = listed(&statement["Action"]);
+                let resources = listed(&statement["Resource"]);
+                for action in &actions {
+                    assert!(!action.contains('*'), "{role}: wildcard action {action}");
+                }
+                for resource in &resources {
+                    assert!(
+                        resource.contains(":st-")
+                            || resource.contains(":::in-")
+                            || resource.contains("/st-"),
+                        "{role}: {resource} is not one of the stack's resources or an input bucket"
+                    );
+                }
+                if actions.contains(&"s3:GetObject".to_owned()) {
+                    reads_by_role.insert(role, resources);
+                }
+            }
+        }
+        assert_eq!(
+            reads_by_role["CoordinatorRole"], expected_reads,
+            "inputs {inputs:?}"
+        );
+        assert_eq!(
+            reads_by_role["WorkerRole"], expected_reads,
+            "inputs {inputs:?}"
+        );
+        // The finalizer reads only the parts and results in the data bucket.
+        assert_eq!(
+            reads_by_role["FinalizerRole"],
+            [format!("arn:aws:s3:::{bucket}/*")]
+        );
+        // The coordinator's allow-list is the same set of buckets.
+        let coordinator = stack.function("coordinator").unwrap();
+        assert!(
+            coordinator.environment.is_empty(),
+            "plan leaves environments to create"
+        );
+    }
+}

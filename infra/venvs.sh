@@ -1,0 +1,14 @@
+# Sourced by the scripts: install_venv DIR REQUIREMENTS creates the virtualenv and installs the pinned
+# requirements, once (again only when the requirements file changes). Each tool has its own virtualenv:
+# moto and cargo-lambda (.venv), the SAM CLI with cfn-lint (.venv-sam), checkov (.venv-checkov); their
+# dependencies clash when mixed.
+install_venv() {
+  local dir="$1" requirements="$2"
+  local stamp="$dir/.$(basename "$requirements")"
+  if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
+    echo "installing $requirements into $dir" >&2
+    python3 -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$stamp"
+  fi
+}

@@ -44,7 +44,7 @@ async fn main() {
         "up",
         "--endpoint-url",
         endpoint,
-        "--prefix",
+        "--stack-name",
         &prefix,
         "--bucket",
         &bucket,

@@ -7,14 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsEvent;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use dmap_core::aws::{AwsClients, SqsQueue};
 use dmap_core::lambda::config::{
     CommonConfig, CoordinatorConfig, Env, WorkerFunctionConfig, aws_deps,
 };
 use dmap_core::lambda::coordinator::Coordinator;
 use dmap_core::lambda::{finalizer, worker};
-use dmap_core::ports::BatchQueue;
+use dmap_core::ports::{BatchQueue, read_all};
 use dmap_core::worker::WorkerConfig;
 use dmap_emulator as emulator;
 use dmap_infra::Stack;
@@ -70,6 +70,15 @@ fn granted(stack: &Stack, role: &str) -> BTreeSet<String> {
         }
     }
     actions
+}
+
+/// A handler's answer that retries nothing.
+fn all_handled(response: SqsBatchResponse) {
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "records left for retry: {:?}",
+        response.batch_item_failures
+    );
 }
 
 /// Plays an event source mapping once, over the pollers' own clients: `None` if the queue was empty.
@@ -174,44 +183,33 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         item_concurrency: config.item_concurrency,
     };
     let batches = poll(&poller, &url("WorkQueue")).await.unwrap();
-    let answer = worker::handle(&worker_deps, worker_config, &batches)
-        .await
-        .unwrap();
-    assert!(answer.batch_item_failures.is_empty());
+    all_handled(
+        worker::handle(&worker_deps, worker_config, &batches)
+            .await
+            .unwrap(),
+    );
 
     let config = CommonConfig::from_env(&env(&finalizer_fn)).unwrap();
     let finalizer_deps = aws_deps(&finalizer_clients, &config);
     let dead_letters = poll(&poller, &url("WorkDeadLetterQueue")).await.unwrap();
-    assert!(
+    all_handled(
         finalizer::handle(&finalizer_deps, &dead_letters)
             .await
-            .unwrap()
-            .batch_item_failures
-            .is_empty()
+            .unwrap(),
     );
     let trigger = poll(&poller, &url("FinalizeQueue"))
         .await
         .expect("a finalize trigger");
-    assert!(
-        finalizer::handle(&finalizer_deps, &trigger)
-            .await
-            .unwrap()
-            .batch_item_failures
-            .is_empty()
-    );
-    let manifest = setup
-        .s3
-        .get_object()
-        .bucket(&bucket)
-        .key(format!(
-            "results/{}/manifest.json",
-            started["jobs"][0]["job_id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .expect("the job finished");
-    let manifest: Value =
-        serde_json::from_slice(&manifest.body.collect().await.unwrap().into_bytes()).unwrap();
+    all_handled(finalizer::handle(&finalizer_deps, &trigger).await.unwrap());
+    let job_id = started["jobs"][0]["job_id"].as_str().unwrap();
+    let manifest = read_all(
+        finalizer_deps.objects.as_ref(),
+        &bucket,
+        &format!("results/{job_id}/manifest.json"),
+    )
+    .await
+    .expect("the job finished");
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
     assert_eq!(manifest["items"]["total"], 1001, "{manifest}");
     assert_eq!(
         manifest["items"]["failed"], 100,
@@ -228,23 +226,15 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
     });
     coordinator.handle(second, &|| true).await.unwrap();
     let batches = poll(&poller, &url("WorkQueue")).await.unwrap();
-    assert!(
+    all_handled(
         worker::handle(&worker_deps, worker_config, &batches)
             .await
-            .unwrap()
-            .batch_item_failures
-            .is_empty()
+            .unwrap(),
     );
     let trigger = poll(&poller, &url("FinalizeQueue"))
         .await
         .expect("the worker's finalize trigger");
-    assert!(
-        finalizer::handle(&finalizer_deps, &trigger)
-            .await
-            .unwrap()
-            .batch_item_failures
-            .is_empty()
-    );
+    all_handled(finalizer::handle(&finalizer_deps, &trigger).await.unwrap());
     setup
         .s3
         .head_object()

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 
+use super::resources::TTL_ATTRIBUTE;
 use super::{boxed, error_code, is_throttling};
 use crate::layout::TerminalStatus;
 use crate::ports::{
@@ -193,7 +194,7 @@ impl DynamoJobStore {
             .item("succeeded", n(record.succeeded))
             .item("failed", n(record.failed))
             .item("part_key", s(&record.part_key))
-            .item("expires_at", self.expires_at())
+            .item(TTL_ATTRIBUTE, self.expires_at())
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(|e| Some(JobStoreError::Other(Box::new(e))))?;
@@ -201,7 +202,9 @@ impl DynamoJobStore {
             .table_name(&self.table)
             .key("pk", s(&pk))
             .key("sk", s(COUNT_SK))
-            .update_expression("ADD batches :one, succeeded :s, failed :f SET expires_at = :e")
+            .update_expression(format!(
+                "ADD batches :one, succeeded :s, failed :f SET {TTL_ATTRIBUTE} = :e"
+            ))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":s", n(record.succeeded))
             .expression_attribute_values(":f", n(record.failed))
@@ -333,7 +336,7 @@ impl JobStore for DynamoJobStore {
             .item("cp_next_seq", n(record.checkpoint.next_seq))
             .item("cp_items_sent", n(record.checkpoint.items_sent))
             .item("counter_shards", n(self.shards.into()))
-            .item("expires_at", self.expires_at())
+            .item(TTL_ATTRIBUTE, self.expires_at())
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use dmap_core::layout::TerminalStatus;
+use dmap_core::outcome::TerminalStatus;
 use dmap_core::spec::JobSpec;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -1,7 +1,7 @@
 //! `dmap`: run a distributed map job on this machine (embedded backends) and try it on synthetic data.
 
 mod demo;
-mod local;
+mod local_up;
 mod pump;
 mod run;
 
@@ -230,7 +230,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::demo(&args).await,
             Command::Local {
                 command: LocalCommand::Up(args),
-            } => local::up(&args).await,
+            } => local_up::up(&args).await,
             Command::Local {
                 command: LocalCommand::Pump(args),
             } => pump::pump(&args).await,

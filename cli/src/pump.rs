@@ -5,16 +5,18 @@
 //! For the data bucket, the S3 notification: a new `.json` object under the jobs prefix becomes an
 //! `ObjectCreated:Put` event for the coordinator, its key form-encoded as S3 sends it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use async_trait::async_trait;
 use dmap_core::aws::{AwsClients, S3Store, SqsQueue};
-use dmap_core::lambda::sqs_event;
-use dmap_core::ports::{BatchQueue, ObjectStore};
+use dmap_core::esm::{EventSourceMapping, Invoke, InvokeError, sqs_event};
+use dmap_core::ports::{ObjectStore, ReceivedMessage};
 use dmap_infra::Stack;
-use dmap_infra::local::S3Source;
+use dmap_infra::stack::S3Source;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -79,52 +81,51 @@ fn s3_event(bucket: &str, key: &str, size: u64, etag: &str) -> Value {
     }]})
 }
 
-/// One event source mapping: forever receive, invoke, delete what succeeded.
-async fn mapping(
-    queue: SqsQueue,
-    name: String,
-    function: String,
-    batch: usize,
+/// A function behind the Invoke API, as an event source mapping's target: the received messages become the
+/// SQS event of the queue `queue_arn`, and the function's `batchItemFailures` are the messages to retry.
+struct FunctionTarget {
     invoker: Invoker,
-) -> anyhow::Result<()> {
-    loop {
-        let messages = match queue.receive(batch, RECEIVE_WAIT).await {
-            Ok(messages) => messages,
-            Err(e) => {
-                tracing::warn!(queue = name, error = %e, "receive failed");
-                tokio::time::sleep(RECEIVE_WAIT).await;
-                continue;
-            }
-        };
-        if messages.is_empty() {
-            continue;
-        }
-        match invoker
-            .invoke(&function, &sqs_event(&name, &messages))
+    function: String,
+    queue_arn: String,
+}
+
+#[async_trait]
+impl Invoke for FunctionTarget {
+    async fn invoke(&self, messages: &[ReceivedMessage]) -> Result<Vec<String>, InvokeError> {
+        let event = sqs_event(&self.queue_arn, messages);
+        let response = self
+            .invoker
+            .invoke(&self.function, &event)
             .await
-        {
-            Ok(response) => {
-                let failed: HashSet<&str> = response["batchItemFailures"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|f| f["itemIdentifier"].as_str())
-                    .collect();
-                for message in messages
-                    .iter()
-                    .filter(|m| !failed.contains(m.message_id.as_str()))
-                {
-                    queue.delete(&message.receipt_handle).await?;
-                }
-                if !failed.is_empty() {
-                    eprintln!(
-                        "{function}: {} of {} messages left for retry",
-                        failed.len(),
-                        messages.len()
-                    );
-                }
+            .map_err(|e| InvokeError::new(format!("{e:#}")))?;
+        Ok(response["batchItemFailures"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned))
+            .collect())
+    }
+}
+
+/// One event source mapping, forever. Failures are reported and the mapping goes on, as Lambda's does.
+async fn mapping(mapping: EventSourceMapping, target: FunctionTarget) -> anyhow::Result<()> {
+    loop {
+        match mapping.poll_once(&target).await {
+            Ok(polled) if !polled.failed.is_empty() => eprintln!(
+                "{}: {} of {} messages left for retry",
+                target.function,
+                polled.failed.len(),
+                polled.received
+            ),
+            Ok(_) => {}
+            Err(e @ dmap_core::esm::PollError::Receive(_)) => {
+                tracing::warn!(queue = target.queue_arn, error = %e, "receive failed");
+                tokio::time::sleep(RECEIVE_WAIT).await;
             }
-            Err(e) => eprintln!("{e:#}; the messages return after the visibility timeout"),
+            Err(e) => eprintln!(
+                "{}: {e}; the messages return after the visibility timeout",
+                target.function
+            ),
         }
     }
 }
@@ -193,7 +194,7 @@ async fn notifications(
 
 pub async fn pump(args: &PumpArgs) -> anyhow::Result<ExitCode> {
     let clients = AwsClients::from_env(args.endpoint_url.as_deref()).await;
-    let (template, options) = crate::local::stack_options(&args.stack)?;
+    let (template, options) = crate::local_up::stack_options(&args.stack)?;
     let stack = Stack::plan(&template, &options)?;
     let invoker = Invoker {
         http: reqwest::Client::new(),
@@ -214,13 +215,24 @@ pub async fn pump(args: &PumpArgs) -> anyhow::Result<ExitCode> {
             let pollers = source
                 .maximum_concurrency
                 .map_or(1, |max| max.min(u32::from(args.concurrency)));
+            let queue_arn = stack
+                .queues
+                .values()
+                .find(|q| q.name == source.queue)
+                .map(|q| q.arn.clone())
+                .with_context(|| format!("queue {} is not in the stack", source.queue))?;
             for _ in 0..pollers {
                 tasks.spawn(mapping(
-                    queue.clone(),
-                    source.queue.clone(),
-                    function.binary.clone(),
-                    source.batch_size.clamp(1, 10) as usize,
-                    invoker.clone(),
+                    EventSourceMapping::new(
+                        Arc::new(queue.clone()),
+                        source.batch_size as usize,
+                        RECEIVE_WAIT,
+                    ),
+                    FunctionTarget {
+                        invoker: invoker.clone(),
+                        function: function.binary.clone(),
+                        queue_arn: queue_arn.clone(),
+                    },
                 ));
             }
             eprintln!(

@@ -11,11 +11,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use dmap_core::Deps;
 use dmap_core::aws::resources::DEFAULT_TTL;
-use dmap_core::aws::{AwsClients, DynamoJobStore, S3Store, SqsQueue};
-use dmap_core::embedded::{EmbeddedQueue, LocalDirStore, MemoryJobStore, QueueConfig};
-use dmap_core::layout::TerminalStatus;
-use dmap_core::local::{self, Chaos, LocalConfig, RunReport};
-use dmap_core::ports::{BatchQueue, Progress};
+use dmap_core::aws::{AwsClients, AwsResources, SqsQueue};
+use dmap_core::embedded::{EmbeddedQueues, LocalDirStore};
+use dmap_core::outcome::TerminalStatus;
+use dmap_core::ports::Progress;
+use dmap_core::runner::{self, Chaos, RunReport, RunnerConfig};
 use dmap_core::spec::{Job, JobSpec};
 use dmap_core::worker::WorkerConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
@@ -71,12 +71,12 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn local_config(
+fn runner_config(
     pool: &PoolArgs,
     visibility_timeout: Duration,
     max_receive_count: u32,
-) -> LocalConfig {
-    LocalConfig {
+) -> RunnerConfig {
+    RunnerConfig {
         concurrency: pool.concurrency.into(),
         visibility_timeout,
         max_receive_count,
@@ -87,7 +87,7 @@ fn local_config(
             rate,
             seed: pool.seed,
         }),
-        ..LocalConfig::default()
+        ..RunnerConfig::default()
     }
 }
 
@@ -97,18 +97,18 @@ pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Resu
         bail!("--data-dir {} is not a directory", data_dir.display());
     }
     let visibility_timeout = Duration::from_secs_f64(pool.visibility_timeout);
-    let config = local_config(pool, visibility_timeout, pool.max_receive_count);
-    let dead_letter = EmbeddedQueue::new(QueueConfig::new("work-dlq", visibility_timeout));
-    let mut work = QueueConfig::new("work", visibility_timeout);
-    work.dead_letter = Some((pool.max_receive_count, dead_letter.clone()));
-    work.backlog_limit = Some(config.concurrency * config.receive_batch_size * BACKLOG_PER_WORKER);
-    let deps = Deps {
-        objects: Arc::new(LocalDirStore::new(data_dir)),
-        work_queue: EmbeddedQueue::new(work),
-        finalize_queue: EmbeddedQueue::new(QueueConfig::new("finalize", visibility_timeout)),
-        jobs: Arc::new(MemoryJobStore::new()),
-    };
-    run_with_progress(&deps, dead_letter, job, &config, pool.json).await
+    let config = runner_config(pool, visibility_timeout, pool.max_receive_count);
+    let deps = Deps::embedded(
+        Arc::new(LocalDirStore::new(data_dir)),
+        EmbeddedQueues {
+            visibility_timeout,
+            max_receive_count: pool.max_receive_count,
+            backlog_limit: Some(
+                config.concurrency * config.receive_batch_size * BACKLOG_PER_WORKER,
+            ),
+        },
+    );
+    run_with_progress(&deps, job, &config, pool.json).await
 }
 
 /// Runs a validated job through S3, SQS and DynamoDB; returns the report and the requests made, by operation.
@@ -132,41 +132,35 @@ pub async fn run_job_aws(
     let work = queue(&aws.work_queue).await?;
     // The heartbeat and the chaos rule follow the queue's own attributes.
     let (visibility_timeout, max_receives) = work.visibility_and_max_receives().await?;
-    let mut config = local_config(pool, visibility_timeout, max_receives.unwrap_or(u32::MAX));
+    let mut config = runner_config(pool, visibility_timeout, max_receives.unwrap_or(u32::MAX));
     config.receive_wait = SQS_RECEIVE_WAIT;
     // Progress reads cost read units (the job and every counter shard): once a second is enough for the bar.
     config.poll_interval = Duration::from_secs(1);
-    let deps = Deps {
-        objects: Arc::new(S3Store::new(
-            clients.s3.clone(),
-            aws.expected_bucket_owner.clone(),
-        )),
-        work_queue: Arc::new(work),
-        finalize_queue: Arc::new(queue(&aws.finalize_queue).await?),
-        jobs: Arc::new(DynamoJobStore::new(
-            clients.dynamodb.clone(),
-            &aws.table,
-            aws.counter_shards,
-            DEFAULT_TTL,
-        )),
+    let resources = AwsResources {
+        table: aws.table.clone(),
+        counter_shards: aws.counter_shards,
+        work_queue_url: work.url().to_owned(),
+        dead_letter_queue_url: Some(queue(&aws.dead_letter_queue).await?.url().to_owned()),
+        finalize_queue_url: queue(&aws.finalize_queue).await?.url().to_owned(),
+        expected_bucket_owner: aws.expected_bucket_owner.clone(),
+        ttl: DEFAULT_TTL,
     };
-    let dead_letter: Arc<dyn BatchQueue> = Arc::new(queue(&aws.dead_letter_queue).await?);
-    let report = run_with_progress(&deps, dead_letter, job, &config, pool.json).await?;
+    let deps = Deps::aws(&clients, &resources);
+    let report = run_with_progress(&deps, job, &config, pool.json).await?;
     Ok((report, clients.requests.snapshot()))
 }
 
 async fn run_with_progress(
     deps: &Deps,
-    dead_letter: Arc<dyn BatchQueue>,
     job: Job,
-    config: &LocalConfig,
+    config: &RunnerConfig,
     quiet: bool,
 ) -> anyhow::Result<RunReport> {
     if !quiet {
         eprintln!("job {}", job.job_id);
     }
     let bar = progress_bar();
-    let report = local::run(deps, dead_letter, job, config, &|p| update(&bar, p)).await;
+    let report = runner::run(deps, job, config, &|p| update(&bar, p)).await;
     bar.finish_and_clear();
     Ok(report?)
 }

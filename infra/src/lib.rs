@@ -1,9 +1,9 @@
 //! dmap's deployment, read from `template.yaml`: the template with CloudFormation's intrinsics resolved for a
 //! stack ([`template`]), and that stack's queues, table and bucket created on an emulator from the same
-//! definitions, with each function's environment and event sources ([`local`]).
+//! definitions, with each function's environment and event sources ([`stack`]).
 
-pub mod local;
+pub mod stack;
 pub mod template;
 
-pub use local::{Stack, StackOptions};
+pub use stack::{Stack, StackOptions};
 pub use template::{Context, Template, TemplateError};

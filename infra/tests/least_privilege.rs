@@ -5,20 +5,20 @@
 //! actions the template grants: a missing grant would fail on AWS, an extra one is privilege to remove.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use dmap_core::Deps;
 use dmap_core::aws::{AwsClients, SqsQueue};
-use dmap_core::lambda::config::{
-    CommonConfig, CoordinatorConfig, Env, WorkerFunctionConfig, aws_deps,
-};
+use dmap_core::lambda::config::{CommonConfig, CoordinatorConfig, Env, WorkerFunctionConfig};
 use dmap_core::lambda::coordinator::Coordinator;
 use dmap_core::lambda::{finalizer, worker};
 use dmap_core::ports::{BatchQueue, read_all};
 use dmap_core::worker::WorkerConfig;
 use dmap_emulator as emulator;
 use dmap_infra::Stack;
-use dmap_infra::local::Function;
+use dmap_infra::stack::Function;
 use serde_json::{Value, json};
 
 fn env(function: &Function) -> Env<impl Fn(&str) -> Option<String>> {
@@ -83,7 +83,7 @@ fn all_handled(response: SqsBatchResponse) {
 
 /// Plays an event source mapping once, over the pollers' own clients: `None` if the queue was empty.
 async fn poll(poller: &AwsClients, url: &str) -> Option<SqsEvent> {
-    let event = emulator::drain_as_event(&SqsQueue::new(poller.sqs.clone(), url)).await;
+    let event = emulator::drain_as_event(Arc::new(SqsQueue::new(poller.sqs.clone(), url))).await;
     (!event.records.is_empty()).then_some(event)
 }
 
@@ -178,7 +178,7 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         .unwrap();
 
     let config = WorkerFunctionConfig::from_env(&env(&worker_fn)).unwrap();
-    let worker_deps = aws_deps(&worker_clients, &config.common);
+    let worker_deps = Deps::aws(&worker_clients, &config.common.resources());
     let worker_config = WorkerConfig {
         item_concurrency: config.item_concurrency,
     };
@@ -190,7 +190,7 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
     );
 
     let config = CommonConfig::from_env(&env(&finalizer_fn)).unwrap();
-    let finalizer_deps = aws_deps(&finalizer_clients, &config);
+    let finalizer_deps = Deps::aws(&finalizer_clients, &config.resources());
     let dead_letters = poll(&poller, &url("WorkDeadLetterQueue")).await.unwrap();
     all_handled(
         finalizer::handle(&finalizer_deps, &dead_letters)

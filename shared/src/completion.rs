@@ -3,9 +3,9 @@
 
 use crate::Deps;
 use crate::error::PipelineError;
-use crate::layout::{ItemCounts, TerminalStatus};
 use crate::message::FinalizeMessage;
-use crate::ports::{JobStatus, OutgoingMessage, send_all_with_retry};
+use crate::outcome::{ItemCounts, TerminalStatus};
+use crate::ports::{JobStatus, OutgoingMessage, require_job, send_all_with_retry};
 use crate::spec::JobSpec;
 
 /// What a completion check did.
@@ -34,11 +34,7 @@ pub async fn complete_if_done(
     // for most batches of a large job it is not yet. Still exact: a worker records its batch before this read,
     // so if the read shows no listing totals, the coordinator records them later and its own check (the same
     // function, after its totals) sees this batch.
-    let record = deps
-        .jobs
-        .get_job(job_id)
-        .await?
-        .ok_or_else(|| crate::ports::JobStoreError::NotFound(job_id.to_owned()))?;
+    let record = require_job(deps.jobs.as_ref(), job_id).await?;
     match record.status {
         JobStatus::Running if record.listing.is_none() => Ok(Completion::NotYet),
         JobStatus::Running => {

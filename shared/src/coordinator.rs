@@ -8,6 +8,7 @@ use futures::future::OptionFuture;
 
 use crate::Deps;
 use crate::batching::{Batch, BatchLimits, Batcher};
+use crate::clock::now_ms;
 use crate::completion::{Completion, complete_if_done};
 use crate::error::PipelineError;
 use crate::layout::OutputLocation;
@@ -62,24 +63,51 @@ pub async fn preflight(deps: &Deps, job: &Job) -> Result<(), PipelineError> {
     }
 }
 
-/// Creates the job record, or returns the existing one when the same job (same id, same spec) was started
-/// before: a duplicated S3 event or a retried invoke resumes the job instead of starting a second one.
-pub async fn start_job(deps: &Deps, job: Job, now_ms: u64) -> Result<JobRecord, PipelineError> {
-    let record = JobRecord::new(job, now_ms);
+/// What starting a job whose id already has a job of the same spec does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rerun {
+    /// Resume it: a duplicated S3 event or a retried invoke continues the same job (the Lambda coordinator).
+    Resume,
+    /// Check before anything else that its outputs are absent, and refuse when they exist (`dmap run`: a
+    /// user rerunning a spec would otherwise get the old results back).
+    RefuseIfOutputsExist,
+}
+
+/// Starts a job, or resumes the job of the same id and spec. A job id already used by another spec is refused;
+/// a new job is [`preflight`]ed before its record is created (a conditional create: of two racing starts, one
+/// creates and the other resumes).
+pub async fn start_or_resume(
+    deps: &Deps,
+    job: Job,
+    rerun: Rerun,
+) -> Result<JobRecord, PipelineError> {
+    let job_id = job.job_id.clone();
+    match rerun {
+        Rerun::Resume => match deps.jobs.get_job(&job_id).await? {
+            Some(existing) if existing.spec_digest == job.spec.digest() => return Ok(existing),
+            Some(_) => return Err(id_reused(&job_id)),
+            None => preflight(deps, &job).await?,
+        },
+        Rerun::RefuseIfOutputsExist => preflight(deps, &job).await?,
+    }
+    let record = JobRecord::new(job, now_ms());
     match deps.jobs.create_job(&record).await? {
         CreateOutcome::Created => {
-            tracing::info!(job_id = %record.job.job_id, "job created");
+            tracing::info!(job_id, "job created");
             Ok(record)
         }
         CreateOutcome::Exists(existing) if existing.spec_digest == record.spec_digest => {
-            tracing::info!(job_id = %record.job.job_id, "job exists; resuming");
+            tracing::info!(job_id, "job exists; resuming");
             Ok(*existing)
         }
-        CreateOutcome::Exists(_) => Err(PipelineError::Refused(format!(
-            "job id \"{}\" is already used by a different job spec; choose another job_id",
-            record.job.job_id
-        ))),
+        CreateOutcome::Exists(_) => Err(id_reused(&job_id)),
     }
+}
+
+fn id_reused(job_id: &str) -> PipelineError {
+    PipelineError::Refused(format!(
+        "job id \"{job_id}\" is already used by a different job spec; choose another job_id"
+    ))
 }
 
 /// Lists, batches and sends from the record's checkpoint to the end of the listing, then records the totals

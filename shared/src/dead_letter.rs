@@ -5,7 +5,7 @@
 use crate::Deps;
 use crate::completion::Completion;
 use crate::error::PipelineError;
-use crate::layout::{BatchPart, FailedItem};
+use crate::outcome::{BatchPart, FailedItem};
 use crate::ports::{BatchRecord, RecordOutcome};
 use crate::worker::{parse_message, record_done, write_part};
 

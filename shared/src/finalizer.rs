@@ -9,10 +9,11 @@ use futures::{StreamExt, TryStreamExt};
 use crate::Deps;
 use crate::completion::final_status;
 use crate::error::PipelineError;
-use crate::layout::{BatchCounts, BatchPart, ItemCounts, Manifest, OutputLocation};
+use crate::layout::OutputLocation;
+use crate::outcome::{BatchCounts, BatchPart, ItemCounts, Manifest};
 use std::sync::Arc;
 
-use crate::ports::{BatchRecord, JobRecord, JobStatus, ObjectStore, read_all};
+use crate::ports::{BatchRecord, JobRecord, JobStatus, ObjectStore, read_all, require_job};
 
 /// Parts read at once.
 const PART_READ_CONCURRENCY: usize = 16;
@@ -29,11 +30,7 @@ pub struct Finalized {
 
 /// Finalizes a job that won its completion claim. `NotReady` for a job still RUNNING.
 pub async fn finalize(deps: &Deps, job_id: &str) -> Result<Finalized, PipelineError> {
-    let record = deps
-        .jobs
-        .get_job(job_id)
-        .await?
-        .ok_or_else(|| crate::ports::JobStoreError::NotFound(job_id.to_owned()))?;
+    let record = require_job(deps.jobs.as_ref(), job_id).await?;
     let out = OutputLocation::for_job(&record.job);
     match record.status {
         JobStatus::Running => Err(PipelineError::NotReady {

@@ -1,11 +1,12 @@
-//! Where a job's files live and what the manifest says. All keys are derived from the job, never stored.
+//! Where a job's files live. All keys are derived from the job, never stored; what the files hold is
+//! [`crate::outcome`].
 //!
 //! Under `<result_writer.bucket>/<result_writer.prefix><job_id>/`:
 //! `manifest.json`, `result.json`, `failed.jsonl`, and `parts/` (one partial result per batch).
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Job, ProcessorSpec};
+use crate::spec::Job;
 
 /// File names the job writes in its output folder (the listing must never be able to see them).
 pub const OUTPUT_NAMES: [&str; 5] = [
@@ -54,72 +55,4 @@ impl OutputLocation {
     pub fn dead_part_key(&self, seq: u64) -> String {
         format!("{}parts/{seq:010}.dead.json", self.dir)
     }
-}
-
-/// The terminal outcome of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum TerminalStatus {
-    Succeeded,
-    Failed,
-}
-
-impl TerminalStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Succeeded => "SUCCEEDED",
-            Self::Failed => "FAILED",
-        }
-    }
-}
-
-/// Item counts of a job.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ItemCounts {
-    pub total: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-}
-
-/// Batch counts of a job.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchCounts {
-    pub total: u64,
-}
-
-/// `manifest.json`: written last, after `result.json` and `failed.jsonl`, so its presence means the outputs are
-/// complete. Deterministic (no timestamps): a fault-free run and a run under faults write the same bytes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub job_id: String,
-    pub status: TerminalStatus,
-    pub items: ItemCounts,
-    pub batches: BatchCounts,
-    /// Key of `result.json` (in the result bucket).
-    pub result: String,
-    /// Key of `failed.jsonl` (in the result bucket).
-    pub failures: String,
-    pub bucket: String,
-    pub processor: ProcessorSpec,
-    pub tolerated_failure_count: Option<u64>,
-    pub tolerated_failure_percentage: Option<f64>,
-}
-
-/// One line of `failed.jsonl`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailedItem {
-    pub key: String,
-    pub error: String,
-}
-
-/// A batch's partial result: written by the worker (or the dead-letter handler) before the batch is recorded,
-/// read by the finalizer. Numbers are exact decimal strings, so merging parts loses nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchPart {
-    pub job_id: String,
-    pub seq: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub result: crate::processor::Aggregate,
-    pub failures: Vec<FailedItem>,
 }

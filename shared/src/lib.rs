@@ -1,27 +1,38 @@
-//! dmap's core: a distributed map over S3 objects, as plain logic over three small ports.
+//! dmap's core: a distributed map over S3 objects, as plain logic over three small ports. The modules, from the
+//! leaves up (each imports only modules above it in this list; `scripts/module-graph` checks there is no
+//! circle, and ARCHITECTURE.md draws the graph):
 //!
-//! - [`spec`]: the job spec and its validation; [`batching`], [`message`]: how items become queue messages.
-//! - [`processor`]: what is computed per item and how results merge.
-//! - [`ports`]: object store, batch queue, job store; [`embedded`]: their in-process implementations.
-//! - [`coordinator`], [`worker`], [`finalizer`], [`dead_letter`], [`completion`]: the pipeline's steps, the same
-//!   code whether they run in Lambda or in one process.
-//! - [`local`]: runs a whole job in one process, with a worker pool standing in for the SQS event source
-//!   mapping, and optional fault injection.
+//! - Data: [`spec`] (the job spec and the rules each field keeps on its own), [`clock`].
+//! - Items and results: [`processor`] (what is computed per item, how results merge), [`outcome`] (statuses,
+//!   counts, the manifest, failed items, batch parts), [`layout`] (where a job's files live), [`message`]
+//!   (the queue messages), [`batching`] (items cut into batches), [`job`] (a spec turned into a runnable
+//!   [`spec::Job`]: parsing and the checks that need the envelope or the output names).
+//! - [`ports`]: object store, batch queue, job store, as small domain-shaped traits; [`error`]: the pipeline's
+//!   error over them.
+//! - Backends, each with its composition root: [`embedded`] ([`Deps::embedded`]) and [`aws`] ([`Deps::aws`]).
+//! - The pipeline's steps, the same code in Lambda and in one process: [`coordinator`], [`worker`],
+//!   [`completion`], [`dead_letter`], [`finalizer`].
+//! - Ways to run them: [`esm`] (the SQS event source mapping, played by this process), [`runner`] (a whole job
+//!   in one process, with optional fault injection), [`lambda`] (the three functions' handlers).
 
 pub mod aws;
 pub mod batching;
+pub mod clock;
 pub mod completion;
 pub mod coordinator;
 pub mod dead_letter;
 pub mod embedded;
 pub mod error;
+pub mod esm;
 pub mod finalizer;
+pub mod job;
 pub mod lambda;
 pub mod layout;
-pub mod local;
 pub mod message;
+pub mod outcome;
 pub mod ports;
 pub mod processor;
+pub mod runner;
 pub mod spec;
 pub mod worker;
 
@@ -30,11 +41,15 @@ use std::sync::Arc;
 pub use error::PipelineError;
 use ports::{BatchQueue, JobStore, ObjectStore};
 
-/// What the pipeline's steps run against. Built once per process and borrowed by every handler.
+/// What the pipeline's steps run against. Built once per process, by one constructor per backend:
+/// [`Deps::embedded`] (in [`embedded`]) and [`Deps::aws`] (in [`aws`]); borrowed by every handler.
 #[derive(Clone)]
 pub struct Deps {
     pub objects: Arc<dyn ObjectStore>,
     pub work_queue: Arc<dyn BatchQueue>,
+    /// The work queue's dead-letter queue, where this process consumes it (the in-process runner). A Lambda
+    /// function has none: the finalizer's event source mapping reads that queue for it.
+    pub dead_letter: Option<Arc<dyn BatchQueue>>,
     pub finalize_queue: Arc<dyn BatchQueue>,
     pub jobs: Arc<dyn JobStore>,
 }

@@ -9,8 +9,8 @@ use futures::{StreamExt, TryStreamExt};
 use crate::Deps;
 use crate::completion::{Completion, complete_if_done};
 use crate::error::PipelineError;
-use crate::layout::{BatchPart, FailedItem};
 use crate::message::BatchMessage;
+use crate::outcome::{BatchPart, FailedItem};
 use std::sync::Arc;
 
 use crate::ports::{BatchRecord, ObjectStore, RecordOutcome, StoreError};

@@ -6,21 +6,21 @@ mod common;
 use std::time::Duration;
 
 use common::{BUCKET, Env, csv_object, csv_spec, fast_config};
-use dmap_core::coordinator::{run_listing, start_job};
-use dmap_core::local::{self, Chaos, LocalConfig};
+use dmap_core::coordinator::{Rerun, run_listing, start_or_resume};
 use dmap_core::ports::{OutgoingMessage, RecordOutcome, read_all};
+use dmap_core::runner::{self, Chaos, RunnerConfig};
 use dmap_core::spec::JobSpec;
 use dmap_core::worker::{self, WorkerConfig};
 use dmap_emulator as emulator;
 
-fn aws_config(chaos: Option<Chaos>) -> LocalConfig {
-    LocalConfig {
+fn aws_config(chaos: Option<Chaos>) -> RunnerConfig {
+    RunnerConfig {
         concurrency: 4,
         visibility_timeout: Duration::from_secs(1),
         receive_wait: Duration::from_secs(1),
         poll_interval: Duration::from_millis(100),
         chaos,
-        ..LocalConfig::default()
+        ..RunnerConfig::default()
     }
 }
 
@@ -45,7 +45,7 @@ async fn dataset(env: &Env, store: &dyn dmap_core::ports::ObjectStore, n: usize)
     }
 }
 
-async fn moto_outputs(deps: &dmap_core::Deps, report: &local::RunReport) -> [Vec<u8>; 3] {
+async fn moto_outputs(deps: &dmap_core::Deps, report: &runner::RunReport) -> [Vec<u8>; 3] {
     let m = &report.manifest;
     let read = |key: String| async move {
         read_all(deps.objects.as_ref(), &m.bucket, &key)
@@ -62,7 +62,7 @@ async fn moto_outputs(deps: &dmap_core::Deps, report: &local::RunReport) -> [Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_and_moto_give_byte_identical_outputs() {
     let clients = emulator::clients().await;
-    let (deps, dead_letter) = emulator::aws_deps(&clients, 2).await;
+    let deps = emulator::aws_deps(&clients, 2).await;
     // The embedded bucket and the moto bucket share a name, so even the manifests can be compared byte for byte.
     let _ = clients.s3.delete_bucket().bucket(BUCKET).send().await;
     clients
@@ -79,7 +79,7 @@ async fn embedded_and_moto_give_byte_identical_outputs() {
 
     let embedded = env.run(&spec, &fast_config()).await;
     let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
-    let through_moto = local::run(&deps, dead_letter, job, &aws_config(None), &|_| {})
+    let through_moto = runner::run(&deps, job, &aws_config(None), &|_| {})
         .await
         .expect("moto run");
     assert_eq!(through_moto.manifest, embedded.manifest);
@@ -99,7 +99,7 @@ async fn embedded_and_moto_give_byte_identical_outputs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_through_moto_gives_the_fault_free_result() {
     let clients = emulator::clients().await;
-    let (deps, dead_letter) = emulator::aws_deps(&clients, 1).await;
+    let deps = emulator::aws_deps(&clients, 1).await;
     let bucket = emulator::bucket(&clients, "chaos").await;
     for i in 0..60 {
         deps.objects
@@ -114,9 +114,8 @@ async fn chaos_through_moto_gives_the_fault_free_result() {
     let mut spec = csv_spec("c/", 3);
     spec["item_reader"]["bucket"] = serde_json::json!(bucket);
     spec["result_writer"]["bucket"] = serde_json::json!(bucket);
-    let calm = local::run(
+    let calm = runner::run(
         &deps,
-        dead_letter.clone(),
         JobSpec::parse(spec.to_string().as_bytes()).unwrap(),
         &aws_config(None),
         &|_| {},
@@ -128,9 +127,8 @@ async fn chaos_through_moto_gives_the_fault_free_result() {
         rate: 0.5,
         seed: 11,
     });
-    let wild = local::run(
+    let wild = runner::run(
         &deps,
-        dead_letter,
         JobSpec::parse(spec.to_string().as_bytes()).unwrap(),
         &aws_config(chaos),
         &|_| {},
@@ -156,7 +154,7 @@ async fn chaos_through_moto_gives_the_fault_free_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_delivered_twice_by_sqs_counts_once() {
     let clients = emulator::clients().await;
-    let (deps, _) = emulator::aws_deps(&clients, 30).await;
+    let deps = emulator::aws_deps(&clients, 30).await;
     let bucket = emulator::bucket(&clients, "dup").await;
     for i in 0..5 {
         deps.objects
@@ -167,10 +165,10 @@ async fn a_batch_delivered_twice_by_sqs_counts_once() {
     let mut spec = csv_spec("d/", 10);
     spec["item_reader"]["bucket"] = serde_json::json!(bucket);
     spec["result_writer"]["bucket"] = serde_json::json!(bucket);
-    let record = start_job(
+    let record = start_or_resume(
         &deps,
         JobSpec::parse(spec.to_string().as_bytes()).unwrap(),
-        0,
+        Rerun::Resume,
     )
     .await
     .unwrap();

@@ -12,7 +12,7 @@ use dmap_core::aws::resources::create_queue;
 use dmap_core::aws::{AwsClients, SqsQueue};
 use dmap_core::lambda::coordinator::{Coordinator, derive_job_id};
 use dmap_core::lambda::{finalizer, worker};
-use dmap_core::layout::Manifest;
+use dmap_core::outcome::Manifest;
 use dmap_core::ports::{BatchQueue, read_all};
 use dmap_core::worker::WorkerConfig;
 use dmap_emulator as emulator;
@@ -92,7 +92,7 @@ fn every_file_in_events_is_driven_by_a_handler_test() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_event_through_its_handler() {
     let clients = emulator::clients().await;
-    let (deps, _dead_letter) = emulator::aws_deps(&clients, 30).await;
+    let deps = emulator::aws_deps(&clients, 30).await;
     clients
         .s3
         .create_bucket()
@@ -203,7 +203,7 @@ async fn every_sample_event_through_its_handler() {
     let response = worker::handle(
         &deps,
         config,
-        &emulator::drain_as_event(deps.work_queue.as_ref()).await,
+        &emulator::drain_as_event(deps.work_queue.clone()).await,
     )
     .await
     .unwrap();
@@ -216,7 +216,7 @@ async fn every_sample_event_through_its_handler() {
     assert!(response.batch_item_failures.is_empty());
     let response = finalizer::handle(
         &deps,
-        &emulator::drain_as_event(deps.finalize_queue.as_ref()).await,
+        &emulator::drain_as_event(deps.finalize_queue.clone()).await,
     )
     .await
     .unwrap();
@@ -250,7 +250,7 @@ async fn every_sample_event_through_its_handler() {
 #[tokio::test]
 async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anything_is_written() {
     let clients = emulator::clients().await;
-    let (deps, _) = emulator::aws_deps(&clients, 30).await;
+    let deps = emulator::aws_deps(&clients, 30).await;
     let coordinator = Coordinator {
         deps: deps.clone(),
         continuation: deps.work_queue.clone(),
@@ -310,7 +310,7 @@ async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anythin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_handed_over_twice_and_a_duplicated_hand_over_count_every_item_once() {
     let clients = emulator::clients().await;
-    let (deps, _) = emulator::aws_deps(&clients, 30).await;
+    let deps = emulator::aws_deps(&clients, 30).await;
     let bucket = emulator::bucket(&clients, "handover").await;
     let (coordinator, continuation) = coordinator(&clients, &deps, &bucket).await;
     // 2,100 objects: three listing pages.
@@ -343,7 +343,7 @@ async fn a_listing_handed_over_twice_and_a_duplicated_hand_over_count_every_item
     );
 
     // Hop 1 is delivered twice (SQS may): the first resumes and hands over again, the second is stale.
-    let hop1 = emulator::drain_as_event(continuation.as_ref()).await;
+    let hop1 = emulator::drain_as_event(continuation.clone()).await;
     assert_eq!(hop1.records.len(), 1);
     let mut twice: Value = serde_json::to_value(&hop1).unwrap();
     let record = twice["Records"][0].clone();
@@ -351,7 +351,7 @@ async fn a_listing_handed_over_twice_and_a_duplicated_hand_over_count_every_item
     twice["Records"][1]["messageId"] = json!("a-duplicate");
     let response = coordinator.handle(twice, &out_of_time).await.unwrap();
     assert_eq!(response["batchItemFailures"], json!([]));
-    let hop2 = emulator::drain_as_event(continuation.as_ref()).await;
+    let hop2 = emulator::drain_as_event(continuation.clone()).await;
     assert_eq!(
         hop2.records.len(),
         1,
@@ -375,14 +375,14 @@ async fn a_listing_handed_over_twice_and_a_duplicated_hand_over_count_every_item
     let response = worker::handle(
         &deps,
         WorkerConfig::default(),
-        &emulator::drain_as_event(deps.work_queue.as_ref()).await,
+        &emulator::drain_as_event(deps.work_queue.clone()).await,
     )
     .await
     .unwrap();
     assert!(response.batch_item_failures.is_empty());
     finalizer::handle(
         &deps,
-        &emulator::drain_as_event(deps.finalize_queue.as_ref()).await,
+        &emulator::drain_as_event(deps.finalize_queue.clone()).await,
     )
     .await
     .unwrap();

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{BUCKET, Env, RefusingQueue, csv_object, csv_spec, fast_config};
-use dmap_core::coordinator::{ListingOutcome, run_listing, start_job};
+use dmap_core::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
 use dmap_core::embedded::{EmbeddedQueue, QueueConfig};
 use dmap_core::finalizer::finalize;
-use dmap_core::layout::TerminalStatus;
-use dmap_core::local::{Chaos, LocalConfig};
 use dmap_core::message::FinalizeMessage;
+use dmap_core::outcome::TerminalStatus;
 use dmap_core::ports::JobStatus;
+use dmap_core::runner::{Chaos, RunnerConfig};
 use dmap_core::spec::{JobSpec, ProcessorSpec};
 use dmap_core::worker::{self, WorkerConfig};
 use serde_json::{Value, json};
@@ -57,7 +57,7 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-fn failed_keys(env: &Env, report: &dmap_core::local::RunReport) -> Vec<String> {
+fn failed_keys(env: &Env, report: &dmap_core::runner::RunReport) -> Vec<String> {
     String::from_utf8(env.read(&report.manifest.failures))
         .unwrap()
         .lines()
@@ -70,7 +70,7 @@ fn failed_keys(env: &Env, report: &dmap_core::local::RunReport) -> Vec<String> {
         .collect()
 }
 
-fn result_json(env: &Env, report: &dmap_core::local::RunReport) -> Value {
+fn result_json(env: &Env, report: &dmap_core::runner::RunReport) -> Value {
     serde_json::from_slice(&env.read(&report.manifest.result)).unwrap()
 }
 
@@ -171,7 +171,7 @@ async fn chaos_runs_give_the_fault_free_outputs() {
         .chain([(101, 0.9), (102, 0.9)])
     {
         let env = make();
-        let config = LocalConfig {
+        let config = RunnerConfig {
             chaos: Some(Chaos { rate, seed }),
             ..base.clone()
         };
@@ -339,7 +339,7 @@ async fn malformed_objects_fail_alone_and_the_tolerance_decides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_batch_is_dead_lettered_and_the_job_still_finishes() {
-    let config = LocalConfig {
+    let config = RunnerConfig {
         visibility_timeout: Duration::from_millis(100),
         max_receive_count: 2,
         ..fast_config()
@@ -443,7 +443,9 @@ async fn a_paused_resumed_and_repeated_listing_counts_every_item_once() {
         env.write(&format!("r/{:02}/k{i:04}.csv", i % 13), csv_object(i));
     }
     let job = JobSpec::parse(csv_spec("r/", 30).to_string().as_bytes()).unwrap();
-    let initial = start_job(&env.deps, job, 0).await.unwrap();
+    let initial = start_or_resume(&env.deps, job, Rerun::Resume)
+        .await
+        .unwrap();
 
     // First run: pauses after its first page (a Lambda running out of time).
     let first = run_listing(&env.deps, &initial, &|| false).await.unwrap();
@@ -499,7 +501,7 @@ async fn entries_the_queue_refuses_are_sent_again() {
     let config = fast_config();
     let mut env = Env::new(&config);
     let refusing = Arc::new(RefusingQueue {
-        inner: env.work.clone(),
+        inner: env.deps.work_queue.clone(),
         seen: Mutex::default(),
         refused: Mutex::default(),
     });

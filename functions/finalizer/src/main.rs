@@ -3,7 +3,8 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use dmap_core::aws::AwsClients;
-use dmap_core::lambda::config::{CommonConfig, aws_deps, process_env};
+use dmap_core::lambda::FunctionError;
+use dmap_core::lambda::config::{CommonConfig, process_env};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
@@ -11,12 +12,12 @@ async fn main() -> Result<(), Error> {
     dmap_core::lambda::init_logging();
     let config = CommonConfig::from_env(&process_env())?;
     let clients = AwsClients::from_env(None).await;
-    let deps = aws_deps(&clients, &config);
+    let deps = dmap_core::Deps::aws(&clients, &config.resources());
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         dmap_core::lambda::finalizer::handle(deps, &event.payload)
             .await
-            .map_err(Error::from)
+            .map_err(FunctionError::from)
     }))
     .await
 }

@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWr
 
 use super::resources::TTL_ATTRIBUTE;
 use super::{boxed, error_code, is_throttling};
-use crate::layout::TerminalStatus;
+use crate::outcome::TerminalStatus;
 use crate::ports::{
     BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStatus, JobStore, JobStoreError,
     ListingTotals, Progress, RecordOutcome,
@@ -33,6 +33,30 @@ const JOB_SK: &str = "JOB";
 const COUNT_SK: &str = "COUNT";
 /// Attempts at a batch record that lost a `TransactionConflict` to a concurrent record of the same shard.
 const CONFLICT_ATTEMPTS: u32 = 10;
+
+/// What one attempt at recording a batch did.
+enum Attempt {
+    Done(RecordOutcome),
+    /// A concurrent record of the same shard won a `TransactionConflict`: the same write may succeed now.
+    LostConflict,
+}
+
+/// The extra condition a status move may carry.
+#[derive(Clone, Copy)]
+enum MoveCondition {
+    None,
+    /// The listing totals are recorded (no claim before the listing is complete).
+    ListingComplete,
+}
+
+impl MoveCondition {
+    fn expression(self) -> &'static str {
+        match self {
+            Self::None => "#status = :from",
+            Self::ListingComplete => "#status = :from AND attribute_exists(listing_batches)",
+        }
+    }
+}
 
 /// DynamoDB as the job store.
 #[derive(Debug, Clone)]
@@ -106,22 +130,12 @@ where
     }
 }
 
-fn parse_status(value: &str) -> Option<JobStatus> {
-    Some(match value {
-        "RUNNING" => JobStatus::Running,
-        "FINALIZING" => JobStatus::Finalizing,
-        "SUCCEEDED" => JobStatus::Succeeded,
-        "FAILED" => JobStatus::Failed,
-        _ => return None,
-    })
-}
-
 fn record_from_item(job_id: &str, item: &Item) -> Result<(JobRecord, Option<u64>), JobStoreError> {
     let job = get_s(item, "job")
         .and_then(|j| serde_json::from_str(j).ok())
         .ok_or_else(|| corrupt(job_id, "job"))?;
     let status = get_s(item, "status")
-        .and_then(parse_status)
+        .and_then(JobStatus::parse)
         .ok_or_else(|| corrupt(job_id, "status"))?;
     let listing = match (get_n(item, "listing_batches"), get_n(item, "listing_items")) {
         (Some(batches), Some(items)) => Some(ListingTotals { batches, items }),
@@ -185,7 +199,7 @@ impl DynamoJobStore {
         job_id: &str,
         seq: u64,
         record: &BatchRecord,
-    ) -> Result<RecordOutcome, Option<JobStoreError>> {
+    ) -> Result<Attempt, JobStoreError> {
         let pk = shard_pk(job_id, seq % u64::from(self.shards));
         let marker = Put::builder()
             .table_name(&self.table)
@@ -197,7 +211,7 @@ impl DynamoJobStore {
             .item(TTL_ATTRIBUTE, self.expires_at())
             .condition_expression("attribute_not_exists(pk)")
             .build()
-            .map_err(|e| Some(JobStoreError::Other(Box::new(e))))?;
+            .map_err(|e| JobStoreError::Other(Box::new(e)))?;
         let counter = Update::builder()
             .table_name(&self.table)
             .key("pk", s(&pk))
@@ -210,7 +224,7 @@ impl DynamoJobStore {
             .expression_attribute_values(":f", n(record.failed))
             .expression_attribute_values(":e", self.expires_at())
             .build()
-            .map_err(|e| Some(JobStoreError::Other(Box::new(e))))?;
+            .map_err(|e| JobStoreError::Other(Box::new(e)))?;
         let result = self
             .client
             .transact_write_items()
@@ -219,7 +233,7 @@ impl DynamoJobStore {
             .send()
             .await;
         let err = match result {
-            Ok(_) => return Ok(RecordOutcome::Recorded),
+            Ok(_) => return Ok(Attempt::Done(RecordOutcome::Recorded)),
             Err(err) => err,
         };
         if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
@@ -231,23 +245,23 @@ impl DynamoJobStore {
                 .map(|r| r.code().unwrap_or("None"))
                 .collect();
             if codes.first() == Some(&"ConditionalCheckFailed") {
-                return Ok(RecordOutcome::Duplicate);
+                return Ok(Attempt::Done(RecordOutcome::Duplicate));
             }
             if codes.contains(&"TransactionConflict") {
-                return Err(None); // a concurrent record of this shard won the race: try again
+                return Ok(Attempt::LostConflict);
             }
         }
-        Err(Some(map_error(err)))
+        Err(map_error(err))
     }
 
-    /// Moves the job's status from `from` to `to` if it is `from` (and `and_condition` holds). `false` when the
+    /// Moves the job's status from `from` to `to` if it is `from` (and `condition` holds). `false` when the
     /// condition failed.
     async fn move_status(
         &self,
         job_id: &str,
         from: JobStatus,
         to: JobStatus,
-        and_condition: &str,
+        condition: MoveCondition,
     ) -> Result<bool, JobStoreError> {
         let result = self
             .client
@@ -255,7 +269,7 @@ impl DynamoJobStore {
             .table_name(&self.table)
             .set_key(Some(Self::job_key(job_id)))
             .update_expression("SET #status = :to")
-            .condition_expression(format!("#status = :from{and_condition}"))
+            .condition_expression(condition.expression())
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":to", s(to.as_str()))
             .expression_attribute_values(":from", s(from.as_str()))
@@ -370,10 +384,9 @@ impl JobStore for DynamoJobStore {
         job_id: &str,
         checkpoint: &Checkpoint,
     ) -> Result<(), JobStoreError> {
-        let set = "SET cp_next_seq = :n, cp_items_sent = :i";
         let update = match &checkpoint.start_after {
-            Some(_) => format!("{set}, cp_start_after = :a"),
-            None => format!("{set} REMOVE cp_start_after"),
+            Some(_) => "SET cp_next_seq = :n, cp_items_sent = :i, cp_start_after = :a",
+            None => "SET cp_next_seq = :n, cp_items_sent = :i REMOVE cp_start_after",
         };
         let result = self
             .client
@@ -443,18 +456,19 @@ impl JobStore for DynamoJobStore {
     ) -> Result<RecordOutcome, JobStoreError> {
         let mut delay = Duration::from_millis(10);
         for _ in 1..CONFLICT_ATTEMPTS {
-            match self.try_record(job_id, seq, record).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(Some(e)) => return Err(e),
-                Err(None) => {
+            match self.try_record(job_id, seq, record).await? {
+                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::LostConflict => {
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
             }
         }
-        self.try_record(job_id, seq, record)
-            .await
-            .map_err(|e| e.unwrap_or_else(|| JobStoreError::Throttled))
+        match self.try_record(job_id, seq, record).await? {
+            Attempt::Done(outcome) => Ok(outcome),
+            // Still contended after every attempt: as good as throttled, and as transient.
+            Attempt::LostConflict => Err(JobStoreError::Throttled),
+        }
     }
 
     async fn batch_records(
@@ -550,7 +564,7 @@ impl JobStore for DynamoJobStore {
             job_id,
             JobStatus::Running,
             JobStatus::Finalizing,
-            " AND attribute_exists(listing_batches)",
+            MoveCondition::ListingComplete,
         )
         .await
     }
@@ -558,7 +572,7 @@ impl JobStore for DynamoJobStore {
     async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {
         let target = JobStatus::from(status);
         if self
-            .move_status(job_id, JobStatus::Finalizing, target, "")
+            .move_status(job_id, JobStatus::Finalizing, target, MoveCondition::None)
             .await?
         {
             return Ok(true);

@@ -19,6 +19,11 @@ pub use s3::S3Store;
 pub use sqs::SqsQueue;
 pub use stats::RequestCounter;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Deps;
+
 /// The three SDK clients, built once per process, each counting its requests.
 #[derive(Debug, Clone)]
 pub struct AwsClients {
@@ -101,4 +106,45 @@ where
         None => aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
     };
     detail.into()
+}
+
+/// Where a deployment's resources are: what [`Deps::aws`] needs besides the clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsResources {
+    pub table: String,
+    /// Counter shards per job (see [`DynamoJobStore`]).
+    pub counter_shards: u32,
+    pub work_queue_url: String,
+    /// The work queue's dead-letter queue, for a process that consumes it itself (`dmap run`); Lambda
+    /// functions leave it out.
+    pub dead_letter_queue_url: Option<String>,
+    pub finalize_queue_url: String,
+    /// Sent as `ExpectedBucketOwner` with every S3 call when set.
+    pub expected_bucket_owner: Option<String>,
+    /// How long job items live (the table's TTL).
+    pub ttl: Duration,
+}
+
+impl Deps {
+    /// The AWS backends: S3, SQS and DynamoDB through `clients`.
+    pub fn aws(clients: &AwsClients, resources: &AwsResources) -> Self {
+        let queue = |url: &str| -> Arc<dyn crate::ports::BatchQueue> {
+            Arc::new(SqsQueue::new(clients.sqs.clone(), url))
+        };
+        Self {
+            objects: Arc::new(S3Store::new(
+                clients.s3.clone(),
+                resources.expected_bucket_owner.clone(),
+            )),
+            work_queue: queue(&resources.work_queue_url),
+            dead_letter: resources.dead_letter_queue_url.as_deref().map(queue),
+            finalize_queue: queue(&resources.finalize_queue_url),
+            jobs: Arc::new(DynamoJobStore::new(
+                clients.dynamodb.clone(),
+                &resources.table,
+                resources.counter_shards,
+                resources.ttl,
+            )),
+        }
+    }
 }

@@ -163,26 +163,19 @@ impl WorkerFunctionConfig {
     }
 }
 
-/// The pipeline's ports on AWS, as every function builds them once at cold start.
-pub fn aws_deps(clients: &crate::aws::AwsClients, common: &CommonConfig) -> crate::Deps {
-    use crate::aws::{DynamoJobStore, S3Store, SqsQueue};
-    use std::sync::Arc;
-    crate::Deps {
-        objects: Arc::new(S3Store::new(
-            clients.s3.clone(),
-            common.expected_bucket_owner.clone(),
-        )),
-        work_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), &common.work_queue_url)),
-        finalize_queue: Arc::new(SqsQueue::new(
-            clients.sqs.clone(),
-            &common.finalize_queue_url,
-        )),
-        jobs: Arc::new(DynamoJobStore::new(
-            clients.dynamodb.clone(),
-            &common.table,
-            common.counter_shards,
-            common.ttl,
-        )),
+impl CommonConfig {
+    /// Where the deployment's resources are, for [`crate::Deps::aws`]. No function consumes the dead-letter
+    /// queue itself (the finalizer's event source mapping does).
+    pub fn resources(&self) -> crate::aws::AwsResources {
+        crate::aws::AwsResources {
+            table: self.table.clone(),
+            counter_shards: self.counter_shards,
+            work_queue_url: self.work_queue_url.clone(),
+            dead_letter_queue_url: None,
+            finalize_queue_url: self.finalize_queue_url.clone(),
+            expected_bucket_owner: self.expected_bucket_owner.clone(),
+            ttl: self.ttl,
+        }
     }
 }
 

@@ -13,7 +13,7 @@
 //! that could only be a bug (at ~14 minutes of listing a hop, 1,000 hops list billions of keys).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -23,13 +23,24 @@ use sha2::{Digest, Sha256};
 
 use super::for_each_record;
 use crate::Deps;
-use crate::coordinator::{ListingOutcome, preflight, run_listing, start_job};
+use crate::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
 use crate::error::PipelineError;
 use crate::ports::{BatchQueue, JobRecord, OutgoingMessage, read_all, send_all_with_retry};
 use crate::spec::{Job, JobSpec};
 
 /// Most hand-overs of one listing.
 pub const MAX_HOPS: u32 = 1000;
+
+/// Hand the listing over while this much of the invocation remains (a page, its sends, the checkpoint).
+pub const HAND_OVER_MARGIN: Duration = Duration::from_secs(90);
+
+/// The hand-over policy: whether an invocation that must end by `deadline` has time, at `now`, to list
+/// another page. A deadline already past (or a clock that disagrees) says no.
+pub fn time_for_another_page(deadline: SystemTime, now: SystemTime) -> bool {
+    deadline
+        .duration_since(now)
+        .is_ok_and(|left| left > HAND_OVER_MARGIN)
+}
 
 /// The continuation queue's message: resume `job_id`'s listing from checkpoint `next_seq`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,12 +115,6 @@ pub fn derive_job_id(bucket: &str, key: &str, version: &str) -> String {
     format!("{}-{hash}", if stem.is_empty() { "job" } else { &stem })
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Coordinator {
     /// The coordinator on AWS, as its function builds it at cold start.
     pub fn from_config(
@@ -117,7 +122,7 @@ impl Coordinator {
         config: super::config::CoordinatorConfig,
     ) -> Self {
         Self {
-            deps: super::config::aws_deps(clients, &config.common),
+            deps: Deps::aws(clients, &config.common.resources()),
             continuation: Arc::new(crate::aws::SqsQueue::new(
                 clients.sqs.clone(),
                 &config.continuation_queue_url,
@@ -268,19 +273,7 @@ impl Coordinator {
         keep_going: &(dyn Fn() -> bool + Sync),
     ) -> Result<Started, PipelineError> {
         self.check_allowed(&job)?;
-        let record = match self.deps.jobs.get_job(&job.job_id).await? {
-            Some(existing) if existing.spec_digest == job.spec.digest() => existing,
-            Some(_) => {
-                return Err(PipelineError::Refused(format!(
-                    "job id \"{}\" is already used by a different job spec",
-                    job.job_id
-                )));
-            }
-            None => {
-                preflight(&self.deps, &job).await?;
-                start_job(&self.deps, job, now_ms()).await?
-            }
-        };
+        let record = start_or_resume(&self.deps, job, Rerun::Resume).await?;
         self.list(&record, 0, keep_going).await
     }
 
@@ -363,6 +356,20 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_listing_is_handed_over_with_a_margin_left() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let after = |secs| now + Duration::from_secs(secs);
+        assert!(time_for_another_page(after(900), now));
+        assert!(time_for_another_page(after(91), now));
+        assert!(!time_for_another_page(after(90), now), "exactly the margin");
+        assert!(!time_for_another_page(after(10), now));
+        assert!(
+            !time_for_another_page(now - Duration::from_secs(1), now),
+            "past"
+        );
+    }
 
     #[test]
     fn s3_keys_decode_as_form_encoding() {

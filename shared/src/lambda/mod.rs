@@ -49,28 +49,55 @@ pub fn log_filter(rust_log: Option<String>, lambda_level: Option<String>) -> Str
     }
 }
 
-/// Received messages as the SQS event the event source mapping delivers for them (`queue_name` fills the
-/// source ARN). Used where this process plays the mapping (`dmap local pump`, tests).
-pub fn sqs_event(
-    queue_name: &str,
-    messages: &[crate::ports::ReceivedMessage],
-) -> serde_json::Value {
-    let records: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|m| {
-            serde_json::json!({
-                "messageId": m.message_id,
-                "receiptHandle": m.receipt_handle,
-                "body": m.body,
-                "attributes": { "ApproximateReceiveCount": m.receive_count.to_string() },
-                "messageAttributes": {},
-                "eventSource": "aws:sqs",
-                "eventSourceARN": format!("arn:aws:sqs:us-east-1:000000000000:{queue_name}"),
-                "awsRegion": "us-east-1",
-            })
-        })
-        .collect();
-    serde_json::json!({ "Records": records })
+/// A handler's error as the function reports it to Lambda: the `errorType` says whether a retry can help, so
+/// an operator (or a Step Functions `Retry` on `ErrorEquals`) can tell a throttle from a bad event.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    /// Transient: the same event may succeed later (Lambda's retry of an asynchronous invoke, the queue's
+    /// redelivery).
+    #[error("{0}")]
+    Retryable(#[source] PipelineError),
+    /// Retrying the same event cannot help: a malformed event, a refused job, inconsistent bookkeeping.
+    #[error("{0}")]
+    NonRetryable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl FunctionError {
+    pub const RETRYABLE: &str = "dmap.Retryable";
+    pub const NON_RETRYABLE: &str = "dmap.NonRetryable";
+
+    /// The `errorType` Lambda reports.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Retryable(_) => Self::RETRYABLE,
+            Self::NonRetryable(_) => Self::NON_RETRYABLE,
+        }
+    }
+}
+
+impl From<PipelineError> for FunctionError {
+    fn from(e: PipelineError) -> Self {
+        if e.is_transient() {
+            Self::Retryable(e)
+        } else {
+            Self::NonRetryable(Box::new(e))
+        }
+    }
+}
+
+impl From<MissingMessageId> for FunctionError {
+    fn from(e: MissingMessageId) -> Self {
+        Self::NonRetryable(Box::new(e))
+    }
+}
+
+impl From<FunctionError> for lambda_runtime::Diagnostic {
+    fn from(e: FunctionError) -> Self {
+        Self {
+            error_type: e.error_type().to_owned(),
+            error_message: e.to_string(),
+        }
+    }
 }
 
 /// A record that cannot be answered for: SQS needs its message id to retry just that record.
@@ -119,7 +146,25 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::log_filter;
+    use super::*;
+    use crate::ports::{JobStoreError, StoreError};
+
+    #[test]
+    fn lambda_is_told_whether_a_retry_can_help() {
+        let diagnostic = |e: FunctionError| lambda_runtime::Diagnostic::from(e);
+        let throttled = diagnostic(PipelineError::Store(StoreError::Throttled).into());
+        assert_eq!(throttled.error_type, "dmap.Retryable");
+        assert_eq!(throttled.error_message, "throttled by the object store");
+        let refused = diagnostic(PipelineError::Refused("results already exist".into()).into());
+        assert_eq!(refused.error_type, "dmap.NonRetryable");
+        assert_eq!(refused.error_message, "results already exist");
+        let missing = diagnostic(PipelineError::Jobs(JobStoreError::NotFound("j".into())).into());
+        assert_eq!(missing.error_type, "dmap.NonRetryable");
+        assert_eq!(
+            diagnostic(MissingMessageId.into()).error_type,
+            "dmap.NonRetryable"
+        );
+    }
 
     #[test]
     fn the_level_comes_from_rust_log_then_lambda_then_info() {

@@ -4,7 +4,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tracing::Instrument;
 
@@ -38,9 +38,6 @@ pub async fn handle(
             );
             let counted = (handled.outcome == RecordOutcome::Recorded)
                 .then_some((handled.record.succeeded, handled.record.failed));
-            let now_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
             // Lambda sends stdout to CloudWatch Logs, where EMF lines become metrics.
             println!(
                 "{}",
@@ -49,7 +46,7 @@ pub async fn handle(
                     &message.batch_id(),
                     counted,
                     started.elapsed(),
-                    now_ms
+                    crate::clock::now_ms()
                 )
             );
             Ok(())

@@ -11,42 +11,8 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::layout::TerminalStatus;
+pub use crate::outcome::{JobStatus, TerminalStatus};
 use crate::spec::Job;
-
-/// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum JobStatus {
-    Running,
-    Finalizing,
-    Succeeded,
-    Failed,
-}
-
-impl JobStatus {
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "RUNNING",
-            Self::Finalizing => "FINALIZING",
-            Self::Succeeded => "SUCCEEDED",
-            Self::Failed => "FAILED",
-        }
-    }
-}
-
-impl From<TerminalStatus> for JobStatus {
-    fn from(s: TerminalStatus) -> Self {
-        match s {
-            TerminalStatus::Succeeded => Self::Succeeded,
-            TerminalStatus::Failed => Self::Failed,
-        }
-    }
-}
 
 /// How far the coordinator got: every batch before `next_seq` was sent, and the listing resumes after
 /// `start_after` (the last key of the last sent batch).
@@ -195,4 +161,11 @@ pub trait JobStore: Send + Sync {
     /// Moves the job from FINALIZING to a terminal status. `true` if this call did it, `false` if the job was
     /// already in that status; `Conflict` if it is in another status.
     async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError>;
+}
+
+/// The job record, or `NotFound`: for the steps that only run for a job that exists.
+pub async fn require_job(jobs: &dyn JobStore, job_id: &str) -> Result<JobRecord, JobStoreError> {
+    jobs.get_job(job_id)
+        .await?
+        .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))
 }

@@ -8,7 +8,7 @@ pub mod queue;
 
 pub use job_store::{
     BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStatus, JobStore, JobStoreError,
-    ListingTotals, Progress, RecordOutcome,
+    ListingTotals, Progress, RecordOutcome, TerminalStatus, require_job,
 };
 pub use object_store::{ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError, read_all};
 pub use queue::{

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dmap_core::Deps;
-use dmap_core::embedded::{EmbeddedQueue, LocalDirStore, MemoryJobStore, QueueConfig};
-use dmap_core::local::{self, LocalConfig, RunReport};
+use dmap_core::embedded::{EmbeddedQueues, LocalDirStore};
 use dmap_core::ports::{
     BatchQueue, ListPage, ObjectReader, ObjectStore, OutgoingMessage, QueueDepth, QueueError,
     ReceivedMessage, SendFailure, StoreError,
 };
+use dmap_core::runner::{self, RunReport, RunnerConfig};
 use dmap_core::spec::JobSpec;
 
 pub const BUCKET: &str = "data";
@@ -64,7 +64,7 @@ impl ObjectStore for TestStore {
 
 /// A queue that refuses every entry the first time it is sent (as SendMessageBatch does under load, with 200).
 pub struct RefusingQueue {
-    pub inner: Arc<EmbeddedQueue>,
+    pub inner: Arc<dyn BatchQueue>,
     pub seen: Mutex<HashSet<String>>,
     pub refused: Mutex<u32>,
 }
@@ -119,18 +119,16 @@ impl BatchQueue for RefusingQueue {
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub store: Arc<TestStore>,
-    pub work: Arc<EmbeddedQueue>,
-    pub dead_letter: Arc<EmbeddedQueue>,
     pub deps: Deps,
 }
 
 impl Env {
-    pub fn new(config: &LocalConfig) -> Self {
+    pub fn new(config: &RunnerConfig) -> Self {
         Self::with_data(tempfile::tempdir().expect("tempdir"), config)
     }
 
     /// An environment over an existing data directory (sharing one generated dataset across runs).
-    pub fn with_data(dir: tempfile::TempDir, config: &LocalConfig) -> Self {
+    pub fn with_data(dir: tempfile::TempDir, config: &RunnerConfig) -> Self {
         let inner = LocalDirStore::new(dir.path());
         inner.create_bucket(BUCKET).expect("bucket");
         let store = Arc::new(TestStore {
@@ -138,26 +136,15 @@ impl Env {
             puts: Mutex::default(),
             throttled_keys: Mutex::default(),
         });
-        let dead_letter = EmbeddedQueue::new(QueueConfig::new("dlq", config.visibility_timeout));
-        let mut work = QueueConfig::new("work", config.visibility_timeout);
-        work.dead_letter = Some((config.max_receive_count, dead_letter.clone()));
-        let work = EmbeddedQueue::new(work);
-        let deps = Deps {
-            objects: store.clone(),
-            work_queue: work.clone(),
-            finalize_queue: EmbeddedQueue::new(QueueConfig::new(
-                "finalize",
-                config.visibility_timeout,
-            )),
-            jobs: Arc::new(MemoryJobStore::new()),
-        };
-        Self {
-            dir,
-            store,
-            work,
-            dead_letter,
-            deps,
-        }
+        let deps = Deps::embedded(
+            store.clone(),
+            EmbeddedQueues {
+                visibility_timeout: config.visibility_timeout,
+                max_receive_count: config.max_receive_count,
+                backlog_limit: None,
+            },
+        );
+        Self { dir, store, deps }
     }
 
     pub fn path(&self) -> &Path {
@@ -174,17 +161,17 @@ impl Env {
         std::fs::read(self.path().join(BUCKET).join(key)).unwrap_or_else(|e| panic!("{key}: {e}"))
     }
 
-    pub async fn run(&self, spec: &serde_json::Value, config: &LocalConfig) -> RunReport {
+    pub async fn run(&self, spec: &serde_json::Value, config: &RunnerConfig) -> RunReport {
         self.try_run(spec, config).await.expect("the job runs")
     }
 
     pub async fn try_run(
         &self,
         spec: &serde_json::Value,
-        config: &LocalConfig,
+        config: &RunnerConfig,
     ) -> Result<RunReport, dmap_core::PipelineError> {
         let job = JobSpec::parse(spec.to_string().as_bytes())?;
-        local::run(&self.deps, self.dead_letter.clone(), job, config, &|_| {}).await
+        runner::run(&self.deps, job, config, &|_| {}).await
     }
 
     /// manifest.json, result.json and failed.jsonl of a finished run, as bytes.
@@ -227,12 +214,12 @@ pub fn csv_spec(prefix: &str, max_items: u32) -> serde_json::Value {
     })
 }
 
-pub fn fast_config() -> LocalConfig {
-    LocalConfig {
+pub fn fast_config() -> RunnerConfig {
+    RunnerConfig {
         concurrency: 4,
         visibility_timeout: Duration::from_millis(300),
         poll_interval: Duration::from_millis(10),
         receive_wait: Duration::from_millis(10),
-        ..LocalConfig::default()
+        ..RunnerConfig::default()
     }
 }

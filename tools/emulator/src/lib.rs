@@ -8,9 +8,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::Credentials;
 use dmap_core::aws::AwsClients;
+use dmap_core::esm::{EventSourceMapping, Invoke, InvokeError, sqs_event};
+use dmap_core::ports::{BatchQueue, ReceivedMessage};
 
 struct Server {
     endpoint: String,
@@ -136,55 +140,45 @@ pub async fn stack(clients: &AwsClients, visibility_secs: u32) -> dmap_infra::St
         .expect("create the stack's resources")
 }
 
-/// A full set of AWS-backed ports on a fresh [`stack`]: the pipeline's deps and the work queue's dead-letter
-/// queue (a batch is dead-lettered after the template's MaxReceiveCount receives).
-pub async fn aws_deps(
-    clients: &AwsClients,
-    visibility_secs: u32,
-) -> (
-    dmap_core::Deps,
-    std::sync::Arc<dyn dmap_core::ports::BatchQueue>,
-) {
-    use dmap_core::aws::{DynamoJobStore, S3Store, SqsQueue};
-    use std::sync::Arc;
-
+/// A full set of AWS-backed ports on a fresh [`stack`], the work queue's dead-letter queue among them (a
+/// batch is dead-lettered after the template's MaxReceiveCount receives).
+pub async fn aws_deps(clients: &AwsClients, visibility_secs: u32) -> dmap_core::Deps {
     let stack = stack(clients, visibility_secs).await;
-    let queue = |id: &str| {
-        let url = stack.queues[id].url.clone().expect("created queue");
-        Arc::new(SqsQueue::new(clients.sqs.clone(), &url))
+    let url = |id: &str| stack.queues[id].url.clone().expect("created queue");
+    let resources = dmap_core::aws::AwsResources {
+        table: stack.tables["JobsTable"].clone(),
+        counter_shards: 4,
+        work_queue_url: url("WorkQueue"),
+        dead_letter_queue_url: Some(url("WorkDeadLetterQueue")),
+        finalize_queue_url: url("FinalizeQueue"),
+        expected_bucket_owner: None,
+        ttl: Duration::from_secs(86_400),
     };
-    let deps = dmap_core::Deps {
-        objects: Arc::new(S3Store::new(clients.s3.clone(), None)),
-        work_queue: queue("WorkQueue"),
-        finalize_queue: queue("FinalizeQueue"),
-        jobs: Arc::new(DynamoJobStore::new(
-            clients.dynamodb.clone(),
-            stack.tables["JobsTable"].clone(),
-            4,
-            Duration::from_secs(86_400),
-        )),
-    };
-    (deps, queue("WorkDeadLetterQueue"))
+    dmap_core::Deps::aws(clients, &resources)
 }
 
-/// Plays an SQS event source mapping once: every message waiting in the queue, received and deleted (as the
-/// mapping does after a successful invoke), as one SQS event (with no records if the queue was empty).
-pub async fn drain_as_event(
-    queue: &dyn dmap_core::ports::BatchQueue,
-) -> aws_lambda_events::event::sqs::SqsEvent {
-    let mut messages = Vec::new();
-    loop {
-        let got = queue
-            .receive(10, Duration::from_millis(500))
-            .await
-            .expect("receive");
-        if got.is_empty() {
-            break;
-        }
-        for m in &got {
-            queue.delete(&m.receipt_handle).await.expect("delete");
-        }
-        messages.extend(got);
+/// Records every message it is invoked with and fails none: a target that hands the messages to a test.
+#[derive(Default)]
+struct Capture(std::sync::Mutex<Vec<ReceivedMessage>>);
+
+#[async_trait::async_trait]
+impl Invoke for Capture {
+    async fn invoke(&self, messages: &[ReceivedMessage]) -> Result<Vec<String>, InvokeError> {
+        self.0.lock().unwrap().extend_from_slice(messages);
+        Ok(Vec::new())
     }
-    serde_json::from_value(dmap_core::lambda::sqs_event("q", &messages)).expect("an SQS event")
 }
+
+/// Plays an SQS event source mapping until the queue is empty: every message waiting in it, received and
+/// deleted (as the mapping does after a successful invoke), as one SQS event (with no records if the queue
+/// was empty).
+pub async fn drain_as_event(queue: Arc<dyn BatchQueue>) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mapping = EventSourceMapping::new(queue, 10, Duration::from_millis(500));
+    let capture = Capture::default();
+    while mapping.poll_once(&capture).await.expect("poll").received > 0 {}
+    let messages = capture.0.into_inner().unwrap();
+    serde_json::from_value(sqs_event(TEST_QUEUE_ARN, &messages)).expect("an SQS event")
+}
+
+/// The queue ARN test events name (handlers do not read it).
+pub const TEST_QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:q";

@@ -1,0 +1,238 @@
+//! The SQS event source mapping, played by this process: receive up to a batch of messages, invoke a target
+//! with them, delete the ones the target did not list as failures (`batchItemFailures`). A failed invocation
+//! deletes nothing: its messages return after the visibility timeout, and a message received more than the
+//! queue's maximum receive count goes to the dead-letter queue, as on AWS.
+//!
+//! One player serves every place the mapping is played, parameterised by what it invokes: the in-process
+//! runner's worker pool, dead-letter consumer and finalizer ([`EachMessage`] over a handler), `dmap local pump`
+//! (a function behind the Lambda Invoke API), and the tests that hand events to the Lambda handlers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::ports::{BatchQueue, QueueError, ReceivedMessage};
+
+/// What a mapping invokes with the messages of one receive.
+#[async_trait]
+pub trait Invoke: Send + Sync {
+    /// Handles the messages and returns the ids of those to leave for redelivery (the `batchItemFailures`).
+    /// An `Err` is a failed invocation: no message is deleted.
+    async fn invoke(&self, messages: &[ReceivedMessage]) -> Result<Vec<String>, InvokeError>;
+}
+
+/// A failed invocation.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvokeError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl InvokeError {
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(error.into())
+    }
+}
+
+/// Why one poll stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("receiving: {0}")]
+    Receive(#[source] QueueError),
+    /// The invocation failed; its messages were left for redelivery.
+    #[error("invoking: {0}")]
+    Invoke(#[source] InvokeError),
+    #[error("deleting: {0}")]
+    Delete(#[source] QueueError),
+}
+
+/// What one poll did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Polled {
+    pub received: usize,
+    /// Message ids the target left for redelivery.
+    pub failed: Vec<String>,
+}
+
+/// One event source mapping: a queue, the batch size (1–10) and how long an idle receive waits.
+#[derive(Clone)]
+pub struct EventSourceMapping {
+    pub queue: Arc<dyn BatchQueue>,
+    pub batch_size: usize,
+    pub wait: Duration,
+}
+
+impl EventSourceMapping {
+    pub fn new(queue: Arc<dyn BatchQueue>, batch_size: usize, wait: Duration) -> Self {
+        Self {
+            queue,
+            batch_size: batch_size.clamp(1, 10),
+            wait,
+        }
+    }
+
+    /// One receive, one invocation (when anything was received), and the deletes of what succeeded.
+    pub async fn poll_once(&self, target: &dyn Invoke) -> Result<Polled, PollError> {
+        let messages = self
+            .queue
+            .receive(self.batch_size, self.wait)
+            .await
+            .map_err(PollError::Receive)?;
+        if messages.is_empty() {
+            return Ok(Polled::default());
+        }
+        let failed = target.invoke(&messages).await.map_err(PollError::Invoke)?;
+        for message in messages.iter().filter(|m| !failed.contains(&m.message_id)) {
+            self.queue
+                .delete(&message.receipt_handle)
+                .await
+                .map_err(PollError::Delete)?;
+        }
+        Ok(Polled {
+            received: messages.len(),
+            failed,
+        })
+    }
+}
+
+/// What an in-process handler says of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Done: the mapping deletes it.
+    Delete,
+    /// Leave it for redelivery (a `batchItemFailures` entry).
+    Retry,
+}
+
+/// An in-process handler of one message.
+#[async_trait]
+pub trait HandleMessage: Send + Sync {
+    /// `Err` fails the whole invocation (nothing is deleted) and is returned by the poll.
+    async fn handle(&self, message: &ReceivedMessage) -> Result<Ack, InvokeError>;
+}
+
+#[async_trait]
+impl<H: HandleMessage + ?Sized> HandleMessage for Arc<H> {
+    async fn handle(&self, message: &ReceivedMessage) -> Result<Ack, InvokeError> {
+        (**self).handle(message).await
+    }
+}
+
+/// An in-process target: every message of a receive handled at once by `H`, the ones it retries reported as
+/// failures.
+pub struct EachMessage<H>(pub H);
+
+#[async_trait]
+impl<H: HandleMessage> Invoke for EachMessage<H> {
+    async fn invoke(&self, messages: &[ReceivedMessage]) -> Result<Vec<String>, InvokeError> {
+        let acks = futures::future::try_join_all(messages.iter().map(|m| self.0.handle(m))).await?;
+        Ok(messages
+            .iter()
+            .zip(acks)
+            .filter(|(_, ack)| *ack == Ack::Retry)
+            .map(|(m, _)| m.message_id.clone())
+            .collect())
+    }
+}
+
+/// Received messages as the SQS event the event source mapping delivers for them, from the queue with ARN
+/// `queue_arn` (its region is taken from the ARN).
+pub fn sqs_event(queue_arn: &str, messages: &[ReceivedMessage]) -> serde_json::Value {
+    let region = queue_arn.split(':').nth(3).unwrap_or_default();
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "messageId": m.message_id,
+                "receiptHandle": m.receipt_handle,
+                "body": m.body,
+                "attributes": { "ApproximateReceiveCount": m.receive_count.to_string() },
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embedded::{EmbeddedQueue, QueueConfig};
+    use crate::ports::OutgoingMessage;
+
+    struct RetryOdd;
+
+    #[async_trait]
+    impl HandleMessage for RetryOdd {
+        async fn handle(&self, message: &ReceivedMessage) -> Result<Ack, InvokeError> {
+            let n: u32 = message.body.parse().map_err(InvokeError::new)?;
+            Ok(if n % 2 == 1 { Ack::Retry } else { Ack::Delete })
+        }
+    }
+
+    async fn queue_of(bodies: &[&str]) -> Arc<EmbeddedQueue> {
+        let queue = EmbeddedQueue::new(QueueConfig::new("q", Duration::from_millis(50)));
+        let messages: Vec<OutgoingMessage> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| OutgoingMessage {
+                id: format!("m{i}"),
+                body: (*b).to_owned(),
+            })
+            .collect();
+        assert!(queue.send_batch(&messages).await.unwrap().is_empty());
+        queue
+    }
+
+    #[tokio::test]
+    async fn successes_are_deleted_and_failures_come_back() {
+        let queue = queue_of(&["1", "2", "3", "4"]).await;
+        let mapping = EventSourceMapping::new(queue.clone(), 10, Duration::from_millis(10));
+        let polled = mapping.poll_once(&EachMessage(RetryOdd)).await.unwrap();
+        assert_eq!((polled.received, polled.failed.len()), (4, 2));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let again = queue.receive(10, Duration::from_millis(10)).await.unwrap();
+        let mut bodies: Vec<&str> = again.iter().map(|m| m.body.as_str()).collect();
+        bodies.sort_unstable();
+        assert_eq!(bodies, ["1", "3"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_invocation_deletes_nothing() {
+        let queue = queue_of(&["2", "not a number"]).await;
+        let mapping = EventSourceMapping::new(queue.clone(), 10, Duration::from_millis(10));
+        let err = mapping.poll_once(&EachMessage(RetryOdd)).await.unwrap_err();
+        assert!(matches!(err, PollError::Invoke(_)), "{err}");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(
+            queue
+                .receive(10, Duration::from_millis(10))
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn the_event_names_its_queue_and_region() {
+        let event = sqs_event(
+            "arn:aws:sqs:eu-west-1:111122223333:work",
+            &[ReceivedMessage {
+                message_id: "id".into(),
+                receipt_handle: "rh".into(),
+                body: "{}".into(),
+                receive_count: 2,
+            }],
+        );
+        let record = &event["Records"][0];
+        assert_eq!(record["awsRegion"], "eu-west-1");
+        assert_eq!(
+            record["eventSourceARN"],
+            "arn:aws:sqs:eu-west-1:111122223333:work"
+        );
+        assert_eq!(record["attributes"]["ApproximateReceiveCount"], "2");
+    }
+}

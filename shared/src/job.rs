@@ -1,0 +1,306 @@
+//! Turning a job spec into a runnable [`Job`]: parsing, resolving the job id, and the checks that need more
+//! than one field: outputs that the listing could see, and a batch message's envelope that must leave room
+//! for any one item. The per-field rules are [`crate::spec`]'s.
+
+use crate::batching::BatchLimits;
+use crate::layout::OUTPUT_NAMES;
+use crate::spec::{Job, JobSpec, MAX_KEY_BYTES, SpecError, validate_job_id};
+
+impl JobSpec {
+    /// Parses and validates a spec; a missing `job_id` is replaced by a fresh unique one.
+    pub fn parse(json: &[u8]) -> Result<Job, SpecError> {
+        Self::parse_with_id(json, || uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// Like [`JobSpec::parse`], with the id to use when the spec has none (the Lambda coordinator derives it
+    /// from the triggering object so that a duplicated event maps to the same job).
+    pub fn parse_with_id(json: &[u8], make_id: impl FnOnce() -> String) -> Result<Job, SpecError> {
+        let de = &mut serde_json::Deserializer::from_slice(json);
+        let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "(root)".to_owned()
+            } else {
+                path
+            };
+            SpecError::new(&field, e.into_inner().to_string())
+        })?;
+        spec.into_job(make_id)
+    }
+
+    /// Validates this spec and resolves its job id.
+    pub fn into_job(mut self, make_id: impl FnOnce() -> String) -> Result<Job, SpecError> {
+        let job_id = self.job_id.clone().unwrap_or_else(make_id);
+        validate_job_id(&job_id)?;
+        self.job_id = Some(job_id.clone());
+        self.validate_fields()?;
+        self.validate_with_envelope_and_outputs()?;
+        Ok(Job { job_id, spec: self })
+    }
+
+    fn validate_with_envelope_and_outputs(&self) -> Result<(), SpecError> {
+        let max_bytes = self.item_batcher.max_input_bytes_per_batch;
+        self.validate_outputs_outside_input()?;
+        // Every S3 key must fit in a batch on its own, so that the byte limit can never strand an item.
+        let limits = BatchLimits::for_job(self);
+        let needed = limits.envelope_bytes + BatchLimits::MAX_ITEM_JSON_BYTES;
+        if (max_bytes as usize) < needed {
+            return Err(SpecError::new(
+                "item_batcher.max_input_bytes_per_batch",
+                format!(
+                    "{max_bytes} is too small: a batch message for this job needs {} bytes of envelope plus up to {} \
+                     for one item (a {MAX_KEY_BYTES}-byte key); use at least {needed}",
+                    limits.envelope_bytes,
+                    BatchLimits::MAX_ITEM_JSON_BYTES
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Outputs written where the listing can see them would become items of the job that writes them.
+    fn validate_outputs_outside_input(&self) -> Result<(), SpecError> {
+        let reader = &self.item_reader;
+        let writer = &self.result_writer;
+        if reader.bucket != writer.bucket {
+            return Ok(());
+        }
+        let job_id = self.job_id.as_deref().unwrap_or_default();
+        let output_dir = format!("{}{job_id}/", writer.prefix);
+        let prefixes_meet =
+            output_dir.starts_with(&reader.prefix) || reader.prefix.starts_with(&output_dir);
+        let suffix_matches = reader.suffix.as_deref().is_none_or(|suffix| {
+            OUTPUT_NAMES
+                .iter()
+                .any(|name| format!("{output_dir}{name}").ends_with(suffix))
+        });
+        if prefixes_meet && suffix_matches {
+            return Err(SpecError::new(
+                "result_writer.prefix",
+                format!(
+                    "results would be written under s3://{}/{output_dir}, inside the items being listed \
+                     (item_reader.prefix \"{}\"{}); use another prefix or bucket",
+                    writer.bucket,
+                    reader.prefix,
+                    reader
+                        .suffix
+                        .as_deref()
+                        .map(|s| format!(", suffix \"{s}\""))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{ItemBatcher, ItemReaderKind};
+    use serde_json::{Value, json};
+
+    fn base() -> Value {
+        json!({
+            "job_id": "weather-2026",
+            "item_reader": { "kind": "s3_list", "bucket": "data", "prefix": "weather/", "suffix": ".csv" },
+            "item_batcher": { "max_items_per_batch": 100, "max_input_bytes_per_batch": 262144 },
+            "processor": { "kind": "csv_aggregate", "group_by": "STATION", "columns": ["TMAX", "TMIN"] },
+            "tolerated_failure_count": 0,
+            "tolerated_failure_percentage": 0,
+            "result_writer": { "bucket": "data", "prefix": "results/" }
+        })
+    }
+
+    fn refused(spec: Value) -> SpecError {
+        JobSpec::parse(spec.to_string().as_bytes()).expect_err("the spec is refused")
+    }
+
+    #[test]
+    fn the_issue_example_parses_with_its_values() {
+        let job = JobSpec::parse(base().to_string().as_bytes()).expect("valid");
+        assert_eq!(job.job_id, "weather-2026");
+        assert_eq!(job.spec.item_batcher.max_items_per_batch, 100);
+        assert_eq!(job.spec.tolerated_failure_percentage, Some(0.0));
+    }
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let spec = json!({
+            "item_reader": { "bucket": "data" },
+            "processor": { "kind": "count" },
+            "result_writer": { "bucket": "out-bucket" }
+        });
+        let job = JobSpec::parse(spec.to_string().as_bytes()).expect("valid");
+        assert_eq!(job.job_id.len(), 32, "a fresh id is made");
+        assert_eq!(job.spec.job_id.as_deref(), Some(job.job_id.as_str()));
+        let s = &job.spec;
+        assert_eq!(s.item_reader.kind, ItemReaderKind::S3List);
+        assert_eq!(
+            (
+                s.item_reader.prefix.as_str(),
+                s.item_reader.suffix.as_deref()
+            ),
+            ("", None)
+        );
+        assert_eq!(
+            s.item_batcher,
+            ItemBatcher {
+                max_items_per_batch: 100,
+                max_input_bytes_per_batch: 262_144
+            }
+        );
+        assert_eq!(s.result_writer.prefix, "results/");
+        assert_ne!(
+            JobSpec::parse(spec.to_string().as_bytes()).unwrap().job_id,
+            job.job_id
+        );
+    }
+
+    #[test]
+    fn every_refusal_names_the_field() {
+        type Mutation = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Mutation, &str)> = vec![
+            (
+                "unknown top-level field",
+                Box::new(|s| s["colour"] = json!("red")),
+                "colour",
+            ),
+            (
+                "unknown nested field",
+                Box::new(|s| s["item_batcher"]["max_items"] = json!(5)),
+                "item_batcher.max_items",
+            ),
+            (
+                "unknown reader kind",
+                Box::new(|s| s["item_reader"]["kind"] = json!("s3_inventory")),
+                "item_reader.kind",
+            ),
+            (
+                "unknown processor kind",
+                Box::new(|s| s["processor"] = json!({"kind": "sum"})),
+                "processor.kind",
+            ),
+            (
+                "missing bucket",
+                Box::new(|s| {
+                    s["item_reader"].as_object_mut().unwrap().remove("bucket");
+                }),
+                "item_reader",
+            ),
+            (
+                "missing result bucket",
+                Box::new(|s| {
+                    s["result_writer"].as_object_mut().unwrap().remove("bucket");
+                }),
+                "result_writer",
+            ),
+            (
+                "bad bucket",
+                Box::new(|s| s["item_reader"]["bucket"] = json!("Data_Bucket")),
+                "item_reader.bucket",
+            ),
+            (
+                "zero batch",
+                Box::new(|s| s["item_batcher"]["max_items_per_batch"] = json!(0)),
+                "item_batcher.max_items_per_batch",
+            ),
+            (
+                "negative batch",
+                Box::new(|s| s["item_batcher"]["max_items_per_batch"] = json!(-3)),
+                "item_batcher.max_items_per_batch",
+            ),
+            (
+                "tiny byte limit",
+                Box::new(|s| s["item_batcher"]["max_input_bytes_per_batch"] = json!(1000)),
+                "item_batcher.max_input_bytes_per_batch",
+            ),
+            (
+                "huge byte limit",
+                Box::new(|s| s["item_batcher"]["max_input_bytes_per_batch"] = json!(2_000_000)),
+                "item_batcher.max_input_bytes_per_batch",
+            ),
+            (
+                "percentage over 100",
+                Box::new(|s| s["tolerated_failure_percentage"] = json!(101)),
+                "tolerated_failure_percentage",
+            ),
+            (
+                "percentage below 0",
+                Box::new(|s| s["tolerated_failure_percentage"] = json!(-1)),
+                "tolerated_failure_percentage",
+            ),
+            (
+                "negative count",
+                Box::new(|s| s["tolerated_failure_count"] = json!(-1)),
+                "tolerated_failure_count",
+            ),
+            (
+                "bad job id",
+                Box::new(|s| s["job_id"] = json!("has space")),
+                "job_id",
+            ),
+            (
+                "long job id",
+                Box::new(|s| s["job_id"] = json!("x".repeat(65))),
+                "job_id",
+            ),
+            (
+                "empty job id",
+                Box::new(|s| s["job_id"] = json!("")),
+                "job_id",
+            ),
+            (
+                "empty group_by",
+                Box::new(|s| s["processor"]["group_by"] = json!("")),
+                "processor.group_by",
+            ),
+            (
+                "duplicate column",
+                Box::new(|s| s["processor"]["columns"] = json!(["TMAX", "TMAX"])),
+                "processor.columns[1]",
+            ),
+            (
+                "empty suffix",
+                Box::new(|s| s["item_reader"]["suffix"] = json!("")),
+                "item_reader.suffix",
+            ),
+            (
+                "prefix without slash",
+                Box::new(|s| s["result_writer"]["prefix"] = json!("out")),
+                "result_writer.prefix",
+            ),
+            (
+                "results inside the input",
+                Box::new(|s| {
+                    s["item_reader"]["prefix"] = json!("");
+                    s["item_reader"]["suffix"] = json!(".json");
+                }),
+                "result_writer.prefix",
+            ),
+            (
+                "not JSON",
+                Box::new(|s| *s = json!("just a string")),
+                "(root)",
+            ),
+        ];
+        for (what, mutate, field) in cases {
+            let mut spec = base();
+            mutate(&mut spec);
+            let err = refused(spec);
+            assert_eq!(err.field, field, "{what}: {err}");
+            assert!(err.to_string().contains(field), "{what}: {err}");
+        }
+    }
+
+    #[test]
+    fn results_beside_the_input_are_allowed() {
+        let mut spec = base();
+        spec["item_reader"]["prefix"] = json!("");
+        JobSpec::parse(spec.to_string().as_bytes())
+            .expect("a .csv suffix keeps outputs out of the listing");
+        spec["result_writer"]["bucket"] = json!("other-bucket");
+        spec["item_reader"]["suffix"] = json!(".json");
+        JobSpec::parse(spec.to_string().as_bytes()).expect("another bucket is always fine");
+    }
+}

@@ -1,0 +1,121 @@
+//! What a job produced: its statuses, its item and batch counts, the manifest, the failed items, and the
+//! batch parts the finalizer merges. The shapes of the files a job writes; where they live is [`crate::layout`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::processor::Aggregate;
+use crate::spec::ProcessorSpec;
+
+/// Where a job is in its life. The one table of status names: [`Self::as_str`] and [`Self::parse`] both read
+/// [`Self::ALL`], and serde writes the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    Running,
+    Finalizing,
+    Succeeded,
+    Failed,
+}
+
+impl JobStatus {
+    pub const ALL: [(Self, &'static str); 4] = [
+        (Self::Running, "RUNNING"),
+        (Self::Finalizing, "FINALIZING"),
+        (Self::Succeeded, "SUCCEEDED"),
+        (Self::Failed, "FAILED"),
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(status, _)| *status == self)
+            .map(|(_, name)| *name)
+            .expect("every status is in the table")
+    }
+
+    /// The status named `name` (as [`Self::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(status, _)| *status)
+    }
+}
+
+impl From<TerminalStatus> for JobStatus {
+    fn from(s: TerminalStatus) -> Self {
+        match s {
+            TerminalStatus::Succeeded => Self::Succeeded,
+            TerminalStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+/// The terminal outcome of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TerminalStatus {
+    Succeeded,
+    Failed,
+}
+
+impl TerminalStatus {
+    pub fn as_str(self) -> &'static str {
+        JobStatus::from(self).as_str()
+    }
+}
+
+/// Item counts of a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemCounts {
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+/// Batch counts of a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchCounts {
+    pub total: u64,
+}
+
+/// `manifest.json`: written last, after `result.json` and `failed.jsonl`, so its presence means the outputs are
+/// complete. Deterministic (no timestamps): a fault-free run and a run under faults write the same bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub job_id: String,
+    pub status: TerminalStatus,
+    pub items: ItemCounts,
+    pub batches: BatchCounts,
+    /// Key of `result.json` (in the result bucket).
+    pub result: String,
+    /// Key of `failed.jsonl` (in the result bucket).
+    pub failures: String,
+    pub bucket: String,
+    pub processor: ProcessorSpec,
+    pub tolerated_failure_count: Option<u64>,
+    pub tolerated_failure_percentage: Option<f64>,
+}
+
+/// One line of `failed.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedItem {
+    pub key: String,
+    pub error: String,
+}
+
+/// A batch's partial result: written by the worker (or the dead-letter handler) before the batch is recorded,
+/// read by the finalizer. Numbers are exact decimal strings, so merging parts loses nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPart {
+    pub job_id: String,
+    pub seq: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub result: Aggregate,
+    pub failures: Vec<FailedItem>,
+}

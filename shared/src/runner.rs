@@ -1,0 +1,547 @@
+//! Runs a whole job in one process: the coordinator, and the event source mappings the template defines,
+//! played by [`crate::esm`] over in-process handlers: `concurrency` mappings of the work queue onto the worker
+//! (receive up to N messages per invocation, delete what succeeded, leave the rest to the visibility
+//! timeout), one of the dead-letter queue onto the dead-letter handler, one of the finalize queue onto the
+//! finalizer. The same runner drives `dmap run` on the embedded backends and on AWS.
+//!
+//! Fault injection ([`Chaos`]) is a wrapper around the worker's delivery: for a delivered message, a duplicate
+//! delivery, a crash before the acknowledgement, or a crash after processing but before the batch is recorded.
+//! Faults are a pure function of (seed, batch, receive count), so a seed replays the same faults. A crash is
+//! never injected on a message's last allowed receive: chaos alone never dead-letters a batch, so a run under
+//! chaos must give exactly the outputs of a fault-free run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::Deps;
+use crate::coordinator::{Rerun, run_listing, start_or_resume};
+use crate::dead_letter::{self, DeadLetterOutcome};
+use crate::error::PipelineError;
+use crate::esm::{Ack, EachMessage, EventSourceMapping, HandleMessage, InvokeError, PollError};
+use crate::finalizer::finalize;
+use crate::message::{BatchMessage, FinalizeMessage};
+use crate::outcome::Manifest;
+use crate::ports::{BatchQueue, Progress, ReceivedMessage, require_job};
+use crate::spec::Job;
+use crate::worker::{self, WorkerConfig};
+
+/// How the runner plays the event source mappings.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Worker invocations at once (the event source mapping's MaximumConcurrency).
+    pub concurrency: usize,
+    /// Messages per worker invocation (the event source mapping's BatchSize, at most 10).
+    pub receive_batch_size: usize,
+    /// The work queue's visibility timeout; a worker still busy extends it every half period.
+    pub visibility_timeout: Duration,
+    /// The work queue's maximum receive count before a message is dead-lettered.
+    pub max_receive_count: u32,
+    pub worker: WorkerConfig,
+    pub chaos: Option<Chaos>,
+    /// How often progress is reported (and stop is noticed).
+    pub poll_interval: Duration,
+    /// How long an idle receive waits. Against SQS make it a long poll (whole seconds): shorter waits are
+    /// short polls, each a billed request.
+    pub receive_wait: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            receive_batch_size: 10,
+            visibility_timeout: Duration::from_secs(2),
+            max_receive_count: 5,
+            worker: WorkerConfig::default(),
+            chaos: None,
+            poll_interval: Duration::from_millis(50),
+            receive_wait: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Fault injection: with probability `rate`, one fault per delivered work-queue message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Chaos {
+    pub rate: f64,
+    pub seed: u64,
+}
+
+/// A fault injected into one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The message is handled twice, concurrently, as two consumers receiving the same message would.
+    Duplicate,
+    /// The worker processes and records the batch, then dies before deleting the message.
+    CrashBeforeAck,
+    /// The worker writes the batch's part, then dies before recording it.
+    CrashBeforeRecord,
+}
+
+impl Chaos {
+    /// The fault for one delivery: a pure function of seed, batch and receive count.
+    pub fn fault_for(&self, seq: u64, receive_count: u32, max_receive_count: u32) -> Option<Fault> {
+        let mix =
+            self.seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (u64::from(receive_count) << 48);
+        let mut rng = StdRng::seed_from_u64(mix);
+        if rng.random::<f64>() >= self.rate {
+            return None;
+        }
+        let fault = match rng.random_range(0..3) {
+            0 => Fault::Duplicate,
+            1 => Fault::CrashBeforeAck,
+            _ => Fault::CrashBeforeRecord,
+        };
+        let last_receive = receive_count >= max_receive_count;
+        Some(if last_receive {
+            Fault::Duplicate
+        } else {
+            fault
+        })
+    }
+}
+
+/// Faults injected and dead letters handled during a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub deliveries: u64,
+    pub duplicates: u64,
+    pub crashes_before_ack: u64,
+    pub crashes_before_record: u64,
+    pub dead_lettered_batches: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    deliveries: AtomicU64,
+    duplicates: AtomicU64,
+    crashes_before_ack: AtomicU64,
+    crashes_before_record: AtomicU64,
+    dead_lettered_batches: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> RunStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RunStats {
+            deliveries: get(&self.deliveries),
+            duplicates: get(&self.duplicates),
+            crashes_before_ack: get(&self.crashes_before_ack),
+            crashes_before_record: get(&self.crashes_before_record),
+            dead_lettered_batches: get(&self.dead_lettered_batches),
+        }
+    }
+}
+
+/// The outcome of a local run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunReport {
+    pub manifest: Manifest,
+    pub elapsed: Duration,
+    pub stats: RunStats,
+}
+
+/// Runs `job` to its end. Refuses (before writing anything) a job whose buckets are missing or whose results
+/// already exist. `deps` must hold the work queue's dead-letter queue: the runner consumes it.
+pub async fn run(
+    deps: &Deps,
+    job: Job,
+    config: &RunnerConfig,
+    on_progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<RunReport, PipelineError> {
+    let started = Instant::now();
+    let dead_letter = deps.dead_letter.clone().ok_or_else(|| {
+        PipelineError::Refused("the runner needs the work queue's dead-letter queue".into())
+    })?;
+    let job_id = job.job_id.clone();
+    start_or_resume(deps, job, Rerun::RefuseIfOutputsExist).await?;
+
+    let (stop_tx, stop) = watch::channel(false);
+    let counters = Arc::new(Counters::default());
+    let pool = Arc::new(Pool {
+        deps: deps.clone(),
+        config: config.clone(),
+        counters: counters.clone(),
+        stop,
+    });
+    let coordinator = tokio::spawn(coordinate(deps.clone(), job_id.clone()));
+    let delivery = WorkerDelivery {
+        deps: deps.clone(),
+        config: config.worker,
+        visibility_timeout: config.visibility_timeout,
+    };
+    let work: Arc<dyn HandleMessage> = match config.chaos {
+        None => Arc::new(delivery),
+        Some(chaos) => Arc::new(ChaosDelivery {
+            inner: delivery,
+            chaos,
+            max_receive_count: config.max_receive_count,
+            counters: counters.clone(),
+        }),
+    };
+    let work_mapping = EventSourceMapping::new(
+        deps.work_queue.clone(),
+        config.receive_batch_size,
+        config.receive_wait,
+    );
+    let mut consumers: Vec<JoinHandle<Result<(), PipelineError>>> = (0..config.concurrency.max(1))
+        .map(|_| {
+            tokio::spawn(pool.clone().play(
+                work_mapping.clone(),
+                EachMessage(work.clone()),
+                MappingKind::Work,
+            ))
+        })
+        .collect();
+    consumers.push(tokio::spawn(pool.clone().play(
+        EventSourceMapping::new(dead_letter.clone(), 10, config.receive_wait),
+        EachMessage(Arc::new(DeadLetterDelivery {
+            deps: deps.clone(),
+            counters: counters.clone(),
+        }) as Arc<dyn HandleMessage>),
+        MappingKind::Other,
+    )));
+    consumers.push(tokio::spawn(pool.clone().play(
+        EventSourceMapping::new(deps.finalize_queue.clone(), 1, config.receive_wait),
+        EachMessage(Arc::new(FinalizeDelivery { deps: deps.clone() }) as Arc<dyn HandleMessage>),
+        MappingKind::Other,
+    )));
+
+    let outcome = pool
+        .watch(&job_id, &dead_letter, &coordinator, &consumers, on_progress)
+        .await;
+    let _ = stop_tx.send(true);
+    for task in consumers {
+        task.await??;
+    }
+    coordinator.await??;
+    outcome?;
+    let manifest = finalize(deps, &job_id).await?.manifest;
+    Ok(RunReport {
+        manifest,
+        elapsed: started.elapsed(),
+        stats: counters.snapshot(),
+    })
+}
+
+/// Runs the listing to its end, resuming from the stored checkpoint after a transient error.
+async fn coordinate(deps: Deps, job_id: String) -> Result<(), PipelineError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let record = require_job(deps.jobs.as_ref(), &job_id).await?;
+        match run_listing(&deps, &record, &|| true).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() && delay < Duration::from_secs(10) => {
+                tracing::warn!(job_id, error = %e, "coordinator failed; resuming from its checkpoint");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The runner's shared state: what every mapping it plays reads.
+struct Pool {
+    deps: Deps,
+    config: RunnerConfig,
+    counters: Arc<Counters>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Which mapping a loop plays (the work queue's deliveries are counted).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MappingKind {
+    Work,
+    Other,
+}
+
+impl Pool {
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Plays one event source mapping until the run stops. A failed receive or a handler's permanent error
+    /// ends the run (it is returned when the task is joined); a failed delete only means one more delivery,
+    /// which every handler absorbs.
+    async fn play(
+        self: Arc<Self>,
+        mapping: EventSourceMapping,
+        target: EachMessage<Arc<dyn HandleMessage>>,
+        kind: MappingKind,
+    ) -> Result<(), PipelineError> {
+        while !self.stopped() {
+            match mapping.poll_once(&target).await {
+                Ok(polled) => {
+                    if kind == MappingKind::Work {
+                        self.counters
+                            .deliveries
+                            .fetch_add(polled.received as u64, Ordering::Relaxed);
+                    }
+                }
+                Err(PollError::Delete(e)) => tracing::warn!(error = %e, "delete failed"),
+                Err(PollError::Receive(e)) => return Err(e.into()),
+                Err(PollError::Invoke(e)) => return Err(into_pipeline_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports progress until the job is terminal; fails if a task failed or the job is stuck.
+    async fn watch(
+        &self,
+        job_id: &str,
+        dead_letter: &Arc<dyn BatchQueue>,
+        coordinator: &JoinHandle<Result<(), PipelineError>>,
+        consumers: &[JoinHandle<Result<(), PipelineError>>],
+        on_progress: &(dyn Fn(&Progress) + Sync),
+    ) -> Result<(), PipelineError> {
+        let stuck_after = (self.config.visibility_timeout * 3).max(Duration::from_secs(3));
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            // Read before the progress: a coordinator that finished before the read and left no listing totals
+            // failed (its error is returned when it is joined).
+            let coordinator_done = coordinator.is_finished();
+            let progress = self.deps.jobs.progress(job_id).await?;
+            on_progress(&progress);
+            if progress.status.is_terminal() {
+                return Ok(());
+            }
+            if consumers.iter().any(JoinHandle::is_finished)
+                || (coordinator_done && progress.listing.is_none())
+            {
+                return Ok(()); // the failed task's error is returned when it is joined
+            }
+            let idle = coordinator_done && self.queues_empty(dead_letter).await?;
+            idle_since = if idle {
+                idle_since.or(Some(Instant::now()))
+            } else {
+                None
+            };
+            if let Some(since) = idle_since
+                && since.elapsed() > stuck_after
+            {
+                return Err(PipelineError::Inconsistent {
+                    job_id: job_id.to_owned(),
+                    message: format!(
+                        "stuck in {} with every queue empty ({} of {:?} batches recorded)",
+                        progress.status.as_str(),
+                        progress.batches_done,
+                        progress.listing.map(|l| l.batches)
+                    ),
+                });
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+    }
+
+    async fn queues_empty(&self, dead_letter: &Arc<dyn BatchQueue>) -> Result<bool, PipelineError> {
+        Ok(self.deps.work_queue.depth().await?.is_empty()
+            && dead_letter.depth().await?.is_empty()
+            && self.deps.finalize_queue.depth().await?.is_empty())
+    }
+}
+
+/// A handler's permanent error, carried through the mapping's [`InvokeError`], back as the pipeline error it
+/// was.
+fn into_pipeline_error(e: InvokeError) -> PipelineError {
+    match e.0.downcast::<PipelineError>() {
+        Ok(e) => *e,
+        Err(other) => PipelineError::MalformedMessage(other.to_string()),
+    }
+}
+
+/// The worker, as the work queue's mapping invokes it in this process: one message = one batch. The runner's
+/// visibility timeouts are short, so a busy worker extends its message's visibility every half timeout.
+struct WorkerDelivery {
+    deps: Deps,
+    config: WorkerConfig,
+    visibility_timeout: Duration,
+}
+
+/// How far a delivery gets (the chaos wrapper stops some short).
+#[derive(Clone, Copy)]
+enum Steps {
+    /// Process, record, and acknowledge when that succeeded.
+    All,
+    /// Process and record, then die before the acknowledgement.
+    CrashBeforeAck,
+    /// Process and write the part, then die before recording it.
+    CrashBeforeRecord,
+}
+
+impl WorkerDelivery {
+    async fn deliver(
+        &self,
+        received: &ReceivedMessage,
+        message: &BatchMessage,
+        steps: Steps,
+    ) -> Ack {
+        let (deps, config) = (&self.deps, self.config);
+        let succeeded = match steps {
+            Steps::CrashBeforeRecord => {
+                let _ = self
+                    .with_heartbeat(received, worker::process(deps, config, message))
+                    .await;
+                false
+            }
+            Steps::All | Steps::CrashBeforeAck => {
+                let handled = self
+                    .with_heartbeat(received, worker::handle(deps, config, message))
+                    .await;
+                handled.is_ok() && matches!(steps, Steps::All)
+            }
+        };
+        if succeeded { Ack::Delete } else { Ack::Retry }
+    }
+
+    /// Runs `work`, extending the message's visibility every half timeout while it is busy.
+    async fn with_heartbeat<T>(
+        &self,
+        received: &ReceivedMessage,
+        work: impl Future<Output = T>,
+    ) -> T {
+        let timeout = self.visibility_timeout;
+        let period = timeout / 2;
+        let mut beats = tokio::time::interval_at(Instant::now() + period, period);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = beats.tick() => {
+                    // Failing to extend only risks a duplicate delivery, which the record absorbs.
+                    if let Err(e) = self.deps.work_queue.change_visibility(&received.receipt_handle, timeout).await {
+                        tracing::debug!(error = %e, "could not extend visibility");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Parses a work message; an unreadable one is left undeleted, so the queue dead-letters it in the end.
+fn parse_work_message(received: &ReceivedMessage) -> Option<BatchMessage> {
+    worker::parse_message(&received.body)
+        .inspect_err(|e| {
+            tracing::error!(message_id = %received.message_id, error = %e, "unreadable work message");
+        })
+        .ok()
+}
+
+#[async_trait]
+impl HandleMessage for WorkerDelivery {
+    async fn handle(&self, received: &ReceivedMessage) -> Result<Ack, InvokeError> {
+        Ok(match parse_work_message(received) {
+            Some(message) => self.deliver(received, &message, Steps::All).await,
+            None => Ack::Retry,
+        })
+    }
+}
+
+/// Fault injection around the worker's delivery: what [`Chaos`] picks for a delivery happens to it.
+struct ChaosDelivery {
+    inner: WorkerDelivery,
+    chaos: Chaos,
+    max_receive_count: u32,
+    counters: Arc<Counters>,
+}
+
+#[async_trait]
+impl HandleMessage for ChaosDelivery {
+    async fn handle(&self, received: &ReceivedMessage) -> Result<Ack, InvokeError> {
+        let Some(message) = parse_work_message(received) else {
+            return Ok(Ack::Retry);
+        };
+        let fault =
+            self.chaos
+                .fault_for(message.seq, received.receive_count, self.max_receive_count);
+        let count = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
+        let inner = &self.inner;
+        Ok(match fault {
+            None => inner.deliver(received, &message, Steps::All).await,
+            Some(Fault::Duplicate) => {
+                count(&self.counters.duplicates);
+                let (a, b) = tokio::join!(
+                    inner.deliver(received, &message, Steps::All),
+                    inner.deliver(received, &message, Steps::All)
+                );
+                if a == Ack::Delete && b == Ack::Delete {
+                    Ack::Delete
+                } else {
+                    Ack::Retry
+                }
+            }
+            Some(Fault::CrashBeforeAck) => {
+                count(&self.counters.crashes_before_ack);
+                inner
+                    .deliver(received, &message, Steps::CrashBeforeAck)
+                    .await
+            }
+            Some(Fault::CrashBeforeRecord) => {
+                count(&self.counters.crashes_before_record);
+                inner
+                    .deliver(received, &message, Steps::CrashBeforeRecord)
+                    .await
+            }
+        })
+    }
+}
+
+/// The dead-letter handler (the finalizer function's second trigger on AWS).
+struct DeadLetterDelivery {
+    deps: Deps,
+    counters: Arc<Counters>,
+}
+
+#[async_trait]
+impl HandleMessage for DeadLetterDelivery {
+    async fn handle(&self, message: &ReceivedMessage) -> Result<Ack, InvokeError> {
+        match dead_letter::handle(&self.deps, &message.body).await {
+            Ok(outcome) => {
+                if let DeadLetterOutcome::Orphaned(why) = &outcome {
+                    tracing::error!(message_id = %message.message_id, why, "dropping dead letter");
+                }
+                if matches!(outcome, DeadLetterOutcome::RecordedFailed { .. }) {
+                    self.counters
+                        .dead_lettered_batches
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Ack::Delete)
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "dead letter not handled; will retry");
+                Ok(Ack::Retry)
+            }
+            Err(e) => Err(InvokeError::new(e)),
+        }
+    }
+}
+
+/// The finalizer, on the finalize queue's triggers.
+struct FinalizeDelivery {
+    deps: Deps,
+}
+
+#[async_trait]
+impl HandleMessage for FinalizeDelivery {
+    async fn handle(&self, message: &ReceivedMessage) -> Result<Ack, InvokeError> {
+        let trigger = FinalizeMessage::from_body(&message.body)
+            .map_err(|e| InvokeError::new(PipelineError::MalformedMessage(e.to_string())))?;
+        match finalize(&self.deps, &trigger.job_id).await {
+            Ok(_) => Ok(Ack::Delete),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(job_id = %trigger.job_id, error = %e, "finalizer failed; will retry");
+                Ok(Ack::Retry)
+            }
+            Err(e) => Err(InvokeError::new(e)),
+        }
+    }
+}

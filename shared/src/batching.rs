@@ -5,6 +5,7 @@
 //! what lets a resumed coordinator re-send exactly the batches it may have lost.
 
 use crate::message::BatchMessage;
+use crate::ports::Cut;
 use crate::spec::{Job, JobSpec, MAX_KEY_BYTES};
 
 /// The byte and item limits of one batch message.
@@ -61,6 +62,8 @@ pub struct Batcher {
     next_seq: u64,
     items: Vec<String>,
     bytes: usize,
+    /// A batch that ends early, at a key (a cut made at a hand-over, replayed).
+    cut: Option<Cut>,
 }
 
 fn json_len(key: &str) -> usize {
@@ -74,7 +77,19 @@ impl Batcher {
             next_seq: first_seq,
             items: Vec::new(),
             bytes: limits.envelope_bytes,
+            cut: None,
         }
+    }
+
+    /// Ends batch `cut.seq` with the key `cut.last_key`, wherever the limits would have ended it: how a
+    /// listing replayed after a crash cuts again a batch that an earlier run cut at a hand-over.
+    pub fn cut_after(&mut self, cut: Cut) {
+        self.cut = Some(cut);
+    }
+
+    /// No partial batch is pending.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
     }
 
     /// The sequence number the next emitted batch will get.
@@ -97,8 +112,15 @@ impl Batcher {
             });
         }
         self.bytes += usize::from(!self.items.is_empty()) + len;
+        let cut_here = self
+            .cut
+            .as_ref()
+            .is_some_and(|c| c.seq == self.next_seq && c.last_key == key);
         self.items.push(key);
-        if self.items.len() >= self.limits.max_items {
+        if cut_here {
+            self.cut = None;
+        }
+        if cut_here || self.items.len() >= self.limits.max_items {
             out.push(self.take());
         }
         Ok(())

@@ -14,8 +14,8 @@ use crate::error::PipelineError;
 use crate::layout::OutputLocation;
 use crate::message::BatchMessage;
 use crate::ports::{
-    Checkpoint, CreateOutcome, JobRecord, ListPage, ListingTotals, OutgoingMessage, StoreError,
-    send_all_with_retry,
+    Checkpoint, CreateOutcome, Cut, JobRecord, ListPage, ListingTotals, OutgoingMessage,
+    StoreError, send_all_with_retry,
 };
 use crate::spec::Job;
 
@@ -136,9 +136,14 @@ pub async fn run_listing(
             .await
     };
     let mut checkpoint = record.checkpoint.clone();
+    let mut saved = checkpoint.clone();
     let mut batcher = Batcher::new(BatchLimits::for_job(&job.spec), checkpoint.next_seq);
+    if let Some(cut) = checkpoint.cut.clone() {
+        batcher.cut_after(cut);
+    }
     let mut page: ListPage = list(checkpoint.start_after.clone(), None).await?;
     loop {
+        let last_listed = page.objects.last().map(|o| o.key.clone());
         let mut batches = Vec::new();
         for object in page.objects {
             if reader
@@ -157,19 +162,32 @@ pub async fn run_listing(
         let (next, sent) = tokio::join!(next, send_batches(deps, job, &batches));
         sent?;
         if let Some(last) = batches.last() {
-            checkpoint = Checkpoint {
-                start_after: last.items.last().cloned(),
-                next_seq: last.seq + 1,
-                items_sent: checkpoint.items_sent
-                    + batches.iter().map(|b| b.items.len() as u64).sum::<u64>(),
-            };
+            checkpoint.start_after = last.items.last().cloned();
+            checkpoint.next_seq = last.seq + 1;
+            checkpoint.items_sent += batches.iter().map(|b| b.items.len() as u64).sum::<u64>();
+            // A replayed cut is spent once its batch is sent.
+            checkpoint.cut = checkpoint.cut.take().filter(|c| c.seq > last.seq);
+        }
+        // With nothing pending, the whole page is done: the position moves past it even when it held no
+        // item (a sparse suffix), so a resumed listing does not list it again.
+        if batcher.is_empty() {
+            checkpoint.start_after = last_listed.clone().or(checkpoint.start_after);
+        }
+        if checkpoint != saved {
             deps.jobs.save_checkpoint(job_id, &checkpoint).await?;
+            saved = checkpoint.clone();
         }
         match next {
             None => break,
             Some(next) => page = next?,
         }
         if !keep_going() {
+            cut_at_hand_over(deps, job, &mut batcher, &mut checkpoint).await?;
+            // The page just listed is wholly sent: the next hop starts after it.
+            checkpoint.start_after = last_listed.or(checkpoint.start_after);
+            if checkpoint != saved {
+                deps.jobs.save_checkpoint(job_id, &checkpoint).await?;
+            }
             tracing::info!(job_id, next_seq = checkpoint.next_seq, "listing paused");
             return Ok(ListingOutcome::Paused(checkpoint));
         }
@@ -187,6 +205,33 @@ pub async fn run_listing(
     );
     let completion = complete_if_done(deps, job_id, false).await?;
     Ok(ListingOutcome::Complete { totals, completion })
+}
+
+/// Before a hand-over, the partial batch is cut into a batch of its own and sent, so that the next hop starts
+/// after the page this one listed last: a listing whose suffix matches few keys still advances every hop
+/// (otherwise every hop would list the same pages again). The cut is saved before the batch is sent: a
+/// listing replayed from the saved checkpoint after a crash cuts the same batch at the same key.
+async fn cut_at_hand_over(
+    deps: &Deps,
+    job: &Job,
+    batcher: &mut Batcher,
+    checkpoint: &mut Checkpoint,
+) -> Result<(), PipelineError> {
+    let Some(partial) = batcher.flush() else {
+        return Ok(());
+    };
+    let last_key = partial.items.last().cloned().expect("a batch has items");
+    checkpoint.cut = Some(Cut {
+        seq: partial.seq,
+        last_key: last_key.clone(),
+    });
+    deps.jobs.save_checkpoint(&job.job_id, checkpoint).await?;
+    send_batches(deps, job, std::slice::from_ref(&partial)).await?;
+    checkpoint.cut = None;
+    checkpoint.next_seq = partial.seq + 1;
+    checkpoint.items_sent += partial.items.len() as u64;
+    checkpoint.start_after = Some(last_key);
+    Ok(())
 }
 
 async fn send_batches(deps: &Deps, job: &Job, batches: &[Batch]) -> Result<(), PipelineError> {

@@ -10,7 +10,7 @@ use crate::Deps;
 use crate::completion::final_status;
 use crate::error::PipelineError;
 use crate::layout::OutputLocation;
-use crate::outcome::{BatchCounts, BatchPart, ItemCounts, Manifest};
+use crate::outcome::{BatchCounts, BatchPart, ItemCounts, Manifest, TerminalStatus};
 use std::sync::Arc;
 
 use crate::ports::{BatchRecord, JobRecord, JobStatus, ObjectStore, read_all, require_job};
@@ -50,7 +50,15 @@ pub async fn finalize(deps: &Deps, job_id: &str) -> Result<Finalized, PipelineEr
             })
         }
         JobStatus::Finalizing => {
-            let manifest = write_outputs(deps, &record, &out).await?;
+            let manifest = match write_outputs(deps, &record, &out).await {
+                Ok(manifest) => manifest,
+                Err(e) if e.is_transient() => return Err(e),
+                // Retrying cannot help: the job must still end, FAILED, with the reason where users look.
+                Err(e) => {
+                    tracing::error!(job_id, error = %e, "finalizing failed for good; the job FAILS");
+                    write_failure(deps, &record, &out, &e).await?
+                }
+            };
             deps.jobs.finish(job_id, manifest.status).await?;
             tracing::info!(job_id, status = manifest.status.as_str(), "job finished");
             Ok(Finalized {
@@ -141,6 +149,7 @@ async fn write_outputs(
         processor: job.spec.processor.clone(),
         tolerated_failure_count: job.spec.tolerated_failure_count,
         tolerated_failure_percentage: job.spec.tolerated_failure_percentage,
+        error: None,
     };
     let mut result_json = serde_json::to_vec_pretty(&result.to_result_json()).expect("serializes");
     result_json.push(b'\n');
@@ -155,6 +164,42 @@ async fn write_outputs(
         .await?;
     objects
         .put(&out.bucket, &out.manifest_key(), manifest_json)
+        .await?;
+    Ok(manifest)
+}
+
+/// The manifest of a job whose finalizing failed for good: FAILED, the counters as recorded, the reason.
+async fn write_failure(
+    deps: &Deps,
+    record: &JobRecord,
+    out: &OutputLocation,
+    error: &PipelineError,
+) -> Result<Manifest, PipelineError> {
+    let job = &record.job;
+    let progress = deps.jobs.progress(&job.job_id).await?;
+    let manifest = Manifest {
+        job_id: job.job_id.clone(),
+        status: TerminalStatus::Failed,
+        items: ItemCounts {
+            total: progress.succeeded + progress.failed,
+            succeeded: progress.succeeded,
+            failed: progress.failed,
+        },
+        batches: BatchCounts {
+            total: record.listing.map_or(progress.batches_done, |l| l.batches),
+        },
+        result: out.result_key(),
+        failures: out.failures_key(),
+        bucket: out.bucket.clone(),
+        processor: job.spec.processor.clone(),
+        tolerated_failure_count: job.spec.tolerated_failure_count,
+        tolerated_failure_percentage: job.spec.tolerated_failure_percentage,
+        error: Some(error.to_string()),
+    };
+    let mut body = serde_json::to_vec_pretty(&manifest).expect("serializes");
+    body.push(b'\n');
+    deps.objects
+        .put(&out.bucket, &out.manifest_key(), body)
         .await?;
     Ok(manifest)
 }

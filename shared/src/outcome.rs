@@ -99,6 +99,11 @@ pub struct Manifest {
     pub processor: ProcessorSpec,
     pub tolerated_failure_count: Option<u64>,
     pub tolerated_failure_percentage: Option<f64>,
+    /// Why the job FAILED without outputs: finalizing it failed for good (a result that overflows, parts that
+    /// disagree with their records). `result.json` and `failed.jsonl` are then not written; `items` are the
+    /// job's counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One line of `failed.jsonl`.

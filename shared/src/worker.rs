@@ -82,7 +82,16 @@ pub async fn process(
     let mut failures = Vec::new();
     for (key, outcome) in message.items.iter().zip(outcomes) {
         match outcome {
-            ItemOutcome::Done(partial) => result.merge(partial)?,
+            // An item whose result cannot be added to the batch's (a sum that overflows) fails alone: the
+            // merge is all or nothing, and retrying the batch would overflow again.
+            ItemOutcome::Done(partial) => {
+                if let Err(e) = result.merge(partial) {
+                    failures.push(FailedItem {
+                        key: key.clone(),
+                        error: format!("\"{key}\": {e}"),
+                    });
+                }
+            }
             ItemOutcome::Failed(error) => failures.push(FailedItem {
                 key: key.clone(),
                 error,

@@ -453,10 +453,11 @@ async fn a_paused_resumed_and_repeated_listing_counts_every_item_once() {
         panic!("expected a pause, got {first:?}")
     };
     assert_eq!(
-        checkpoint.next_seq, 33,
-        "1,000 keys make 33 full batches; the 34th waits for the next page"
+        checkpoint.next_seq, 34,
+        "1,000 keys make 33 full batches; at the pause the last 10 are cut into a 34th, so the next hop \
+         starts after the page"
     );
-    assert_eq!(checkpoint.items_sent, 990);
+    assert_eq!(checkpoint.items_sent, 1000);
     // A duplicate invocation that never saw the checkpoint re-sends the same first page, then pauses.
     let repeated = run_listing(&env.deps, &initial, &|| false).await.unwrap();
     assert_eq!(repeated, ListingOutcome::Paused(checkpoint));
@@ -475,7 +476,7 @@ async fn a_paused_resumed_and_repeated_listing_counts_every_item_once() {
     assert_eq!((totals.batches, totals.items), (84, 2500));
 
     let handled = drain(&env).await;
-    assert_eq!(handled, 84 + 33, "the repeated first page was sent twice");
+    assert_eq!(handled, 84 + 34, "the repeated first page was sent twice");
     let finished = finalize(&env.deps, &initial.job.job_id).await.unwrap();
     assert!(
         !finished.wrote,

@@ -2,7 +2,7 @@
 //!
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
-//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `listing_batches`, `listing_items`, `counter_shards` |
+//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `listing_batches`, `listing_items`, `counter_shards` |
 //! | counter shard | `JOB#<job_id>#S<shard>` | `COUNT` | `batches`, `succeeded`, `failed` |
 //! | batch marker | `JOB#<job_id>#S<shard>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `part_key` |
 //!
@@ -23,7 +23,7 @@ use super::resources::TTL_ATTRIBUTE;
 use super::{boxed, error_code, is_throttling};
 use crate::outcome::TerminalStatus;
 use crate::ports::{
-    BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStatus, JobStore, JobStoreError,
+    BatchRecord, Checkpoint, CreateOutcome, Cut, JobRecord, JobStatus, JobStore, JobStoreError,
     ListingTotals, Progress, RecordOutcome,
 };
 
@@ -149,6 +149,14 @@ fn record_from_item(job_id: &str, item: &Item) -> Result<(JobRecord, Option<u64>
             start_after: get_s(item, "cp_start_after").map(str::to_owned),
             next_seq: get_n(item, "cp_next_seq").unwrap_or(0),
             items_sent: get_n(item, "cp_items_sent").unwrap_or(0),
+            hop: get_n(item, "cp_hop").map_or(0, |h| h as u32),
+            hop_sent: item.get("cp_hop_sent").and_then(|v| v.as_bool().ok()) == Some(&true),
+            cut: get_n(item, "cp_cut_seq")
+                .zip(get_s(item, "cp_cut_key"))
+                .map(|(seq, key)| Cut {
+                    seq,
+                    last_key: key.to_owned(),
+                }),
         },
         listing,
         created_at_ms: get_n(item, "created_at_ms").unwrap_or(0),
@@ -254,6 +262,52 @@ impl DynamoJobStore {
         Err(map_error(err))
     }
 
+    /// The update that writes a checkpoint's fields (and its hop, for a hand-over); the caller adds the
+    /// condition.
+    fn checkpoint_update(
+        &self,
+        job_id: &str,
+        checkpoint: &Checkpoint,
+        with_hop: bool,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        let mut set = vec!["cp_next_seq = :n", "cp_items_sent = :i"];
+        let mut remove = Vec::new();
+        let mut values = HashMap::from([
+            (":n".to_owned(), n(checkpoint.next_seq)),
+            (":i".to_owned(), n(checkpoint.items_sent)),
+        ]);
+        match &checkpoint.start_after {
+            Some(key) => {
+                set.push("cp_start_after = :a");
+                values.insert(":a".to_owned(), s(key));
+            }
+            None => remove.push("cp_start_after"),
+        }
+        match &checkpoint.cut {
+            Some(cut) => {
+                set.extend(["cp_cut_seq = :cs", "cp_cut_key = :ck"]);
+                values.insert(":cs".to_owned(), n(cut.seq));
+                values.insert(":ck".to_owned(), s(&cut.last_key));
+            }
+            None => remove.extend(["cp_cut_seq", "cp_cut_key"]),
+        }
+        if with_hop {
+            set.extend(["cp_hop = :h", "cp_hop_sent = :false"]);
+            values.insert(":h".to_owned(), n(checkpoint.hop.into()));
+            values.insert(":false".to_owned(), AttributeValue::Bool(false));
+        }
+        let mut update = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            update.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+            .update_expression(update)
+            .set_expression_attribute_values(Some(values))
+    }
+
     /// Moves the job's status from `from` to `to` if it is `from` (and `condition` holds). `false` when the
     /// condition failed.
     async fn move_status(
@@ -349,6 +403,7 @@ impl JobStore for DynamoJobStore {
             .item("created_at_ms", n(record.created_at_ms))
             .item("cp_next_seq", n(record.checkpoint.next_seq))
             .item("cp_items_sent", n(record.checkpoint.items_sent))
+            .item("cp_hop", n(record.checkpoint.hop.into()))
             .item("counter_shards", n(self.shards.into()))
             .item(TTL_ATTRIBUTE, self.expires_at())
             .condition_expression("attribute_not_exists(pk)")
@@ -384,24 +439,11 @@ impl JobStore for DynamoJobStore {
         job_id: &str,
         checkpoint: &Checkpoint,
     ) -> Result<(), JobStoreError> {
-        let update = match &checkpoint.start_after {
-            Some(_) => "SET cp_next_seq = :n, cp_items_sent = :i, cp_start_after = :a",
-            None => "SET cp_next_seq = :n, cp_items_sent = :i REMOVE cp_start_after",
-        };
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::job_key(job_id)))
-            .update_expression(update)
-            .condition_expression("attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n")
-            .set_expression_attribute_values(Some({
-                let mut values = HashMap::from([(":n".to_owned(), n(checkpoint.next_seq)), (":i".to_owned(), n(checkpoint.items_sent))]);
-                if let Some(a) = &checkpoint.start_after {
-                    values.insert(":a".to_owned(), s(a));
-                }
-                values
-            }))
+            .checkpoint_update(job_id, checkpoint, false)
+            .condition_expression(
+                "attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n",
+            )
             .send()
             .await;
         if applied(result)? {
@@ -413,6 +455,58 @@ impl JobStore for DynamoJobStore {
                 Err(Self::conflict(job_id, "the listing is already complete"))
             }
             Some(_) => Ok(()), // an older checkpoint than the stored one: ignored
+        }
+    }
+
+    async fn hand_over(
+        &self,
+        job_id: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<bool, JobStoreError> {
+        let Some(from) = checkpoint.hop.checked_sub(1) else {
+            return Ok(false); // hop 0 is never handed to
+        };
+        // Jobs created before hops were stored have none: theirs is hop 0.
+        let condition = if from == 0 {
+            "attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n \
+             AND (attribute_not_exists(cp_hop) OR cp_hop = :from)"
+        } else {
+            "attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n \
+             AND cp_hop = :from"
+        };
+        let result = self
+            .checkpoint_update(job_id, checkpoint, true)
+            .condition_expression(condition)
+            .expression_attribute_values(":from", n(from.into()))
+            .send()
+            .await;
+        if applied(result)? {
+            return Ok(true);
+        }
+        match self.get_job(job_id).await? {
+            None => Err(JobStoreError::NotFound(job_id.to_owned())),
+            Some(_) => Ok(false),
+        }
+    }
+
+    async fn continuation_sent(&self, job_id: &str, hop: u32) -> Result<(), JobStoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+            .update_expression("SET cp_hop_sent = :true")
+            .condition_expression("attribute_exists(pk) AND cp_hop = :h")
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":h", n(hop.into()))
+            .send()
+            .await;
+        if applied(result)? {
+            return Ok(());
+        }
+        match self.get_job(job_id).await? {
+            None => Err(JobStoreError::NotFound(job_id.to_owned())),
+            Some(_) => Ok(()), // handed over further since: nothing to mark
         }
     }
 

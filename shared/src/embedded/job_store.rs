@@ -87,8 +87,43 @@ impl JobStore for MemoryJobStore {
             if job.record.listing.is_some() {
                 return Err(conflict(job_id, "the listing is already complete"));
             }
-            if checkpoint.next_seq >= job.record.checkpoint.next_seq {
-                job.record.checkpoint = checkpoint.clone();
+            let stored = &job.record.checkpoint;
+            if checkpoint.next_seq >= stored.next_seq {
+                let (hop, hop_sent) = (stored.hop, stored.hop_sent);
+                job.record.checkpoint = Checkpoint {
+                    hop,
+                    hop_sent,
+                    ..checkpoint.clone()
+                };
+            }
+            Ok(())
+        })
+    }
+
+    async fn hand_over(
+        &self,
+        job_id: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<bool, JobStoreError> {
+        self.with_job(job_id, |job| {
+            let stored = &job.record.checkpoint;
+            let ok = job.record.listing.is_none()
+                && checkpoint.hop == stored.hop + 1
+                && checkpoint.next_seq >= stored.next_seq;
+            if ok {
+                job.record.checkpoint = Checkpoint {
+                    hop_sent: false,
+                    ..checkpoint.clone()
+                };
+            }
+            Ok(ok)
+        })
+    }
+
+    async fn continuation_sent(&self, job_id: &str, hop: u32) -> Result<(), JobStoreError> {
+        self.with_job(job_id, |job| {
+            if job.record.checkpoint.hop == hop {
+                job.record.checkpoint.hop_sent = true;
             }
             Ok(())
         })

@@ -8,9 +8,10 @@
 //! Long listings: the listing stops at a checkpoint while enough of the invocation's time remains, and a
 //! `ContinueListing` message resumes it in a fresh invocation. That is an intentional recursive pattern
 //! (coordinator → SQS → coordinator), which Lambda's loop detection would stop after ~16 hops: the function is
-//! deployed with `RecursiveLoop: Allow`, and the chain is bounded here instead: every hop carries its number
-//! and the checkpoint it resumes, a hop whose checkpoint is stale is dropped, and [`MAX_HOPS`] ends a chain
-//! that could only be a bug (at ~14 minutes of listing a hop, 1,000 hops list billions of keys).
+//! deployed with `RecursiveLoop: Allow`, and the chain is bounded here instead: the job record stores which hop
+//! owns the listing (moved by one conditional hand-over, so only one invocation continues a hop), every message
+//! carries its hop, an older hop's message is dropped, and [`MAX_HOPS`] ends a chain that could only be a bug
+//! (at ~14 minutes of listing a hop, 1,000 hops list billions of keys).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,7 +26,9 @@ use super::for_each_record;
 use crate::Deps;
 use crate::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
 use crate::error::PipelineError;
-use crate::ports::{BatchQueue, JobRecord, OutgoingMessage, read_all, send_all_with_retry};
+use crate::ports::{
+    BatchQueue, Checkpoint, JobRecord, OutgoingMessage, read_all, send_all_with_retry,
+};
 use crate::spec::{Job, JobSpec};
 
 /// Most hand-overs of one listing.
@@ -274,6 +277,13 @@ impl Coordinator {
     ) -> Result<Started, PipelineError> {
         self.check_allowed(&job)?;
         let record = start_or_resume(&self.deps, job, Rerun::Resume).await?;
+        if record.checkpoint.hop > 0 && record.listing.is_none() {
+            // A retried trigger of a job whose listing a chain of hand-overs already carries.
+            return Ok(Started {
+                job_id: record.job.job_id,
+                listing: "handed over",
+            });
+        }
         self.list(&record, 0, keep_going).await
     }
 
@@ -284,6 +294,10 @@ impl Coordinator {
         keep_going: &(dyn Fn() -> bool + Sync),
     ) -> Result<Started, PipelineError> {
         let job_id = record.job.job_id.clone();
+        let handed_over = Started {
+            job_id: job_id.clone(),
+            listing: "handed over",
+        };
         match run_listing(&self.deps, record, keep_going).await? {
             ListingOutcome::Complete { .. } => Ok(Started {
                 job_id,
@@ -298,36 +312,64 @@ impl Coordinator {
                         ),
                     });
                 }
-                let body = serde_json::to_string(&ContinueListing {
-                    continue_listing: job_id.clone(),
-                    next_seq: checkpoint.next_seq,
+                // Only one invocation of a hop hands it over (a duplicate delivery may list the same pages);
+                // the hand-over is saved before its message is sent, so a failed send comes back as a
+                // redelivery of this hop, which sends it again (see `resume`).
+                let next = Checkpoint {
                     hop: hop + 1,
-                })
-                .expect("a continuation serializes");
-                send_all_with_retry(
-                    self.continuation.as_ref(),
-                    vec![OutgoingMessage {
-                        id: "continue".into(),
-                        body,
-                    }],
-                )
-                .await?;
-                tracing::info!(
-                    job_id,
-                    hop = hop + 1,
-                    next_seq = checkpoint.next_seq,
-                    "listing handed over"
-                );
-                Ok(Started {
-                    job_id,
-                    listing: "handed over",
-                })
+                    ..checkpoint
+                };
+                if !self.deps.jobs.hand_over(&job_id, &next).await? {
+                    tracing::warn!(
+                        job_id,
+                        hop,
+                        "this hop was handed over by another invocation"
+                    );
+                    return Ok(handed_over);
+                }
+                self.send_continuation(&job_id, &next).await?;
+                Ok(handed_over)
             }
         }
     }
 
-    /// Resumes a handed-over listing. A stale hand-over (the checkpoint moved on: a duplicate message) and a
-    /// message for a job that no longer exists are dropped.
+    async fn send_continuation(
+        &self,
+        job_id: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), PipelineError> {
+        let body = serde_json::to_string(&ContinueListing {
+            continue_listing: job_id.to_owned(),
+            next_seq: checkpoint.next_seq,
+            hop: checkpoint.hop,
+        })
+        .expect("a continuation serializes");
+        send_all_with_retry(
+            self.continuation.as_ref(),
+            vec![OutgoingMessage {
+                id: "continue".into(),
+                body,
+            }],
+        )
+        .await?;
+        self.deps
+            .jobs
+            .continuation_sent(job_id, checkpoint.hop)
+            .await?;
+        tracing::info!(
+            job_id,
+            hop = checkpoint.hop,
+            next_seq = checkpoint.next_seq,
+            "listing handed over"
+        );
+        Ok(())
+    }
+
+    /// Resumes a handed-over listing. The stored checkpoint says which hop owns the listing: a message of that
+    /// hop (a first delivery, or a redelivery after the invocation failed midway) resumes from the stored
+    /// checkpoint; a message of the hop just before it, when the hand-over is saved but not known to be sent,
+    /// failed between the two, so the hand-over is sent again; any other older message is stale and dropped,
+    /// as is one for a job that no longer exists.
     async fn resume(
         &self,
         body: &str,
@@ -335,21 +377,35 @@ impl Coordinator {
     ) -> Result<(), PipelineError> {
         let message: ContinueListing = serde_json::from_str(body)
             .map_err(|e| PipelineError::MalformedMessage(e.to_string()))?;
-        let Some(record) = self.deps.jobs.get_job(&message.continue_listing).await? else {
+        let job_id = message.continue_listing.as_str();
+        let Some(record) = self.deps.jobs.get_job(job_id).await? else {
             tracing::error!(
-                job_id = message.continue_listing,
+                job_id,
                 "continuation for a job that does not exist; dropped"
             );
             return Ok(());
         };
-        if record.listing.is_none() && record.checkpoint.next_seq != message.next_seq {
+        let owner = record.checkpoint.hop;
+        if record.listing.is_none() && message.hop < owner {
+            if message.hop + 1 == owner && !record.checkpoint.hop_sent {
+                tracing::warn!(
+                    job_id,
+                    hop = owner,
+                    "hand-over may not have been sent; sending it again"
+                );
+                return self.send_continuation(job_id, &record.checkpoint).await;
+            }
             tracing::warn!(
-                job_id = message.continue_listing,
+                job_id,
+                hop = message.hop,
+                owner,
                 "stale continuation; dropped"
             );
             return Ok(());
         }
-        self.list(&record, message.hop, keep_going).await.map(drop)
+        self.list(&record, owner.max(message.hop), keep_going)
+            .await
+            .map(drop)
     }
 }
 

@@ -15,12 +15,31 @@ pub use crate::outcome::{JobStatus, TerminalStatus};
 use crate::spec::Job;
 
 /// How far the coordinator got: every batch before `next_seq` was sent, and the listing resumes after
-/// `start_after` (the last key of the last sent batch).
+/// `start_after` (the last key of the last sent batch, or of a listed page with nothing pending).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub start_after: Option<String>,
     pub next_seq: u64,
     pub items_sent: u64,
+    /// The hand-over that owns the listing (0: the invocation that started the job). Only
+    /// [`JobStore::hand_over`] moves it; a continuation of an older hop is stale.
+    #[serde(default)]
+    pub hop: u32,
+    /// The message that hands the listing to `hop` is known to be sent ([`JobStore::continuation_sent`]).
+    /// Until then, a redelivered message of the hop before may send it again.
+    #[serde(default)]
+    pub hop_sent: bool,
+    /// A batch cut short at a hand-over, saved before it was sent: a listing replayed from this checkpoint
+    /// (after a crash) cuts the same batch at the same key, so its sequence number keeps its items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<Cut>,
+}
+
+/// Batch `seq` ends with the key `last_key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cut {
+    pub seq: u64,
+    pub last_key: String,
 }
 
 /// Set once, when the last batch has been sent.
@@ -117,13 +136,25 @@ pub trait JobStore: Send + Sync {
     /// Reads the job record (strongly consistent). `None` if there is no such job.
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError>;
 
-    /// Saves the coordinator's checkpoint. Only moves forward: a checkpoint with a lower `next_seq` than the
-    /// stored one is ignored. Errors: `NotFound`, `Conflict` once the listing is complete.
+    /// Saves the coordinator's checkpoint (all but its `hop`, which stays as stored). Only moves forward: a
+    /// checkpoint with a lower `next_seq` than the stored one is ignored. Errors: `NotFound`, `Conflict` once
+    /// the listing is complete.
     async fn save_checkpoint(
         &self,
         job_id: &str,
         checkpoint: &Checkpoint,
     ) -> Result<(), JobStoreError>;
+
+    /// Hands the listing over to hop `checkpoint.hop`: saves the checkpoint, hop included, if the stored hop
+    /// is the one before it, the listing is not complete and `next_seq` does not move back. `true` if this
+    /// call handed over; `false` if another invocation of the same hop already did (or the listing is
+    /// complete), in which case this one must not continue the chain. Errors: `NotFound`.
+    async fn hand_over(&self, job_id: &str, checkpoint: &Checkpoint)
+    -> Result<bool, JobStoreError>;
+
+    /// Records that the message handing the listing to `hop` was sent (sets `hop_sent` if `hop` is still
+    /// the stored hop). Errors: `NotFound`.
+    async fn continuation_sent(&self, job_id: &str, hop: u32) -> Result<(), JobStoreError>;
 
     /// Records that the listing is complete with these totals. Idempotent for the same totals;
     /// `Conflict` for different ones.

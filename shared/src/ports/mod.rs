@@ -7,7 +7,7 @@ pub mod object_store;
 pub mod queue;
 
 pub use job_store::{
-    BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStatus, JobStore, JobStoreError,
+    BatchRecord, Checkpoint, CreateOutcome, Cut, JobRecord, JobStatus, JobStore, JobStoreError,
     ListingTotals, Progress, RecordOutcome, TerminalStatus, require_job,
 };
 pub use object_store::{ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError, read_all};

@@ -61,7 +61,23 @@ pub struct CsvAggregate {
 }
 
 impl CsvAggregate {
+    /// Folds `other` in. All or nothing: an overflow leaves `self` as it was, so the caller can fail just
+    /// the item (or part) that overflowed.
     pub fn merge(&mut self, other: CsvAggregate) -> Result<(), MergeError> {
+        for (name, group) in &other.groups {
+            let mine = self.groups.get(name);
+            for (column, stats) in &group.columns {
+                let sum = mine
+                    .and_then(|g| g.columns.get(column))
+                    .map_or(Some(stats.sum), |m| m.sum.checked_add(stats.sum));
+                if sum.is_none() {
+                    return Err(MergeError::Overflow {
+                        group: name.clone(),
+                        column: column.clone(),
+                    });
+                }
+            }
+        }
         for (name, group) in other.groups {
             let mine = self.groups.entry(name.clone()).or_default();
             mine.rows += group.rows;

@@ -65,6 +65,11 @@ macro_rules! conformance_suite {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn job_store_hands_each_hop_over_once() {
+            conformance::job_store_hands_each_hop_over_once(job_store().await, "job-hop").await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn job_store_counts_racing_records_exactly() {
             conformance::job_store_counts_racing_records_exactly(job_store().await, "job-race")
                 .await;
@@ -88,7 +93,7 @@ use std::time::Duration;
 
 use dmap_core::outcome::TerminalStatus;
 use dmap_core::ports::{
-    BatchQueue, BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStatus, JobStore,
+    BatchQueue, BatchRecord, Checkpoint, CreateOutcome, Cut, JobRecord, JobStatus, JobStore,
     JobStoreError, ListingTotals, ObjectStore, OutgoingMessage, QueueError, RecordOutcome,
     StoreError,
 };
@@ -526,6 +531,7 @@ pub async fn job_store_claims_once_after_listing(store: Arc<dyn JobStore>, job_i
         start_after: Some("k9".into()),
         next_seq: 2,
         items_sent: 10,
+        ..Checkpoint::default()
     };
     store
         .save_checkpoint(job_id, &cp)
@@ -535,6 +541,7 @@ pub async fn job_store_claims_once_after_listing(store: Arc<dyn JobStore>, job_i
         start_after: Some("k4".into()),
         next_seq: 1,
         items_sent: 5,
+        ..Checkpoint::default()
     };
     store
         .save_checkpoint(job_id, &stale)
@@ -641,5 +648,82 @@ pub async fn job_store_counts_racing_records_exactly(store: Arc<dyn JobStore>, j
             .expect("records")
             .len(),
         20
+    );
+}
+
+/// The listing's hops: one hand-over per hop however many invocations race for it, never skipping or going
+/// back; a checkpoint save keeps the hop; the cut and the sent flag round-trip.
+pub async fn job_store_hands_each_hop_over_once(store: Arc<dyn JobStore>, job_id: &str) {
+    store.create_job(&record(job_id)).await.expect("create");
+    let at = |hop: u32, seq: u64| Checkpoint {
+        start_after: Some(format!("k{seq}")),
+        next_seq: seq,
+        items_sent: seq * 10,
+        hop,
+        ..Checkpoint::default()
+    };
+    let stored = || async { store.get_job(job_id).await.unwrap().unwrap().checkpoint };
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let (job_id, next) = (job_id.to_owned(), at(1, 3));
+            tokio::spawn(async move { store.hand_over(&job_id, &next).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 1, "one invocation hands hop 0 over");
+    assert_eq!((stored().await.hop, stored().await.hop_sent), (1, false));
+    assert!(
+        !store.hand_over(job_id, &at(3, 5)).await.unwrap(),
+        "no hop is skipped"
+    );
+    assert!(
+        !store.hand_over(job_id, &at(1, 5)).await.unwrap(),
+        "hop 0 is handed over once"
+    );
+
+    let mut cp = at(0, 4);
+    cp.cut = Some(Cut {
+        seq: 4,
+        last_key: "k44".into(),
+    });
+    store.save_checkpoint(job_id, &cp).await.expect("save");
+    let after_save = stored().await;
+    assert_eq!(after_save.hop, 1, "a checkpoint save keeps the hop");
+    assert_eq!((after_save.next_seq, after_save.cut), (4, cp.cut.clone()));
+
+    store
+        .continuation_sent(job_id, 0)
+        .await
+        .expect("an older hop");
+    assert!(
+        !stored().await.hop_sent,
+        "only the stored hop is marked sent"
+    );
+    store.continuation_sent(job_id, 1).await.expect("mark");
+    assert!(stored().await.hop_sent);
+
+    assert!(
+        !store.hand_over(job_id, &at(2, 2)).await.unwrap(),
+        "never back"
+    );
+    assert!(store.hand_over(job_id, &at(2, 6)).await.unwrap());
+    let handed = stored().await;
+    assert_eq!((handed.hop, handed.hop_sent, handed.cut), (2, false, None));
+
+    let totals = ListingTotals {
+        batches: 7,
+        items: 70,
+    };
+    store
+        .complete_listing(job_id, totals)
+        .await
+        .expect("complete");
+    assert!(
+        !store.hand_over(job_id, &at(3, 7)).await.unwrap(),
+        "a complete listing is not handed over"
     );
 }

@@ -1,0 +1,297 @@
+//! The failure modes real AWS has and an emulator hides, one test each, named after the item of the hardening
+//! issue it reproduces. Each drives the real handlers or the runner over the embedded backends, with a
+//! fault-injecting wrapper around a port where the fault needs one.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::SqsEvent;
+use common::{BUCKET, Env, csv_spec, fast_config};
+use dmap_core::Deps;
+use dmap_core::embedded::{EmbeddedQueue, EmbeddedQueues, LocalDirStore, QueueConfig};
+use dmap_core::esm::sqs_event;
+use dmap_core::lambda::coordinator::Coordinator;
+use dmap_core::ports::{
+    BatchQueue, ListPage, ObjectReader, ObjectStore, ReceivedMessage, StoreError,
+};
+use serde_json::{Value, json};
+
+/// An object store that fails chosen calls: the `n`th `list_page` (counting from 1) answers SlowDown once.
+struct FailingStore {
+    inner: LocalDirStore,
+    lists: Mutex<u32>,
+    fail_lists: Mutex<HashSet<u32>>,
+}
+
+#[async_trait]
+impl ObjectStore for FailingStore {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        continuation: Option<&str>,
+    ) -> Result<ListPage, StoreError> {
+        let n = {
+            let mut lists = self.lists.lock().unwrap();
+            *lists += 1;
+            *lists
+        };
+        if self.fail_lists.lock().unwrap().remove(&n) {
+            return Err(StoreError::Throttled);
+        }
+        self.inner
+            .list_page(bucket, prefix, start_after, continuation)
+            .await
+    }
+    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
+        self.inner.get(bucket, key).await
+    }
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        self.inner.put(bucket, key, body).await
+    }
+}
+
+/// A coordinator over the embedded backends, its store failing as `store` says, with a continuation queue.
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Arc<FailingStore>,
+    deps: Deps,
+    continuation: Arc<EmbeddedQueue>,
+    coordinator: Coordinator,
+}
+
+fn setup(keys: impl IntoIterator<Item = String>) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = LocalDirStore::new(dir.path());
+    inner.create_bucket(BUCKET).unwrap();
+    for key in keys {
+        let path = dir.path().join(BUCKET).join(&key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "STATION,TMAX\nS1,1.5\n").unwrap();
+    }
+    let store = Arc::new(FailingStore {
+        inner,
+        lists: Mutex::default(),
+        fail_lists: Mutex::default(),
+    });
+    let deps = Deps::embedded(
+        store.clone(),
+        EmbeddedQueues {
+            visibility_timeout: Duration::from_secs(60),
+            max_receive_count: 5,
+            backlog_limit: None,
+        },
+    );
+    let continuation = EmbeddedQueue::new(QueueConfig::new("continue", Duration::from_secs(60)));
+    let coordinator = Coordinator {
+        deps: deps.clone(),
+        continuation: continuation.clone(),
+        allowed_buckets: vec![BUCKET.into()],
+        result_buckets: vec![BUCKET.into()],
+        jobs_prefix: "jobs/".into(),
+    };
+    Setup {
+        _dir: dir,
+        store,
+        deps,
+        continuation,
+        coordinator,
+    }
+}
+
+const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:continue";
+
+/// Every message waiting in `queue`, received (not deleted).
+async fn receive_all(queue: &dyn BatchQueue) -> Vec<ReceivedMessage> {
+    let mut all = Vec::new();
+    loop {
+        let got = queue.receive(10, Duration::from_millis(10)).await.unwrap();
+        if got.is_empty() {
+            return all;
+        }
+        all.extend(got);
+    }
+}
+
+fn event_of(messages: &[ReceivedMessage]) -> Value {
+    let event: SqsEvent = serde_json::from_value(sqs_event(QUEUE_ARN, messages)).unwrap();
+    serde_json::to_value(event).unwrap()
+}
+
+/// Hands continuation messages to the coordinator (each out of time after one page) until none is left;
+/// returns how many invocations it took. A message the handler lists as failed is delivered again.
+async fn follow_hand_overs(s: &Setup, limit: usize) -> usize {
+    let out_of_time = || false;
+    for invocation in 1..=limit {
+        let Some(message) = receive_all(s.continuation.as_ref()).await.pop() else {
+            return invocation - 1;
+        };
+        let response = s
+            .coordinator
+            .handle(event_of(std::slice::from_ref(&message)), &out_of_time)
+            .await
+            .unwrap();
+        if response["batchItemFailures"] == json!([]) {
+            s.continuation
+                .delete(&message.receipt_handle)
+                .await
+                .unwrap();
+        } else {
+            // As the queue would after the visibility timeout.
+            s.continuation
+                .change_visibility(&message.receipt_handle, Duration::ZERO)
+                .await
+                .unwrap();
+        }
+    }
+    panic!("the listing was still handed over after {limit} invocations");
+}
+
+fn spec(prefix: &str, suffix: &str, job_id: &str) -> Value {
+    json!({
+        "job_id": job_id,
+        "item_reader": { "bucket": BUCKET, "prefix": prefix, "suffix": suffix },
+        "item_batcher": { "max_items_per_batch": 30 },
+        "processor": { "kind": "count" },
+        "result_writer": { "bucket": BUCKET, "prefix": "results/" }
+    })
+}
+
+/// Item 1: a continuation that saves a checkpoint and then fails (here the next page's listing is throttled
+/// after the SDK's retries) is redelivered with its old position, and must resume, not be dropped.
+#[tokio::test]
+async fn continuation_redelivered_after_checkpoint_resumes() {
+    let s = setup((0..2500).map(|i| format!("c/k{i:04}.csv")));
+    let out_of_time = || false;
+    let started = s
+        .coordinator
+        .handle(spec("c/", ".csv", "redelivered"), &out_of_time)
+        .await
+        .unwrap();
+    assert_eq!(started["listing"], "handed over");
+    // The second hop lists page 2 and saves its checkpoint; its prefetch of page 3 (its second listing call)
+    // is throttled, so the invocation fails after the checkpoint.
+    let listed = *s.store.lists.lock().unwrap();
+    s.store.fail_lists.lock().unwrap().insert(listed + 2);
+    follow_hand_overs(&s, 10).await;
+    let record = s.deps.jobs.get_job("redelivered").await.unwrap().unwrap();
+    let totals = record.listing.expect("the listing completed");
+    assert_eq!(totals.items, 2500);
+    assert_eq!(
+        totals.batches,
+        34 + 50,
+        "the first hand-over cut 1,000 keys into 33 batches and one of 10; then 1,500 keys in 30s"
+    );
+}
+
+/// Item 2: with a suffix that matches few keys among many, a hop that cuts no batch must still move the
+/// listing forward, or every hop lists the same pages again until the hop limit.
+#[tokio::test]
+async fn sparse_suffix_listing_advances_every_hop() {
+    let keys = (0..4000).map(|i| {
+        if i % 1500 == 7 {
+            format!("s/k{i:04}.json")
+        } else {
+            format!("s/k{i:04}.parquet")
+        }
+    });
+    let s = setup(keys);
+    let out_of_time = || false;
+    s.coordinator
+        .handle(spec("s/", ".json", "sparse"), &out_of_time)
+        .await
+        .unwrap();
+    let hops = follow_hand_overs(&s, 20).await;
+    assert!(hops <= 4, "4,000 keys are 4 pages: {hops} hand-overs");
+    let record = s.deps.jobs.get_job("sparse").await.unwrap().unwrap();
+    let totals = record.listing.expect("the listing completed");
+    assert_eq!(totals.items, 3, "k0007, k1507 and k3007");
+    // Every sent batch is on the work queue, and together they hold the three keys once each.
+    let mut items: Vec<String> = receive_all(s.deps.work_queue.as_ref())
+        .await
+        .iter()
+        .flat_map(|m| {
+            let body: Value = serde_json::from_str(&m.body).unwrap();
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    items.sort();
+    items.dedup();
+    assert_eq!(items, ["s/k0007.json", "s/k1507.json", "s/k3007.json"]);
+}
+
+/// Item 3: a result that overflows when the finalizer merges the parts fails for good; the job must end
+/// FAILED with the reason in its manifest, not stay FINALIZING (or fail the run) forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizer_merge_overflow_fails_the_job_with_the_reason() {
+    let config = fast_config();
+    let env = Env::new(&config);
+    // Decimal's largest value: one object sums fine, two overflow.
+    let huge = "79228162514264337593543950335";
+    for name in ["a", "b"] {
+        env.write(
+            &format!("o/{name}.csv"),
+            format!("STATION,TMAX\nS1,{huge}\n"),
+        );
+    }
+    let mut spec = csv_spec("o/", 1);
+    spec["processor"]["columns"] = json!(["TMAX"]);
+    let report = env.try_run(&spec, &config).await.expect("the job ends");
+    let manifest: Value = serde_json::from_slice(
+        &env.read(&format!("results/{}/manifest.json", report.manifest.job_id)),
+    )
+    .unwrap();
+    assert_eq!(manifest["status"], "FAILED");
+    let error = manifest["error"].as_str().expect("the reason");
+    assert!(
+        error.contains("TMAX") && error.contains("overflows"),
+        "{error}"
+    );
+    assert_eq!(manifest["items"]["total"], 2);
+}
+
+/// Item 3, in the worker: an item whose result overflows the batch's fails alone, instead of failing the
+/// whole batch on every receive until it is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_that_overflows_its_batch_fails_alone() {
+    let config = fast_config();
+    let env = Env::new(&config);
+    let huge = "79228162514264337593543950335";
+    for name in ["a", "b", "c"] {
+        let value = if name == "c" { "-1" } else { huge };
+        env.write(
+            &format!("o/{name}.csv"),
+            format!("STATION,TMAX\nS1,{value}\n"),
+        );
+    }
+    let mut spec = csv_spec("o/", 10);
+    spec["processor"]["columns"] = json!(["TMAX"]);
+    spec["tolerated_failure_count"] = json!(1);
+    let report = env.run(&spec, &config).await;
+    assert_eq!(report.stats.dead_lettered_batches, 0);
+    let failed =
+        String::from_utf8(env.read(&format!("results/{}/failed.jsonl", report.manifest.job_id)))
+            .unwrap();
+    assert_eq!(failed.lines().count(), 1, "{failed}");
+    assert!(
+        failed.contains("o/b.csv") && failed.contains("overflows"),
+        "{failed}"
+    );
+    assert_eq!(
+        (
+            report.manifest.items.succeeded,
+            report.manifest.items.failed
+        ),
+        (2, 1)
+    );
+}

@@ -13,7 +13,7 @@ pub const OUTPUT_NAMES: [&str; 5] = [
     "manifest.json",
     "result.json",
     "failed.jsonl",
-    "parts/0000000000.json",
+    "parts/0000000000.0123abcd.json",
     "parts/0000000000.dead.json",
 ];
 
@@ -45,9 +45,11 @@ impl OutputLocation {
         format!("{}failed.jsonl", self.dir)
     }
 
-    /// A worker's partial result for batch `seq`: deterministic, so a redelivery overwrites the same object.
-    pub fn part_key(&self, seq: u64) -> String {
-        format!("{}parts/{seq:010}.json", self.dir)
+    /// A worker's partial result for batch `seq`, written by the attempt `attempt`: every attempt writes its
+    /// own object, so a redelivery can never overwrite the part a record already points to (the object may
+    /// have changed in between).
+    pub fn part_key(&self, seq: u64, attempt: &str) -> String {
+        format!("{}parts/{seq:010}.{attempt}.json", self.dir)
     }
 
     /// The partial result written for a dead-lettered batch (all items failed). A different key from

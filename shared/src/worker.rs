@@ -4,6 +4,8 @@
 //! The two halves are separate functions because a crash can fall between them: the part is written under a
 //! deterministic key (a redelivery overwrites it with the same content) before the record that counts it.
 
+use std::time::Duration;
+
 use futures::{StreamExt, TryStreamExt};
 
 use crate::Deps;
@@ -46,11 +48,25 @@ pub fn parse_message(body: &str) -> Result<BatchMessage, PipelineError> {
 }
 
 /// Processes and records one batch. An `Err` is transient: leave the message for redelivery.
+///
+/// A batch recorded before (a redelivery whose acknowledgement was lost, a duplicate delivery) is not processed
+/// again: its objects may have changed since, and what counts is what its record says. One read of its marker
+/// buys that; the completion check still runs, in case the recording attempt died before it.
 pub async fn handle(
     deps: &Deps,
     config: WorkerConfig,
     message: &BatchMessage,
 ) -> Result<Handled, PipelineError> {
+    let (job_id, seq) = (&message.job_id, message.seq);
+    if let Some((_, record)) = deps.jobs.batch_records(job_id, seq, seq + 1).await?.pop() {
+        tracing::info!(batch_id = %message.batch_id(), "batch was already recorded; not processed again");
+        let completion = complete_if_done(deps, job_id, true).await?;
+        return Ok(Handled {
+            record,
+            outcome: RecordOutcome::Duplicate,
+            completion,
+        });
+    }
     let record = process(deps, config, message).await?;
     let (outcome, completion) = record_done(deps, message, &record).await?;
     Ok(Handled {
@@ -74,7 +90,7 @@ pub async fn process(
 ) -> Result<BatchRecord, PipelineError> {
     let (objects, bucket, processor) = (&deps.objects, &message.bucket, &message.processor);
     let outcomes: Vec<ItemOutcome> = futures::stream::iter(message.items.clone())
-        .map(|key| process_item(objects.clone(), bucket.clone(), processor.clone(), key))
+        .map(|key| process_item_with_retry(objects.clone(), bucket.clone(), processor.clone(), key))
         .buffered(config.item_concurrency.max(1))
         .try_collect()
         .await?;
@@ -107,7 +123,8 @@ pub async fn process(
         result,
         failures,
     };
-    let part_key = message.output.part_key(message.seq);
+    let attempt = uuid::Uuid::new_v4().simple().to_string();
+    let part_key = message.output.part_key(message.seq, &attempt[..8]);
     write_part(deps, &message.output.bucket, &part_key, &part).await?;
     Ok(BatchRecord {
         succeeded: part.succeeded,
@@ -126,6 +143,40 @@ pub(crate) async fn write_part(
     let body = serde_json::to_vec(part).expect("a batch part always serializes");
     deps.objects.put(bucket, key, body).await?;
     Ok(())
+}
+
+/// Attempts at one item whose read fails transiently (throttling, a connection cut midway), with jittered
+/// exponential backoff, before the whole batch is left for redelivery.
+const ITEM_ATTEMPTS: u32 = 3;
+
+/// Processes one item, retrying a transient failure of that item alone: one throttled GET must not send 99
+/// good items back through the queue.
+async fn process_item_with_retry(
+    objects: Arc<dyn ObjectStore>,
+    bucket: String,
+    processor: ProcessorSpec,
+    key: String,
+) -> Result<ItemOutcome, PipelineError> {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1.. {
+        match process_item(
+            objects.clone(),
+            bucket.clone(),
+            processor.clone(),
+            key.clone(),
+        )
+        .await
+        {
+            Err(e) if e.is_transient() && attempt < ITEM_ATTEMPTS => {
+                tracing::debug!(key, attempt, error = %e, "item read failed; retrying it");
+                let jitter = rand::random_range(0.5..1.5);
+                tokio::time::sleep(delay.mul_f64(jitter)).await;
+                delay *= 4;
+            }
+            outcome => return outcome,
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 /// Owns its inputs so that the future is `'static` (a stream of borrowing futures inside a spawned task trips

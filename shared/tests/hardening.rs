@@ -295,3 +295,137 @@ async fn an_item_that_overflows_its_batch_fails_alone() {
         (2, 1)
     );
 }
+
+/// Item 5: a batch recorded before and delivered again (its acknowledgement lost) after its object changed
+/// must not be processed again, nor overwrite the part its record points to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_recorded_batch_keeps_its_part() {
+    use dmap_core::coordinator::{Rerun, run_listing, start_or_resume};
+    use dmap_core::finalizer::finalize;
+    use dmap_core::spec::JobSpec;
+    use dmap_core::worker::{self, WorkerConfig};
+
+    let env = Env::new(&fast_config());
+    env.write("r/a.csv", "STATION,TMAX\nS1,1.5\n");
+    let mut spec = csv_spec("r/", 10);
+    spec["processor"]["columns"] = json!(["TMAX"]);
+    let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
+    let job_id = job.job_id.clone();
+    let record = start_or_resume(&env.deps, job, Rerun::Resume)
+        .await
+        .unwrap();
+    run_listing(&env.deps, &record, &|| true).await.unwrap();
+    let received = env
+        .deps
+        .work_queue
+        .receive(1, Duration::from_millis(100))
+        .await
+        .unwrap();
+    let message = worker::parse_message(&received[0].body).unwrap();
+    worker::handle(&env.deps, WorkerConfig::default(), &message)
+        .await
+        .unwrap();
+    // The object changes; the message comes back.
+    env.write("r/a.csv", "STATION,TMAX\nS1,not a number\n");
+    worker::handle(&env.deps, WorkerConfig::default(), &message)
+        .await
+        .unwrap();
+    let done = finalize(&env.deps, &job_id)
+        .await
+        .expect("the parts agree with their records");
+    assert_eq!(done.manifest.items.succeeded, 1);
+    let result: Value =
+        serde_json::from_slice(&env.read(&format!("results/{job_id}/result.json"))).unwrap();
+    assert_eq!(result["groups"]["S1"]["columns"]["TMAX"]["sum"], json!(1.5));
+}
+
+/// Item 10: one throttled read (after the SDK's own retries) is retried for that item, not by sending the
+/// whole batch back through the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_read_is_retried_for_the_item_alone() {
+    let config = fast_config();
+    let env = Env::new(&config);
+    for i in 0..20 {
+        env.write(&format!("t/k{i:02}.csv"), "STATION,TMAX\nS1,1.5\n");
+    }
+    // Every object's first read is throttled.
+    env.store
+        .throttled_once
+        .lock()
+        .unwrap()
+        .extend((0..20).map(|i| format!("t/k{i:02}.csv")));
+    let mut spec = csv_spec("t/", 10);
+    spec["processor"]["columns"] = json!(["TMAX"]);
+    let report = env.run(&spec, &config).await;
+    assert_eq!(report.manifest.items.succeeded, 20);
+    assert_eq!(
+        report.stats.deliveries, report.manifest.batches.total,
+        "no batch was delivered twice"
+    );
+}
+
+/// Item 10: a worker near its invocation's timeout starts no new message; the ones not started are reported
+/// for redelivery instead of being cut off by the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_near_its_deadline_leaves_the_rest_for_redelivery() {
+    use dmap_core::lambda::worker::{handle_until, worker_time_left};
+    use dmap_core::worker::WorkerConfig;
+    use std::time::SystemTime;
+
+    let env = Env::new(&fast_config());
+    let job = dmap_core::spec::JobSpec::parse(csv_spec("d/", 10).to_string().as_bytes()).unwrap();
+    let body = dmap_core::message::BatchMessage::new(&job, 0, vec!["d/a.csv".into()]).to_body();
+    let messages: Vec<ReceivedMessage> = (0..3)
+        .map(|i| ReceivedMessage {
+            message_id: format!("m{i}"),
+            receipt_handle: format!("r{i}"),
+            body: body.clone(),
+            receive_count: 1,
+        })
+        .collect();
+    let event: SqsEvent = serde_json::from_value(sqs_event(QUEUE_ARN, &messages)).unwrap();
+    let now = SystemTime::now();
+    let deadline = now + Duration::from_secs(5);
+    let response = handle_until(&env.deps, WorkerConfig::default(), &event, &|| {
+        worker_time_left(deadline, now)
+    })
+    .await
+    .unwrap();
+    let left: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(left, ["m0", "m1", "m2"]);
+    assert!(worker_time_left(now + Duration::from_secs(60), now));
+}
+
+/// Item 11: an asynchronous invoke without `job_id` is retried by Lambda with the same request id; the retry
+/// must resume the job the first attempt started.
+#[tokio::test]
+async fn a_retried_invoke_without_a_job_id_resumes_the_same_job() {
+    let s = setup((0..5).map(|i| format!("i/k{i}.csv")));
+    let mut spec = spec("i/", ".csv", "unused");
+    spec.as_object_mut().unwrap().remove("job_id");
+    let keep_going = || true;
+    let first = s
+        .coordinator
+        .handle_invocation(spec.clone(), Some("req-1"), &keep_going)
+        .await
+        .unwrap();
+    let retry = s
+        .coordinator
+        .handle_invocation(spec.clone(), Some("req-1"), &keep_going)
+        .await
+        .unwrap();
+    assert_eq!(first["job_id"], retry["job_id"]);
+    let other = s
+        .coordinator
+        .handle_invocation(spec, Some("req-2"), &keep_going)
+        .await
+        .unwrap();
+    assert_ne!(
+        first["job_id"], other["job_id"],
+        "another invoke is another job"
+    );
+}

@@ -21,7 +21,11 @@ async fn main() -> Result<(), Error> {
         let deadline = event.context.deadline();
         let keep_going = move || time_for_another_page(deadline, SystemTime::now());
         coordinator
-            .handle(event.payload, &keep_going)
+            .handle_invocation(
+                event.payload,
+                Some(event.context.request_id.as_str()),
+                &keep_going,
+            )
             .await
             .map_err(FunctionError::from)
     }))

@@ -5,8 +5,10 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use dmap_core::aws::AwsClients;
 use dmap_core::lambda::FunctionError;
 use dmap_core::lambda::config::{WorkerFunctionConfig, process_env};
+use dmap_core::lambda::worker::worker_time_left;
 use dmap_core::worker::WorkerConfig;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use std::time::SystemTime;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -19,7 +21,9 @@ async fn main() -> Result<(), Error> {
     };
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        dmap_core::lambda::worker::handle(deps, worker, &event.payload)
+        let deadline = event.context.deadline();
+        let time_left = move || worker_time_left(deadline, SystemTime::now());
+        dmap_core::lambda::worker::handle_until(deps, worker, &event.payload, &time_left)
             .await
             .map_err(FunctionError::from)
     }))

@@ -49,7 +49,10 @@ impl AwsClients {
         // Emulators serve buckets under the path, not as subdomains.
         let custom_s3_endpoint =
             config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        // Adaptive retries: on SlowDown the client also slows its own request rate (a token bucket), which is
+        // what S3's per-prefix limits call for when many workers read one prefix.
         let s3 = aws_sdk_s3::config::Builder::from(config)
+            .retry_config(aws_config::retry::RetryConfig::adaptive())
             .force_path_style(custom_s3_endpoint)
             .interceptor(requests.clone())
             .build();

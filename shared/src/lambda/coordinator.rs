@@ -136,11 +136,23 @@ impl Coordinator {
         }
     }
 
-    /// Handles any of the three events. `keep_going` says whether enough of the invocation's time remains to
-    /// list another page.
+    /// Handles any of the three events, outside Lambda (no request id: a spec invoked without `job_id` gets a
+    /// fresh one). `keep_going` says whether enough of the invocation's time remains to list another page.
     pub async fn handle(
         &self,
         payload: Value,
+        keep_going: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Value, PipelineError> {
+        self.handle_invocation(payload, None, keep_going).await
+    }
+
+    /// Handles any of the three events for the invocation `request_id` (Lambda's request id). A spec invoked
+    /// without `job_id` gets an id derived from the request id: Lambda retries an asynchronous invoke with the
+    /// same request id, and the retry must resume the job the first attempt started, not start another.
+    pub async fn handle_invocation(
+        &self,
+        payload: Value,
+        request_id: Option<&str>,
         keep_going: &(dyn Fn() -> bool + Sync),
     ) -> Result<Value, PipelineError> {
         let source = payload
@@ -166,7 +178,13 @@ impl Coordinator {
                 "unexpected event source \"{other}\""
             ))),
             None => {
-                let job = JobSpec::parse(payload.to_string().as_bytes())?;
+                let body = payload.to_string();
+                let job = match request_id {
+                    Some(id) => JobSpec::parse_with_id(body.as_bytes(), || {
+                        derive_job_id("", "invoke.json", id)
+                    })?,
+                    None => JobSpec::parse(body.as_bytes())?,
+                };
                 Ok(json!(self.start(job, keep_going).await?))
             }
         }

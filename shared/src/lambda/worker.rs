@@ -11,18 +11,54 @@ use tracing::Instrument;
 use super::metrics::batch_line;
 use super::{MissingMessageId, for_each_record};
 use crate::Deps;
+use crate::error::PipelineError;
 use crate::ports::RecordOutcome;
 use crate::worker::{self, WorkerConfig};
 
-/// Messages handled at once within one invocation (each reads its objects with `item_concurrency`).
+/// Messages handled at once within one invocation. They share the invocation's `item_concurrency`, so the
+/// GETs in flight per invocation never exceed it whatever the event source mapping's batch size: with the
+/// mapping's MaximumConcurrency, that is what bounds the request rate on the input prefix.
 const MESSAGE_CONCURRENCY: usize = 4;
 
+/// Start no message with less than this left of the invocation (a batch of slow objects takes seconds).
+pub const WORKER_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The worker's deadline policy: whether an invocation that must end by `deadline` may, at `now`, start
+/// another message.
+pub fn worker_time_left(deadline: std::time::SystemTime, now: std::time::SystemTime) -> bool {
+    deadline
+        .duration_since(now)
+        .is_ok_and(|left| left > WORKER_MARGIN)
+}
+
+/// Handles an SQS event of batches, with no deadline (tests, and callers that have none).
 pub async fn handle(
     deps: &Deps,
     config: WorkerConfig,
     event: &SqsEvent,
 ) -> Result<SqsBatchResponse, MissingMessageId> {
+    handle_until(deps, config, event, &|| true).await
+}
+
+/// Handles an SQS event of batches. `time_left` is asked before each message starts: once it says no (the
+/// invocation is near its timeout), the messages not started are reported in `batchItemFailures`, to be
+/// delivered again, rather than cut off by the timeout (which would fail the whole event).
+pub async fn handle_until(
+    deps: &Deps,
+    config: WorkerConfig,
+    event: &SqsEvent,
+    time_left: &(dyn Fn() -> bool + Sync),
+) -> Result<SqsBatchResponse, MissingMessageId> {
+    let config = WorkerConfig {
+        item_concurrency: (config.item_concurrency / MESSAGE_CONCURRENCY).max(1),
+    };
     for_each_record(event, MESSAGE_CONCURRENCY, |body| async move {
+        if !time_left() {
+            return Err(PipelineError::NotReady {
+                job_id: String::new(),
+                message: "the invocation is near its timeout; left for the next delivery".into(),
+            });
+        }
         let message = worker::parse_message(body)?;
         let span =
             tracing::info_span!("batch", job_id = %message.job_id, batch_id = %message.batch_id());

@@ -25,6 +25,8 @@ pub struct TestStore {
     pub inner: LocalDirStore,
     pub puts: Mutex<HashMap<String, u32>>,
     pub throttled_keys: Mutex<HashSet<String>>,
+    /// Keys whose next read is throttled, once.
+    pub throttled_once: Mutex<HashSet<String>>,
 }
 
 impl TestStore {
@@ -51,7 +53,9 @@ impl ObjectStore for TestStore {
             .await
     }
     async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
-        if self.throttled_keys.lock().unwrap().contains(key) {
+        if self.throttled_keys.lock().unwrap().contains(key)
+            || self.throttled_once.lock().unwrap().remove(key)
+        {
             return Err(StoreError::Throttled);
         }
         self.inner.get(bucket, key).await
@@ -135,6 +139,7 @@ impl Env {
             inner,
             puts: Mutex::default(),
             throttled_keys: Mutex::default(),
+            throttled_once: Mutex::default(),
         });
         let deps = Deps::embedded(
             store.clone(),

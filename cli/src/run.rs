@@ -80,6 +80,8 @@ fn runner_config(
         concurrency: pool.concurrency.into(),
         visibility_timeout,
         max_receive_count,
+        // A crashed delivery comes back after a visibility timeout; only an idle well past that is stuck.
+        idle_before_sweep: (visibility_timeout * 3).max(Duration::from_secs(3)),
         worker: WorkerConfig {
             item_concurrency: pool.item_concurrency.into(),
         },

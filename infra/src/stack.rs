@@ -108,6 +108,17 @@ pub struct Function {
     pub environment: BTreeMap<String, String>,
     pub sqs_sources: Vec<SqsSource>,
     pub s3_sources: Vec<S3Source>,
+    pub schedules: Vec<ScheduleSource>,
+}
+
+/// A scheduled invocation of a function (an EventBridge rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSource {
+    pub event: String,
+    /// `rate(...)` or `cron(...)`.
+    pub schedule: String,
+    /// The payload the function receives (EventBridge's scheduled event when `None`).
+    pub input: Option<String>,
 }
 
 /// The stack resolved for one name and set of parameters.
@@ -600,6 +611,7 @@ impl Stack {
             }
             let mut sqs_sources = Vec::new();
             let mut s3_sources = Vec::new();
+            let mut schedules = Vec::new();
             for (event, definition) in properties["Events"].as_object().into_iter().flatten() {
                 let p = &definition["Properties"];
                 match definition["Type"].as_str() {
@@ -670,6 +682,11 @@ impl Stack {
                         }
                         s3_sources.push(source);
                     }
+                    Some("Schedule") => schedules.push(ScheduleSource {
+                        event: event.clone(),
+                        schedule: string(&p["Schedule"])?,
+                        input: p["Input"].as_str().map(str::to_owned),
+                    }),
                     other => {
                         return Err(unsupported(
                             id,
@@ -691,6 +708,7 @@ impl Stack {
                 environment: env,
                 sqs_sources,
                 s3_sources,
+                schedules,
             });
         }
         Ok(functions)

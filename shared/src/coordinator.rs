@@ -234,7 +234,11 @@ async fn cut_at_hand_over(
     Ok(())
 }
 
-async fn send_batches(deps: &Deps, job: &Job, batches: &[Batch]) -> Result<(), PipelineError> {
+pub(crate) async fn send_batches(
+    deps: &Deps,
+    job: &Job,
+    batches: &[Batch],
+) -> Result<(), PipelineError> {
     if batches.is_empty() {
         return Ok(());
     }

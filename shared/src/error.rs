@@ -40,8 +40,8 @@ impl PipelineError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Store(e) => e.is_transient(),
-            Self::Queue(e) => !matches!(e, QueueError::SendFailed { .. } | QueueError::NotFound(_)),
-            Self::Jobs(e) => matches!(e, JobStoreError::Throttled | JobStoreError::Other(_)),
+            Self::Queue(e) => e.is_transient(),
+            Self::Jobs(e) => e.is_transient(),
             Self::NotReady { .. } | Self::Task(_) => true,
             _ => false,
         }

@@ -12,6 +12,7 @@
 //! - Backends, each with its composition root: [`embedded`] ([`Deps::embedded`]) and [`aws`] ([`Deps::aws`]).
 //! - The pipeline's steps, the same code in Lambda and in one process: [`coordinator`], [`worker`],
 //!   [`completion`], [`dead_letter`], [`finalizer`].
+//! - [`sweeper`]: finds jobs that stopped moving, and repairs what it can.
 //! - Ways to run them: [`esm`] (the SQS event source mapping, played by this process), [`runner`] (a whole job
 //!   in one process, with optional fault injection), [`lambda`] (the three functions' handlers).
 
@@ -34,6 +35,7 @@ pub mod ports;
 pub mod processor;
 pub mod runner;
 pub mod spec;
+pub mod sweeper;
 pub mod worker;
 
 use std::sync::Arc;

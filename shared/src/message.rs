@@ -47,6 +47,22 @@ impl BatchMessage {
     }
 }
 
+/// The coordinator's continuation queue's message: hop `hop` of `continue_listing`'s listing (it resumes from
+/// the stored checkpoint; `next_seq` is where the hop began, for logs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContinueListing {
+    pub continue_listing: String,
+    pub next_seq: u64,
+    pub hop: u32,
+}
+
+impl ContinueListing {
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).expect("a continuation always serializes")
+    }
+}
+
 /// The finalizer's trigger, sent by whoever wins the completion claim. Strict, so that a batch message (which
 /// the finalizer also receives, from the dead-letter queue) is never taken for one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::Deps;
+use crate::clock::now_ms;
 use crate::coordinator::{Rerun, run_listing, start_or_resume};
 use crate::dead_letter::{self, DeadLetterOutcome};
 use crate::error::PipelineError;
@@ -31,6 +32,7 @@ use crate::message::{BatchMessage, FinalizeMessage};
 use crate::outcome::Manifest;
 use crate::ports::{BatchQueue, Progress, ReceivedMessage, require_job};
 use crate::spec::Job;
+use crate::sweeper::{Repair, sweep_job};
 use crate::worker::{self, WorkerConfig};
 
 /// How the runner plays the event source mappings.
@@ -51,6 +53,9 @@ pub struct RunnerConfig {
     /// How long an idle receive waits. Against SQS make it a long poll (whole seconds): shorter waits are
     /// short polls, each a billed request.
     pub receive_wait: Duration,
+    /// How long every queue must be idle, the job unfinished, before the sweeper looks at it. Longer than a
+    /// visibility timeout or two: a crashed delivery comes back after one.
+    pub idle_before_sweep: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -64,6 +69,7 @@ impl Default for RunnerConfig {
             chaos: None,
             poll_interval: Duration::from_millis(50),
             receive_wait: Duration::from_millis(50),
+            idle_before_sweep: Duration::from_secs(6),
         }
     }
 }
@@ -117,6 +123,8 @@ pub struct RunStats {
     pub crashes_before_ack: u64,
     pub crashes_before_record: u64,
     pub dead_lettered_batches: u64,
+    /// Times the sweeper found the job stuck (every queue idle, the job not finished) and repaired it.
+    pub sweeper_repairs: u64,
 }
 
 #[derive(Debug, Default)]
@@ -126,6 +134,7 @@ struct Counters {
     crashes_before_ack: AtomicU64,
     crashes_before_record: AtomicU64,
     dead_lettered_batches: AtomicU64,
+    sweeper_repairs: AtomicU64,
 }
 
 impl Counters {
@@ -137,6 +146,7 @@ impl Counters {
             crashes_before_ack: get(&self.crashes_before_ack),
             crashes_before_record: get(&self.crashes_before_record),
             dead_lettered_batches: get(&self.dead_lettered_batches),
+            sweeper_repairs: get(&self.sweeper_repairs),
         }
     }
 }
@@ -162,7 +172,7 @@ pub async fn run(
         PipelineError::Refused("the runner needs the work queue's dead-letter queue".into())
     })?;
     let job_id = job.job_id.clone();
-    start_or_resume(deps, job, Rerun::RefuseIfOutputsExist).await?;
+    retry_transient(|| start_or_resume(deps, job.clone(), Rerun::RefuseIfOutputsExist)).await?;
 
     let (stop_tx, stop) = watch::channel(false);
     let counters = Arc::new(Counters::default());
@@ -224,7 +234,7 @@ pub async fn run(
     }
     coordinator.await??;
     outcome?;
-    let manifest = finalize(deps, &job_id).await?.manifest;
+    let manifest = retry_transient(|| finalize(deps, &job_id)).await?.manifest;
     Ok(RunReport {
         manifest,
         elapsed: started.elapsed(),
@@ -232,21 +242,38 @@ pub async fn run(
     })
 }
 
-/// Runs the listing to its end, resuming from the stored checkpoint after a transient error.
-async fn coordinate(deps: Deps, job_id: String) -> Result<(), PipelineError> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let record = require_job(deps.jobs.as_ref(), &job_id).await?;
-        match run_listing(&deps, &record, &|| true).await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.is_transient() && delay < Duration::from_secs(10) => {
-                tracing::warn!(job_id, error = %e, "coordinator failed; resuming from its checkpoint");
+/// Attempts at a step that fails transiently before the run gives up on it.
+const STEP_ATTEMPTS: u32 = 30;
+
+/// Runs `step` until it succeeds or fails for good, with capped exponential backoff between transient
+/// failures (as Lambda's retries and the queues' redeliveries would).
+async fn retry_transient<T, F, Fut>(mut step: F) -> Result<T, PipelineError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, PipelineError>>,
+{
+    let mut delay = Duration::from_millis(20);
+    for attempt in 1.. {
+        match step().await {
+            Err(e) if e.is_transient() && attempt < STEP_ATTEMPTS => {
+                tracing::warn!(attempt, error = %e, "step failed; trying again");
                 tokio::time::sleep(delay).await;
-                delay *= 2;
+                delay = (delay * 2).min(Duration::from_secs(1));
             }
-            Err(e) => return Err(e),
+            outcome => return outcome,
         }
     }
+    unreachable!("the loop returns")
+}
+
+/// Runs the listing to its end, resuming from the stored checkpoint after a transient error.
+async fn coordinate(deps: Deps, job_id: String) -> Result<(), PipelineError> {
+    retry_transient(|| async {
+        let record = require_job(deps.jobs.as_ref(), &job_id).await?;
+        run_listing(&deps, &record, &|| true).await
+    })
+    .await
+    .map(drop)
 }
 
 /// The runner's shared state: what every mapping it plays reads.
@@ -288,6 +315,11 @@ impl Pool {
                     }
                 }
                 Err(PollError::Delete(e)) => tracing::warn!(error = %e, "delete failed"),
+                // Lambda's pollers retry a failed receive; so does this one.
+                Err(PollError::Receive(e)) if e.is_transient() => {
+                    tracing::warn!(error = %e, "receive failed");
+                    tokio::time::sleep(self.config.poll_interval).await;
+                }
                 Err(PollError::Receive(e)) => return Err(e.into()),
                 Err(PollError::Invoke(e)) => return Err(into_pipeline_error(e)),
             }
@@ -295,7 +327,10 @@ impl Pool {
         Ok(())
     }
 
-    /// Reports progress until the job is terminal; fails if a task failed or the job is stuck.
+    /// Reports progress until the job is terminal; fails if a task failed or the job is stuck. When every queue
+    /// has been idle for a while and the job is not finished, the sweeper looks at it and repairs what it can
+    /// (a lost finalize trigger, batches that were never delivered, a claim never made); the run fails as stuck
+    /// only when it can repair nothing.
     async fn watch(
         &self,
         job_id: &str,
@@ -304,13 +339,20 @@ impl Pool {
         consumers: &[JoinHandle<Result<(), PipelineError>>],
         on_progress: &(dyn Fn(&Progress) + Sync),
     ) -> Result<(), PipelineError> {
-        let stuck_after = (self.config.visibility_timeout * 3).max(Duration::from_secs(3));
+        let stuck_after = self.config.idle_before_sweep;
         let mut idle_since: Option<Instant> = None;
         loop {
             // Read before the progress: a coordinator that finished before the read and left no listing totals
             // failed (its error is returned when it is joined).
             let coordinator_done = coordinator.is_finished();
-            let progress = self.deps.jobs.progress(job_id).await?;
+            let progress = match self.deps.jobs.progress(job_id).await {
+                Ok(progress) => progress,
+                Err(e) if e.is_transient() => {
+                    tokio::time::sleep(self.config.poll_interval).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             on_progress(&progress);
             if progress.status.is_terminal() {
                 return Ok(());
@@ -320,7 +362,7 @@ impl Pool {
             {
                 return Ok(()); // the failed task's error is returned when it is joined
             }
-            let idle = coordinator_done && self.queues_empty(dead_letter).await?;
+            let idle = coordinator_done && self.queues_empty(dead_letter).await.unwrap_or(false);
             idle_since = if idle {
                 idle_since.or(Some(Instant::now()))
             } else {
@@ -329,6 +371,25 @@ impl Pool {
             if let Some(since) = idle_since
                 && since.elapsed() > stuck_after
             {
+                let swept = sweep_job(&self.deps, None, job_id, now_ms(), Duration::ZERO).await;
+                match swept {
+                    Ok(Some(stuck)) if stuck.repair != Repair::Reported => {
+                        self.counters
+                            .sweeper_repairs
+                            .fetch_add(1, Ordering::Relaxed);
+                        idle_since = None;
+                        continue;
+                    }
+                    Ok(None) => {
+                        idle_since = None;
+                        continue;
+                    }
+                    Err(e) if e.is_transient() => {
+                        tokio::time::sleep(self.config.poll_interval).await;
+                        continue;
+                    }
+                    _ => {}
+                }
                 return Err(PipelineError::Inconsistent {
                     job_id: job_id.to_owned(),
                     message: format!(

@@ -58,7 +58,7 @@ pub async fn handle(
     message: &BatchMessage,
 ) -> Result<Handled, PipelineError> {
     let (job_id, seq) = (&message.job_id, message.seq);
-    if let Some((_, record)) = deps.jobs.batch_records(job_id, seq, seq + 1).await?.pop() {
+    if let Some(record) = deps.jobs.batch_record(job_id, seq).await? {
         tracing::info!(batch_id = %message.batch_id(), "batch was already recorded; not processed again");
         let completion = complete_if_done(deps, job_id, true).await?;
         return Ok(Handled {

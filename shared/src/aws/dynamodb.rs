@@ -5,6 +5,7 @@
 //! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `listing_batches`, `listing_items`, `counter_shards` |
 //! | counter shard | `JOB#<job_id>#S<shard>` | `COUNT` | `batches`, `succeeded`, `failed` |
 //! | batch marker | `JOB#<job_id>#S<shard>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `part_key` |
+//! | active job | `ACTIVE` | `JOB#<job_id>` | (none): written before the job item, deleted once it is terminal, so the sweeper finds every unfinished job with one Query |
 //!
 //! Every item carries `expires_at` (the table's TTL attribute). Batch `seq` lives in shard `seq % shards`: its
 //! marker and its shard's counter share a partition key, and each shard is its own partition, so the batch rate
@@ -30,6 +31,8 @@ use crate::ports::{
 type Item = HashMap<String, AttributeValue>;
 
 const JOB_SK: &str = "JOB";
+/// The partition of the active-job registry.
+const ACTIVE_PK: &str = "ACTIVE";
 const COUNT_SK: &str = "COUNT";
 /// Attempts at a batch record that lost a `TransactionConflict` to a concurrent record of the same shard.
 const CONFLICT_ATTEMPTS: u32 = 10;
@@ -128,6 +131,16 @@ where
         Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
         Err(e) => Err(map_error(e)),
     }
+}
+
+fn marker_record(job_id: &str, item: &Item) -> Result<BatchRecord, JobStoreError> {
+    Ok(BatchRecord {
+        succeeded: get_n(item, "succeeded").ok_or_else(|| corrupt(job_id, "succeeded count"))?,
+        failed: get_n(item, "failed").ok_or_else(|| corrupt(job_id, "failed count"))?,
+        part_key: get_s(item, "part_key")
+            .ok_or_else(|| corrupt(job_id, "part key"))?
+            .to_owned(),
+    })
 }
 
 fn record_from_item(job_id: &str, item: &Item) -> Result<(JobRecord, Option<u64>), JobStoreError> {
@@ -392,6 +405,17 @@ impl JobStore for DynamoJobStore {
         let job_id = record.job.job_id.as_str();
         let job =
             serde_json::to_string(&record.job).map_err(|e| JobStoreError::Other(Box::new(e)))?;
+        // The registry entry first: a crash between the two leaves an entry with no job, which the sweeper
+        // forgets, never a job the sweeper cannot find.
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(ACTIVE_PK))
+            .item("sk", s(job_pk(job_id)))
+            .item(TTL_ATTRIBUTE, self.expires_at())
+            .send()
+            .await
+            .map_err(map_error)?;
         let result = self
             .client
             .put_item()
@@ -565,6 +589,26 @@ impl JobStore for DynamoJobStore {
         }
     }
 
+    async fn batch_record(
+        &self,
+        job_id: &str,
+        seq: u64,
+    ) -> Result<Option<BatchRecord>, JobStoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(shard_pk(job_id, seq % u64::from(self.shards))))
+            .key("sk", s(batch_sk(seq)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(map_error)?;
+        out.item()
+            .map(|item| marker_record(job_id, item))
+            .transpose()
+    }
+
     async fn batch_records(
         &self,
         job_id: &str,
@@ -613,18 +657,7 @@ impl JobStore for DynamoJobStore {
                 .and_then(|sk| sk.strip_prefix("BATCH#"))
                 .and_then(|seq| seq.parse().ok())
                 .ok_or_else(|| corrupt(job_id, "batch marker key"))?;
-            records.push((
-                seq,
-                BatchRecord {
-                    succeeded: get_n(&item, "succeeded")
-                        .ok_or_else(|| corrupt(job_id, "succeeded count"))?,
-                    failed: get_n(&item, "failed")
-                        .ok_or_else(|| corrupt(job_id, "failed count"))?,
-                    part_key: get_s(&item, "part_key")
-                        .ok_or_else(|| corrupt(job_id, "part key"))?
-                        .to_owned(),
-                },
-            ));
+            records.push((seq, marker_record(job_id, &item)?));
         }
         records.sort_unstable_by_key(|(seq, _)| *seq);
         Ok(records)
@@ -663,12 +696,92 @@ impl JobStore for DynamoJobStore {
         .await
     }
 
+    async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError> {
+        let mut ids = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(ACTIVE_PK))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(map_error)?;
+            ids.extend(
+                out.items()
+                    .iter()
+                    .filter_map(|item| get_s(item, "sk")?.strip_prefix("JOB#").map(str::to_owned)),
+            );
+            match out.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(ids),
+            }
+        }
+    }
+
+    async fn forget_active(&self, job_id: &str) -> Result<(), JobStoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(ACTIVE_PK))
+            .key("sk", s(job_pk(job_id)))
+            .send()
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn note_progress(
+        &self,
+        job_id: &str,
+        fingerprint: &str,
+        now_ms: u64,
+    ) -> Result<u64, JobStoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+            .update_expression("SET sweep_fp = :fp, sweep_since_ms = :now")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(sweep_fp) OR sweep_fp <> :fp)",
+            )
+            .expression_attribute_values(":fp", s(fingerprint))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        if applied(result)? {
+            return Ok(now_ms);
+        }
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(map_error)?;
+        let item = out
+            .item()
+            .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
+        Ok(get_n(item, "sweep_since_ms").unwrap_or(now_ms))
+    }
+
     async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {
         let target = JobStatus::from(status);
         if self
             .move_status(job_id, JobStatus::Finalizing, target, MoveCondition::None)
             .await?
         {
+            // Off the active registry; should this fail, the sweeper forgets the entry when it sees the job
+            // terminal.
+            if let Err(e) = self.forget_active(job_id).await {
+                tracing::warn!(job_id, error = %e, "could not remove the job from the active registry");
+            }
             return Ok(true);
         }
         match self.get_job(job_id).await? {

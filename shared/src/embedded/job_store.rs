@@ -18,6 +18,8 @@ struct JobState {
     batches: BTreeMap<u64, BatchRecord>,
     succeeded: u64,
     failed: u64,
+    /// The sweeper's last fingerprint of the job and since when it has shown it.
+    swept: Option<(String, u64)>,
 }
 
 /// The embedded job store.
@@ -69,6 +71,7 @@ impl JobStore for MemoryJobStore {
                 batches: BTreeMap::new(),
                 succeeded: 0,
                 failed: 0,
+                swept: None,
             },
         );
         Ok(CreateOutcome::Created)
@@ -166,6 +169,14 @@ impl JobStore for MemoryJobStore {
         })
     }
 
+    async fn batch_record(
+        &self,
+        job_id: &str,
+        seq: u64,
+    ) -> Result<Option<BatchRecord>, JobStoreError> {
+        self.with_job(job_id, |job| Ok(job.batches.get(&seq).cloned()))
+    }
+
     async fn batch_records(
         &self,
         job_id: &str,
@@ -201,6 +212,36 @@ impl JobStore for MemoryJobStore {
                 Ok(true)
             } else {
                 Ok(false)
+            }
+        })
+    }
+
+    async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError> {
+        let mut ids: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, job)| !job.record.status.is_terminal())
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn forget_active(&self, _job_id: &str) -> Result<(), JobStoreError> {
+        Ok(()) // active_jobs reads the statuses themselves
+    }
+
+    async fn note_progress(
+        &self,
+        job_id: &str,
+        fingerprint: &str,
+        now_ms: u64,
+    ) -> Result<u64, JobStoreError> {
+        self.with_job(job_id, |job| match &job.swept {
+            Some((seen, since)) if seen == fingerprint => Ok(*since),
+            _ => {
+                job.swept = Some((fingerprint.to_owned(), now_ms));
+                Ok(now_ms)
             }
         })
     }

@@ -1,9 +1,11 @@
-//! The coordinator function. Three kinds of event:
+//! The coordinator function. Four kinds of event:
 //! - an S3 event for job specs created under the jobs prefix: each spec object is read and its job started;
 //!   a spec without `job_id` gets one derived from bucket, key and the object's version (or ETag), so a
 //!   duplicated S3 event resumes the same job instead of starting a second one;
 //! - a direct invoke whose payload is a job spec: the job is started and its id returned;
-//! - an SQS event from its continuation queue: a listing handed over by an earlier invocation resumes.
+//! - an SQS event from its continuation queue: a listing handed over by an earlier invocation resumes;
+//! - its schedule's `{"sweep": {"stale_after_minutes": N}}`: the [`crate::sweeper`] looks at every unfinished
+//!   job and repairs the ones whose progress has not moved for N minutes.
 //!
 //! Long listings: the listing stops at a checkpoint while enough of the invocation's time remains, and a
 //! `ContinueListing` message resumes it in a fresh invocation. That is an intentional recursive pattern
@@ -26,10 +28,12 @@ use super::for_each_record;
 use crate::Deps;
 use crate::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
 use crate::error::PipelineError;
+pub use crate::message::ContinueListing;
 use crate::ports::{
     BatchQueue, Checkpoint, JobRecord, OutgoingMessage, read_all, send_all_with_retry,
 };
 use crate::spec::{Job, JobSpec};
+use crate::sweeper::sweep;
 
 /// Most hand-overs of one listing.
 pub const MAX_HOPS: u32 = 1000;
@@ -45,13 +49,11 @@ pub fn time_for_another_page(deadline: SystemTime, now: SystemTime) -> bool {
         .is_ok_and(|left| left > HAND_OVER_MARGIN)
 }
 
-/// The continuation queue's message: resume `job_id`'s listing from checkpoint `next_seq`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The schedule's request: sweep the jobs whose progress has not moved for this long.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ContinueListing {
-    pub continue_listing: String,
-    pub next_seq: u64,
-    pub hop: u32,
+struct SweepRequest {
+    stale_after_minutes: u64,
 }
 
 /// A job this invocation started or resumed.
@@ -177,6 +179,30 @@ impl Coordinator {
             Some(other) => Err(PipelineError::MalformedMessage(format!(
                 "unexpected event source \"{other}\""
             ))),
+            None if payload.get("sweep").is_some() => {
+                let request: SweepRequest =
+                    serde_json::from_value(payload["sweep"].clone()).map_err(malformed)?;
+                let stale_after = Duration::from_secs(request.stale_after_minutes * 60);
+                let stuck = sweep(
+                    &self.deps,
+                    Some(self.continuation.as_ref()),
+                    crate::clock::now_ms(),
+                    stale_after,
+                )
+                .await?;
+                let stuck: Vec<Value> = stuck
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "job_id": s.job_id,
+                            "status": s.status.as_str(),
+                            "finding": format!("{:?}", s.finding),
+                            "repair": format!("{:?}", s.repair),
+                        })
+                    })
+                    .collect();
+                Ok(json!({ "stuck": stuck }))
+            }
             None => {
                 let body = payload.to_string();
                 let job = match request_id {
@@ -356,12 +382,12 @@ impl Coordinator {
         job_id: &str,
         checkpoint: &Checkpoint,
     ) -> Result<(), PipelineError> {
-        let body = serde_json::to_string(&ContinueListing {
+        let body = ContinueListing {
             continue_listing: job_id.to_owned(),
             next_seq: checkpoint.next_seq,
             hop: checkpoint.hop,
-        })
-        .expect("a continuation serializes");
+        }
+        .to_body();
         send_all_with_retry(
             self.continuation.as_ref(),
             vec![OutgoingMessage {

@@ -128,6 +128,13 @@ pub enum JobStoreError {
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl JobStoreError {
+    /// Worth retrying later (the same call may succeed).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Throttled | Self::Other(_))
+    }
+}
+
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Creates the job record if no job has this id (a conditional put).
@@ -173,6 +180,13 @@ pub trait JobStore: Send + Sync {
         record: &BatchRecord,
     ) -> Result<RecordOutcome, JobStoreError>;
 
+    /// Batch `seq`'s record, if it has one (a strongly consistent read of its marker).
+    async fn batch_record(
+        &self,
+        job_id: &str,
+        seq: u64,
+    ) -> Result<Option<BatchRecord>, JobStoreError>;
+
     /// The recorded batches with `from <= seq < to`, ascending by `seq` (at most `to - from`; callers ask for
     /// ranges of about a thousand).
     async fn batch_records(
@@ -188,6 +202,22 @@ pub trait JobStore: Send + Sync {
     /// Moves the job from RUNNING to FINALIZING if the listing is complete. Exactly one caller gets `true`.
     /// Callers must first have seen [`Progress::is_complete`].
     async fn claim_finalization(&self, job_id: &str) -> Result<bool, JobStoreError>;
+
+    /// The ids of the jobs that are not terminal, for the sweeper (it may list a job that just finished, or
+    /// whose creation failed midway: the sweeper reads each one).
+    async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError>;
+
+    /// Forgets a job that [`Self::active_jobs`] listed but that is terminal or does not exist.
+    async fn forget_active(&self, job_id: &str) -> Result<(), JobStoreError>;
+
+    /// Notes that the sweeper saw the job's progress as `fingerprint` at `now_ms`; returns since when the job
+    /// has shown that fingerprint (`now_ms` when it changed). Errors: `NotFound`.
+    async fn note_progress(
+        &self,
+        job_id: &str,
+        fingerprint: &str,
+        now_ms: u64,
+    ) -> Result<u64, JobStoreError>;
 
     /// Moves the job from FINALIZING to a terminal status. `true` if this call did it, `false` if the job was
     /// already in that status; `Conflict` if it is in another status.

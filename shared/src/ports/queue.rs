@@ -78,6 +78,13 @@ pub enum QueueError {
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl QueueError {
+    /// Worth retrying later (the same call may succeed).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Self::SendFailed { .. } | Self::NotFound(_))
+    }
+}
+
 #[async_trait]
 pub trait BatchQueue: Send + Sync {
     /// Sends messages, split into as many API calls as the entry and size limits require. Returns the entries

@@ -489,6 +489,11 @@ pub async fn job_store_counts_each_batch_once(store: Arc<dyn JobStore>, job_id: 
     assert_eq!((p.batches_done, p.succeeded, p.failed), (2, 8, 1));
     let records = store.batch_records(job_id, 0, 1).await.expect("records");
     assert_eq!(records, vec![(0, batch(3, 1))]);
+    assert_eq!(
+        store.batch_record(job_id, 1).await.expect("marker"),
+        Some(batch(5, 0))
+    );
+    assert_eq!(store.batch_record(job_id, 2).await.expect("marker"), None);
     let records = store.batch_records(job_id, 0, 1000).await.expect("records");
     assert_eq!(records, vec![(0, batch(3, 1)), (1, batch(5, 0))]);
     let records = store.batch_records(job_id, 1, 10).await.expect("records");

@@ -1,0 +1,213 @@
+//! The sweeper: no job may stay RUNNING or FINALIZING forever. Run on a schedule (the coordinator's, on AWS)
+//! and by the in-process runner when its queues fall idle, it reads every unfinished job, notes its progress,
+//! and for a job whose progress has not moved for longer than a bound, reports why and repairs what it can:
+//!
+//! - every batch recorded but the completion claim never made (the claimant died): claim it now;
+//! - FINALIZING with no finalizer running (the trigger was lost): trigger the finalizer again;
+//! - the listing complete, some batches never recorded and nothing left to deliver them (messages expired or
+//!   lost): list again and send just the batches with no record. Batching is deterministic, so a re-sent
+//!   batch carries the items it first had; a listing cut at hand-overs cannot be cut the same way again, so
+//!   there it only reports;
+//! - the listing not complete and its chain of hand-overs broken: send the owning hop's continuation again
+//!   (when a continuation queue is at hand), which resumes from the stored checkpoint.
+//!
+//! Every repair is idempotent: it only re-sends what the pipeline already absorbs when it arrives twice.
+
+use std::time::Duration;
+
+use crate::Deps;
+use crate::batching::{BatchLimits, Batcher};
+use crate::completion::complete_if_done;
+use crate::coordinator::send_batches;
+use crate::error::PipelineError;
+use crate::message::ContinueListing;
+use crate::outcome::JobStatus;
+use crate::ports::{BatchQueue, JobRecord, OutgoingMessage, Progress, send_all_with_retry};
+
+/// What the sweeper found wrong with a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// Every batch is recorded, the job still RUNNING.
+    Unclaimed,
+    /// FINALIZING, and not finished.
+    FinalizeLost,
+    /// The listing is complete; these many batches have no record.
+    BatchesMissing(u64),
+    /// The listing stopped before its end.
+    ListingStalled { hop: u32 },
+}
+
+/// What the sweeper did about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repair {
+    Claimed,
+    FinalizerTriggered,
+    /// These batches were sent again.
+    BatchesResent(u64),
+    ContinuationResent,
+    /// Nothing this sweeper can do: reported for an operator.
+    Reported,
+}
+
+/// One stuck job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    pub job_id: String,
+    pub status: JobStatus,
+    pub finding: Finding,
+    pub repair: Repair,
+}
+
+/// How a job's progress looks to the sweeper: it moved if any of these changed.
+fn fingerprint(record: &JobRecord, progress: &Progress) -> String {
+    format!(
+        "{}/{}/{}/{}/{}",
+        progress.status.as_str(),
+        record.checkpoint.hop,
+        record.checkpoint.next_seq,
+        progress.listing.map_or(0, |l| l.batches),
+        progress.batches_done
+    )
+}
+
+/// Sweeps every unfinished job once. A job whose progress has not moved for `stale_after` (at `now_ms`) is
+/// reported and, where it can be, repaired. `continuation` is the coordinator's continuation queue, to restart
+/// a broken chain of hand-overs (the in-process runner lists in one go and has none).
+pub async fn sweep(
+    deps: &Deps,
+    continuation: Option<&dyn BatchQueue>,
+    now_ms: u64,
+    stale_after: Duration,
+) -> Result<Vec<Stuck>, PipelineError> {
+    let mut stuck = Vec::new();
+    for job_id in deps.jobs.active_jobs().await? {
+        stuck.extend(sweep_job(deps, continuation, &job_id, now_ms, stale_after).await?);
+    }
+    Ok(stuck)
+}
+
+/// Sweeps one job: `Some` when it is stuck (with what was done about it).
+pub async fn sweep_job(
+    deps: &Deps,
+    continuation: Option<&dyn BatchQueue>,
+    job_id: &str,
+    now_ms: u64,
+    stale_after: Duration,
+) -> Result<Option<Stuck>, PipelineError> {
+    let Some(record) = deps.jobs.get_job(job_id).await? else {
+        deps.jobs.forget_active(job_id).await?;
+        return Ok(None);
+    };
+    if record.status.is_terminal() {
+        deps.jobs.forget_active(job_id).await?;
+        return Ok(None);
+    }
+    let progress = deps.jobs.progress(job_id).await?;
+    let since = deps
+        .jobs
+        .note_progress(job_id, &fingerprint(&record, &progress), now_ms)
+        .await?;
+    if now_ms.saturating_sub(since) < stale_after.as_millis() as u64 {
+        return Ok(None);
+    }
+    let (finding, repair) = repair(deps, continuation, &record, &progress).await?;
+    tracing::warn!(job_id, ?finding, ?repair, "stuck job");
+    Ok(Some(Stuck {
+        job_id: job_id.to_owned(),
+        status: progress.status,
+        finding,
+        repair,
+    }))
+}
+
+async fn repair(
+    deps: &Deps,
+    continuation: Option<&dyn BatchQueue>,
+    record: &JobRecord,
+    progress: &Progress,
+) -> Result<(Finding, Repair), PipelineError> {
+    let job_id = record.job.job_id.as_str();
+    if progress.status == JobStatus::Finalizing {
+        complete_if_done(deps, job_id, true).await?;
+        return Ok((Finding::FinalizeLost, Repair::FinalizerTriggered));
+    }
+    let Some(totals) = progress.listing else {
+        let hop = record.checkpoint.hop;
+        return Ok(match continuation {
+            Some(queue) => {
+                let body = ContinueListing {
+                    continue_listing: job_id.to_owned(),
+                    next_seq: record.checkpoint.next_seq,
+                    hop,
+                }
+                .to_body();
+                let message = OutgoingMessage {
+                    id: "continue".into(),
+                    body,
+                };
+                send_all_with_retry(queue, vec![message]).await?;
+                (Finding::ListingStalled { hop }, Repair::ContinuationResent)
+            }
+            None => (Finding::ListingStalled { hop }, Repair::Reported),
+        });
+    };
+    if progress.is_complete() {
+        complete_if_done(deps, job_id, true).await?;
+        return Ok((Finding::Unclaimed, Repair::Claimed));
+    }
+    let missing = totals.batches.saturating_sub(progress.batches_done);
+    if record.checkpoint.hop > 0 {
+        // Cut at hand-overs: listing again would cut other batches.
+        return Ok((Finding::BatchesMissing(missing), Repair::Reported));
+    }
+    let resent = resend_missing(deps, record, totals.batches).await?;
+    Ok((
+        Finding::BatchesMissing(missing),
+        Repair::BatchesResent(resent),
+    ))
+}
+
+/// Lists the job's items again and sends the batches (below `total`) that have no record.
+async fn resend_missing(deps: &Deps, record: &JobRecord, total: u64) -> Result<u64, PipelineError> {
+    let job = &record.job;
+    let reader = &job.spec.item_reader;
+    let mut batcher = Batcher::new(BatchLimits::for_job(&job.spec), 0);
+    let mut token: Option<String> = None;
+    let mut resent = 0;
+    loop {
+        let page = deps
+            .objects
+            .list_page(&reader.bucket, &reader.prefix, None, token.as_deref())
+            .await?;
+        let mut batches = Vec::new();
+        for object in page.objects {
+            if reader
+                .suffix
+                .as_deref()
+                .is_none_or(|s| object.key.ends_with(s))
+            {
+                batcher.push(object.key, &mut batches)?;
+            }
+        }
+        if page.next.is_none() {
+            batches.extend(batcher.flush());
+        }
+        let mut missing = Vec::new();
+        for batch in batches.into_iter().filter(|b| b.seq < total) {
+            if deps
+                .jobs
+                .batch_record(&job.job_id, batch.seq)
+                .await?
+                .is_none()
+            {
+                missing.push(batch);
+            }
+        }
+        resent += missing.len() as u64;
+        send_batches(deps, job, &missing).await?;
+        match page.next {
+            Some(next) => token = Some(next),
+            None => return Ok(resent),
+        }
+    }
+}

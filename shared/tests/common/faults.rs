@@ -1,0 +1,329 @@
+//! Fault-injecting wrappers around the three ports, in the style of mountpoint-s3's `failure_client.rs`: each
+//! call may fail before it does anything (a throttle, a timeout), a write may take effect and still report a
+//! failure (the caller died, or lost the response, right after it: a crash between two steps), a send may
+//! lose a message or deliver one twice, a receive may fail. Every fault is transient, as AWS's are; whether a
+//! call is hit is drawn from one seeded generator.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dmap_core::ports::{
+    BatchQueue, BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStore, JobStoreError,
+    ListPage, ListingTotals, ObjectReader, ObjectStore, OutgoingMessage, Progress, QueueDepth,
+    QueueError, ReceivedMessage, RecordOutcome, SendFailure, StoreError, TerminalStatus,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// How often each kind of fault strikes (a probability per call).
+#[derive(Debug, Clone, Copy)]
+pub struct FaultRates {
+    /// A call fails before doing anything.
+    pub before: f64,
+    /// A write takes effect, then reports a failure.
+    pub after: f64,
+    /// A sent message is silently lost.
+    pub lost: f64,
+    /// A received message is delivered a second time.
+    pub duplicated: f64,
+}
+
+/// The faults injected, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    pub before: u64,
+    pub after: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+}
+
+/// One seeded source of faults, shared by the wrappers of one run.
+pub struct Faults {
+    rng: Mutex<StdRng>,
+    pub rates: FaultRates,
+    pub counts: Mutex<FaultCounts>,
+}
+
+impl Faults {
+    pub fn new(seed: u64, rates: FaultRates) -> Arc<Self> {
+        Arc::new(Self {
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            rates,
+            counts: Mutex::default(),
+        })
+    }
+
+    fn strikes(&self, rate: f64) -> bool {
+        rate > 0.0 && self.rng.lock().unwrap().random::<f64>() < rate
+    }
+
+    fn before(&self) -> bool {
+        let hit = self.strikes(self.rates.before);
+        self.counts.lock().unwrap().before += u64::from(hit);
+        hit
+    }
+
+    fn after(&self) -> bool {
+        let hit = self.strikes(self.rates.after);
+        self.counts.lock().unwrap().after += u64::from(hit);
+        hit
+    }
+
+    fn lost(&self) -> bool {
+        let hit = self.strikes(self.rates.lost);
+        self.counts.lock().unwrap().lost += u64::from(hit);
+        hit
+    }
+
+    fn duplicated(&self) -> bool {
+        let hit = self.strikes(self.rates.duplicated);
+        self.counts.lock().unwrap().duplicated += u64::from(hit);
+        hit
+    }
+}
+
+fn cut_off() -> Box<dyn std::error::Error + Send + Sync> {
+    "the connection was cut after the request was sent".into()
+}
+
+// ------------------------------------------------------------------------------------------- object store
+
+pub struct FaultyStore {
+    pub inner: Arc<dyn ObjectStore>,
+    pub faults: Arc<Faults>,
+}
+
+#[async_trait]
+impl ObjectStore for FaultyStore {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        continuation: Option<&str>,
+    ) -> Result<ListPage, StoreError> {
+        if self.faults.before() {
+            return Err(StoreError::Throttled);
+        }
+        self.inner
+            .list_page(bucket, prefix, start_after, continuation)
+            .await
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
+        if self.faults.before() {
+            return Err(StoreError::Throttled);
+        }
+        self.inner.get(bucket, key).await
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        if self.faults.before() {
+            return Err(StoreError::Throttled);
+        }
+        self.inner.put(bucket, key, body).await?;
+        if self.faults.after() {
+            return Err(StoreError::Other(cut_off()));
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------------------------------------- queue
+
+pub struct FaultyQueue {
+    pub inner: Arc<dyn BatchQueue>,
+    pub faults: Arc<Faults>,
+}
+
+#[async_trait]
+impl BatchQueue for FaultyQueue {
+    async fn send_batch(
+        &self,
+        messages: &[OutgoingMessage],
+    ) -> Result<Vec<SendFailure>, QueueError> {
+        if self.faults.before() {
+            return Err(QueueError::Throttled);
+        }
+        let mut kept = Vec::new();
+        let mut failures = Vec::new();
+        for m in messages {
+            if self.faults.lost() {
+                continue; // accepted, never delivered
+            }
+            if self.faults.before() {
+                failures.push(SendFailure {
+                    id: m.id.clone(),
+                    code: "InternalError".into(),
+                    message: "injected".into(),
+                    sender_fault: false,
+                });
+            } else {
+                kept.push(m.clone());
+            }
+        }
+        failures.extend(self.inner.send_batch(&kept).await?);
+        if self.faults.after() {
+            return Err(QueueError::Other(cut_off()));
+        }
+        Ok(failures)
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        if self.faults.before() {
+            return Err(QueueError::Throttled);
+        }
+        let received = self.inner.receive(max, wait).await?;
+        for m in &received {
+            if self.faults.duplicated() {
+                // SQS delivers a message twice now and then: a second copy of the same body.
+                let copy = OutgoingMessage {
+                    id: "dup".into(),
+                    body: m.body.clone(),
+                };
+                self.inner.send_batch(&[copy]).await?;
+            }
+        }
+        Ok(received)
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        if self.faults.before() {
+            return Err(QueueError::Throttled);
+        }
+        self.inner.delete(receipt_handle).await
+    }
+
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        if self.faults.before() {
+            return Err(QueueError::Throttled);
+        }
+        self.inner.change_visibility(receipt_handle, timeout).await
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        self.inner.depth().await
+    }
+}
+
+// --------------------------------------------------------------------------------------------- job store
+
+pub struct FaultyJobStore {
+    pub inner: Arc<dyn JobStore>,
+    pub faults: Arc<Faults>,
+}
+
+impl FaultyJobStore {
+    fn before(&self) -> Result<(), JobStoreError> {
+        if self.faults.before() {
+            Err(JobStoreError::Throttled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A write's outcome, unless the caller "dies" right after it.
+    fn after<T>(&self, outcome: Result<T, JobStoreError>) -> Result<T, JobStoreError> {
+        let outcome = outcome?;
+        if self.faults.after() {
+            return Err(JobStoreError::Other(cut_off()));
+        }
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl JobStore for FaultyJobStore {
+    async fn create_job(&self, record: &JobRecord) -> Result<CreateOutcome, JobStoreError> {
+        self.before()?;
+        self.after(self.inner.create_job(record).await)
+    }
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
+        self.before()?;
+        self.inner.get_job(job_id).await
+    }
+    async fn save_checkpoint(&self, job_id: &str, cp: &Checkpoint) -> Result<(), JobStoreError> {
+        self.before()?;
+        self.after(self.inner.save_checkpoint(job_id, cp).await)
+    }
+    async fn hand_over(&self, job_id: &str, cp: &Checkpoint) -> Result<bool, JobStoreError> {
+        self.before()?;
+        self.after(self.inner.hand_over(job_id, cp).await)
+    }
+    async fn continuation_sent(&self, job_id: &str, hop: u32) -> Result<(), JobStoreError> {
+        self.before()?;
+        self.after(self.inner.continuation_sent(job_id, hop).await)
+    }
+    async fn complete_listing(
+        &self,
+        job_id: &str,
+        totals: ListingTotals,
+    ) -> Result<(), JobStoreError> {
+        self.before()?;
+        self.after(self.inner.complete_listing(job_id, totals).await)
+    }
+    async fn record_batch(
+        &self,
+        job_id: &str,
+        seq: u64,
+        record: &BatchRecord,
+    ) -> Result<RecordOutcome, JobStoreError> {
+        self.before()?;
+        self.after(self.inner.record_batch(job_id, seq, record).await)
+    }
+    async fn batch_record(
+        &self,
+        job_id: &str,
+        seq: u64,
+    ) -> Result<Option<BatchRecord>, JobStoreError> {
+        self.before()?;
+        self.inner.batch_record(job_id, seq).await
+    }
+    async fn batch_records(
+        &self,
+        job_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError> {
+        self.before()?;
+        self.inner.batch_records(job_id, from, to).await
+    }
+    async fn progress(&self, job_id: &str) -> Result<Progress, JobStoreError> {
+        self.before()?;
+        self.inner.progress(job_id).await
+    }
+    async fn claim_finalization(&self, job_id: &str) -> Result<bool, JobStoreError> {
+        self.before()?;
+        self.after(self.inner.claim_finalization(job_id).await)
+    }
+    async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError> {
+        self.before()?;
+        self.inner.active_jobs().await
+    }
+    async fn forget_active(&self, job_id: &str) -> Result<(), JobStoreError> {
+        self.before()?;
+        self.after(self.inner.forget_active(job_id).await)
+    }
+    async fn note_progress(
+        &self,
+        job_id: &str,
+        fingerprint: &str,
+        now_ms: u64,
+    ) -> Result<u64, JobStoreError> {
+        self.before()?;
+        self.inner.note_progress(job_id, fingerprint, now_ms).await
+    }
+    async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {
+        self.before()?;
+        self.after(self.inner.finish(job_id, status).await)
+    }
+}

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod failure_store;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -61,6 +61,7 @@ async fn coordinator(
         allowed_buckets: vec![allowed.to_owned()],
         result_buckets: vec![allowed.to_owned()],
         jobs_prefix: "jobs/".into(),
+        results_prefix: String::new(), // anywhere: these tests write under results/ and out/
     };
     (coordinator, continuation)
 }
@@ -257,6 +258,7 @@ async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anythin
         allowed_buckets: vec!["only-this-one".into()],
         result_buckets: vec!["data".into()],
         jobs_prefix: "jobs/".into(),
+        results_prefix: String::new(),
     };
     let err = coordinator
         .handle(event("direct-invoke.json"), &|| true)

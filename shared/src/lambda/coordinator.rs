@@ -82,6 +82,8 @@ pub struct Coordinator {
     /// Buckets a job may write results to.
     pub result_buckets: Vec<String>,
     pub jobs_prefix: String,
+    /// Where results may go: `result_writer.prefix` must start with it (empty: anywhere).
+    pub results_prefix: String,
 }
 
 /// Decodes an S3 event key: form encoding, `+` for a space (`%2B` for a plus), then percent-decoding. Right
@@ -130,6 +132,7 @@ impl Coordinator {
             allowed_buckets: config.allowed_buckets,
             result_buckets: config.result_buckets,
             jobs_prefix: config.jobs_prefix,
+            results_prefix: config.results_prefix,
         }
     }
 
@@ -252,6 +255,15 @@ impl Coordinator {
                 "DMAP_RESULT_BUCKETS",
                 list,
             ));
+        }
+        // The functions may write only under the results prefix: a job writing elsewhere would fail at its first
+        // part, after its batches were sent.
+        if !writer.prefix.starts_with(&self.results_prefix) {
+            return Err(PipelineError::Refused(format!(
+                "result_writer.prefix: \"{}\" is not under the results prefix \"{}\" (DMAP_RESULTS_PREFIX), the only \
+                 place this deployment writes results",
+                writer.prefix, self.results_prefix
+            )));
         }
         // Results under the jobs prefix would be read as job specs (the notification's filter is the only
         // guard on AWS; refuse before it matters).

@@ -393,3 +393,81 @@ fn bucket_and_prefix_parameters_refuse_wildcards_and_arns() {
     }
     planned("ResultsPrefix", "out/dmap/").unwrap();
 }
+
+/// A number in a queue's properties: a literal, or a parameter at its largest allowed value.
+fn number(template: &Template, value: &Value) -> u64 {
+    match value {
+        Value::Number(n) => n.as_u64().unwrap(),
+        Value::String(s) => s.parse().unwrap(),
+        Value::Object(o) if o.contains_key("Ref") => {
+            let name = o["Ref"].as_str().unwrap();
+            let definition = &template.root()["Parameters"][name];
+            definition["MaxValue"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("parameter {name} has no MaxValue"))
+        }
+        other => panic!("not a number: {other}"),
+    }
+}
+
+#[test]
+fn messages_outlive_their_deliveries_and_old_work_raises_an_alarm() {
+    let template = Template::bundled();
+    // SQS's defaults, for a queue that leaves them out.
+    let retention = |id: &str| {
+        let p = &template.resource(id).unwrap()["Properties"];
+        p.get("MessageRetentionPeriod")
+            .map_or(345_600, |v| number(&template, v))
+    };
+    let mut redriven = 0;
+    for (id, queue) in template.resources_of_type("AWS::SQS::Queue") {
+        let p = &queue["Properties"];
+        let Some(redrive) = p.get("RedrivePolicy") else {
+            continue;
+        };
+        redriven += 1;
+        let visibility = p
+            .get("VisibilityTimeout")
+            .map_or(30, |v| number(&template, v));
+        let receives = number(&template, &redrive["maxReceiveCount"]);
+        assert!(
+            retention(id) >= receives * visibility,
+            "{id}: a message kept {} s can expire before its {receives} receives x {visibility} s dead-letter it",
+            retention(id)
+        );
+        // A dead-lettered message keeps its first enqueue time, so its dead-letter queue must keep it as long.
+        let target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap();
+        assert!(
+            retention(target) >= retention(id),
+            "{target} keeps messages for less than {id}"
+        );
+    }
+    assert_eq!(redriven, 4);
+    assert_eq!(retention("WorkQueue"), 1_209_600, "14 days, SQS's longest");
+
+    let age_alarms: Vec<&Value> = template
+        .resources_of_type("AWS::CloudWatch::Alarm")
+        .map(|(_, a)| &a["Properties"])
+        .filter(|a| a["MetricName"] == "ApproximateAgeOfOldestMessage")
+        .collect();
+    assert_eq!(
+        age_alarms.len(),
+        1,
+        "one alarm on the work queue's oldest message"
+    );
+    let alarm = age_alarms[0];
+    assert_eq!(alarm["Namespace"], "AWS/SQS");
+    assert_eq!(
+        alarm["Dimensions"],
+        json!([{"Name": "QueueName", "Value": {"Fn::GetAtt": ["WorkQueue", "QueueName"]}}])
+    );
+    assert_eq!(alarm["AlarmActions"], json!([{"Ref": "AlarmTopic"}]));
+    let threshold = number(&template, &alarm["Threshold"]);
+    assert!(
+        (3_600..=86_400).contains(&threshold),
+        "alarm within a day, long before the {} s retention: {threshold}",
+        retention("WorkQueue")
+    );
+}

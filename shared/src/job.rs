@@ -3,7 +3,7 @@
 //! for any one item. The per-field rules are [`crate::spec`]'s.
 
 use crate::batching::BatchLimits;
-use crate::layout::OUTPUT_NAMES;
+use crate::layout::OUTPUT_SHAPES;
 use crate::spec::{Job, JobSpec, MAX_KEY_BYTES, SpecError, validate_job_id};
 
 impl JobSpec {
@@ -67,20 +67,19 @@ impl JobSpec {
         }
         let job_id = self.job_id.as_deref().unwrap_or_default();
         let output_dir = format!("{}{job_id}/", writer.prefix);
-        let prefixes_meet =
-            output_dir.starts_with(&reader.prefix) || reader.prefix.starts_with(&output_dir);
-        let suffix_matches = reader.suffix.as_deref().is_none_or(|suffix| {
-            OUTPUT_NAMES
-                .iter()
-                .any(|name| format!("{output_dir}{name}").ends_with(suffix))
-        });
-        if prefixes_meet && suffix_matches {
+        let suffix = reader.suffix.as_deref().unwrap_or_default();
+        // Every key the job can write, each batch's part included, not only sample names.
+        if let Some(seen) = OUTPUT_SHAPES
+            .iter()
+            .find(|shape| shape.can_match(&output_dir, &reader.prefix, suffix))
+        {
             return Err(SpecError::new(
                 "result_writer.prefix",
                 format!(
                     "results would be written under s3://{}/{output_dir}, inside the items being listed \
-                     (item_reader.prefix \"{}\"{}); use another prefix or bucket",
+                     ({} would be listed by item_reader.prefix \"{}\"{}); use another prefix or bucket",
                     writer.bucket,
+                    seen.pattern(&output_dir),
                     reader.prefix,
                     reader
                         .suffix

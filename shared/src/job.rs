@@ -4,7 +4,7 @@
 
 use crate::batching::BatchLimits;
 use crate::layout::OUTPUT_SHAPES;
-use crate::spec::{Job, JobSpec, MAX_KEY_BYTES, SpecError, validate_job_id};
+use crate::spec::{Job, JobSpec, MAX_KEY_BYTES, MAX_SPEC_BYTES, SpecError, validate_job_id};
 
 impl JobSpec {
     /// Parses and validates a spec; a missing `job_id` is replaced by a fresh unique one.
@@ -15,6 +15,15 @@ impl JobSpec {
     /// Like [`JobSpec::parse`], with the id to use when the spec has none (the Lambda coordinator derives it
     /// from the triggering object so that a duplicated event maps to the same job).
     pub fn parse_with_id(json: &[u8], make_id: impl FnOnce() -> String) -> Result<Job, SpecError> {
+        if json.len() > MAX_SPEC_BYTES {
+            return Err(SpecError::new(
+                "(root)",
+                format!(
+                    "the spec is {} bytes, over the limit of {MAX_SPEC_BYTES} bytes (256 KiB)",
+                    json.len()
+                ),
+            ));
+        }
         let de = &mut serde_json::Deserializer::from_slice(json);
         let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();

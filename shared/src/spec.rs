@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 pub const MAX_MESSAGE_BYTES: u32 = 1_048_576;
 /// Longest S3 key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest job spec, in bytes (256 KiB, as much as an asynchronous Lambda invoke carries). The job's record
+/// holds the spec and a few small fields, so this keeps it well under DynamoDB's 400 KB item limit.
+pub const MAX_SPEC_BYTES: usize = 262_144;
 
 /// A job spec as submitted. Use [`JobSpec::parse`] (in [`crate::job`]) to get a validated [`Job`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

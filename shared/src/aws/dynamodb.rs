@@ -130,6 +130,11 @@ where
 {
     if is_throttling(&err) {
         JobStoreError::Throttled
+    } else if error_code(&err) == Some("ValidationException") {
+        // A client error ("Item size has exceeded the maximum allowed size", a malformed request): retrying
+        // the same request cannot help.
+        let message = err.as_service_error().and_then(|e| e.message());
+        JobStoreError::Rejected(message.unwrap_or("ValidationException").to_owned())
     } else {
         JobStoreError::Other(boxed(err))
     }

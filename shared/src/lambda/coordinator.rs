@@ -25,8 +25,8 @@ use super::for_each_record;
 use crate::Deps;
 use crate::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
 use crate::error::PipelineError;
-use crate::ports::{BatchQueue, JobRecord, OutgoingMessage, read_all, send_all_with_retry};
-use crate::spec::{Job, JobSpec};
+use crate::ports::{BatchQueue, JobRecord, OutgoingMessage, read_up_to, send_all_with_retry};
+use crate::spec::{Job, JobSpec, MAX_SPEC_BYTES};
 
 /// Most hand-overs of one listing.
 pub const MAX_HOPS: u32 = 1000;
@@ -206,7 +206,25 @@ impl Coordinator {
                 .as_deref()
                 .or(record.s3.object.e_tag.as_deref())
                 .unwrap_or("");
-            let body = read_all(self.deps.objects.as_ref(), &bucket, &key).await?;
+            // A spec over the limit is refused by its size, before it is read: from the event, and by reading
+            // no more than one byte past the limit whatever the event says.
+            let too_big = |size: String| {
+                refuse(format!(
+                    "the spec object is {size} bytes, over the limit of {MAX_SPEC_BYTES} bytes (256 KiB)"
+                ))
+            };
+            if let Some(size) = record.s3.object.size.filter(|s| *s > MAX_SPEC_BYTES as i64) {
+                response.refused.push(too_big(size.to_string()));
+                continue;
+            }
+            let limit = MAX_SPEC_BYTES as u64 + 1;
+            let body = read_up_to(self.deps.objects.as_ref(), &bucket, &key, limit).await?;
+            if body.len() > MAX_SPEC_BYTES {
+                response
+                    .refused
+                    .push(too_big(format!("more than {MAX_SPEC_BYTES}")));
+                continue;
+            }
             let job = match JobSpec::parse_with_id(&body, || derive_job_id(&bucket, &key, version))
             {
                 Ok(job) => job,

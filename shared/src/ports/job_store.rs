@@ -105,6 +105,10 @@ pub enum JobStoreError {
     Conflict { job_id: String, message: String },
     #[error("throttled by the job store")]
     Throttled,
+    /// The store refuses the request for good (DynamoDB: an item over its 400 KB limit, or a request it
+    /// finds invalid): the same request would be refused again.
+    #[error("the job store refuses the request: {0}")]
+    Rejected(String),
     #[error("job store: {0}")]
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

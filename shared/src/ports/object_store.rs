@@ -90,10 +90,21 @@ pub async fn read_all(
     bucket: &str,
     key: &str,
 ) -> Result<Vec<u8>, StoreError> {
-    let mut reader = store.get(bucket, key).await?;
+    read_up_to(store, bucket, key, u64::MAX).await
+}
+
+/// Reads the first `limit` bytes of an object (all of it if it is no longer), off the async runtime: an object
+/// of unknown size is never read whole into memory.
+pub async fn read_up_to(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    key: &str,
+    limit: u64,
+) -> Result<Vec<u8>, StoreError> {
+    let reader = store.get(bucket, key).await?;
     tokio::task::spawn_blocking(move || {
         let mut body = Vec::new();
-        reader.read_to_end(&mut body).map(|_| body)
+        reader.take(limit).read_to_end(&mut body).map(|_| body)
     })
     .await
     .map_err(|e| StoreError::Other(Box::new(e)))?

@@ -62,7 +62,7 @@ struct AwsArgs {
     /// The queue that triggers the finalizer.
     #[arg(long, env = "DMAP_FINALIZE_QUEUE", default_value = "dmap-finalize")]
     finalize_queue: String,
-    /// Counter shards per job in the table (fixed for a deployment).
+    /// Counter shards for a job this creates in the table (a job keeps the count it was created with).
     #[arg(long, env = "DMAP_COUNTER_SHARDS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
     counter_shards: u32,
     /// Pass ExpectedBucketOwner (this account id) on every S3 call.

@@ -498,6 +498,28 @@ pub fn scalar_string(value: &Value) -> Option<String> {
 }
 
 fn check_parameter(name: &str, definition: &Value, value: &str) -> Result<(), TemplateError> {
+    if let Some(pattern) = definition["AllowedPattern"].as_str() {
+        // As CloudFormation: the whole value must match, or for a list each of its items.
+        let anchored = regex_lite::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+            invalid(format!(
+                "parameter {name}: AllowedPattern {pattern:?} is not a regex: {e}"
+            ))
+        })?;
+        let items: Vec<&str> = if definition["Type"].as_str() == Some("CommaDelimitedList") {
+            value.split(',').collect()
+        } else {
+            vec![value]
+        };
+        if let Some(bad) = items.iter().find(|item| !anchored.is_match(item)) {
+            return Err(invalid(format!(
+                "parameter {name}: {bad:?} does not match its AllowedPattern {pattern:?}{}",
+                definition["ConstraintDescription"]
+                    .as_str()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            )));
+        }
+    }
     if let Some(allowed) = definition["AllowedValues"].as_array()
         && !allowed
             .iter()
@@ -561,13 +583,13 @@ mod tests {
         assert_eq!(defaults.parameter("JobsPrefix").as_deref(), Some("jobs/"));
         let with = context(
             &template,
-            &[("InputBuckets", "a, b"), ("WorkerBatchSize", "5")],
+            &[("InputBuckets", "in-a, in-b"), ("WorkerBatchSize", "5")],
         )
         .unwrap();
         assert!(with.conditions["HasInputBuckets"]);
-        assert_eq!(with.parameters["InputBuckets"], json!(["a", "b"]));
+        assert_eq!(with.parameters["InputBuckets"], json!(["in-a", "in-b"]));
         let sub = json!({"Fn::Sub": ["arn:${AWS::Partition}:s3:::${B}", {"B": {"Fn::Join": [",", {"Ref": "InputBuckets"}]}}]});
-        assert_eq!(with.string(&sub).unwrap(), "arn:aws:s3:::a,b");
+        assert_eq!(with.string(&sub).unwrap(), "arn:aws:s3:::in-a,in-b");
         let split = json!({"Fn::Split": [",", "x,y"]});
         assert_eq!(with.value(&split).unwrap(), json!(["x", "y"]));
         assert_eq!(

@@ -95,7 +95,7 @@ async fn local_resources_carry_the_templates_definitions() {
     let (clients, stack) = create(BUNDLED, &[]).await;
     let work = queue_attributes(&clients, &stack, "WorkQueue").await;
     assert_eq!(work[&QueueAttributeName::VisibilityTimeout], "360");
-    assert_eq!(work[&QueueAttributeName::MessageRetentionPeriod], "345600");
+    assert_eq!(work[&QueueAttributeName::MessageRetentionPeriod], "1209600");
     assert_eq!(work[&QueueAttributeName::SqsManagedSseEnabled], "true");
     let policy = redrive(&work);
     assert_eq!(policy["maxReceiveCount"], 5);

@@ -276,9 +276,10 @@ fn policies_name_our_resources_and_reads_only_the_allowed_buckets() {
                 }
             }
         }
+        // The coordinator reads only specs (it lists the inputs; see below).
         assert_eq!(
-            reads_by_role["CoordinatorRole"], expected_reads,
-            "inputs {inputs:?}"
+            reads_by_role["CoordinatorRole"],
+            [format!("arn:aws:s3:::{bucket}/jobs/*")]
         );
         assert_eq!(
             reads_by_role["WorkerRole"], expected_reads,
@@ -287,7 +288,7 @@ fn policies_name_our_resources_and_reads_only_the_allowed_buckets() {
         // The finalizer reads only the parts and results in the data bucket.
         assert_eq!(
             reads_by_role["FinalizerRole"],
-            [format!("arn:aws:s3:::{bucket}/*")]
+            [format!("arn:aws:s3:::{bucket}/results/*")]
         );
         // The coordinator's allow-list is the same set of buckets.
         let coordinator = stack.function("coordinator").unwrap();
@@ -296,4 +297,177 @@ fn policies_name_our_resources_and_reads_only_the_allowed_buckets() {
             "plan leaves environments to create"
         );
     }
+}
+
+/// The resources `role`'s statements allow `action` on, in the template's order.
+fn resources_allowing(stack: &Stack, role: &str, action: &str) -> Vec<String> {
+    stack
+        .role_statements(role)
+        .unwrap()
+        .iter()
+        .filter(|s| listed(&s["Action"]).iter().any(|a| a == action))
+        .flat_map(|s| listed(&s["Resource"]))
+        .collect()
+}
+
+#[test]
+fn functions_write_only_under_the_results_prefix_and_the_coordinator_reads_only_specs() {
+    let bucket = "arn:aws:s3:::st-data-123456789012-us-east-1";
+    for (results, jobs) in [("results/", "jobs/"), ("out/dmap/", "specs/")] {
+        let stack = plan(&[
+            ("InputBuckets", "in-a,in-b"),
+            ("ResultsPrefix", results),
+            ("JobsPrefix", jobs),
+        ]);
+        let results_only = [format!("{bucket}/{results}*")];
+        for role in ["WorkerRole", "FinalizerRole"] {
+            assert_eq!(
+                resources_allowing(&stack, role, "s3:PutObject"),
+                results_only,
+                "{role} writes only results (never a spec under {jobs})"
+            );
+        }
+        assert_eq!(
+            resources_allowing(&stack, "FinalizerRole", "s3:GetObject"),
+            results_only,
+            "the finalizer reads parts, which are results"
+        );
+        assert!(resources_allowing(&stack, "CoordinatorRole", "s3:PutObject").is_empty());
+        // The coordinator only lists the input buckets; the one object it reads is a spec.
+        assert_eq!(
+            resources_allowing(&stack, "CoordinatorRole", "s3:GetObject"),
+            [format!("{bucket}/{jobs}*")]
+        );
+        let buckets = [
+            bucket.to_owned(),
+            "arn:aws:s3:::in-a".to_owned(),
+            "arn:aws:s3:::in-b".to_owned(),
+        ];
+        assert_eq!(
+            resources_allowing(&stack, "CoordinatorRole", "s3:ListBucket"),
+            buckets
+        );
+        // The worker lists nothing, but may: S3 then answers 404 NoSuchKey, not 403, for a missing object.
+        assert_eq!(
+            resources_allowing(&stack, "WorkerRole", "s3:ListBucket"),
+            buckets
+        );
+        assert_eq!(
+            resources_allowing(&stack, "WorkerRole", "s3:GetObject"),
+            [
+                format!("{bucket}/*"),
+                "arn:aws:s3:::in-a/*".to_owned(),
+                "arn:aws:s3:::in-b/*".to_owned(),
+            ]
+        );
+    }
+    // The coordinator refuses specs that write elsewhere, by the same parameter.
+    let template = Template::bundled();
+    let env = &template.resource("CoordinatorFunction").unwrap()["Properties"]["Environment"]["Variables"];
+    assert_eq!(env["DMAP_RESULTS_PREFIX"], json!({"Ref": "ResultsPrefix"}));
+}
+
+#[test]
+fn bucket_and_prefix_parameters_refuse_wildcards_and_arns() {
+    let planned = |name: &str, value: &str| {
+        let mut options = StackOptions::new("st");
+        options.parameters = [(name.to_owned(), value.to_owned())].into();
+        Stack::plan(&Template::bundled(), &options).map(drop)
+    };
+    for bad in ["*", "arn:aws:s3:::x", "in-a,*", "in-a/logs", "In-A"] {
+        let err = planned("InputBuckets", bad).expect_err(bad);
+        assert!(err.to_string().contains("InputBuckets"), "{bad}: {err}");
+    }
+    for good in ["", "a-b,c.d", "in-a, in-b"] {
+        planned("InputBuckets", good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+    }
+    // A wildcard in a prefix would widen the policies that end in `<prefix>*`.
+    for (name, bad) in [
+        ("ResultsPrefix", "*/"),
+        ("ResultsPrefix", "results"),
+        ("ResultsPrefix", "/results/"),
+        ("JobsPrefix", "jobs*/"),
+    ] {
+        let err = planned(name, bad).expect_err(bad);
+        assert!(err.to_string().contains(name), "{name} {bad}: {err}");
+    }
+    planned("ResultsPrefix", "out/dmap/").unwrap();
+}
+
+/// A number in a queue's properties: a literal, or a parameter at its largest allowed value.
+fn number(template: &Template, value: &Value) -> u64 {
+    match value {
+        Value::Number(n) => n.as_u64().unwrap(),
+        Value::String(s) => s.parse().unwrap(),
+        Value::Object(o) if o.contains_key("Ref") => {
+            let name = o["Ref"].as_str().unwrap();
+            let definition = &template.root()["Parameters"][name];
+            definition["MaxValue"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("parameter {name} has no MaxValue"))
+        }
+        other => panic!("not a number: {other}"),
+    }
+}
+
+#[test]
+fn messages_outlive_their_deliveries_and_old_work_raises_an_alarm() {
+    let template = Template::bundled();
+    // SQS's defaults, for a queue that leaves them out.
+    let retention = |id: &str| {
+        let p = &template.resource(id).unwrap()["Properties"];
+        p.get("MessageRetentionPeriod")
+            .map_or(345_600, |v| number(&template, v))
+    };
+    let mut redriven = 0;
+    for (id, queue) in template.resources_of_type("AWS::SQS::Queue") {
+        let p = &queue["Properties"];
+        let Some(redrive) = p.get("RedrivePolicy") else {
+            continue;
+        };
+        redriven += 1;
+        let visibility = p
+            .get("VisibilityTimeout")
+            .map_or(30, |v| number(&template, v));
+        let receives = number(&template, &redrive["maxReceiveCount"]);
+        assert!(
+            retention(id) >= receives * visibility,
+            "{id}: a message kept {} s can expire before its {receives} receives x {visibility} s dead-letter it",
+            retention(id)
+        );
+        // A dead-lettered message keeps its first enqueue time, so its dead-letter queue must keep it as long.
+        let target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap();
+        assert!(
+            retention(target) >= retention(id),
+            "{target} keeps messages for less than {id}"
+        );
+    }
+    assert_eq!(redriven, 4);
+    assert_eq!(retention("WorkQueue"), 1_209_600, "14 days, SQS's longest");
+
+    let age_alarms: Vec<&Value> = template
+        .resources_of_type("AWS::CloudWatch::Alarm")
+        .map(|(_, a)| &a["Properties"])
+        .filter(|a| a["MetricName"] == "ApproximateAgeOfOldestMessage")
+        .collect();
+    assert_eq!(
+        age_alarms.len(),
+        1,
+        "one alarm on the work queue's oldest message"
+    );
+    let alarm = age_alarms[0];
+    assert_eq!(alarm["Namespace"], "AWS/SQS");
+    assert_eq!(
+        alarm["Dimensions"],
+        json!([{"Name": "QueueName", "Value": {"Fn::GetAtt": ["WorkQueue", "QueueName"]}}])
+    );
+    assert_eq!(alarm["AlarmActions"], json!([{"Ref": "AlarmTopic"}]));
+    let threshold = number(&template, &alarm["Threshold"]);
+    assert!(
+        (3_600..=86_400).contains(&threshold),
+        "alarm within a day, long before the {} s retention: {threshold}",
+        retention("WorkQueue")
+    );
 }

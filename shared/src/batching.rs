@@ -4,8 +4,9 @@
 //! Pure and deterministic: the same items from the same starting point always give the same batches, which is
 //! what lets a resumed coordinator re-send exactly the batches it may have lost.
 
+use serde::{Deserialize, Serialize};
+
 use crate::message::BatchMessage;
-use crate::ports::Cut;
 use crate::spec::{Job, JobSpec, MAX_KEY_BYTES};
 
 /// The byte and item limits of one batch message.
@@ -35,6 +36,13 @@ impl BatchLimits {
             envelope_bytes: envelope,
         }
     }
+}
+
+/// Batch `seq` ends with the key `last_key` (a cut made at a hand-over, saved in the checkpoint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cut {
+    pub seq: u64,
+    pub last_key: String,
 }
 
 /// A batch cut from the item stream.

@@ -14,8 +14,8 @@ use crate::error::PipelineError;
 use crate::layout::OutputLocation;
 use crate::message::BatchMessage;
 use crate::ports::{
-    Checkpoint, CreateOutcome, Cut, JobRecord, ListPage, ListingTotals, OutgoingMessage,
-    StoreError, send_all_with_retry,
+    Checkpoint, CreateOutcome, Cut, JobRecord, JobStoreError, ListPage, ListingTotals,
+    OutgoingMessage, StoreError, send_all_with_retry,
 };
 use crate::spec::Job;
 
@@ -75,7 +75,7 @@ pub enum Rerun {
 
 /// Starts a job, or resumes the job of the same id and spec. A job id already used by another spec is refused;
 /// a new job is [`preflight`]ed before its record is created (a conditional create: of two racing starts, one
-/// creates and the other resumes).
+/// creates and the other resumes). A record the job store rejects for good (too large) is a refusal.
 pub async fn start_or_resume(
     deps: &Deps,
     job: Job,
@@ -91,7 +91,13 @@ pub async fn start_or_resume(
         Rerun::RefuseIfOutputsExist => preflight(deps, &job).await?,
     }
     let record = JobRecord::new(job, now_ms());
-    match deps.jobs.create_job(&record).await? {
+    let created = deps.jobs.create_job(&record).await.map_err(|e| match e {
+        JobStoreError::Rejected(reason) => {
+            PipelineError::Refused(format!("job \"{job_id}\" cannot be recorded: {reason}"))
+        }
+        e => e.into(),
+    })?;
+    match created {
         CreateOutcome::Created => {
             tracing::info!(job_id, "job created");
             Ok(record)

@@ -3,8 +3,8 @@
 //! for any one item. The per-field rules are [`crate::spec`]'s.
 
 use crate::batching::BatchLimits;
-use crate::layout::OUTPUT_NAMES;
-use crate::spec::{Job, JobSpec, MAX_KEY_BYTES, SpecError, validate_job_id};
+use crate::layout::OUTPUT_SHAPES;
+use crate::spec::{Job, JobSpec, MAX_KEY_BYTES, MAX_SPEC_BYTES, SpecError, validate_job_id};
 
 impl JobSpec {
     /// Parses and validates a spec; a missing `job_id` is replaced by a fresh unique one.
@@ -15,6 +15,15 @@ impl JobSpec {
     /// Like [`JobSpec::parse`], with the id to use when the spec has none (the Lambda coordinator derives it
     /// from the triggering object so that a duplicated event maps to the same job).
     pub fn parse_with_id(json: &[u8], make_id: impl FnOnce() -> String) -> Result<Job, SpecError> {
+        if json.len() > MAX_SPEC_BYTES {
+            return Err(SpecError::new(
+                "(root)",
+                format!(
+                    "the spec is {} bytes, over the limit of {MAX_SPEC_BYTES} bytes (256 KiB)",
+                    json.len()
+                ),
+            ));
+        }
         let de = &mut serde_json::Deserializer::from_slice(json);
         let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -67,20 +76,19 @@ impl JobSpec {
         }
         let job_id = self.job_id.as_deref().unwrap_or_default();
         let output_dir = format!("{}{job_id}/", writer.prefix);
-        let prefixes_meet =
-            output_dir.starts_with(&reader.prefix) || reader.prefix.starts_with(&output_dir);
-        let suffix_matches = reader.suffix.as_deref().is_none_or(|suffix| {
-            OUTPUT_NAMES
-                .iter()
-                .any(|name| format!("{output_dir}{name}").ends_with(suffix))
-        });
-        if prefixes_meet && suffix_matches {
+        let suffix = reader.suffix.as_deref().unwrap_or_default();
+        // Every key the job can write, each batch's part included, not only sample names.
+        if let Some(seen) = OUTPUT_SHAPES
+            .iter()
+            .find(|shape| shape.can_match(&output_dir, &reader.prefix, suffix))
+        {
             return Err(SpecError::new(
                 "result_writer.prefix",
                 format!(
                     "results would be written under s3://{}/{output_dir}, inside the items being listed \
-                     (item_reader.prefix \"{}\"{}); use another prefix or bucket",
+                     ({} would be listed by item_reader.prefix \"{}\"{}); use another prefix or bucket",
                     writer.bucket,
+                    seen.pattern(&output_dir),
                     reader.prefix,
                     reader
                         .suffix

@@ -8,14 +8,118 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::Job;
 
-/// File names the job writes in its output folder (the listing must never be able to see them).
-pub const OUTPUT_NAMES: [&str; 5] = [
-    "manifest.json",
-    "result.json",
-    "failed.jsonl",
-    "parts/0000000000.0123abcd.json",
-    "parts/0000000000.dead.json",
-];
+/// The shape of a key the job writes in its output folder: `head`, then, for a batch's part, the batch's seq
+/// written with at least `seq_digits` digits, then (for a worker's part) `.` and the `attempt` hex digits of
+/// the attempt that wrote it, then `tail`. Every key is made from its shape, so the check that
+/// a listing can never see an output ([`OutputShape::can_match`]) covers every key a job can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputShape {
+    pub head: &'static str,
+    pub seq_digits: Option<usize>,
+    /// Hex digits of an attempt id after the seq (0: none).
+    pub attempt: usize,
+    pub tail: &'static str,
+}
+
+/// Hex digits of the attempt id in a worker's part key.
+pub const ATTEMPT_DIGITS: usize = 8;
+
+/// Most digits of a seq (a `u64`).
+const MAX_SEQ_DIGITS: usize = 20;
+
+impl OutputShape {
+    const fn fixed(name: &'static str) -> Self {
+        Self {
+            head: name,
+            seq_digits: None,
+            attempt: 0,
+            tail: "",
+        }
+    }
+
+    const fn per_batch(attempt: usize, tail: &'static str) -> Self {
+        Self {
+            head: "parts/",
+            seq_digits: Some(10),
+            attempt,
+            tail,
+        }
+    }
+
+    /// The key of this shape in the folder `dir` (for batch `seq` and the attempt `attempt`, if the shape has
+    /// them).
+    fn key(&self, dir: &str, seq: u64, attempt: &str) -> String {
+        debug_assert_eq!(attempt.len(), self.attempt);
+        let attempt = if self.attempt > 0 {
+            format!(".{attempt}")
+        } else {
+            String::new()
+        };
+        match self.seq_digits {
+            Some(width) => format!("{dir}{}{seq:0width$}{attempt}{}", self.head, self.tail),
+            None => format!("{dir}{}{}", self.head, self.tail),
+        }
+    }
+
+    /// How the keys of this shape in `dir` look, for a message: `dir/parts/<seq>.json`.
+    pub fn pattern(&self, dir: &str) -> String {
+        let seq = if self.seq_digits.is_some() {
+            "<seq>"
+        } else {
+            ""
+        };
+        let attempt = if self.attempt > 0 { ".<attempt>" } else { "" };
+        format!("{dir}{}{seq}{attempt}{}", self.head, self.tail)
+    }
+
+    /// Whether some key of this shape in `dir` starts with `prefix` and ends with `suffix` (a listing with
+    /// that prefix and suffix would see it).
+    pub fn can_match(&self, dir: &str, prefix: &str, suffix: &str) -> bool {
+        let (head, tail) = (format!("{dir}{}", self.head), self.tail.as_bytes());
+        let Some(min) = self.seq_digits else {
+            let key = format!("{head}{}", self.tail);
+            return key.starts_with(prefix) && key.ends_with(suffix);
+        };
+        let (head, p, s) = (head.as_bytes(), prefix.as_bytes(), suffix.as_bytes());
+        // The attempt's `.` and hex digits, between the seq and the tail.
+        let attempt = if self.attempt > 0 {
+            self.attempt + 1
+        } else {
+            0
+        };
+        // Key by key length: position i holds a fixed byte of the head or tail, or any digit of the seq (or hex
+        // digit of the attempt).
+        (min..=MAX_SEQ_DIGITS).any(|width| {
+            let len = head.len() + width + attempt + tail.len();
+            if p.len() > len || s.len() > len {
+                return false;
+            }
+            // Zero-padded to `min` digits: a longer seq has no leading zero.
+            let fits = |i: usize, b: u8| match i.checked_sub(head.len()) {
+                None => head[i] == b,
+                Some(0) if width > min => matches!(b, b'1'..=b'9'),
+                Some(d) if d < width => b.is_ascii_digit(),
+                Some(d) if d == width && attempt > 0 => b == b'.',
+                Some(d) if d < width + attempt => b.is_ascii_hexdigit(),
+                Some(d) => tail[d - width - attempt] == b,
+            };
+            let s_start = len - s.len();
+            p.iter().enumerate().all(|(i, &b)| fits(i, b))
+                && s.iter().enumerate().all(|(j, &b)| fits(s_start + j, b))
+                // Where both fall on one position (a digit of the seq), they must agree.
+                && (s_start..p.len()).all(|i| p[i] == s[i - s_start])
+        })
+    }
+}
+
+pub const MANIFEST: OutputShape = OutputShape::fixed("manifest.json");
+pub const RESULT: OutputShape = OutputShape::fixed("result.json");
+pub const FAILURES: OutputShape = OutputShape::fixed("failed.jsonl");
+pub const PART: OutputShape = OutputShape::per_batch(ATTEMPT_DIGITS, ".json");
+pub const DEAD_PART: OutputShape = OutputShape::per_batch(0, ".dead.json");
+
+/// Every shape of key a job writes in its output folder (the listing must never be able to see one).
+pub const OUTPUT_SHAPES: [OutputShape; 5] = [MANIFEST, RESULT, FAILURES, PART, DEAD_PART];
 
 /// The output location of one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,27 +138,86 @@ impl OutputLocation {
     }
 
     pub fn manifest_key(&self) -> String {
-        format!("{}manifest.json", self.dir)
+        MANIFEST.key(&self.dir, 0, "")
     }
 
     pub fn result_key(&self) -> String {
-        format!("{}result.json", self.dir)
+        RESULT.key(&self.dir, 0, "")
     }
 
     pub fn failures_key(&self) -> String {
-        format!("{}failed.jsonl", self.dir)
+        FAILURES.key(&self.dir, 0, "")
     }
 
-    /// A worker's partial result for batch `seq`, written by the attempt `attempt`: every attempt writes its
-    /// own object, so a redelivery can never overwrite the part a record already points to (the object may
-    /// have changed in between).
+    /// A worker's partial result for batch `seq`, written by the attempt `attempt` ([`ATTEMPT_DIGITS`] hex
+    /// digits): every attempt writes its own object, so a redelivery can never overwrite the part a record
+    /// already points to (the objects may have changed in between).
     pub fn part_key(&self, seq: u64, attempt: &str) -> String {
-        format!("{}parts/{seq:010}.{attempt}.json", self.dir)
+        PART.key(&self.dir, seq, attempt)
     }
 
     /// The partial result written for a dead-lettered batch (all items failed). A different key from
     /// [`Self::part_key`], so it can never overwrite a part that a worker did record.
     pub fn dead_part_key(&self, seq: u64) -> String {
-        format!("{}parts/{seq:010}.dead.json", self.dir)
+        DEAD_PART.key(&self.dir, seq, "")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_made_from_their_shapes() {
+        let out = OutputLocation {
+            bucket: "b".into(),
+            dir: "results/j/".into(),
+        };
+        assert_eq!(out.manifest_key(), "results/j/manifest.json");
+        assert_eq!(
+            out.part_key(7, "0a1b2c3d"),
+            "results/j/parts/0000000007.0a1b2c3d.json"
+        );
+        assert_eq!(
+            out.dead_part_key(12_345_678_901),
+            "results/j/parts/12345678901.dead.json"
+        );
+        for seq in [0, 7, 9_999_999_999, 10_000_000_000, u64::MAX] {
+            for (shape, key) in [
+                (PART, out.part_key(seq, "deadbeef")),
+                (DEAD_PART, out.dead_part_key(seq)),
+            ] {
+                assert!(shape.can_match(&out.dir, &key, &key), "{key}");
+                assert!(
+                    shape.can_match(&out.dir, "", &key[key.len() - 7..]),
+                    "{key}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_shape_matches_a_prefix_and_suffix_only_together() {
+        let dir = "r/j/";
+        assert!(PART.can_match(dir, "r/j/parts/00", "1.json"));
+        assert!(PART.can_match(dir, "r/j/parts/0000000000.a", "f.json"));
+        assert!(PART.can_match(dir, "r/j/parts/0000000000.0a1b2c3d.j", "n"));
+        assert!(
+            !PART.can_match(dir, "r/j/parts/0000000000.j", "n"),
+            "an attempt is hex"
+        );
+        assert!(!PART.can_match(dir, "r/j/parts/0000000000.0a1b2c3d.j", ".dead.json"));
+        assert!(DEAD_PART.can_match(dir, "r/j/parts/0000000000.d", ".json"));
+        assert!(
+            !PART.can_match(dir, "", "/1.0a1b2c3d.json"),
+            "a seq has at least 10 digits"
+        );
+        assert!(PART.can_match(dir, "r/j/parts/12", "3.json"));
+        // Prefix and suffix overlapping on the digits must agree on them.
+        assert!(PART.can_match(dir, "r/j/parts/0000000001", "0000000001.00000000.json"));
+        assert!(!PART.can_match(dir, "r/j/parts/0000000001", "0000000002.00000000.json"));
+        assert!(!FAILURES.can_match(dir, "r/j/parts/", ".jsonl"));
+        assert!(FAILURES.can_match(dir, "r/", "d.jsonl"));
+        assert_eq!(PART.pattern(dir), "r/j/parts/<seq>.<attempt>.json");
     }
 }

@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 pub const MAX_MESSAGE_BYTES: u32 = 1_048_576;
 /// Longest S3 key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest job spec, in bytes (256 KiB, as much as an asynchronous Lambda invoke carries). The job's record
+/// holds the spec and a few small fields, so this keeps it well under DynamoDB's 400 KB item limit.
+pub const MAX_SPEC_BYTES: usize = 262_144;
 
 /// A job spec as submitted. Use [`JobSpec::parse`] (in [`crate::job`]) to get a validated [`Job`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,6 +139,7 @@ impl JobSpec {
     pub(crate) fn validate_fields(&self) -> Result<(), SpecError> {
         validate_bucket("item_reader.bucket", &self.item_reader.bucket)?;
         validate_key_part("item_reader.prefix", &self.item_reader.prefix)?;
+        validate_folders("item_reader.prefix", &self.item_reader.prefix)?;
         if let Some(suffix) = &self.item_reader.suffix {
             if suffix.is_empty() {
                 return Err(SpecError::new(
@@ -170,6 +174,15 @@ impl JobSpec {
         validate_bucket("result_writer.bucket", &self.result_writer.bucket)?;
         let result_prefix = &self.result_writer.prefix;
         validate_key_part("result_writer.prefix", result_prefix)?;
+        if result_prefix.starts_with('/') {
+            return Err(SpecError::new(
+                "result_writer.prefix",
+                format!(
+                    "\"{result_prefix}\" must not start with '/': the results would go under a folder with no name"
+                ),
+            ));
+        }
+        validate_folders("result_writer.prefix", result_prefix)?;
         if !result_prefix.is_empty() && !result_prefix.ends_with('/') {
             return Err(SpecError::new(
                 "result_writer.prefix",
@@ -215,6 +228,14 @@ impl JobSpec {
 }
 
 pub(crate) fn validate_job_id(id: &str) -> Result<(), SpecError> {
+    if id == "." || id == ".." {
+        return Err(SpecError::new(
+            "job_id",
+            format!(
+                "\"{id}\" names a folder's place, not a folder: the job's outputs go in a folder named after it"
+            ),
+        ));
+    }
     let ok = (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -250,6 +271,18 @@ fn validate_bucket(field: &str, bucket: &str) -> Result<(), SpecError> {
             ),
         ))
     }
+}
+
+/// A prefix's folders must have names: `a//b` is legal in S3 but almost always a mistake, and a local data
+/// directory cannot hold it.
+fn validate_folders(field: &str, prefix: &str) -> Result<(), SpecError> {
+    if prefix.contains("//") {
+        return Err(SpecError::new(
+            field,
+            format!("\"{prefix}\" has an empty folder name ('//')"),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_key_part(field: &str, part: &str) -> Result<(), SpecError> {

@@ -82,7 +82,8 @@ enum ItemOutcome {
 }
 
 /// Processes every item of the batch and writes the batch's part. Items that fail for good (bad data, object
-/// gone) become failed items; a transient error (throttling, a read cut short) fails the whole call.
+/// gone or refused by the store) become failed items; a transient error (throttling, a read cut short) fails
+/// the whole call.
 pub async fn process(
     deps: &Deps,
     config: WorkerConfig,
@@ -124,7 +125,9 @@ pub async fn process(
         failures,
     };
     let attempt = uuid::Uuid::new_v4().simple().to_string();
-    let part_key = message.output.part_key(message.seq, &attempt[..8]);
+    let part_key = message
+        .output
+        .part_key(message.seq, &attempt[..crate::layout::ATTEMPT_DIGITS]);
     write_part(deps, &message.output.bucket, &part_key, &part).await?;
     Ok(BatchRecord {
         succeeded: part.succeeded,
@@ -194,7 +197,10 @@ async fn process_item(
                 "\"{key}\": {e} (it was listed, then removed)"
             )));
         }
-        Err(e @ StoreError::InvalidKey { .. }) => return Ok(ItemOutcome::Failed(e.to_string())),
+        // Refused for good (access, encryption key, archived): the same read would be refused again.
+        Err(e @ (StoreError::InvalidKey { .. } | StoreError::Denied { .. })) => {
+            return Ok(ItemOutcome::Failed(e.to_string()));
+        }
         Err(e) => return Err(e.into()),
     };
     let outcome = tokio::task::spawn_blocking(move || processor.process(&key, &mut body)).await?;

@@ -94,6 +94,7 @@ fn setup(keys: impl IntoIterator<Item = String>) -> Setup {
         allowed_buckets: vec![BUCKET.into()],
         result_buckets: vec![BUCKET.into()],
         jobs_prefix: "jobs/".into(),
+        results_prefix: "results/".into(),
     };
     Setup {
         _dir: dir,
@@ -427,5 +428,134 @@ async fn a_retried_invoke_without_a_job_id_resumes_the_same_job() {
     assert_ne!(
         first["job_id"], other["job_id"],
         "another invoke is another job"
+    );
+}
+
+/// A queue that loses the first message sent to it (accepted, never delivered).
+struct LosesFirst {
+    inner: Arc<dyn BatchQueue>,
+    lost: Mutex<bool>,
+}
+
+#[async_trait]
+impl BatchQueue for LosesFirst {
+    async fn send_batch(
+        &self,
+        messages: &[dmap_core::ports::OutgoingMessage],
+    ) -> Result<Vec<dmap_core::ports::SendFailure>, dmap_core::ports::QueueError> {
+        let first = !std::mem::replace(&mut *self.lost.lock().unwrap(), true);
+        self.inner
+            .send_batch(if first { &messages[1..] } else { messages })
+            .await
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, dmap_core::ports::QueueError> {
+        self.inner.receive(max, wait).await
+    }
+    async fn delete(&self, receipt_handle: &str) -> Result<(), dmap_core::ports::QueueError> {
+        self.inner.delete(receipt_handle).await
+    }
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), dmap_core::ports::QueueError> {
+        self.inner.change_visibility(receipt_handle, timeout).await
+    }
+    async fn depth(&self) -> Result<dmap_core::ports::QueueDepth, dmap_core::ports::QueueError> {
+        self.inner.depth().await
+    }
+}
+
+/// Item 4: a job whose finalize trigger is lost stays FINALIZING with every queue empty; the sweeper finds it
+/// and triggers the finalizer again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_finalize_message_is_lost_is_repaired_by_the_sweeper() {
+    let config = dmap_core::runner::RunnerConfig {
+        idle_before_sweep: Duration::from_millis(500),
+        ..fast_config()
+    };
+    let mut env = Env::new(&config);
+    for i in 0..5 {
+        env.write(&format!("l/k{i}.csv"), "STATION,TMAX\nS1,1.5\n");
+    }
+    env.deps.finalize_queue = Arc::new(LosesFirst {
+        inner: env.deps.finalize_queue.clone(),
+        lost: Mutex::new(false),
+    });
+    let mut spec = csv_spec("l/", 2);
+    spec["processor"]["columns"] = json!(["TMAX"]);
+    let report = env.try_run(&spec, &config).await.expect("the job ends");
+    assert_eq!(report.manifest.items.succeeded, 5);
+    assert_eq!(report.stats.sweeper_repairs, 1);
+}
+
+/// Item 4, on AWS's schedule: the sweeper reports a job only once its progress has stood still for the bound,
+/// then re-triggers its lost finalize; a finished job and a registry entry with no job are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_sweep_waits_for_the_bound_then_repairs() {
+    use dmap_core::sweeper::{Finding, Repair, sweep};
+
+    let config = fast_config();
+    let mut env = Env::new(&config);
+    env.write("w/a.csv", "STATION,TMAX\nS1,1.5\n");
+    env.deps.finalize_queue = Arc::new(LosesFirst {
+        inner: env.deps.finalize_queue.clone(),
+        lost: Mutex::new(false),
+    });
+    let deps = env.deps.clone();
+    let mut spec = csv_spec("w/", 2);
+    spec["processor"]["columns"] = json!(["TMAX"]);
+    // Run the pipeline by hand up to the lost trigger.
+    let job = dmap_core::spec::JobSpec::parse(spec.to_string().as_bytes()).unwrap();
+    let job_id = job.job_id.clone();
+    let record =
+        dmap_core::coordinator::start_or_resume(&deps, job, dmap_core::coordinator::Rerun::Resume)
+            .await
+            .unwrap();
+    dmap_core::coordinator::run_listing(&deps, &record, &|| true)
+        .await
+        .unwrap();
+    let message = receive_all(deps.work_queue.as_ref()).await.remove(0);
+    let batch = dmap_core::worker::parse_message(&message.body).unwrap();
+    dmap_core::worker::handle(&deps, dmap_core::worker::WorkerConfig::default(), &batch)
+        .await
+        .unwrap();
+    assert!(
+        receive_all(deps.finalize_queue.as_ref()).await.is_empty(),
+        "the trigger was lost"
+    );
+
+    let minute = 60_000;
+    let bound = Duration::from_secs(30 * 60);
+    let t0 = 1_000 * minute;
+    assert_eq!(
+        sweep(&deps, None, t0, bound).await.unwrap(),
+        [],
+        "first seen now"
+    );
+    assert_eq!(
+        sweep(&deps, None, t0 + 29 * minute, bound).await.unwrap(),
+        []
+    );
+    let stuck = sweep(&deps, None, t0 + 31 * minute, bound).await.unwrap();
+    assert_eq!(stuck.len(), 1);
+    assert_eq!(stuck[0].job_id, job_id);
+    assert_eq!(
+        (stuck[0].finding.clone(), stuck[0].repair.clone()),
+        (Finding::FinalizeLost, Repair::FinalizerTriggered)
+    );
+    let trigger = receive_all(deps.finalize_queue.as_ref()).await;
+    assert_eq!(trigger.len(), 1, "the sweeper sent a trigger");
+    dmap_core::finalizer::finalize(&deps, &job_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        sweep(&deps, None, t0 + 90 * minute, bound).await.unwrap(),
+        [],
+        "finished"
     );
 }

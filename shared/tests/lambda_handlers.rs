@@ -61,13 +61,15 @@ async fn coordinator(
         allowed_buckets: vec![allowed.to_owned()],
         result_buckets: vec![allowed.to_owned()],
         jobs_prefix: "jobs/".into(),
+        results_prefix: String::new(), // anywhere: these tests write under results/ and out/
     };
     (coordinator, continuation)
 }
 
 /// The sample events the test below drives; a new file in `events/` must be added here (and to the test).
-const EVENTS: [&str; 6] = [
+const EVENTS: [&str; 7] = [
     "s3-job-created.json",
+    "scheduled-sweep.json",
     "direct-invoke.json",
     "continue-listing.json",
     "dead-letter.json",
@@ -222,6 +224,13 @@ async fn every_sample_event_through_its_handler() {
     .unwrap();
     assert!(response.batch_item_failures.is_empty());
 
+    // The schedule's sweep: both jobs finished, nothing is stuck.
+    let swept = coordinator
+        .handle(event("scheduled-sweep.json"), &|| true)
+        .await
+        .unwrap();
+    assert_eq!(swept, json!({ "stuck": [] }));
+
     let direct = manifest(&deps, "weather-2026").await;
     assert_eq!(
         (
@@ -257,6 +266,7 @@ async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anythin
         allowed_buckets: vec!["only-this-one".into()],
         result_buckets: vec!["data".into()],
         jobs_prefix: "jobs/".into(),
+        results_prefix: String::new(),
     };
     let err = coordinator
         .handle(event("direct-invoke.json"), &|| true)

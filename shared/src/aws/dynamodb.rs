@@ -12,8 +12,13 @@
 //! is not capped by one item's (or one partition's) write limit. Recording a batch is one `TransactWriteItems`:
 //! put the marker if absent, add to the shard's counter; a duplicate is recognised from the cancellation
 //! reason of the marker's condition, never from an error string.
+//!
+//! `shards` is the job's own `counter_shards`, stored when it is created: a deployment may change its shard
+//! count while jobs run, and each job goes on being counted (and read) by the count it started with. A store
+//! reads a job's count once (one GetItem) and remembers it.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -36,6 +41,11 @@ const ACTIVE_PK: &str = "ACTIVE";
 const COUNT_SK: &str = "COUNT";
 /// Attempts at a batch record that lost a `TransactionConflict` to a concurrent record of the same shard.
 const CONFLICT_ATTEMPTS: u32 = 10;
+/// Most keys one BatchGetItem may ask for (DynamoDB refuses more with a ValidationException).
+const BATCH_GET_MAX_KEYS: usize = 100;
+/// Jobs whose shard count a store remembers; past this the memory starts over (a long-lived process meets
+/// many jobs, and forgetting one costs a single read).
+const REMEMBERED_JOBS: usize = 10_000;
 
 /// What one attempt at recording a batch did.
 enum Attempt {
@@ -66,8 +76,11 @@ impl MoveCondition {
 pub struct DynamoJobStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// Counter shards of the jobs this store creates.
     shards: u32,
     ttl: Duration,
+    /// Each job's own `counter_shards`, by job id, as read from its item.
+    job_shards: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 fn job_pk(job_id: &str) -> String {
@@ -76,6 +89,13 @@ fn job_pk(job_id: &str) -> String {
 
 fn shard_pk(job_id: &str, shard: u64) -> String {
     format!("JOB#{job_id}#S{shard:03}")
+}
+
+fn counter_key(job_id: &str, shard: u64) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), s(shard_pk(job_id, shard))),
+        ("sk".to_owned(), s(COUNT_SK)),
+    ])
 }
 
 fn batch_sk(seq: u64) -> String {
@@ -113,6 +133,11 @@ where
 {
     if is_throttling(&err) {
         JobStoreError::Throttled
+    } else if error_code(&err) == Some("ValidationException") {
+        // A client error ("Item size has exceeded the maximum allowed size", a malformed request): retrying
+        // the same request cannot help.
+        let message = err.as_service_error().and_then(|e| e.message());
+        JobStoreError::Rejected(message.unwrap_or("ValidationException").to_owned())
     } else {
         JobStoreError::Other(boxed(err))
     }
@@ -143,7 +168,15 @@ fn marker_record(job_id: &str, item: &Item) -> Result<BatchRecord, JobStoreError
     })
 }
 
-fn record_from_item(job_id: &str, item: &Item) -> Result<(JobRecord, Option<u64>), JobStoreError> {
+/// The job item's `counter_shards`.
+fn shards_from_item(job_id: &str, item: &Item) -> Result<u32, JobStoreError> {
+    get_n(item, "counter_shards")
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| corrupt(job_id, "counter_shards"))
+}
+
+fn record_from_item(job_id: &str, item: &Item) -> Result<JobRecord, JobStoreError> {
     let job = get_s(item, "job")
         .and_then(|j| serde_json::from_str(j).ok())
         .ok_or_else(|| corrupt(job_id, "job"))?;
@@ -174,12 +207,13 @@ fn record_from_item(job_id: &str, item: &Item) -> Result<(JobRecord, Option<u64>
         listing,
         created_at_ms: get_n(item, "created_at_ms").unwrap_or(0),
     };
-    Ok((record, get_n(item, "counter_shards")))
+    Ok(record)
 }
 
 impl DynamoJobStore {
-    /// `shards` counter shards per job (fixed for a deployment: a job records the count it was created with,
-    /// and is refused by a store configured otherwise); items expire `ttl` after they are written.
+    /// `shards` counter shards for each job this store creates (a job keeps the count it was created with,
+    /// whatever the store that later records or reads it is configured with); items expire `ttl` after they
+    /// are written.
     pub fn new(
         client: aws_sdk_dynamodb::Client,
         table: impl Into<String>,
@@ -191,7 +225,46 @@ impl DynamoJobStore {
             table: table.into(),
             shards: shards.max(1),
             ttl,
+            job_shards: Arc::default(),
         }
+    }
+
+    fn remember_shards(&self, job_id: &str, shards: u32) {
+        let mut known = self.job_shards.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= REMEMBERED_JOBS && !known.contains_key(job_id) {
+            known.clear();
+        }
+        known.insert(job_id.to_owned(), shards);
+    }
+
+    /// The job's own counter shard count: remembered, or read from its item (strongly consistent, so a job
+    /// created a moment ago is found). `NotFound` for a job that does not exist.
+    async fn shards_of(&self, job_id: &str) -> Result<u32, JobStoreError> {
+        let known = self
+            .job_shards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(job_id)
+            .copied();
+        if let Some(shards) = known {
+            return Ok(shards);
+        }
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+            .projection_expression("counter_shards")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(map_error)?;
+        let item = out
+            .item()
+            .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
+        let shards = shards_from_item(job_id, item)?;
+        self.remember_shards(job_id, shards);
+        Ok(shards)
     }
 
     fn expires_at(&self) -> AttributeValue {
@@ -218,10 +291,11 @@ impl DynamoJobStore {
     async fn try_record(
         &self,
         job_id: &str,
+        shards: u32,
         seq: u64,
         record: &BatchRecord,
     ) -> Result<Attempt, JobStoreError> {
-        let pk = shard_pk(job_id, seq % u64::from(self.shards));
+        let pk = shard_pk(job_id, seq % u64::from(shards));
         let marker = Put::builder()
             .table_name(&self.table)
             .item("pk", s(&pk))
@@ -345,24 +419,45 @@ impl DynamoJobStore {
         applied(result)
     }
 
-    /// Reads the job item and every counter shard in one strongly consistent BatchGetItem.
+    /// Reads the job item and its `shards` counter shards, strongly consistent, in BatchGetItems of at most
+    /// [`BATCH_GET_MAX_KEYS`] keys (at once: a few for the largest shard counts). Not one snapshot, and need
+    /// not be: counters only grow and the listing totals are set once, so a read can only lag, never show a
+    /// complete job that is not.
     async fn read_job_and_counters(
         &self,
         job_id: &str,
+        shards: u32,
     ) -> Result<(Item, Vec<Item>), JobStoreError> {
         let mut keys = vec![Self::job_key(job_id)];
-        keys.extend((0..u64::from(self.shards)).map(|shard| {
-            HashMap::from([
-                ("pk".to_owned(), s(shard_pk(job_id, shard))),
-                ("sk".to_owned(), s(COUNT_SK)),
-            ])
-        }));
+        keys.extend((0..u64::from(shards)).map(|shard| counter_key(job_id, shard)));
+        let reads = keys
+            .chunks(BATCH_GET_MAX_KEYS)
+            .map(|chunk| self.batch_get(chunk.to_vec()));
+        let (mut job, mut counters) = (None, Vec::new());
+        for item in futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            if get_s(&item, "sk") == Some(JOB_SK) {
+                job = Some(item);
+            } else {
+                counters.push(item);
+            }
+        }
+        let job = job.ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
+        Ok((job, counters))
+    }
+
+    /// The items of `keys` (at most [`BATCH_GET_MAX_KEYS`]) that exist, in one strongly consistent BatchGetItem
+    /// and again for the keys DynamoDB did not get to.
+    async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, JobStoreError> {
         let mut pending = KeysAndAttributes::builder()
             .set_keys(Some(keys))
             .consistent_read(true)
             .build()
             .map_err(|e| JobStoreError::Other(Box::new(e)))?;
-        let (mut job, mut counters) = (None, Vec::new());
+        let mut items = Vec::new();
         let mut delay = Duration::from_millis(20);
         loop {
             let out = self
@@ -372,18 +467,13 @@ impl DynamoJobStore {
                 .send()
                 .await
                 .map_err(map_error)?;
-            for item in out
-                .responses()
-                .and_then(|r| r.get(&self.table))
-                .into_iter()
-                .flatten()
-            {
-                if get_s(item, "sk") == Some(JOB_SK) {
-                    job = Some(item.clone());
-                } else {
-                    counters.push(item.clone());
-                }
-            }
+            items.extend(
+                out.responses()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
             // Keys DynamoDB did not get to (under load) are asked again, after a pause.
             match out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
                 Some(rest) if !rest.keys().is_empty() => {
@@ -391,11 +481,9 @@ impl DynamoJobStore {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
-                _ => break,
+                _ => return Ok(items),
             }
         }
-        let job = job.ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
-        Ok((job, counters))
     }
 }
 
@@ -434,6 +522,7 @@ impl JobStore for DynamoJobStore {
             .send()
             .await;
         if applied(result)? {
+            self.remember_shards(job_id, self.shards);
             return Ok(CreateOutcome::Created);
         }
         let existing = self
@@ -453,9 +542,14 @@ impl JobStore for DynamoJobStore {
             .send()
             .await
             .map_err(map_error)?;
-        out.item()
-            .map(|item| record_from_item(job_id, item).map(|(r, _)| r))
-            .transpose()
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        // The item is at hand: remember its shard count, saving the read a first batch record would make.
+        if let Ok(shards) = shards_from_item(job_id, item) {
+            self.remember_shards(job_id, shards);
+        }
+        record_from_item(job_id, item).map(Some)
     }
 
     async fn save_checkpoint(
@@ -572,9 +666,10 @@ impl JobStore for DynamoJobStore {
         seq: u64,
         record: &BatchRecord,
     ) -> Result<RecordOutcome, JobStoreError> {
+        let shards = self.shards_of(job_id).await?;
         let mut delay = Duration::from_millis(10);
         for _ in 1..CONFLICT_ATTEMPTS {
-            match self.try_record(job_id, seq, record).await? {
+            match self.try_record(job_id, shards, seq, record).await? {
                 Attempt::Done(outcome) => return Ok(outcome),
                 Attempt::LostConflict => {
                     tokio::time::sleep(delay).await;
@@ -582,7 +677,7 @@ impl JobStore for DynamoJobStore {
                 }
             }
         }
-        match self.try_record(job_id, seq, record).await? {
+        match self.try_record(job_id, shards, seq, record).await? {
             Attempt::Done(outcome) => Ok(outcome),
             // Still contended after every attempt: as good as throttled, and as transient.
             Attempt::LostConflict => Err(JobStoreError::Throttled),
@@ -598,7 +693,13 @@ impl JobStore for DynamoJobStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(shard_pk(job_id, seq % u64::from(self.shards))))
+            .key(
+                "pk",
+                s(shard_pk(
+                    job_id,
+                    seq % u64::from(self.shards_of(job_id).await?),
+                )),
+            )
             .key("sk", s(batch_sk(seq)))
             .consistent_read(true)
             .send()
@@ -618,7 +719,7 @@ impl JobStore for DynamoJobStore {
         if from >= to {
             return Ok(Vec::new());
         }
-        let shards = u64::from(self.shards);
+        let shards = u64::from(self.shards_of(job_id).await?);
         // Only the shards that can hold a seq of the range.
         let shard_ids: Vec<u64> = (from..to.min(from + shards))
             .map(|seq| seq % shards)
@@ -664,17 +765,9 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn progress(&self, job_id: &str) -> Result<Progress, JobStoreError> {
-        let (job, counters) = self.read_job_and_counters(job_id).await?;
-        let (record, job_shards) = record_from_item(job_id, &job)?;
-        if job_shards != Some(self.shards.into()) {
-            return Err(Self::conflict(
-                job_id,
-                format!(
-                    "it was created with {job_shards:?} counter shards but this store uses {}; let jobs finish before changing the shard count",
-                    self.shards
-                ),
-            ));
-        }
+        let shards = self.shards_of(job_id).await?;
+        let (job, counters) = self.read_job_and_counters(job_id, shards).await?;
+        let record = record_from_item(job_id, &job)?;
         let sum = |name: &str| counters.iter().filter_map(|c| get_n(c, name)).sum::<u64>();
         Ok(Progress {
             status: record.status,

@@ -25,6 +25,13 @@ impl S3Store {
     }
 }
 
+/// Codes with which S3 refuses one object for good: the role may not read it (and, without `s3:ListBucket`,
+/// a missing key answers `AccessDenied` too), its KMS key is disabled, gone or not ours to use (`KMS.*`), or
+/// it is archived (`InvalidObjectState`). Retrying the read cannot help.
+fn is_refusal(code: &str) -> bool {
+    matches!(code, "AccessDenied" | "InvalidObjectState") || code.starts_with("KMS.")
+}
+
 fn map_error<E, R>(
     err: aws_smithy_runtime_api::client::result::SdkError<E, R>,
     bucket: &str,
@@ -45,6 +52,16 @@ where
         Some("KeyTooLongError") => StoreError::InvalidKey {
             key: key.to_owned(),
             reason: "longer than S3 allows".into(),
+        },
+        Some(code) if is_refusal(code) => StoreError::Denied {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            code: code.to_owned(),
+            message: err
+                .as_service_error()
+                .and_then(|e| e.message())
+                .unwrap_or("(no message)")
+                .to_owned(),
         },
         _ if is_throttling(&err) => StoreError::Throttled,
         _ => StoreError::Other(boxed(err)),
@@ -115,5 +132,110 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| map_error(e, bucket, key))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+    use aws_sdk_s3::types::error::InvalidObjectState;
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::client::result::SdkError;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn meta(code: &str, message: &str) -> ErrorMetadata {
+        ErrorMetadata::builder().code(code).message(message).build()
+    }
+
+    /// GetObject's error as the SDK hands it over once S3 answered `status` with `error`.
+    fn answered(status: u16, error: GetObjectError) -> StoreError {
+        let response = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        map_error(SdkError::service_error(error, response), "in-b", "k/1.csv")
+    }
+
+    #[test]
+    fn objects_s3_refuses_for_good_are_denied_with_their_code() {
+        let archived = GetObjectError::InvalidObjectState(
+            InvalidObjectState::builder()
+                .message("The operation is not valid for the object's storage class")
+                .meta(meta(
+                    "InvalidObjectState",
+                    "The operation is not valid for the object's storage class",
+                ))
+                .build(),
+        );
+        let cases = [
+            (
+                "AccessDenied",
+                answered(
+                    403,
+                    GetObjectError::generic(meta("AccessDenied", "Access Denied")),
+                ),
+            ),
+            (
+                "KMS.DisabledException",
+                answered(
+                    400,
+                    GetObjectError::generic(meta("KMS.DisabledException", "key disabled")),
+                ),
+            ),
+            (
+                "KMS.AccessDeniedException",
+                answered(
+                    403,
+                    GetObjectError::generic(meta("KMS.AccessDeniedException", "no kms:Decrypt")),
+                ),
+            ),
+            (
+                "KMS.NotFoundException",
+                answered(
+                    400,
+                    GetObjectError::generic(meta("KMS.NotFoundException", "no such key")),
+                ),
+            ),
+            ("InvalidObjectState", answered(403, archived)),
+        ];
+        for (code, err) in cases {
+            assert!(!err.is_transient(), "{code}: {err:?}");
+            match &err {
+                StoreError::Denied {
+                    bucket,
+                    key,
+                    code: c,
+                    ..
+                } => assert_eq!(
+                    (bucket.as_str(), key.as_str(), c.as_str()),
+                    ("in-b", "k/1.csv", code)
+                ),
+                other => panic!("{code}: {other:?}"),
+            }
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("{code}: s3://in-b/k/1.csv: ")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_key_is_not_found_and_throttling_and_server_errors_stay_transient() {
+        let missing = answered(404, GetObjectError::generic(meta("NoSuchKey", "gone")));
+        assert!(
+            matches!(missing, StoreError::NotFound { .. }),
+            "{missing:?}"
+        );
+        let slow = answered(
+            503,
+            GetObjectError::generic(meta("SlowDown", "reduce your rate")),
+        );
+        assert!(matches!(slow, StoreError::Throttled), "{slow:?}");
+        let internal = answered(
+            500,
+            GetObjectError::generic(meta("InternalError", "try again")),
+        );
+        assert!(internal.is_transient(), "{internal:?}");
     }
 }

@@ -7,6 +7,13 @@
 //! rather than N / 1,000. (Like an S3 listing, a listing is not a snapshot: objects written meanwhile may be
 //! missed.) Writes go to a temporary file beside the buckets and are renamed into place, so a reader or a
 //! listing never sees a half-written object.
+//!
+//! A data directory may hold more than plain files. A link is followed while it stays inside the data directory
+//! (or the bucket's own directory, when the bucket is itself a link): one that leads out of it, to nothing, or
+//! round in a loop is listed, and reading it is refused for good (`StoreError::Denied`), so the job records the
+//! item as failed; a link to a folder that contains it is not entered (the listing would never end). FIFOs,
+//! sockets and devices are not objects: they are left out of listings, with a warning, and never opened (opening
+//! a FIFO would wait for a writer).
 
 use std::collections::{BinaryHeap, VecDeque};
 use std::fs;
@@ -154,6 +161,86 @@ fn key_path(bucket_dir: &Path, key: &str) -> Result<PathBuf, StoreError> {
     Ok(path)
 }
 
+/// Where the objects of one bucket may really be: in the data directory, or in the bucket's own directory when
+/// the bucket is a link to elsewhere (put there on purpose, unlike a link inside the data).
+struct Bounds {
+    root: PathBuf,
+    bucket: PathBuf,
+}
+
+impl Bounds {
+    fn new(root: &Path, bucket_dir: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            root: fs::canonicalize(root)?,
+            bucket: fs::canonicalize(bucket_dir)?,
+        })
+    }
+
+    /// `real` is a canonical path.
+    fn contain(&self, real: &Path) -> bool {
+        real.starts_with(&self.root) || real.starts_with(&self.bucket)
+    }
+}
+
+/// Opens the object at `path` (the file of `bucket`/`key`) if it is a regular file within `bounds`.
+fn open_object(
+    bounds: &Bounds,
+    path: &Path,
+    bucket: &str,
+    key: &str,
+) -> Result<ObjectReader, StoreError> {
+    let refused = |code: &str, message: &str| StoreError::Denied {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        code: code.to_owned(),
+        message: message.to_owned(),
+    };
+    let real = match fs::canonicalize(path) {
+        Ok(real) => real,
+        Err(e) => {
+            return Err(match fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_symlink() => refused(
+                    "BrokenLink",
+                    "a symbolic link that leads nowhere (its target is missing, or links loop)",
+                ),
+                _ if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                    not_found(bucket, key)
+                }
+                _ => e.into(),
+            });
+        }
+    };
+    if !bounds.contain(&real) {
+        return Err(refused(
+            "LinkOutOfDataDir",
+            "a symbolic link to a file outside the data directory, which is not read",
+        ));
+    }
+    let special = || refused("NotAFile", "a FIFO, socket or device, not a regular file");
+    match fs::metadata(&real) {
+        Ok(m) if m.is_dir() => return Err(not_found(bucket, key)),
+        Ok(m) if !m.is_file() => return Err(special()),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(bucket, key)),
+        Err(e) => return Err(e.into()),
+    }
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    // Opening a FIFO waits for a writer: never wait, even for one swapped in since the check above (reads of a
+    // regular file ignore the flag).
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = match options.open(&real) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(bucket, key)),
+        Err(e) => return Err(e.into()),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(special());
+    }
+    Ok(Box::new(file))
+}
+
 fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Other(Box::new(e))
 }
@@ -185,13 +272,18 @@ impl ObjectStore for LocalDirStore {
             after.map(str::to_owned),
         );
         let lookahead = self.lookahead.clone();
+        let root = self.root.clone();
         blocking(move || {
             let limit = MAX_KEYS_PER_PAGE * LOOKAHEAD_PAGES;
+            let bounds = Bounds::new(&root, &dir)?;
+            let dir = bounds.bucket.clone();
             let mut walk = Walk {
                 prefix: &prefix,
                 after: after.as_deref(),
                 limit: limit + 1,
                 out: Vec::new(),
+                bounds: &bounds,
+                folders: vec![dir.clone()],
             };
             walk.dir(&dir, "")?;
             let complete = walk.out.len() <= limit;
@@ -206,15 +298,10 @@ impl ObjectStore for LocalDirStore {
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
-        let path = key_path(&self.bucket_dir(bucket)?, key)?;
-        match fs::File::open(&path) {
-            Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => Ok(Box::new(file)),
-            Ok(_) => Err(not_found(bucket, key)),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-                Err(not_found(bucket, key))
-            }
-            Err(e) => Err(e.into()),
-        }
+        let bucket_dir = self.bucket_dir(bucket)?;
+        let path = key_path(&bucket_dir, key)?;
+        let (root, bucket, key) = (self.root.clone(), bucket.to_owned(), key.to_owned());
+        blocking(move || open_object(&Bounds::new(&root, &bucket_dir)?, &path, &bucket, &key)).await
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
@@ -255,18 +342,34 @@ fn not_found(bucket: &str, key: &str) -> StoreError {
     }
 }
 
+/// What a directory entry is to a listing.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Entry {
+    /// A folder to walk, at this real (canonical) path.
+    Folder(PathBuf),
+    /// An object: a regular file, or a link to one within the bounds, at this real path.
+    Object(PathBuf),
+    /// A link that cannot be read (it leads out of the bounds, to nothing, or round a loop): listed, so that
+    /// the read of its key fails the item, as an object S3 lists and then refuses.
+    Unreadable,
+}
+
 /// One page of a sorted walk.
 struct Walk<'a> {
     prefix: &'a str,
     after: Option<&'a str>,
     limit: usize,
     out: Vec<ObjectMeta>,
+    bounds: &'a Bounds,
+    /// The real paths of the folders being walked, outermost first: a link to any of them (or to a folder
+    /// holding one) is a loop.
+    folders: Vec<PathBuf>,
 }
 
 impl Walk<'_> {
-    /// Appends, in key order, the keys under `dir` (whose own key prefix is `dir_key`) that the page needs.
-    /// Each pass over the directory keeps only the smallest `room` eligible entries (a bounded heap), and
-    /// passes again after the last one taken when empty folders left the page short.
+    /// Appends, in key order, the keys under `dir` (a real path, whose own key prefix is `dir_key`) that the
+    /// page needs. Each pass over the directory keeps only the smallest `room` eligible entries (a bounded
+    /// heap), and passes again after the last one taken when empty folders left the page short.
     fn dir(&mut self, dir: &Path, dir_key: &str) -> Result<(), StoreError> {
         let mut lower: Option<String> = None;
         loop {
@@ -274,7 +377,7 @@ impl Walk<'_> {
             if room == 0 {
                 return Ok(());
             }
-            let mut heap: BinaryHeap<(String, bool)> = BinaryHeap::with_capacity(room + 1);
+            let mut heap: BinaryHeap<(String, Entry)> = BinaryHeap::with_capacity(room + 1);
             let entries = match fs::read_dir(dir) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -288,8 +391,10 @@ impl Walk<'_> {
                         reason: "file name is not UTF-8, so it is not an S3 key".into(),
                     });
                 };
-                let is_dir = entry.file_type()?.is_dir()
-                    || (entry.file_type()?.is_symlink() && entry.path().is_dir());
+                let Some(kind) = self.classify(&entry, dir_key, &name)? else {
+                    continue;
+                };
+                let is_dir = matches!(kind, Entry::Folder(_));
                 let key = if is_dir {
                     format!("{dir_key}{name}/")
                 } else {
@@ -305,16 +410,27 @@ impl Walk<'_> {
                         continue;
                     }
                 }
-                heap.push((key, is_dir));
+                heap.push((key, kind));
             }
             let selected = heap.into_sorted_vec();
             let exhausted = selected.len() < room;
-            for (key, is_dir) in &selected {
-                let path = dir.join(key[dir_key.len()..].trim_end_matches('/'));
-                if *is_dir {
-                    self.dir(&path, key)?;
-                } else {
-                    let size = fs::metadata(&path).map(|m| m.len())?;
+            for (key, kind) in &selected {
+                let size = match kind {
+                    Entry::Folder(real) => {
+                        self.folders.push(real.clone());
+                        let walked = self.dir(real, key);
+                        self.folders.pop();
+                        walked?;
+                        None
+                    }
+                    Entry::Object(real) => match fs::metadata(real) {
+                        Ok(m) => Some(m.len()),
+                        Err(e) if e.kind() == ErrorKind::NotFound => None, // removed meanwhile
+                        Err(e) => return Err(e.into()),
+                    },
+                    Entry::Unreadable => Some(0),
+                };
+                if let Some(size) = size {
                     self.out.push(ObjectMeta {
                         key: key.clone(),
                         size,
@@ -328,6 +444,48 @@ impl Walk<'_> {
                 return Ok(());
             }
             lower = selected.last().map(|(k, _)| k.clone());
+        }
+    }
+
+    /// What `entry` of the folder whose key prefix is `dir_key` is; `None` for what a listing leaves out.
+    fn classify(
+        &self,
+        entry: &fs::DirEntry,
+        dir_key: &str,
+        name: &str,
+    ) -> Result<Option<Entry>, StoreError> {
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            return Ok(Some(Entry::Folder(entry.path())));
+        }
+        if file_type.is_file() {
+            return Ok(Some(Entry::Object(entry.path())));
+        }
+        let key = format!("{dir_key}{name}");
+        let special = || {
+            tracing::warn!(key, "not listed: a FIFO, socket or device is not an object");
+            Ok(None)
+        };
+        if !file_type.is_symlink() {
+            return special();
+        }
+        let Ok(real) = fs::canonicalize(entry.path()) else {
+            return Ok(Some(Entry::Unreadable));
+        };
+        if !self.bounds.contain(&real) {
+            return Ok(Some(Entry::Unreadable));
+        }
+        match fs::metadata(&real) {
+            Ok(m) if m.is_dir() => {
+                if self.folders.iter().any(|f| f.starts_with(&real)) {
+                    tracing::warn!(key, "not listed: a link to a folder that holds it (a loop)");
+                    return Ok(None);
+                }
+                Ok(Some(Entry::Folder(real)))
+            }
+            Ok(m) if m.is_file() => Ok(Some(Entry::Object(real))),
+            Ok(_) => special(),
+            Err(_) => Ok(Some(Entry::Unreadable)),
         }
     }
 

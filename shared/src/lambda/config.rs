@@ -17,6 +17,7 @@ pub const COORDINATOR_VARS: &[&str] = &[
     "DMAP_ALLOWED_BUCKETS",
     "DMAP_RESULT_BUCKETS",
     "DMAP_JOBS_PREFIX",
+    "DMAP_RESULTS_PREFIX",
 ];
 /// Read by the worker besides [`COMMON_VARS`].
 pub const WORKER_VARS: &[&str] = &["DMAP_ITEM_CONCURRENCY"];
@@ -118,6 +119,9 @@ pub struct CoordinatorConfig {
     pub result_buckets: Vec<String>,
     /// Where job specs are dropped (the S3 notification's prefix).
     pub jobs_prefix: String,
+    /// The only place results may go (the functions may write nowhere else): a spec whose
+    /// `result_writer.prefix` is not under it is refused.
+    pub results_prefix: String,
 }
 
 impl CoordinatorConfig {
@@ -138,6 +142,9 @@ impl CoordinatorConfig {
             jobs_prefix: env
                 .optional("DMAP_JOBS_PREFIX")
                 .unwrap_or_else(|| "jobs/".to_owned()),
+            results_prefix: env
+                .optional("DMAP_RESULTS_PREFIX")
+                .unwrap_or_else(|| "results/".to_owned()),
         })
     }
 }
@@ -279,6 +286,7 @@ mod tests {
         assert_eq!(config.allowed_buckets, ["data", "other"]);
         assert_eq!(config.result_buckets, ["data"]);
         assert_eq!(config.jobs_prefix, "jobs/");
+        assert_eq!(config.results_prefix, "results/");
         assert_eq!(config.common.counter_shards, 16);
     }
 }

@@ -30,9 +30,9 @@ use crate::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
 use crate::error::PipelineError;
 pub use crate::message::ContinueListing;
 use crate::ports::{
-    BatchQueue, Checkpoint, JobRecord, OutgoingMessage, read_all, send_all_with_retry,
+    BatchQueue, Checkpoint, JobRecord, OutgoingMessage, read_up_to, send_all_with_retry,
 };
-use crate::spec::{Job, JobSpec};
+use crate::spec::{Job, JobSpec, MAX_SPEC_BYTES};
 use crate::sweeper::sweep;
 
 /// Most hand-overs of one listing.
@@ -87,6 +87,8 @@ pub struct Coordinator {
     /// Buckets a job may write results to.
     pub result_buckets: Vec<String>,
     pub jobs_prefix: String,
+    /// Where results may go: `result_writer.prefix` must start with it (empty: anywhere).
+    pub results_prefix: String,
 }
 
 /// Decodes an S3 event key: form encoding, `+` for a space (`%2B` for a plus), then percent-decoding. Right
@@ -135,6 +137,7 @@ impl Coordinator {
             allowed_buckets: config.allowed_buckets,
             result_buckets: config.result_buckets,
             jobs_prefix: config.jobs_prefix,
+            results_prefix: config.results_prefix,
         }
     }
 
@@ -250,7 +253,25 @@ impl Coordinator {
                 .as_deref()
                 .or(record.s3.object.e_tag.as_deref())
                 .unwrap_or("");
-            let body = read_all(self.deps.objects.as_ref(), &bucket, &key).await?;
+            // A spec over the limit is refused by its size, before it is read: from the event, and by reading
+            // no more than one byte past the limit whatever the event says.
+            let too_big = |size: String| {
+                refuse(format!(
+                    "the spec object is {size} bytes, over the limit of {MAX_SPEC_BYTES} bytes (256 KiB)"
+                ))
+            };
+            if let Some(size) = record.s3.object.size.filter(|s| *s > MAX_SPEC_BYTES as i64) {
+                response.refused.push(too_big(size.to_string()));
+                continue;
+            }
+            let limit = MAX_SPEC_BYTES as u64 + 1;
+            let body = read_up_to(self.deps.objects.as_ref(), &bucket, &key, limit).await?;
+            if body.len() > MAX_SPEC_BYTES {
+                response
+                    .refused
+                    .push(too_big(format!("more than {MAX_SPEC_BYTES}")));
+                continue;
+            }
             let job = match JobSpec::parse_with_id(&body, || derive_job_id(&bucket, &key, version))
             {
                 Ok(job) => job,
@@ -299,6 +320,15 @@ impl Coordinator {
                 "DMAP_RESULT_BUCKETS",
                 list,
             ));
+        }
+        // The functions may write only under the results prefix: a job writing elsewhere would fail at its first
+        // part, after its batches were sent.
+        if !writer.prefix.starts_with(&self.results_prefix) {
+            return Err(PipelineError::Refused(format!(
+                "result_writer.prefix: \"{}\" is not under the results prefix \"{}\" (DMAP_RESULTS_PREFIX), the only \
+                 place this deployment writes results",
+                writer.prefix, self.results_prefix
+            )));
         }
         // Results under the jobs prefix would be read as job specs (the notification's filter is the only
         // guard on AWS; refuse before it matters).

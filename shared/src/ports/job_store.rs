@@ -35,12 +35,7 @@ pub struct Checkpoint {
     pub cut: Option<Cut>,
 }
 
-/// Batch `seq` ends with the key `last_key`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cut {
-    pub seq: u64,
-    pub last_key: String,
-}
+pub use crate::batching::Cut;
 
 /// Set once, when the last batch has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +119,10 @@ pub enum JobStoreError {
     Conflict { job_id: String, message: String },
     #[error("throttled by the job store")]
     Throttled,
+    /// The store refuses the request for good (DynamoDB: an item over its 400 KB limit, or a request it
+    /// finds invalid): the same request would be refused again.
+    #[error("the job store refuses the request: {0}")]
+    Rejected(String),
     #[error("job store: {0}")]
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

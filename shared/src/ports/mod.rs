@@ -10,7 +10,9 @@ pub use job_store::{
     BatchRecord, Checkpoint, CreateOutcome, Cut, JobRecord, JobStatus, JobStore, JobStoreError,
     ListingTotals, Progress, RecordOutcome, TerminalStatus, require_job,
 };
-pub use object_store::{ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError, read_all};
+pub use object_store::{
+    ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError, read_all, read_up_to,
+};
 pub use queue::{
     BatchQueue, OutgoingMessage, QueueDepth, QueueError, ReceivedMessage, SendFailure,
     send_all_with_retry,

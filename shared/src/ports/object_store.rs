@@ -35,6 +35,16 @@ pub enum StoreError {
     NoSuchBucket { bucket: String },
     #[error("key \"{key}\" cannot be stored: {reason}")]
     InvalidKey { key: String, reason: String },
+    /// The store refuses this one object for good (access denied, its encryption key unusable, archived): the
+    /// same read would be refused again, so the item fails, not its batch. `code` is the store's own error code
+    /// (S3's `AccessDenied`, `KMS.DisabledException`, `InvalidObjectState`...).
+    #[error("{code}: s3://{bucket}/{key}: {message}")]
+    Denied {
+        bucket: String,
+        key: String,
+        code: String,
+        message: String,
+    },
     #[error("throttled by the object store")]
     Throttled,
     #[error("object store: {0}")]
@@ -66,7 +76,7 @@ pub trait ObjectStore: Send + Sync {
         continuation: Option<&str>,
     ) -> Result<ListPage, StoreError>;
 
-    /// Opens an object for a streamed read. Errors: `NotFound`, `NoSuchBucket`.
+    /// Opens an object for a streamed read. Errors: `NotFound`, `NoSuchBucket`, `Denied`.
     async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError>;
 
     /// Writes a whole object, replacing any previous one atomically (readers see the old or the new body).
@@ -80,10 +90,21 @@ pub async fn read_all(
     bucket: &str,
     key: &str,
 ) -> Result<Vec<u8>, StoreError> {
-    let mut reader = store.get(bucket, key).await?;
+    read_up_to(store, bucket, key, u64::MAX).await
+}
+
+/// Reads the first `limit` bytes of an object (all of it if it is no longer), off the async runtime: an object
+/// of unknown size is never read whole into memory.
+pub async fn read_up_to(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    key: &str,
+    limit: u64,
+) -> Result<Vec<u8>, StoreError> {
+    let reader = store.get(bucket, key).await?;
     tokio::task::spawn_blocking(move || {
         let mut body = Vec::new();
-        reader.read_to_end(&mut body).map(|_| body)
+        reader.take(limit).read_to_end(&mut body).map(|_| body)
     })
     .await
     .map_err(|e| StoreError::Other(Box::new(e)))?

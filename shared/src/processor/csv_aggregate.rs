@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use super::{ItemError, MergeError};
+use super::{ItemError, MergeError, echo};
 
 /// Statistics of one column within one group. `count` counts the non-empty cells used.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,7 +231,8 @@ pub(super) fn aggregate(
             }
             let value = parse_number(cell).ok_or_else(|| {
                 invalid(format!(
-                    "row {row}, column \"{column}\": \"{cell}\" is not a number"
+                    "row {row}, column \"{column}\": \"{}\" is not a number",
+                    echo(cell)
                 ))
             })?;
             let stats = group
@@ -295,6 +296,23 @@ mod tests {
                 && msg.contains("TMAX")
                 && msg.contains("hot"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_huge_non_numeric_cell_is_echoed_truncated() {
+        let cell = "é".repeat(5 * 1024); // 10 KB, two bytes a character
+        let msg = error_of(&format!("STATION,TMAX,TMIN\nA,1,2\nA,{cell},3\n"));
+        assert!(
+            msg.contains("w/s1.csv") && msg.contains("row 3") && msg.contains("TMAX"),
+            "{msg}"
+        );
+        let start: String = msg.chars().take(120).collect();
+        assert!(msg.len() < 200, "{} bytes: {start}...", msg.len());
+        assert!(msg.contains("ééé"), "the cell's start is shown: {msg}");
+        assert!(
+            msg.contains("(+10176 bytes)"),
+            "and how much was cut: {msg}"
         );
     }
 

@@ -6,6 +6,7 @@
 mod count;
 mod csv_aggregate;
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,23 @@ pub use count::CountAggregate;
 pub use csv_aggregate::{ColumnStats, CsvAggregate, GroupStats};
 
 use crate::spec::ProcessorSpec;
+
+/// Most bytes of a data value (a cell, a group) that an error message repeats: enough to recognise it, never a
+/// whole row: error messages go to `failed.jsonl` and the logs, which must not carry the data itself.
+pub const MAX_ECHO_BYTES: usize = 64;
+
+/// `value` as an error message shows it: at most [`MAX_ECHO_BYTES`] bytes, cut on a character boundary, with
+/// how many bytes were left out.
+pub fn echo(value: &str) -> Cow<'_, str> {
+    if value.len() <= MAX_ECHO_BYTES {
+        return Cow::Borrowed(value);
+    }
+    let mut end = MAX_ECHO_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…(+{} bytes)", &value[..end], value.len() - end))
+}
 
 /// Why one item could not be processed.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +54,7 @@ pub enum ItemError {
 pub enum MergeError {
     #[error("cannot merge a {0} result into a {1} result")]
     KindMismatch(&'static str, &'static str),
-    #[error("the sum of column \"{column}\" in group \"{group}\" overflows")]
+    #[error("the sum of column \"{column}\" in group \"{}\" overflows", echo(.group))]
     Overflow { group: String, column: String },
 }
 
@@ -94,5 +112,20 @@ impl ProcessorSpec {
                 csv_aggregate::aggregate(key, body, group_by, columns).map(Aggregate::CsvAggregate)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::echo;
+
+    #[test]
+    fn echoed_values_are_cut_at_a_char_boundary() {
+        assert_eq!(echo("short"), "short");
+        let exact = "x".repeat(64);
+        assert_eq!(echo(&exact), exact.as_str());
+        // 'a' then two-byte characters: byte 64 falls inside one, so the cut is at 63.
+        let value = format!("a{}", "é".repeat(50));
+        assert_eq!(echo(&value), format!("a{}…(+38 bytes)", "é".repeat(31)));
     }
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod failure_store;
 pub mod faults;
 
 use std::collections::{HashMap, HashSet};

@@ -39,7 +39,20 @@ pub async fn complete_if_done(
         JobStatus::Running if record.listing.is_none() => Ok(Completion::NotYet),
         JobStatus::Running => {
             let progress = deps.jobs.progress(job_id).await?;
-            if progress.status != JobStatus::Running || !progress.is_complete() {
+            if progress.status != JobStatus::Running {
+                return Ok(Completion::NotYet);
+            }
+            let complete = match progress.listing {
+                None => false,
+                Some(_) if progress.is_complete() => true,
+                // More batches counted than the listing has: batches past its total were recorded (an earlier
+                // pass of a listing that changed since). Complete once every batch below it has its record.
+                Some(totals) if progress.batches_done > totals.batches => {
+                    all_recorded(deps, job_id, totals.batches).await?
+                }
+                Some(_) => false,
+            };
+            if !complete {
                 return Ok(Completion::NotYet);
             }
             if deps.jobs.claim_finalization(job_id).await? {
@@ -56,6 +69,20 @@ pub async fn complete_if_done(
         }
         _ => Ok(Completion::ClaimedElsewhere),
     }
+}
+
+/// Whether every batch `0..total` has a record.
+async fn all_recorded(deps: &Deps, job_id: &str, total: u64) -> Result<bool, PipelineError> {
+    const PAGE: u64 = 1000;
+    let mut from = 0;
+    while from < total {
+        let to = (from + PAGE).min(total);
+        if deps.jobs.batch_records(job_id, from, to).await?.len() as u64 != to - from {
+            return Ok(false);
+        }
+        from = to;
+    }
+    Ok(true)
 }
 
 async fn trigger_finalizer(deps: &Deps, job_id: &str) -> Result<(), PipelineError> {

@@ -57,6 +57,7 @@ pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, Pipeli
         succeeded: 0,
         failed: part.failed,
         part_key,
+        items_digest: message.items_digest(),
     };
     let (outcome, completion) = record_done(deps, &message, &record).await?;
     tracing::warn!(batch_id = %message.batch_id(), ?outcome, "dead-lettered batch handled");

@@ -83,6 +83,12 @@ async fn write_outputs(
     let totals = record
         .listing
         .ok_or_else(|| inconsistent("FINALIZING without listing totals".into()))?;
+    if let Some(seq) = record.input_changed {
+        return Err(inconsistent(format!(
+            "the items under item_reader changed while they were listed (batch {seq} was sent again with other \
+             items), so the job cannot count each item once; run it again"
+        )));
+    }
 
     // Every batch 0..total must have exactly one record: the record says which part counts.
     let mut records = Vec::with_capacity(totals.batches as usize);

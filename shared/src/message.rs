@@ -33,6 +33,19 @@ impl BatchMessage {
         }
     }
 
+    /// A digest of the batch's items (16 hex digits of SHA-256 over the keys, each ended by a newline): what
+    /// its record keeps, so a batch sent again with other items is told from a duplicate.
+    pub fn items_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for key in &self.items {
+            hash.update(key.as_bytes());
+            hash.update(b"\n");
+        }
+        let hash = hash.finalize();
+        hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
     /// `<job_id>#<seq>`: the batch id used in logs and metrics.
     pub fn batch_id(&self) -> String {
         format!("{}#{}", self.job_id, self.seq)

@@ -151,7 +151,7 @@ async fn repair(
             None => (Finding::ListingStalled { hop }, Repair::Reported),
         });
     };
-    if progress.is_complete() {
+    if progress.batches_done >= totals.batches {
         complete_if_done(deps, job_id, true).await?;
         return Ok((Finding::Unclaimed, Repair::Claimed));
     }

@@ -15,7 +15,7 @@ use crate::message::BatchMessage;
 use crate::outcome::{BatchPart, FailedItem};
 use std::sync::Arc;
 
-use crate::ports::{BatchRecord, ObjectStore, RecordOutcome, StoreError};
+use crate::ports::{BatchRecord, ObjectStore, RecordOutcome, StoreError, require_job};
 use crate::processor::{Aggregate, ItemError};
 use crate::spec::ProcessorSpec;
 
@@ -58,8 +58,22 @@ pub async fn handle(
     message: &BatchMessage,
 ) -> Result<Handled, PipelineError> {
     let (job_id, seq) = (&message.job_id, message.seq);
+    // A batch at or past the total of a complete listing was cut by an earlier pass of a listing that has
+    // changed since (the coordinator died between sending and its checkpoint): it must never count.
+    let job = require_job(deps.jobs.as_ref(), job_id).await?;
+    if let Some(totals) = job.listing
+        && seq >= totals.batches
+    {
+        tracing::warn!(batch_id = %message.batch_id(), total = totals.batches, "batch past the listing's total; not counted");
+        return Ok(Handled {
+            record: BatchRecord::default(),
+            outcome: RecordOutcome::Duplicate,
+            completion: Completion::NotYet,
+        });
+    }
     if let Some(record) = deps.jobs.batch_record(job_id, seq).await? {
         tracing::info!(batch_id = %message.batch_id(), "batch was already recorded; not processed again");
+        check_items(deps, message, &record).await?;
         let completion = complete_if_done(deps, job_id, true).await?;
         return Ok(Handled {
             record,
@@ -69,6 +83,11 @@ pub async fn handle(
     }
     let record = process(deps, config, message).await?;
     let (outcome, completion) = record_done(deps, message, &record).await?;
+    if outcome == RecordOutcome::Duplicate
+        && let Some(recorded) = deps.jobs.batch_record(job_id, seq).await?
+    {
+        check_items(deps, message, &recorded).await?;
+    }
     Ok(Handled {
         record,
         outcome,
@@ -133,6 +152,7 @@ pub async fn process(
         succeeded: part.succeeded,
         failed,
         part_key,
+        items_digest: message.items_digest(),
     })
 }
 
@@ -212,6 +232,24 @@ async fn process_item(
         ))
         .into()),
     }
+}
+
+/// A batch whose record counted other items than this message carries was sent twice with different items:
+/// the items under the reader changed while they were listed. The first version stands; the job is flagged,
+/// and ends FAILED saying so, since it can no longer be exact.
+async fn check_items(
+    deps: &Deps,
+    message: &BatchMessage,
+    recorded: &BatchRecord,
+) -> Result<(), PipelineError> {
+    if recorded.items_digest.is_empty() || recorded.items_digest == message.items_digest() {
+        return Ok(());
+    }
+    tracing::error!(batch_id = %message.batch_id(), "batch sent again with other items: the input changed while it was listed");
+    deps.jobs
+        .flag_input_changed(&message.job_id, message.seq)
+        .await?;
+    Ok(())
 }
 
 /// Counts the batch (once, however often this runs) and checks whether the job is complete.

@@ -39,6 +39,7 @@ fn batch(seq: u64) -> BatchRecord {
         succeeded: seq + 1,
         failed: 1,
         part_key: format!("parts/{seq:010}.json"),
+        items_digest: String::new(),
     }
 }
 

@@ -16,7 +16,8 @@ use dmap_core::embedded::{EmbeddedQueue, EmbeddedQueues, LocalDirStore, QueueCon
 use dmap_core::esm::sqs_event;
 use dmap_core::lambda::coordinator::Coordinator;
 use dmap_core::ports::{
-    BatchQueue, ListPage, ObjectReader, ObjectStore, ReceivedMessage, StoreError,
+    BatchQueue, BatchRecord, Checkpoint, JobStoreError, ListPage, ObjectReader, ObjectStore,
+    ReceivedMessage, StoreError,
 };
 use serde_json::{Value, json};
 
@@ -557,5 +558,192 @@ async fn the_scheduled_sweep_waits_for_the_bound_then_repairs() {
         sweep(&deps, None, t0 + 90 * minute, bound).await.unwrap(),
         [],
         "finished"
+    );
+}
+
+/// A job store that fails the next `save_checkpoint` (the coordinator dies between sending a page's batches
+/// and saving its checkpoint).
+struct DiesBeforeCheckpoint {
+    inner: Arc<dyn dmap_core::ports::JobStore>,
+    armed: Mutex<bool>,
+}
+
+#[async_trait]
+impl dmap_core::ports::JobStore for DiesBeforeCheckpoint {
+    async fn create_job(
+        &self,
+        record: &dmap_core::ports::JobRecord,
+    ) -> Result<dmap_core::ports::CreateOutcome, JobStoreError> {
+        self.inner.create_job(record).await
+    }
+    async fn get_job(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<dmap_core::ports::JobRecord>, JobStoreError> {
+        self.inner.get_job(job_id).await
+    }
+    async fn save_checkpoint(&self, job_id: &str, cp: &Checkpoint) -> Result<(), JobStoreError> {
+        if std::mem::replace(&mut *self.armed.lock().unwrap(), false) {
+            return Err(JobStoreError::Throttled);
+        }
+        self.inner.save_checkpoint(job_id, cp).await
+    }
+    async fn hand_over(&self, job_id: &str, cp: &Checkpoint) -> Result<bool, JobStoreError> {
+        self.inner.hand_over(job_id, cp).await
+    }
+    async fn continuation_sent(&self, job_id: &str, hop: u32) -> Result<(), JobStoreError> {
+        self.inner.continuation_sent(job_id, hop).await
+    }
+    async fn complete_listing(
+        &self,
+        job_id: &str,
+        totals: dmap_core::ports::ListingTotals,
+    ) -> Result<(), JobStoreError> {
+        self.inner.complete_listing(job_id, totals).await
+    }
+    async fn record_batch(
+        &self,
+        job_id: &str,
+        seq: u64,
+        record: &BatchRecord,
+    ) -> Result<dmap_core::ports::RecordOutcome, JobStoreError> {
+        self.inner.record_batch(job_id, seq, record).await
+    }
+    async fn batch_record(
+        &self,
+        job_id: &str,
+        seq: u64,
+    ) -> Result<Option<BatchRecord>, JobStoreError> {
+        self.inner.batch_record(job_id, seq).await
+    }
+    async fn batch_records(
+        &self,
+        job_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError> {
+        self.inner.batch_records(job_id, from, to).await
+    }
+    async fn progress(&self, job_id: &str) -> Result<dmap_core::ports::Progress, JobStoreError> {
+        self.inner.progress(job_id).await
+    }
+    async fn claim_finalization(&self, job_id: &str) -> Result<bool, JobStoreError> {
+        self.inner.claim_finalization(job_id).await
+    }
+    async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError> {
+        self.inner.active_jobs().await
+    }
+    async fn forget_active(&self, job_id: &str) -> Result<(), JobStoreError> {
+        self.inner.forget_active(job_id).await
+    }
+    async fn note_progress(
+        &self,
+        job_id: &str,
+        fp: &str,
+        now_ms: u64,
+    ) -> Result<u64, JobStoreError> {
+        self.inner.note_progress(job_id, fp, now_ms).await
+    }
+    async fn flag_input_changed(&self, job_id: &str, seq: u64) -> Result<(), JobStoreError> {
+        self.inner.flag_input_changed(job_id, seq).await
+    }
+    async fn finish(
+        &self,
+        job_id: &str,
+        status: dmap_core::ports::TerminalStatus,
+    ) -> Result<bool, JobStoreError> {
+        self.inner.finish(job_id, status).await
+    }
+}
+
+/// Lists 10 objects in batches of 2, dies before the checkpoint, delivers that pass's batches to the worker,
+/// lets `change` alter the input, lists again to the end, delivers the second pass's batches, and runs the
+/// finalizer.
+async fn two_passes(
+    change: impl FnOnce(&Env),
+) -> (Env, String, Result<dmap_core::outcome::Manifest, String>) {
+    use dmap_core::coordinator::{Rerun, run_listing, start_or_resume};
+    use dmap_core::worker::{self, WorkerConfig};
+
+    let mut env = Env::new(&fast_config());
+    for i in 0..10 {
+        env.write(&format!("c/k{i}.csv"), "STATION,TMAX\nS1,1.5\n");
+    }
+    env.deps.jobs = Arc::new(DiesBeforeCheckpoint {
+        inner: env.deps.jobs.clone(),
+        armed: Mutex::new(true),
+    });
+    let mut spec = csv_spec("c/", 2);
+    spec["processor"]["columns"] = json!(["TMAX"]);
+    let job = dmap_core::spec::JobSpec::parse(spec.to_string().as_bytes()).unwrap();
+    let job_id = job.job_id.clone();
+    let record = start_or_resume(&env.deps, job, Rerun::Resume)
+        .await
+        .unwrap();
+    assert!(
+        run_listing(&env.deps, &record, &|| true).await.is_err(),
+        "died before the checkpoint"
+    );
+    // The first pass's batches are processed and recorded before the listing is repeated.
+    let deliver = |deps: dmap_core::Deps| async move {
+        for message in receive_all(deps.work_queue.as_ref()).await {
+            let batch = worker::parse_message(&message.body).unwrap();
+            worker::handle(&deps, WorkerConfig::default(), &batch)
+                .await
+                .unwrap();
+        }
+    };
+    deliver(env.deps.clone()).await;
+    change(&env);
+    let record = env.deps.jobs.get_job(&job_id).await.unwrap().unwrap();
+    run_listing(&env.deps, &record, &|| true).await.unwrap();
+    deliver(env.deps.clone()).await;
+    let finalized = dmap_core::finalizer::finalize(&env.deps, &job_id)
+        .await
+        .map(|f| f.manifest)
+        .map_err(|e| e.to_string());
+    (env, job_id, finalized)
+}
+
+/// Item 6: batches of an earlier pass past the final listing's total (objects were deleted from the end)
+/// never count, and the job still completes with the items the listing has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_past_the_listings_total_never_count() {
+    let (_env, _job_id, manifest) = two_passes(|env| {
+        for i in 6..10 {
+            std::fs::remove_file(env.path().join(BUCKET).join(format!("c/k{i}.csv"))).unwrap();
+        }
+    })
+    .await;
+    let manifest = manifest.expect("the job was claimed and finalized");
+    assert_eq!(
+        (manifest.items.total, manifest.batches.total),
+        (6, 3),
+        "the second listing's 6 items in 3 batches"
+    );
+}
+
+/// Item 6: a batch sent again with other items (an object was deleted before the listing was repeated)
+/// does not mix two versions of the input silently: the first version stands, and the job ends FAILED
+/// saying that its input changed while it was listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_resent_with_other_items_fails_the_job_with_the_reason() {
+    let (env, job_id, manifest) = two_passes(|env| {
+        std::fs::remove_file(env.path().join(BUCKET).join("c/k1.csv")).unwrap();
+    })
+    .await;
+    let manifest = manifest.expect("the job ends");
+    assert_eq!(manifest.status, dmap_core::outcome::TerminalStatus::Failed);
+    let error = manifest.error.expect("the reason");
+    assert!(error.contains("changed while they were listed"), "{error}");
+    assert!(
+        env.deps
+            .jobs
+            .get_job(&job_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .is_terminal()
     );
 }

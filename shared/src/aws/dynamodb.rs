@@ -2,9 +2,9 @@
 //!
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
-//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `listing_batches`, `listing_items`, `counter_shards` |
+//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `listing_batches`, `listing_items`, `counter_shards`, `input_changed_seq`, `sweep_fp`, `sweep_since_ms` |
 //! | counter shard | `JOB#<job_id>#S<shard>` | `COUNT` | `batches`, `succeeded`, `failed` |
-//! | batch marker | `JOB#<job_id>#S<shard>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `part_key` |
+//! | batch marker | `JOB#<job_id>#S<shard>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `part_key`, `digest` |
 //! | active job | `ACTIVE` | `JOB#<job_id>` | (none): written before the job item, deleted once it is terminal, so the sweeper finds every unfinished job with one Query |
 //!
 //! Every item carries `expires_at` (the table's TTL attribute). Batch `seq` lives in shard `seq % shards`: its
@@ -165,6 +165,7 @@ fn marker_record(job_id: &str, item: &Item) -> Result<BatchRecord, JobStoreError
         part_key: get_s(item, "part_key")
             .ok_or_else(|| corrupt(job_id, "part key"))?
             .to_owned(),
+        items_digest: get_s(item, "digest").unwrap_or_default().to_owned(),
     })
 }
 
@@ -206,6 +207,7 @@ fn record_from_item(job_id: &str, item: &Item) -> Result<JobRecord, JobStoreErro
         },
         listing,
         created_at_ms: get_n(item, "created_at_ms").unwrap_or(0),
+        input_changed: get_n(item, "input_changed_seq"),
     };
     Ok(record)
 }
@@ -303,6 +305,7 @@ impl DynamoJobStore {
             .item("succeeded", n(record.succeeded))
             .item("failed", n(record.failed))
             .item("part_key", s(&record.part_key))
+            .item("digest", s(&record.items_digest))
             .item(TTL_ATTRIBUTE, self.expires_at())
             .condition_expression("attribute_not_exists(pk)")
             .build()
@@ -862,6 +865,24 @@ impl JobStore for DynamoJobStore {
             .item()
             .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
         Ok(get_n(item, "sweep_since_ms").unwrap_or(now_ms))
+    }
+
+    async fn flag_input_changed(&self, job_id: &str, seq: u64) -> Result<(), JobStoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+            .update_expression("SET input_changed_seq = if_not_exists(input_changed_seq, :seq)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":seq", n(seq))
+            .send()
+            .await;
+        if applied(result)? {
+            Ok(())
+        } else {
+            Err(JobStoreError::NotFound(job_id.to_owned()))
+        }
     }
 
     async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {

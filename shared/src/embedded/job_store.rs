@@ -246,6 +246,13 @@ impl JobStore for MemoryJobStore {
         })
     }
 
+    async fn flag_input_changed(&self, job_id: &str, seq: u64) -> Result<(), JobStoreError> {
+        self.with_job(job_id, |job| {
+            job.record.input_changed.get_or_insert(seq);
+            Ok(())
+        })
+    }
+
     async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {
         self.with_job(job_id, |job| {
             let target = JobStatus::from(status);

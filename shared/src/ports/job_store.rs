@@ -54,6 +54,11 @@ pub struct JobRecord {
     pub checkpoint: Checkpoint,
     pub listing: Option<ListingTotals>,
     pub created_at_ms: u64,
+    /// Set when a batch was sent again with other items than the ones its record counted: the items under
+    /// the reader changed while they were listed, and the job can no longer be exact (it ends FAILED, saying
+    /// so). The first such batch's seq.
+    #[serde(default)]
+    pub input_changed: Option<u64>,
 }
 
 impl JobRecord {
@@ -65,17 +70,22 @@ impl JobRecord {
             checkpoint: Checkpoint::default(),
             listing: None,
             created_at_ms,
+            input_changed: None,
         }
     }
 }
 
 /// What a processed batch contributed. `part_key` is the object (in the job's result bucket) holding the
 /// batch's partial result and failures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchRecord {
     pub succeeded: u64,
     pub failed: u64,
     pub part_key: String,
+    /// [`crate::message::BatchMessage::items_digest`] of the items this record counted: a batch sent again
+    /// with other items (the input changed while it was listed) is told apart from a duplicate by it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub items_digest: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -217,6 +227,10 @@ pub trait JobStore: Send + Sync {
         fingerprint: &str,
         now_ms: u64,
     ) -> Result<u64, JobStoreError>;
+
+    /// Records that batch `seq` was sent again with other items than its record counted (sets
+    /// [`JobRecord::input_changed`] if it is not set). Errors: `NotFound`.
+    async fn flag_input_changed(&self, job_id: &str, seq: u64) -> Result<(), JobStoreError>;
 
     /// Moves the job from FINALIZING to a terminal status. `true` if this call did it, `false` if the job was
     /// already in that status; `Conflict` if it is in another status.

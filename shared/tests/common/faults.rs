@@ -322,6 +322,10 @@ impl JobStore for FaultyJobStore {
         self.before()?;
         self.inner.note_progress(job_id, fingerprint, now_ms).await
     }
+    async fn flag_input_changed(&self, job_id: &str, seq: u64) -> Result<(), JobStoreError> {
+        self.before()?;
+        self.after(self.inner.flag_input_changed(job_id, seq).await)
+    }
     async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {
         self.before()?;
         self.after(self.inner.finish(job_id, status).await)

@@ -431,6 +431,7 @@ fn batch(succeeded: u64, failed: u64) -> BatchRecord {
         succeeded,
         failed,
         part_key: format!("parts/{succeeded}-{failed}.json"),
+        items_digest: String::new(),
     }
 }
 

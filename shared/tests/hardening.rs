@@ -747,3 +747,79 @@ async fn a_batch_resent_with_other_items_fails_the_job_with_the_reason() {
             .is_terminal()
     );
 }
+
+/// An object store that notes the most reads in flight at once.
+struct CountsReads {
+    inner: Arc<dyn ObjectStore>,
+    now: Mutex<(usize, usize)>,
+}
+
+#[async_trait]
+impl ObjectStore for CountsReads {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        continuation: Option<&str>,
+    ) -> Result<ListPage, StoreError> {
+        self.inner
+            .list_page(bucket, prefix, start_after, continuation)
+            .await
+    }
+    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
+        {
+            let mut now = self.now.lock().unwrap();
+            now.0 += 1;
+            now.1 = now.1.max(now.0);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let body = self.inner.get(bucket, key).await;
+        self.now.lock().unwrap().0 -= 1;
+        body
+    }
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        self.inner.put(bucket, key, body).await
+    }
+}
+
+/// Item 10: the messages of one worker invocation share its item concurrency, so the reads in flight per
+/// invocation stay within it however many messages the event source mapping hands over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_invocation_reads_at_most_its_item_concurrency_at_once() {
+    use dmap_core::lambda::worker;
+    use dmap_core::worker::WorkerConfig;
+
+    let mut env = Env::new(&fast_config());
+    for i in 0..40 {
+        env.write(&format!("g/k{i:02}.csv"), "STATION,TMAX\nS1,1.5\n");
+    }
+    let counting = Arc::new(CountsReads {
+        inner: env.deps.objects.clone(),
+        now: Mutex::default(),
+    });
+    env.deps.objects = counting.clone();
+    let mut spec = csv_spec("g/", 10);
+    spec["processor"]["columns"] = json!(["TMAX"]);
+    let job = dmap_core::spec::JobSpec::parse(spec.to_string().as_bytes()).unwrap();
+    let record = dmap_core::coordinator::start_or_resume(
+        &env.deps,
+        job,
+        dmap_core::coordinator::Rerun::Resume,
+    )
+    .await
+    .unwrap();
+    dmap_core::coordinator::run_listing(&env.deps, &record, &|| true)
+        .await
+        .unwrap();
+    let messages = receive_all(env.deps.work_queue.as_ref()).await;
+    assert_eq!(messages.len(), 4);
+    let event: SqsEvent = serde_json::from_value(sqs_event(QUEUE_ARN, &messages)).unwrap();
+    let config = WorkerConfig {
+        item_concurrency: 8,
+    };
+    let response = worker::handle(&env.deps, config, &event).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let most = counting.now.lock().unwrap().1;
+    assert!((2..=8).contains(&most), "{most} reads at once");
+}

@@ -14,10 +14,10 @@ use crate::error::PipelineError;
 use crate::layout::OutputLocation;
 use crate::message::BatchMessage;
 use crate::ports::{
-    Checkpoint, CreateOutcome, Cut, JobRecord, JobStoreError, ListPage, ListingTotals,
+    Checkpoint, CreateOutcome, Cut, JobRecord, JobStoreError, ListPage, ListingTotals, ObjectMeta,
     OutgoingMessage, StoreError, send_all_with_retry,
 };
-use crate::spec::Job;
+use crate::spec::{ItemReader, Job};
 
 /// How a listing run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,19 +150,8 @@ pub async fn run_listing(
     let mut page: ListPage = list(checkpoint.start_after.clone(), None).await?;
     loop {
         let last_listed = page.objects.last().map(|o| o.key.clone());
-        let mut batches = Vec::new();
-        for object in page.objects {
-            if reader
-                .suffix
-                .as_deref()
-                .is_none_or(|s| object.key.ends_with(s))
-            {
-                batcher.push(object.key, &mut batches)?;
-            }
-        }
-        if page.next.is_none() {
-            batches.extend(batcher.flush());
-        }
+        let last_page = page.next.is_none();
+        let batches = batch_page(reader, &mut batcher, page.objects, last_page)?;
         // List the next page while this one's batches are sent: enqueueing keeps pace with listing.
         let next: OptionFuture<_> = page.next.map(|token| list(None, Some(token))).into();
         let (next, sent) = tokio::join!(next, send_batches(deps, job, &batches));
@@ -211,6 +200,30 @@ pub async fn run_listing(
     );
     let completion = complete_if_done(deps, job_id, false).await?;
     Ok(ListingOutcome::Complete { totals, completion })
+}
+
+/// The batches one listed page completes: its keys that match the reader's suffix, pushed through the
+/// batcher (and the partial batch too, on the last page).
+pub(crate) fn batch_page(
+    reader: &ItemReader,
+    batcher: &mut Batcher,
+    objects: Vec<ObjectMeta>,
+    last_page: bool,
+) -> Result<Vec<Batch>, PipelineError> {
+    let mut batches = Vec::new();
+    for object in objects {
+        if reader
+            .suffix
+            .as_deref()
+            .is_none_or(|s| object.key.ends_with(s))
+        {
+            batcher.push(object.key, &mut batches)?;
+        }
+    }
+    if last_page {
+        batches.extend(batcher.flush());
+    }
+    Ok(batches)
 }
 
 /// Before a hand-over, the partial batch is cut into a batch of its own and sent, so that the next hop starts

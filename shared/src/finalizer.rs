@@ -142,21 +142,14 @@ async fn write_outputs(
         )));
     }
 
-    let manifest = Manifest {
-        job_id: job_id.to_owned(),
-        status: final_status(&job.spec, items),
+    let manifest = manifest(
+        record,
+        out,
+        final_status(&job.spec, items),
         items,
-        batches: BatchCounts {
-            total: totals.batches,
-        },
-        result: out.result_key(),
-        failures: out.failures_key(),
-        bucket: out.bucket.clone(),
-        processor: job.spec.processor.clone(),
-        tolerated_failure_count: job.spec.tolerated_failure_count,
-        tolerated_failure_percentage: job.spec.tolerated_failure_percentage,
-        error: None,
-    };
+        totals.batches,
+        None,
+    );
     let mut result_json = serde_json::to_vec_pretty(&result.to_result_json()).expect("serializes");
     result_json.push(b'\n');
     let mut manifest_json = serde_json::to_vec_pretty(&manifest).expect("serializes");
@@ -174,6 +167,31 @@ async fn write_outputs(
     Ok(manifest)
 }
 
+/// The manifest of `record`'s job.
+fn manifest(
+    record: &JobRecord,
+    out: &OutputLocation,
+    status: TerminalStatus,
+    items: ItemCounts,
+    batches: u64,
+    error: Option<String>,
+) -> Manifest {
+    let spec = &record.job.spec;
+    Manifest {
+        job_id: record.job.job_id.clone(),
+        status,
+        items,
+        batches: BatchCounts { total: batches },
+        result: out.result_key(),
+        failures: out.failures_key(),
+        bucket: out.bucket.clone(),
+        processor: spec.processor.clone(),
+        tolerated_failure_count: spec.tolerated_failure_count,
+        tolerated_failure_percentage: spec.tolerated_failure_percentage,
+        error,
+    }
+}
+
 /// The manifest of a job whose finalizing failed for good: FAILED, the counters as recorded, the reason.
 async fn write_failure(
     deps: &Deps,
@@ -181,27 +199,21 @@ async fn write_failure(
     out: &OutputLocation,
     error: &PipelineError,
 ) -> Result<Manifest, PipelineError> {
-    let job = &record.job;
-    let progress = deps.jobs.progress(&job.job_id).await?;
-    let manifest = Manifest {
-        job_id: job.job_id.clone(),
-        status: TerminalStatus::Failed,
-        items: ItemCounts {
-            total: progress.succeeded + progress.failed,
-            succeeded: progress.succeeded,
-            failed: progress.failed,
-        },
-        batches: BatchCounts {
-            total: record.listing.map_or(progress.batches_done, |l| l.batches),
-        },
-        result: out.result_key(),
-        failures: out.failures_key(),
-        bucket: out.bucket.clone(),
-        processor: job.spec.processor.clone(),
-        tolerated_failure_count: job.spec.tolerated_failure_count,
-        tolerated_failure_percentage: job.spec.tolerated_failure_percentage,
-        error: Some(error.to_string()),
+    let progress = deps.jobs.progress(&record.job.job_id).await?;
+    let items = ItemCounts {
+        total: progress.succeeded + progress.failed,
+        succeeded: progress.succeeded,
+        failed: progress.failed,
     };
+    let batches = record.listing.map_or(progress.batches_done, |l| l.batches);
+    let manifest = manifest(
+        record,
+        out,
+        TerminalStatus::Failed,
+        items,
+        batches,
+        Some(error.to_string()),
+    );
     let mut body = serde_json::to_vec_pretty(&manifest).expect("serializes");
     body.push(b'\n');
     deps.objects

@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::Deps;
 use crate::batching::{BatchLimits, Batcher};
 use crate::completion::complete_if_done;
-use crate::coordinator::send_batches;
+use crate::coordinator::{batch_page, send_batches};
 use crate::error::PipelineError;
 use crate::message::ContinueListing;
 use crate::outcome::JobStatus;
@@ -179,19 +179,8 @@ async fn resend_missing(deps: &Deps, record: &JobRecord, total: u64) -> Result<u
             .objects
             .list_page(&reader.bucket, &reader.prefix, None, token.as_deref())
             .await?;
-        let mut batches = Vec::new();
-        for object in page.objects {
-            if reader
-                .suffix
-                .as_deref()
-                .is_none_or(|s| object.key.ends_with(s))
-            {
-                batcher.push(object.key, &mut batches)?;
-            }
-        }
-        if page.next.is_none() {
-            batches.extend(batcher.flush());
-        }
+        let last_page = page.next.is_none();
+        let batches = batch_page(reader, &mut batcher, page.objects, last_page)?;
         let mut missing = Vec::new();
         for batch in batches.into_iter().filter(|b| b.seq < total) {
             if deps

@@ -4,63 +4,26 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::SqsEvent;
+use common::faults::{Faults, FaultyJobStore, FaultyQueue, FaultyStore, NO_FAULTS};
 use common::{BUCKET, Env, csv_spec, fast_config};
 use dmap_core::Deps;
 use dmap_core::embedded::{EmbeddedQueue, EmbeddedQueues, LocalDirStore, QueueConfig};
 use dmap_core::esm::sqs_event;
 use dmap_core::lambda::coordinator::Coordinator;
 use dmap_core::ports::{
-    BatchQueue, BatchRecord, Checkpoint, JobStoreError, ListPage, ObjectReader, ObjectStore,
-    ReceivedMessage, StoreError,
+    BatchQueue, ListPage, ObjectReader, ObjectStore, ReceivedMessage, StoreError,
 };
 use serde_json::{Value, json};
 
-/// An object store that fails chosen calls: the `n`th `list_page` (counting from 1) answers SlowDown once.
-struct FailingStore {
-    inner: LocalDirStore,
-    lists: Mutex<u32>,
-    fail_lists: Mutex<HashSet<u32>>,
-}
-
-#[async_trait]
-impl ObjectStore for FailingStore {
-    async fn list_page(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        start_after: Option<&str>,
-        continuation: Option<&str>,
-    ) -> Result<ListPage, StoreError> {
-        let n = {
-            let mut lists = self.lists.lock().unwrap();
-            *lists += 1;
-            *lists
-        };
-        if self.fail_lists.lock().unwrap().remove(&n) {
-            return Err(StoreError::Throttled);
-        }
-        self.inner
-            .list_page(bucket, prefix, start_after, continuation)
-            .await
-    }
-    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
-        self.inner.get(bucket, key).await
-    }
-    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
-        self.inner.put(bucket, key, body).await
-    }
-}
-
-/// A coordinator over the embedded backends, its store failing as `store` says, with a continuation queue.
+/// A coordinator over the embedded backends, with a continuation queue; `faults` fails its store's calls.
 struct Setup {
     _dir: tempfile::TempDir,
-    store: Arc<FailingStore>,
+    faults: Arc<Faults>,
     deps: Deps,
     continuation: Arc<EmbeddedQueue>,
     coordinator: Coordinator,
@@ -75,13 +38,13 @@ fn setup(keys: impl IntoIterator<Item = String>) -> Setup {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, "STATION,TMAX\nS1,1.5\n").unwrap();
     }
-    let store = Arc::new(FailingStore {
-        inner,
-        lists: Mutex::default(),
-        fail_lists: Mutex::default(),
+    let faults = Faults::new(0, NO_FAULTS);
+    let store = Arc::new(FaultyStore {
+        inner: Arc::new(inner),
+        faults: faults.clone(),
     });
     let deps = Deps::embedded(
-        store.clone(),
+        store,
         EmbeddedQueues {
             visibility_timeout: Duration::from_secs(60),
             max_receive_count: 5,
@@ -99,7 +62,7 @@ fn setup(keys: impl IntoIterator<Item = String>) -> Setup {
     };
     Setup {
         _dir: dir,
-        store,
+        faults,
         deps,
         continuation,
         coordinator,
@@ -178,8 +141,7 @@ async fn continuation_redelivered_after_checkpoint_resumes() {
     assert_eq!(started["listing"], "handed over");
     // The second hop lists page 2 and saves its checkpoint; its prefetch of page 3 (its second listing call)
     // is throttled, so the invocation fails after the checkpoint.
-    let listed = *s.store.lists.lock().unwrap();
-    s.store.fail_lists.lock().unwrap().insert(listed + 2);
+    s.faults.force_after("list_page", 1);
     follow_hand_overs(&s, 10).await;
     let record = s.deps.jobs.get_job("redelivered").await.unwrap().unwrap();
     let totals = record.listing.expect("the listing completed");
@@ -432,43 +394,14 @@ async fn a_retried_invoke_without_a_job_id_resumes_the_same_job() {
     );
 }
 
-/// A queue that loses the first message sent to it (accepted, never delivered).
-struct LosesFirst {
-    inner: Arc<dyn BatchQueue>,
-    lost: Mutex<bool>,
-}
-
-#[async_trait]
-impl BatchQueue for LosesFirst {
-    async fn send_batch(
-        &self,
-        messages: &[dmap_core::ports::OutgoingMessage],
-    ) -> Result<Vec<dmap_core::ports::SendFailure>, dmap_core::ports::QueueError> {
-        let first = !std::mem::replace(&mut *self.lost.lock().unwrap(), true);
-        self.inner
-            .send_batch(if first { &messages[1..] } else { messages })
-            .await
-    }
-    async fn receive(
-        &self,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<ReceivedMessage>, dmap_core::ports::QueueError> {
-        self.inner.receive(max, wait).await
-    }
-    async fn delete(&self, receipt_handle: &str) -> Result<(), dmap_core::ports::QueueError> {
-        self.inner.delete(receipt_handle).await
-    }
-    async fn change_visibility(
-        &self,
-        receipt_handle: &str,
-        timeout: Duration,
-    ) -> Result<(), dmap_core::ports::QueueError> {
-        self.inner.change_visibility(receipt_handle, timeout).await
-    }
-    async fn depth(&self) -> Result<dmap_core::ports::QueueDepth, dmap_core::ports::QueueError> {
-        self.inner.depth().await
-    }
+/// `queue`, losing the first message sent to it (accepted, never delivered).
+fn loses_its_first_message(queue: Arc<dyn BatchQueue>) -> Arc<dyn BatchQueue> {
+    let faults = Faults::new(0, NO_FAULTS);
+    faults.force("lose");
+    Arc::new(FaultyQueue {
+        inner: queue,
+        faults,
+    })
 }
 
 /// Item 4: a job whose finalize trigger is lost stays FINALIZING with every queue empty; the sweeper finds it
@@ -483,10 +416,7 @@ async fn a_job_whose_finalize_message_is_lost_is_repaired_by_the_sweeper() {
     for i in 0..5 {
         env.write(&format!("l/k{i}.csv"), "STATION,TMAX\nS1,1.5\n");
     }
-    env.deps.finalize_queue = Arc::new(LosesFirst {
-        inner: env.deps.finalize_queue.clone(),
-        lost: Mutex::new(false),
-    });
+    env.deps.finalize_queue = loses_its_first_message(env.deps.finalize_queue.clone());
     let mut spec = csv_spec("l/", 2);
     spec["processor"]["columns"] = json!(["TMAX"]);
     let report = env.try_run(&spec, &config).await.expect("the job ends");
@@ -503,10 +433,7 @@ async fn the_scheduled_sweep_waits_for_the_bound_then_repairs() {
     let config = fast_config();
     let mut env = Env::new(&config);
     env.write("w/a.csv", "STATION,TMAX\nS1,1.5\n");
-    env.deps.finalize_queue = Arc::new(LosesFirst {
-        inner: env.deps.finalize_queue.clone(),
-        lost: Mutex::new(false),
-    });
+    env.deps.finalize_queue = loses_its_first_message(env.deps.finalize_queue.clone());
     let deps = env.deps.clone();
     let mut spec = csv_spec("w/", 2);
     spec["processor"]["columns"] = json!(["TMAX"]);
@@ -561,101 +488,6 @@ async fn the_scheduled_sweep_waits_for_the_bound_then_repairs() {
     );
 }
 
-/// A job store that fails the next `save_checkpoint` (the coordinator dies between sending a page's batches
-/// and saving its checkpoint).
-struct DiesBeforeCheckpoint {
-    inner: Arc<dyn dmap_core::ports::JobStore>,
-    armed: Mutex<bool>,
-}
-
-#[async_trait]
-impl dmap_core::ports::JobStore for DiesBeforeCheckpoint {
-    async fn create_job(
-        &self,
-        record: &dmap_core::ports::JobRecord,
-    ) -> Result<dmap_core::ports::CreateOutcome, JobStoreError> {
-        self.inner.create_job(record).await
-    }
-    async fn get_job(
-        &self,
-        job_id: &str,
-    ) -> Result<Option<dmap_core::ports::JobRecord>, JobStoreError> {
-        self.inner.get_job(job_id).await
-    }
-    async fn save_checkpoint(&self, job_id: &str, cp: &Checkpoint) -> Result<(), JobStoreError> {
-        if std::mem::replace(&mut *self.armed.lock().unwrap(), false) {
-            return Err(JobStoreError::Throttled);
-        }
-        self.inner.save_checkpoint(job_id, cp).await
-    }
-    async fn hand_over(&self, job_id: &str, cp: &Checkpoint) -> Result<bool, JobStoreError> {
-        self.inner.hand_over(job_id, cp).await
-    }
-    async fn continuation_sent(&self, job_id: &str, hop: u32) -> Result<(), JobStoreError> {
-        self.inner.continuation_sent(job_id, hop).await
-    }
-    async fn complete_listing(
-        &self,
-        job_id: &str,
-        totals: dmap_core::ports::ListingTotals,
-    ) -> Result<(), JobStoreError> {
-        self.inner.complete_listing(job_id, totals).await
-    }
-    async fn record_batch(
-        &self,
-        job_id: &str,
-        seq: u64,
-        record: &BatchRecord,
-    ) -> Result<dmap_core::ports::RecordOutcome, JobStoreError> {
-        self.inner.record_batch(job_id, seq, record).await
-    }
-    async fn batch_record(
-        &self,
-        job_id: &str,
-        seq: u64,
-    ) -> Result<Option<BatchRecord>, JobStoreError> {
-        self.inner.batch_record(job_id, seq).await
-    }
-    async fn batch_records(
-        &self,
-        job_id: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError> {
-        self.inner.batch_records(job_id, from, to).await
-    }
-    async fn progress(&self, job_id: &str) -> Result<dmap_core::ports::Progress, JobStoreError> {
-        self.inner.progress(job_id).await
-    }
-    async fn claim_finalization(&self, job_id: &str) -> Result<bool, JobStoreError> {
-        self.inner.claim_finalization(job_id).await
-    }
-    async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError> {
-        self.inner.active_jobs().await
-    }
-    async fn forget_active(&self, job_id: &str) -> Result<(), JobStoreError> {
-        self.inner.forget_active(job_id).await
-    }
-    async fn note_progress(
-        &self,
-        job_id: &str,
-        fp: &str,
-        now_ms: u64,
-    ) -> Result<u64, JobStoreError> {
-        self.inner.note_progress(job_id, fp, now_ms).await
-    }
-    async fn flag_input_changed(&self, job_id: &str, seq: u64) -> Result<(), JobStoreError> {
-        self.inner.flag_input_changed(job_id, seq).await
-    }
-    async fn finish(
-        &self,
-        job_id: &str,
-        status: dmap_core::ports::TerminalStatus,
-    ) -> Result<bool, JobStoreError> {
-        self.inner.finish(job_id, status).await
-    }
-}
-
 /// Lists 10 objects in batches of 2, dies before the checkpoint, delivers that pass's batches to the worker,
 /// lets `change` alter the input, lists again to the end, delivers the second pass's batches, and runs the
 /// finalizer.
@@ -669,9 +501,12 @@ async fn two_passes(
     for i in 0..10 {
         env.write(&format!("c/k{i}.csv"), "STATION,TMAX\nS1,1.5\n");
     }
-    env.deps.jobs = Arc::new(DiesBeforeCheckpoint {
+    // The coordinator dies between sending a page's batches and saving its checkpoint.
+    let faults = Faults::new(0, NO_FAULTS);
+    faults.force("save_checkpoint");
+    env.deps.jobs = Arc::new(FaultyJobStore {
         inner: env.deps.jobs.clone(),
-        armed: Mutex::new(true),
+        faults,
     });
     let mut spec = csv_spec("c/", 2);
     spec["processor"]["columns"] = json!(["TMAX"]);

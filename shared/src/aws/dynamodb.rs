@@ -352,6 +352,31 @@ impl DynamoJobStore {
         Err(map_error(err))
     }
 
+    /// An UpdateItem of the job item; the caller adds the expressions.
+    fn update_job(
+        &self,
+        job_id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+    }
+
+    /// The job item, read strongly consistent.
+    async fn job_item(&self, job_id: &str) -> Result<Option<Item>, JobStoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::job_key(job_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(map_error)?;
+        Ok(out.item().cloned())
+    }
+
     /// The update that writes a checkpoint's fields (and its hop, for a hand-over); the caller adds the
     /// condition.
     fn checkpoint_update(
@@ -390,10 +415,7 @@ impl DynamoJobStore {
         if !remove.is_empty() {
             update.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::job_key(job_id)))
+        self.update_job(job_id)
             .update_expression(update)
             .set_expression_attribute_values(Some(values))
     }
@@ -408,10 +430,7 @@ impl DynamoJobStore {
         condition: MoveCondition,
     ) -> Result<bool, JobStoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::job_key(job_id)))
+            .update_job(job_id)
             .update_expression("SET #status = :to")
             .condition_expression(condition.expression())
             .expression_attribute_names("#status", "status")
@@ -536,23 +555,14 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::job_key(job_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(map_error)?;
-        let Some(item) = out.item() else {
+        let Some(item) = self.job_item(job_id).await? else {
             return Ok(None);
         };
         // The item is at hand: remember its shard count, saving the read a first batch record would make.
-        if let Ok(shards) = shards_from_item(job_id, item) {
+        if let Ok(shards) = shards_from_item(job_id, &item) {
             self.remember_shards(job_id, shards);
         }
-        record_from_item(job_id, item).map(Some)
+        record_from_item(job_id, &item).map(Some)
     }
 
     async fn save_checkpoint(
@@ -612,10 +622,7 @@ impl JobStore for DynamoJobStore {
 
     async fn continuation_sent(&self, job_id: &str, hop: u32) -> Result<(), JobStoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::job_key(job_id)))
+            .update_job(job_id)
             .update_expression("SET cp_hop_sent = :true")
             .condition_expression("attribute_exists(pk) AND cp_hop = :h")
             .expression_attribute_values(":true", AttributeValue::Bool(true))
@@ -637,10 +644,7 @@ impl JobStore for DynamoJobStore {
         totals: ListingTotals,
     ) -> Result<(), JobStoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::job_key(job_id)))
+            .update_job(job_id)
             .update_expression("SET listing_batches = :b, listing_items = :i, cp_next_seq = :b, cp_items_sent = :i")
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(listing_batches)")
             .expression_attribute_values(":b", n(totals.batches))
@@ -837,10 +841,7 @@ impl JobStore for DynamoJobStore {
         now_ms: u64,
     ) -> Result<u64, JobStoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::job_key(job_id)))
+            .update_job(job_id)
             .update_expression("SET sweep_fp = :fp, sweep_since_ms = :now")
             .condition_expression(
                 "attribute_exists(pk) AND (attribute_not_exists(sweep_fp) OR sweep_fp <> :fp)",
@@ -852,27 +853,16 @@ impl JobStore for DynamoJobStore {
         if applied(result)? {
             return Ok(now_ms);
         }
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::job_key(job_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(map_error)?;
-        let item = out
-            .item()
+        let item = self
+            .job_item(job_id)
+            .await?
             .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
-        Ok(get_n(item, "sweep_since_ms").unwrap_or(now_ms))
+        Ok(get_n(&item, "sweep_since_ms").unwrap_or(now_ms))
     }
 
     async fn flag_input_changed(&self, job_id: &str, seq: u64) -> Result<(), JobStoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::job_key(job_id)))
+            .update_job(job_id)
             .update_expression("SET input_changed_seq = if_not_exists(input_changed_seq, :seq)")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":seq", n(seq))

@@ -38,12 +38,23 @@ pub struct FaultCounts {
     pub duplicated: u64,
 }
 
-/// One seeded source of faults, shared by the wrappers of one run.
+/// One seeded source of faults, shared by the wrappers of one run. Besides the random ones, a test can
+/// force one fault on the next call of a named operation ([`Faults::force`]).
 pub struct Faults {
     rng: Mutex<StdRng>,
     pub rates: FaultRates,
     pub counts: Mutex<FaultCounts>,
+    /// Forced faults: the operation, and how many of its calls to let through first.
+    forced: Mutex<Vec<(&'static str, u32)>>,
 }
+
+/// No random faults: only the forced ones.
+pub const NO_FAULTS: FaultRates = FaultRates {
+    before: 0.0,
+    after: 0.0,
+    lost: 0.0,
+    duplicated: 0.0,
+};
 
 impl Faults {
     pub fn new(seed: u64, rates: FaultRates) -> Arc<Self> {
@@ -51,15 +62,44 @@ impl Faults {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             rates,
             counts: Mutex::default(),
+            forced: Mutex::default(),
         })
+    }
+
+    /// The next call of `op` fails before doing anything (`"save_checkpoint"`, `"list_page"`…), or, for
+    /// `"lose"`, the next message sent is lost.
+    pub fn force(&self, op: &'static str) {
+        self.force_after(op, 0);
+    }
+
+    /// Like [`Self::force`], for the call of `op` after the next `skip` ones.
+    pub fn force_after(&self, op: &'static str, skip: u32) {
+        self.forced.lock().unwrap().push((op, skip));
+    }
+
+    fn forced(&self, op: &str) -> bool {
+        let mut forced = self.forced.lock().unwrap();
+        let Some(i) = forced.iter().position(|(f, _)| *f == op) else {
+            return false;
+        };
+        match &mut forced[i].1 {
+            0 => {
+                forced.remove(i);
+                true
+            }
+            skip => {
+                *skip -= 1;
+                false
+            }
+        }
     }
 
     fn strikes(&self, rate: f64) -> bool {
         rate > 0.0 && self.rng.lock().unwrap().random::<f64>() < rate
     }
 
-    fn before(&self) -> bool {
-        let hit = self.strikes(self.rates.before);
+    fn before(&self, op: &str) -> bool {
+        let hit = self.forced(op) || self.strikes(self.rates.before);
         self.counts.lock().unwrap().before += u64::from(hit);
         hit
     }
@@ -71,7 +111,7 @@ impl Faults {
     }
 
     fn lost(&self) -> bool {
-        let hit = self.strikes(self.rates.lost);
+        let hit = self.forced("lose") || self.strikes(self.rates.lost);
         self.counts.lock().unwrap().lost += u64::from(hit);
         hit
     }
@@ -103,7 +143,7 @@ impl ObjectStore for FaultyStore {
         start_after: Option<&str>,
         continuation: Option<&str>,
     ) -> Result<ListPage, StoreError> {
-        if self.faults.before() {
+        if self.faults.before("list_page") {
             return Err(StoreError::Throttled);
         }
         self.inner
@@ -112,14 +152,14 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
-        if self.faults.before() {
+        if self.faults.before("get") {
             return Err(StoreError::Throttled);
         }
         self.inner.get(bucket, key).await
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
-        if self.faults.before() {
+        if self.faults.before("put") {
             return Err(StoreError::Throttled);
         }
         self.inner.put(bucket, key, body).await?;
@@ -143,7 +183,7 @@ impl BatchQueue for FaultyQueue {
         &self,
         messages: &[OutgoingMessage],
     ) -> Result<Vec<SendFailure>, QueueError> {
-        if self.faults.before() {
+        if self.faults.before("send_batch") {
             return Err(QueueError::Throttled);
         }
         let mut kept = Vec::new();
@@ -152,7 +192,7 @@ impl BatchQueue for FaultyQueue {
             if self.faults.lost() {
                 continue; // accepted, never delivered
             }
-            if self.faults.before() {
+            if self.faults.before("send_entry") {
                 failures.push(SendFailure {
                     id: m.id.clone(),
                     code: "InternalError".into(),
@@ -175,7 +215,7 @@ impl BatchQueue for FaultyQueue {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        if self.faults.before() {
+        if self.faults.before("receive") {
             return Err(QueueError::Throttled);
         }
         let received = self.inner.receive(max, wait).await?;
@@ -193,7 +233,7 @@ impl BatchQueue for FaultyQueue {
     }
 
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
-        if self.faults.before() {
+        if self.faults.before("delete") {
             return Err(QueueError::Throttled);
         }
         self.inner.delete(receipt_handle).await
@@ -204,7 +244,7 @@ impl BatchQueue for FaultyQueue {
         receipt_handle: &str,
         timeout: Duration,
     ) -> Result<(), QueueError> {
-        if self.faults.before() {
+        if self.faults.before("change_visibility") {
             return Err(QueueError::Throttled);
         }
         self.inner.change_visibility(receipt_handle, timeout).await
@@ -223,8 +263,8 @@ pub struct FaultyJobStore {
 }
 
 impl FaultyJobStore {
-    fn before(&self) -> Result<(), JobStoreError> {
-        if self.faults.before() {
+    fn before(&self, op: &str) -> Result<(), JobStoreError> {
+        if self.faults.before(op) {
             Err(JobStoreError::Throttled)
         } else {
             Ok(())
@@ -244,23 +284,23 @@ impl FaultyJobStore {
 #[async_trait]
 impl JobStore for FaultyJobStore {
     async fn create_job(&self, record: &JobRecord) -> Result<CreateOutcome, JobStoreError> {
-        self.before()?;
+        self.before("create_job")?;
         self.after(self.inner.create_job(record).await)
     }
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
-        self.before()?;
+        self.before("get_job")?;
         self.inner.get_job(job_id).await
     }
     async fn save_checkpoint(&self, job_id: &str, cp: &Checkpoint) -> Result<(), JobStoreError> {
-        self.before()?;
+        self.before("save_checkpoint")?;
         self.after(self.inner.save_checkpoint(job_id, cp).await)
     }
     async fn hand_over(&self, job_id: &str, cp: &Checkpoint) -> Result<bool, JobStoreError> {
-        self.before()?;
+        self.before("hand_over")?;
         self.after(self.inner.hand_over(job_id, cp).await)
     }
     async fn continuation_sent(&self, job_id: &str, hop: u32) -> Result<(), JobStoreError> {
-        self.before()?;
+        self.before("continuation_sent")?;
         self.after(self.inner.continuation_sent(job_id, hop).await)
     }
     async fn complete_listing(
@@ -268,7 +308,7 @@ impl JobStore for FaultyJobStore {
         job_id: &str,
         totals: ListingTotals,
     ) -> Result<(), JobStoreError> {
-        self.before()?;
+        self.before("complete_listing")?;
         self.after(self.inner.complete_listing(job_id, totals).await)
     }
     async fn record_batch(
@@ -277,7 +317,7 @@ impl JobStore for FaultyJobStore {
         seq: u64,
         record: &BatchRecord,
     ) -> Result<RecordOutcome, JobStoreError> {
-        self.before()?;
+        self.before("record_batch")?;
         self.after(self.inner.record_batch(job_id, seq, record).await)
     }
     async fn batch_record(
@@ -285,7 +325,7 @@ impl JobStore for FaultyJobStore {
         job_id: &str,
         seq: u64,
     ) -> Result<Option<BatchRecord>, JobStoreError> {
-        self.before()?;
+        self.before("batch_record")?;
         self.inner.batch_record(job_id, seq).await
     }
     async fn batch_records(
@@ -294,23 +334,23 @@ impl JobStore for FaultyJobStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError> {
-        self.before()?;
+        self.before("batch_records")?;
         self.inner.batch_records(job_id, from, to).await
     }
     async fn progress(&self, job_id: &str) -> Result<Progress, JobStoreError> {
-        self.before()?;
+        self.before("progress")?;
         self.inner.progress(job_id).await
     }
     async fn claim_finalization(&self, job_id: &str) -> Result<bool, JobStoreError> {
-        self.before()?;
+        self.before("claim_finalization")?;
         self.after(self.inner.claim_finalization(job_id).await)
     }
     async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError> {
-        self.before()?;
+        self.before("active_jobs")?;
         self.inner.active_jobs().await
     }
     async fn forget_active(&self, job_id: &str) -> Result<(), JobStoreError> {
-        self.before()?;
+        self.before("forget_active")?;
         self.after(self.inner.forget_active(job_id).await)
     }
     async fn note_progress(
@@ -319,15 +359,15 @@ impl JobStore for FaultyJobStore {
         fingerprint: &str,
         now_ms: u64,
     ) -> Result<u64, JobStoreError> {
-        self.before()?;
+        self.before("note_progress")?;
         self.inner.note_progress(job_id, fingerprint, now_ms).await
     }
     async fn flag_input_changed(&self, job_id: &str, seq: u64) -> Result<(), JobStoreError> {
-        self.before()?;
+        self.before("flag_input_changed")?;
         self.after(self.inner.flag_input_changed(job_id, seq).await)
     }
     async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {
-        self.before()?;
+        self.before("finish")?;
         self.after(self.inner.finish(job_id, status).await)
     }
 }

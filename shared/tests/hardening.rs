@@ -351,7 +351,8 @@ async fn a_worker_near_its_deadline_leaves_the_rest_for_redelivery() {
     let now = SystemTime::now();
     let deadline = now + Duration::from_secs(5);
     let response = handle_until(&env.deps, WorkerConfig::default(), &event, &|| {
-        worker_time_left(deadline, now)
+        // A 60 s invocation that has run 55 s.
+        worker_time_left(deadline, now - Duration::from_secs(55), now)
     })
     .await
     .unwrap();
@@ -361,7 +362,20 @@ async fn a_worker_near_its_deadline_leaves_the_rest_for_redelivery() {
         .map(|f| f.item_identifier.as_str())
         .collect();
     assert_eq!(left, ["m0", "m1", "m2"]);
-    assert!(worker_time_left(now + Duration::from_secs(60), now));
+    assert!(worker_time_left(now + Duration::from_secs(60), now, now));
+    // An emulator's placeholder deadline (cargo lambda watch: 600,000 ms since the epoch) holds nothing back.
+    assert!(worker_time_left(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(600),
+        now,
+        now
+    ));
+    // A short invocation still starts its messages.
+    assert!(worker_time_left(now + Duration::from_secs(3), now, now));
+    assert!(!worker_time_left(
+        now + Duration::from_secs(3),
+        now,
+        now + Duration::from_millis(2500)
+    ));
 }
 
 /// Item 11: an asynchronous invoke without `job_id` is retried by Lambda with the same request id; the retry

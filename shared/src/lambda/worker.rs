@@ -23,12 +23,21 @@ const MESSAGE_CONCURRENCY: usize = 4;
 /// Start no message with less than this left of the invocation (a batch of slow objects takes seconds).
 pub const WORKER_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The worker's deadline policy: whether an invocation that must end by `deadline` may, at `now`, start
-/// another message.
-pub fn worker_time_left(deadline: std::time::SystemTime, now: std::time::SystemTime) -> bool {
-    deadline
-        .duration_since(now)
-        .is_ok_and(|left| left > WORKER_MARGIN)
+/// The worker's deadline policy: whether an invocation that started at `started` and must end by `deadline`
+/// may, at `now`, start another message. The margin is [`WORKER_MARGIN`], or a quarter of the invocation's
+/// time when that is shorter (a local emulator's invocations, or a function deployed with a short timeout),
+/// so that an invocation always has time for its first messages. A deadline before the invocation began is
+/// no deadline at all (`cargo lambda watch` sends a constant 600,000 ms since the epoch): nothing is held back.
+pub fn worker_time_left(
+    deadline: std::time::SystemTime,
+    started: std::time::SystemTime,
+    now: std::time::SystemTime,
+) -> bool {
+    let Ok(whole) = deadline.duration_since(started) else {
+        return true;
+    };
+    let margin = WORKER_MARGIN.min(whole / 4);
+    deadline.duration_since(now).is_ok_and(|left| left > margin)
 }
 
 /// Handles an SQS event of batches, with no deadline (tests, and callers that have none).

@@ -183,16 +183,30 @@ mod tests {
         }
     }
 
+    /// Holds every processor added later to the rule its config must keep by hand (`deny_unknown_fields`).
     #[test]
-    fn a_config_refuses_fields_it_does_not_have() {
-        let err = serde_json::from_str::<ProcessorSpec>(r#"{"kind":"count","columns":[]}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("columns"), "{err}");
+    fn every_registered_config_refuses_an_unknown_field() {
+        for kind in ProcessorSpec::KINDS {
+            let spec = serde_json::json!({ "kind": kind, "no_such_option": 1 });
+            let err = serde_json::from_value::<ProcessorSpec>(spec)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("unknown field `no_such_option`"),
+                "{kind}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused_naming_the_known_ones() {
         let err = serde_json::from_str::<ProcessorSpec>(r#"{"kind":"sum"}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("sum"), "{err}");
+        assert!(
+            err.contains("`sum`") && err.contains("`csv_aggregate`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -34,6 +34,9 @@ macro_rules! processors {
         }
 
         impl ProcessorSpec {
+            /// Every registered `kind`, in the registry's order.
+            pub const KINDS: &'static [&'static str] = &[$($kind),+];
+
             /// The processor's `kind`, as the spec names it.
             pub fn kind(&self) -> &'static str {
                 match self {

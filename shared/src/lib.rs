@@ -2,11 +2,13 @@
 //! leaves up (each imports only modules above it in this list; `scripts/module-graph` checks there is no
 //! circle, and ARCHITECTURE.md draws the graph):
 //!
+//! - Processors: [`processor`] (the [`processor::Processor`] trait, the built-in processors, and the registry
+//!   that the spec's `processor` field is parsed through; what is computed per item, how results merge).
 //! - Data: [`spec`] (the job spec and the rules each field keeps on its own), [`clock`].
-//! - Items and results: [`processor`] (what is computed per item, how results merge), [`outcome`] (statuses,
-//!   counts, the manifest, failed items, batch parts), [`layout`] (where a job's files live), [`message`]
-//!   (the queue messages), [`batching`] (items cut into batches), [`job`] (a spec turned into a runnable
-//!   [`spec::Job`]: parsing and the checks that need the envelope or the output names).
+//! - Items and results: [`outcome`] (statuses, counts, the manifest, failed items, batch parts), [`layout`]
+//!   (where a job's files live), [`message`] (the queue messages), [`batching`] (items cut into batches),
+//!   [`job`] (a spec turned into a runnable [`spec::Job`]: parsing and the checks that need the envelope or the
+//!   output names).
 //! - [`ports`]: object store, batch queue, job store, as small domain-shaped traits; [`error`]: the pipeline's
 //!   error over them.
 //! - Backends, each with its composition root: [`embedded`] ([`Deps::embedded`]) and [`aws`] ([`Deps::aws`]).

@@ -1,12 +1,15 @@
-//! The job spec: the JSON a user submits, its defaults, and the rules each field keeps on its own. A leaf: it
-//! knows nothing of messages or outputs. Turning a spec into a runnable [`Job`] (parsing, the checks that need
-//! the message envelope or the output names) is [`crate::job`]'s.
+//! The job spec: the JSON a user submits, its defaults, and the rules each field keeps on its own. It knows
+//! nothing of messages or outputs; its `processor` field is the processor registry's [`ProcessorSpec`].
+//! Turning a spec into a runnable [`Job`] (parsing, the checks that need the message envelope or the output
+//! names) is [`crate::job`]'s.
 //!
 //! Field names mirror Step Functions Distributed Map (ItemReader, ItemBatcher, ToleratedFailure…,
 //! ResultWriter) in snake_case.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub use crate::processor::ProcessorSpec;
 
 /// Largest SQS message body (and so the largest batch we can send).
 pub const MAX_MESSAGE_BYTES: u32 = 1_048_576;
@@ -79,19 +82,6 @@ impl Default for ItemBatcher {
             max_input_bytes_per_batch: default_max_bytes(),
         }
     }
-}
-
-/// What is computed for each item, and merged into the job's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ProcessorSpec {
-    /// Objects, bytes and lines.
-    Count,
-    /// Per-group row counts and count/sum/min/max of numeric columns of CSV objects.
-    CsvAggregate {
-        group_by: String,
-        columns: Vec<String>,
-    },
 }
 
 /// Where the job's outputs go: `<bucket>/<prefix><job_id>/`.
@@ -192,31 +182,11 @@ impl JobSpec {
         Ok(())
     }
 
+    /// A processor's own rules, its field named under `processor`.
     fn validate_processor(&self) -> Result<(), SpecError> {
-        let ProcessorSpec::CsvAggregate { group_by, columns } = &self.processor else {
-            return Ok(());
-        };
-        if group_by.is_empty() {
-            return Err(SpecError::new(
-                "processor.group_by",
-                "must name a header column",
-            ));
-        }
-        for (i, column) in columns.iter().enumerate() {
-            if column.is_empty() {
-                return Err(SpecError::new(
-                    &format!("processor.columns[{i}]"),
-                    "must name a header column",
-                ));
-            }
-            if columns[..i].contains(column) {
-                return Err(SpecError::new(
-                    &format!("processor.columns[{i}]"),
-                    format!("column \"{column}\" is listed twice"),
-                ));
-            }
-        }
-        Ok(())
+        self.processor
+            .validate()
+            .map_err(|e| SpecError::new(&format!("processor.{}", e.field), e.message))
     }
 
     /// A stable digest of the spec, stored with the job so that a job id reused for another spec is refused.

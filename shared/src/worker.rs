@@ -16,7 +16,7 @@ use crate::outcome::{BatchPart, FailedItem};
 use std::sync::Arc;
 
 use crate::ports::{BatchRecord, ObjectStore, RecordOutcome, StoreError, require_job};
-use crate::processor::{Aggregate, ItemError};
+use crate::processor::{Aggregate, Item, ItemError};
 use crate::spec::ProcessorSpec;
 
 /// Worker settings.
@@ -223,7 +223,14 @@ async fn process_item(
         }
         Err(e) => return Err(e.into()),
     };
-    let outcome = tokio::task::spawn_blocking(move || processor.process(&key, &mut body)).await?;
+    let outcome = tokio::task::spawn_blocking(move || {
+        processor.process(Item::Object {
+            key: &key,
+            size: None,
+            body: &mut body,
+        })
+    })
+    .await?;
     match outcome {
         Ok(partial) => Ok(ItemOutcome::Done(partial)),
         Err(ItemError::Invalid(error)) => Ok(ItemOutcome::Failed(error)),

@@ -14,6 +14,7 @@ use dmap_core::finalizer::finalize;
 use dmap_core::message::FinalizeMessage;
 use dmap_core::outcome::TerminalStatus;
 use dmap_core::ports::JobStatus;
+use dmap_core::processor::{CsvAggregateProcessor, Item};
 use dmap_core::runner::{Chaos, RunnerConfig};
 use dmap_core::spec::{JobSpec, ProcessorSpec};
 use dmap_core::worker::{self, WorkerConfig};
@@ -32,7 +33,12 @@ fn sequential(env: &Env, prefix: &str, processor: &ProcessorSpec) -> (Value, Vec
     let mut failed = Vec::new();
     for key in keys {
         let mut file = std::fs::File::open(root.join(&key)).unwrap();
-        match processor.process(&key, &mut file) {
+        let item = Item::Object {
+            key: &key,
+            size: None,
+            body: &mut file,
+        };
+        match processor.process(item) {
             Ok(partial) => result.merge(partial).unwrap(),
             Err(_) => failed.push(key),
         }
@@ -86,10 +92,10 @@ async fn results_equal_a_sequential_pass_for_every_size_and_batch_size() {
         }
     }
     env.write("n1000/not-an-item.txt", "ignored: no .csv suffix");
-    let processor = ProcessorSpec::CsvAggregate {
+    let processor = ProcessorSpec::CsvAggregate(CsvAggregateProcessor {
         group_by: "STATION".into(),
         columns: vec!["TMAX".into(), "TMIN".into()],
-    };
+    });
     for n in sizes {
         let prefix = format!("n{n}/");
         let (expected, expected_failed) = sequential(&env, &prefix, &processor);
@@ -240,10 +246,10 @@ async fn keys_with_spaces_plus_percent_unicode_and_deep_prefixes_work() {
     assert_eq!(report.manifest.items.total, 9);
     assert_eq!(report.manifest.items.failed, 1);
     assert_eq!(failed_keys(&env, &report), ["odd keys/bad + broken%.csv"]);
-    let processor = ProcessorSpec::CsvAggregate {
+    let processor = ProcessorSpec::CsvAggregate(CsvAggregateProcessor {
         group_by: "STATION".into(),
         columns: vec!["TMAX".into(), "TMIN".into()],
-    };
+    });
     assert_eq!(
         result_json(&env, &report),
         sequential(&env, "odd keys/", &processor).0
@@ -282,10 +288,10 @@ async fn malformed_objects_fail_alone_and_the_tolerance_decides() {
     for (key, body, _) in &bad {
         env.write(key, body);
     }
-    let processor = ProcessorSpec::CsvAggregate {
+    let processor = ProcessorSpec::CsvAggregate(CsvAggregateProcessor {
         group_by: "STATION".into(),
         columns: vec!["TMAX".into(), "TMIN".into()],
-    };
+    });
     let (expected, expected_failed) = sequential(&env, "m/", &processor);
     assert_eq!(expected_failed.len(), 3);
 
@@ -487,10 +493,10 @@ async fn a_paused_resumed_and_repeated_listing_counts_every_item_once() {
         (m.status, m.items.total, m.items.succeeded, m.batches.total),
         (TerminalStatus::Succeeded, 2500, 2500, 84)
     );
-    let processor = ProcessorSpec::CsvAggregate {
+    let processor = ProcessorSpec::CsvAggregate(CsvAggregateProcessor {
         group_by: "STATION".into(),
         columns: vec!["TMAX".into(), "TMIN".into()],
-    };
+    });
     assert_eq!(
         serde_json::from_slice::<Value>(&env.read(&m.result)).unwrap(),
         sequential(&env, "r/", &processor).0

@@ -4,7 +4,30 @@ use std::io::{ErrorKind, Read};
 
 use serde::{Deserialize, Serialize};
 
-use super::ItemError;
+use super::{Item, ItemError, MergeError, Processor};
+
+/// `{"kind": "count"}`: no options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountProcessor {}
+
+impl Processor for CountProcessor {
+    type Aggregate = CountAggregate;
+
+    fn process(&self, item: Item<'_>) -> Result<CountAggregate, ItemError> {
+        let Item::Object { key, body, .. } = item;
+        count(key, body)
+    }
+
+    fn merge(into: &mut CountAggregate, other: CountAggregate) -> Result<(), MergeError> {
+        into.merge(&other);
+        Ok(())
+    }
+
+    fn result_json(aggregate: &CountAggregate) -> serde_json::Value {
+        serde_json::to_value(aggregate).unwrap_or_default()
+    }
+}
 
 /// `{"objects": N, "bytes": N, "lines": N}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,7 +46,7 @@ impl CountAggregate {
 }
 
 /// Lines are newline characters, plus one for a final line without a trailing newline; an empty object has none.
-pub(super) fn count(key: &str, body: &mut dyn Read) -> Result<CountAggregate, ItemError> {
+fn count(key: &str, body: &mut dyn Read) -> Result<CountAggregate, ItemError> {
     let mut buf = vec![0u8; 256 * 1024];
     let (mut bytes, mut newlines, mut last) = (0u64, 0u64, b'\n');
     loop {

@@ -11,7 +11,53 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use super::{ItemError, MergeError, echo};
+use super::{ConfigError, Item, ItemError, MergeError, Processor, echo};
+
+/// `{"kind": "csv_aggregate", "group_by": "<header column>", "columns": ["<numeric header column>", ...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvAggregateProcessor {
+    pub group_by: String,
+    pub columns: Vec<String>,
+}
+
+impl Processor for CsvAggregateProcessor {
+    type Aggregate = CsvAggregate;
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.group_by.is_empty() {
+            return Err(ConfigError::new("group_by", "must name a header column"));
+        }
+        for (i, column) in self.columns.iter().enumerate() {
+            if column.is_empty() {
+                return Err(ConfigError::new(
+                    format!("columns[{i}]"),
+                    "must name a header column",
+                ));
+            }
+            if self.columns[..i].contains(column) {
+                return Err(ConfigError::new(
+                    format!("columns[{i}]"),
+                    format!("column \"{column}\" is listed twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn process(&self, item: Item<'_>) -> Result<CsvAggregate, ItemError> {
+        let Item::Object { key, body, .. } = item;
+        aggregate(key, body, &self.group_by, &self.columns)
+    }
+
+    fn merge(into: &mut CsvAggregate, other: CsvAggregate) -> Result<(), MergeError> {
+        into.merge(other)
+    }
+
+    fn result_json(aggregate: &CsvAggregate) -> serde_json::Value {
+        aggregate.to_result_json()
+    }
+}
 
 /// Statistics of one column within one group. `count` counts the non-empty cells used.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,7 +197,7 @@ fn parse_number(cell: &str) -> Option<Decimal> {
     }
 }
 
-pub(super) fn aggregate(
+fn aggregate(
     key: &str,
     body: &mut dyn Read,
     group_by: &str,

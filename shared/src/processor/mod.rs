@@ -1,20 +1,107 @@
-//! Processors: what is computed for one item (object), and how per-item results merge into the job's result.
+//! Processors: what is computed for one item, and how per-item results merge into the job's result.
 //!
-//! Merging is associative and commutative, and exact: numbers are decimals, not floats, so the result of any
-//! grouping of items (per batch, in any order) equals a plain sequential pass over the same items.
+//! Every processor, the built-in ones included, is a [`Processor`]: its config (the job spec's `processor`
+//! field without `kind`), what it computes for one [`Item`], and how two partial results merge. Merging is
+//! associative and commutative, and exact: numbers are decimals, not floats, so the result of any grouping of
+//! items (per batch, in any order) equals a plain sequential pass over the same items.
+//!
+//! The registry is the `processors!` list below: one line per processor. From it come
+//! [`ProcessorSpec`] (the spec's field, parsed by `kind`) and [`Aggregate`] (a partial result), which the
+//! worker, the finalizer and the dead-letter handler use without knowing which processor runs.
 
-mod count;
-mod csv_aggregate;
+mod registry;
 
 use std::borrow::Cow;
+use std::fmt::Debug;
 use std::io::Read;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use registry::processors;
+
+processors! {
+    /// Objects, bytes and lines.
+    "count" => Count(count::CountProcessor),
+    /// Per-group row counts and count/sum/min/max of numeric columns of CSV objects.
+    "csv_aggregate" => CsvAggregate(csv_aggregate::CsvAggregateProcessor),
+}
 
 pub use count::CountAggregate;
 pub use csv_aggregate::{ColumnStats, CsvAggregate, GroupStats};
 
-use crate::spec::ProcessorSpec;
+/// A processor: its config is `Self`, deserialized from the job spec's `processor` field (its `kind` removed)
+/// and carried in every batch message. Add one as a file in this folder and a line in `processors!`.
+///
+/// The config must refuse unknown fields (`#[serde(deny_unknown_fields)]`): a misspelt option would otherwise
+/// be ignored silently.
+pub trait Processor:
+    Debug + Clone + PartialEq + Eq + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// A partial result: of one item, of a batch, of the job. `Default` is the result of zero items. Its serde
+    /// form goes into batch parts, so it must round-trip exactly (decimals as strings, never floats).
+    type Aggregate: Debug
+        + Clone
+        + Default
+        + PartialEq
+        + Eq
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + 'static;
+
+    /// The rules the config keeps on its own (names not empty, no duplicates…), beyond what its types say.
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// The result of one item. [`ItemError::Invalid`] fails the item for good; [`ItemError::Read`] is
+    /// transient and retries it. Blocking: the worker calls it from a blocking thread.
+    fn process(&self, item: Item<'_>) -> Result<Self::Aggregate, ItemError>;
+
+    /// Folds `other` into `into`: associative, commutative and exact, and all or nothing (an error leaves
+    /// `into` as it was, so that only the item or part that caused it fails). It takes no config: parts are
+    /// merged the same whichever batch made them.
+    fn merge(into: &mut Self::Aggregate, other: Self::Aggregate) -> Result<(), MergeError>;
+
+    /// The user-facing `result.json` form of the job's result.
+    fn result_json(aggregate: &Self::Aggregate) -> serde_json::Value;
+
+    /// A record of one item for the job's per-item outputs; none by default. Not written yet: it is the
+    /// place such outputs will come from.
+    fn output_record(&self, _partial: &Self::Aggregate) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// One item, as the item reader hands it to a processor. Only S3 objects today; a CSV row, a JSON value or a
+/// DynamoDB item would be further variants, and a processor refuses (as [`ItemError::Invalid`]) the kinds
+/// it does not take.
+pub enum Item<'a> {
+    /// An object: its key, its size when the listing gave it, and its body, streamed.
+    Object {
+        key: &'a str,
+        size: Option<u64>,
+        body: &'a mut dyn Read,
+    },
+}
+
+/// A refused processor config: the field, relative to the config (`group_by`, `columns[1]`); the spec reports
+/// it as `processor.<field>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
 
 /// Most bytes of a data value (a cell, a group) that an error message repeats: enough to recognise it, never a
 /// whole row: error messages go to `failed.jsonl` and the logs, which must not carry the data itself.
@@ -58,66 +145,9 @@ pub enum MergeError {
     Overflow { group: String, column: String },
 }
 
-/// A (partial) result of a processor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Aggregate {
-    Count(CountAggregate),
-    CsvAggregate(CsvAggregate),
-}
-
-impl Aggregate {
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Count(_) => "count",
-            Self::CsvAggregate(_) => "csv_aggregate",
-        }
-    }
-
-    /// Folds `other` into `self`.
-    pub fn merge(&mut self, other: Aggregate) -> Result<(), MergeError> {
-        match (self, other) {
-            (Self::Count(a), Self::Count(b)) => {
-                a.merge(&b);
-                Ok(())
-            }
-            (Self::CsvAggregate(a), Self::CsvAggregate(b)) => a.merge(b),
-            (a, b) => Err(MergeError::KindMismatch(b.kind(), a.kind())),
-        }
-    }
-
-    /// The user-facing `result.json` form (numbers as JSON numbers).
-    pub fn to_result_json(&self) -> serde_json::Value {
-        match self {
-            Self::Count(c) => serde_json::to_value(c).unwrap_or_default(),
-            Self::CsvAggregate(c) => c.to_result_json(),
-        }
-    }
-}
-
-impl ProcessorSpec {
-    /// The result of zero items.
-    pub fn empty(&self) -> Aggregate {
-        match self {
-            Self::Count => Aggregate::Count(CountAggregate::default()),
-            Self::CsvAggregate { .. } => Aggregate::CsvAggregate(CsvAggregate::default()),
-        }
-    }
-
-    /// Processes one object. Blocking: call it from a blocking thread (the body may be a network stream).
-    pub fn process(&self, key: &str, body: &mut dyn Read) -> Result<Aggregate, ItemError> {
-        match self {
-            Self::Count => count::count(key, body).map(Aggregate::Count),
-            Self::CsvAggregate { group_by, columns } => {
-                csv_aggregate::aggregate(key, body, group_by, columns).map(Aggregate::CsvAggregate)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::echo;
+    use super::*;
 
     #[test]
     fn echoed_values_are_cut_at_a_char_boundary() {
@@ -127,5 +157,77 @@ mod tests {
         // 'a' then two-byte characters: byte 64 falls inside one, so the cut is at 63.
         let value = format!("a{}", "é".repeat(50));
         assert_eq!(echo(&value), format!("a{}…(+38 bytes)", "é".repeat(31)));
+    }
+
+    fn csv_spec() -> ProcessorSpec {
+        ProcessorSpec::CsvAggregate(CsvAggregateProcessor {
+            group_by: "STATION".into(),
+            columns: vec!["TMAX".into(), "TMIN".into()],
+        })
+    }
+
+    #[test]
+    fn a_spec_is_its_kind_then_its_config() {
+        let count = ProcessorSpec::Count(CountProcessor {});
+        assert_eq!(
+            serde_json::to_string(&count).unwrap(),
+            r#"{"kind":"count"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&csv_spec()).unwrap(),
+            r#"{"kind":"csv_aggregate","group_by":"STATION","columns":["TMAX","TMIN"]}"#
+        );
+        for spec in [count, csv_spec()] {
+            let json = serde_json::to_string(&spec).unwrap();
+            assert_eq!(serde_json::from_str::<ProcessorSpec>(&json).unwrap(), spec);
+        }
+    }
+
+    /// Holds every processor added later to the rule its config must keep by hand (`deny_unknown_fields`).
+    #[test]
+    fn every_registered_config_refuses_an_unknown_field() {
+        for kind in ProcessorSpec::KINDS {
+            let spec = serde_json::json!({ "kind": kind, "no_such_option": 1 });
+            let err = serde_json::from_value::<ProcessorSpec>(spec)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("unknown field `no_such_option`"),
+                "{kind}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused_naming_the_known_ones() {
+        let err = serde_json::from_str::<ProcessorSpec>(r#"{"kind":"sum"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`sum`") && err.contains("`csv_aggregate`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_item_goes_through_its_processor_and_results_of_other_kinds_do_not_merge() {
+        let item = Item::Object {
+            key: "k.csv",
+            size: Some(21),
+            body: &mut &b"STATION,TMAX,TMIN\nA,1,\n"[..],
+        };
+        let mut result = csv_spec().empty();
+        result.merge(csv_spec().process(item).unwrap()).unwrap();
+        assert_eq!(result.to_result_json()["groups"]["A"]["rows"], 1);
+        let counted = ProcessorSpec::Count(CountProcessor {}).empty();
+        assert_eq!(
+            result.merge(counted),
+            Err(MergeError::KindMismatch("count", "csv_aggregate"))
+        );
+        let part = serde_json::to_value(&result).unwrap();
+        assert_eq!(
+            part["csv_aggregate"]["groups"]["A"]["columns"]["TMAX"]["sum"],
+            "1"
+        );
     }
 }

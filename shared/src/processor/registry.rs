@@ -1,0 +1,95 @@
+//! The registry's machinery: [`processors!`] turns the list of processors (one line each, in
+//! [`crate::processor`]) into the two closed types the pipeline carries, so that nothing else names a processor:
+//!
+//! - `ProcessorSpec`: the job spec's `processor` field, one variant per processor holding its config,
+//!   internally tagged by `kind` (`{"kind": "count"}`); its methods dispatch to the [`super::Processor`] impl.
+//! - `Aggregate`: a partial result, one variant per processor, externally tagged by the same kind; it is what
+//!   a batch part holds and what the finalizer merges.
+//!
+//! Enums rather than `dyn` objects because both must be serde types (in queue messages, the job record, the
+//! manifest, batch parts) with the exact bytes they have today, and a closed set lets two partial results of
+//! different kinds be refused by name instead of failing a downcast.
+
+/// Declares the processors: `"kind" => Variant(module::Processor),` per processor, each documented. Declares
+/// each `module` (a file beside this one), and generates `ProcessorSpec` and `Aggregate` with their dispatch.
+macro_rules! processors {
+    ($( $(#[$doc:meta])* $kind:literal => $variant:ident($module:ident::$processor:ident), )+) => {
+        $(
+            mod $module;
+            pub use $module::$processor;
+        )+
+
+        /// What is computed for each item, and merged into the job's result: the job spec's `processor`
+        /// field, `{"kind": "<kind>", <the processor's config>}`.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "kind")]
+        pub enum ProcessorSpec {
+            $( $(#[$doc])* #[serde(rename = $kind)] $variant($processor), )+
+        }
+
+        /// A (partial) result of a processor: `{"<kind>": <its aggregate>}`.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum Aggregate {
+            $( #[serde(rename = $kind)] $variant(<$processor as Processor>::Aggregate), )+
+        }
+
+        impl ProcessorSpec {
+            /// Every registered `kind`, in the registry's order.
+            pub const KINDS: &'static [&'static str] = &[$($kind),+];
+
+            /// The processor's `kind`, as the spec names it.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( Self::$variant(_) => $kind, )+
+                }
+            }
+
+            /// The rules the processor's config keeps on its own.
+            pub fn validate(&self) -> Result<(), ConfigError> {
+                match self {
+                    $( Self::$variant(p) => p.validate(), )+
+                }
+            }
+
+            /// The result of zero items.
+            pub fn empty(&self) -> Aggregate {
+                match self {
+                    $( Self::$variant(_) => Aggregate::$variant(Default::default()), )+
+                }
+            }
+
+            /// Processes one item. Blocking: call it from a blocking thread (the body may be a network stream).
+            pub fn process(&self, item: Item<'_>) -> Result<Aggregate, ItemError> {
+                match self {
+                    $( Self::$variant(p) => p.process(item).map(Aggregate::$variant), )+
+                }
+            }
+        }
+
+        impl Aggregate {
+            fn kind(&self) -> &'static str {
+                match self {
+                    $( Self::$variant(_) => $kind, )+
+                }
+            }
+
+            /// Folds `other` into `self`. All or nothing: on an error `self` is as it was.
+            pub fn merge(&mut self, other: Aggregate) -> Result<(), MergeError> {
+                match (self, other) {
+                    $( (Self::$variant(a), Self::$variant(b)) => <$processor as Processor>::merge(a, b), )+
+                    #[allow(unreachable_patterns)] // with a single processor every pair matches above
+                    (a, b) => Err(MergeError::KindMismatch(b.kind(), a.kind())),
+                }
+            }
+
+            /// The user-facing `result.json` form (numbers as JSON numbers).
+            pub fn to_result_json(&self) -> serde_json::Value {
+                match self {
+                    $( Self::$variant(a) => <$processor as Processor>::result_json(a), )+
+                }
+            }
+        }
+    };
+}
+
+pub(super) use processors;

@@ -242,6 +242,9 @@ pub async fn run(
     })
 }
 
+/// Repairs by the sweeper before a run that is still stuck is reported as such.
+const MAX_REPAIRS: u64 = 20;
+
 /// Attempts at a step that fails transiently before the run gives up on it.
 const STEP_ATTEMPTS: u32 = 30;
 
@@ -372,8 +375,12 @@ impl Pool {
                 && since.elapsed() > stuck_after
             {
                 let swept = sweep_job(&self.deps, None, job_id, now_ms(), Duration::ZERO).await;
+                let repairs = self.counters.sweeper_repairs.load(Ordering::Relaxed);
                 match swept {
-                    Ok(Some(stuck)) if stuck.repair != Repair::Reported => {
+                    // A job that needs repair after repair is stuck for good: say so.
+                    Ok(Some(stuck))
+                        if stuck.repair != Repair::Reported && repairs < MAX_REPAIRS =>
+                    {
                         self.counters
                             .sweeper_repairs
                             .fetch_add(1, Ordering::Relaxed);

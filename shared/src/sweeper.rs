@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::Deps;
 use crate::batching::{BatchLimits, Batcher};
-use crate::completion::complete_if_done;
+use crate::completion::{Completion, complete_if_done};
 use crate::coordinator::{batch_page, send_batches};
 use crate::error::PipelineError;
 use crate::message::ContinueListing;
@@ -152,8 +152,11 @@ async fn repair(
         });
     };
     if progress.batches_done >= totals.batches {
-        complete_if_done(deps, job_id, true).await?;
-        return Ok((Finding::Unclaimed, Repair::Claimed));
+        match complete_if_done(deps, job_id, true).await? {
+            // Batches past the total were counted, and some below it have no record: re-send those.
+            Completion::NotYet => {}
+            _ => return Ok((Finding::Unclaimed, Repair::Claimed)),
+        }
     }
     let missing = totals.batches.saturating_sub(progress.batches_done);
     if record.checkpoint.hop > 0 {
@@ -161,8 +164,12 @@ async fn repair(
         return Ok((Finding::BatchesMissing(missing), Repair::Reported));
     }
     let resent = resend_missing(deps, record, totals.batches).await?;
+    if resent == 0 {
+        // Nothing to re-send, yet not complete: the listing no longer yields the batches that are missing.
+        return Ok((Finding::BatchesMissing(missing), Repair::Reported));
+    }
     Ok((
-        Finding::BatchesMissing(missing),
+        Finding::BatchesMissing(resent),
         Repair::BatchesResent(resent),
     ))
 }

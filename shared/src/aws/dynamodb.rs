@@ -352,6 +352,30 @@ impl DynamoJobStore {
         Err(map_error(err))
     }
 
+    /// Every item a Query returns, page after page. `query` has its key condition and values; the table and
+    /// the paging are added here.
+    async fn query_all(
+        &self,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<Item>, JobStoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = query
+                .clone()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(map_error)?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
     /// An UpdateItem of the job item; the caller adds the expressions.
     fn update_job(
         &self,
@@ -731,29 +755,16 @@ impl JobStore for DynamoJobStore {
         let shard_ids: Vec<u64> = (from..to.min(from + shards))
             .map(|seq| seq % shards)
             .collect();
-        let queries = shard_ids.into_iter().map(|shard| async move {
-            let mut items = Vec::new();
-            let mut start: Option<Item> = None;
-            loop {
-                let out = self
-                    .client
+        let queries = shard_ids.into_iter().map(|shard| {
+            self.query_all(
+                self.client
                     .query()
-                    .table_name(&self.table)
                     .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
                     .expression_attribute_values(":pk", s(shard_pk(job_id, shard)))
                     .expression_attribute_values(":lo", s(batch_sk(from)))
                     .expression_attribute_values(":hi", s(batch_sk(to - 1)))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(map_error)?;
-                items.extend(out.items().iter().cloned());
-                match out.last_evaluated_key() {
-                    Some(key) if !key.is_empty() => start = Some(key.clone()),
-                    _ => return Ok::<_, JobStoreError>(items),
-                }
-            }
+                    .consistent_read(true),
+            )
         });
         let mut records = Vec::new();
         for item in futures::future::try_join_all(queries)
@@ -797,29 +808,18 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError> {
-        let mut ids = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(ACTIVE_PK))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(map_error)?;
-            ids.extend(
-                out.items()
-                    .iter()
-                    .filter_map(|item| get_s(item, "sk")?.strip_prefix("JOB#").map(str::to_owned)),
-            );
-            match out.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => return Ok(ids),
-            }
-        }
+        let items = self
+            .query_all(
+                self.client
+                    .query()
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(ACTIVE_PK)),
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| get_s(item, "sk")?.strip_prefix("JOB#").map(str::to_owned))
+            .collect())
     }
 
     async fn forget_active(&self, job_id: &str) -> Result<(), JobStoreError> {

@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use aws_lambda_events::event::sqs::SqsEvent;
 use common::faults::{Faults, FaultyJobStore, FaultyQueue, FaultyStore, NO_FAULTS};
 use common::{BUCKET, Env, csv_spec, fast_config};
@@ -15,9 +14,7 @@ use dmap_core::Deps;
 use dmap_core::embedded::{EmbeddedQueue, EmbeddedQueues, LocalDirStore, QueueConfig};
 use dmap_core::esm::sqs_event;
 use dmap_core::lambda::coordinator::Coordinator;
-use dmap_core::ports::{
-    BatchQueue, ListPage, ObjectReader, ObjectStore, ReceivedMessage, StoreError,
-};
+use dmap_core::ports::{BatchQueue, ReceivedMessage};
 use serde_json::{Value, json};
 
 /// A coordinator over the embedded backends, with a continuation queue; `faults` fails its store's calls.
@@ -597,41 +594,6 @@ async fn a_batch_resent_with_other_items_fails_the_job_with_the_reason() {
     );
 }
 
-/// An object store that notes the most reads in flight at once.
-struct CountsReads {
-    inner: Arc<dyn ObjectStore>,
-    now: Mutex<(usize, usize)>,
-}
-
-#[async_trait]
-impl ObjectStore for CountsReads {
-    async fn list_page(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        start_after: Option<&str>,
-        continuation: Option<&str>,
-    ) -> Result<ListPage, StoreError> {
-        self.inner
-            .list_page(bucket, prefix, start_after, continuation)
-            .await
-    }
-    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
-        {
-            let mut now = self.now.lock().unwrap();
-            now.0 += 1;
-            now.1 = now.1.max(now.0);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let body = self.inner.get(bucket, key).await;
-        self.now.lock().unwrap().0 -= 1;
-        body
-    }
-    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
-        self.inner.put(bucket, key, body).await
-    }
-}
-
 /// Item 10: the messages of one worker invocation share its item concurrency, so the reads in flight per
 /// invocation stay within it however many messages the event source mapping hands over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -639,15 +601,11 @@ async fn one_invocation_reads_at_most_its_item_concurrency_at_once() {
     use dmap_core::lambda::worker;
     use dmap_core::worker::WorkerConfig;
 
-    let mut env = Env::new(&fast_config());
+    let env = Env::new(&fast_config());
     for i in 0..40 {
         env.write(&format!("g/k{i:02}.csv"), "STATION,TMAX\nS1,1.5\n");
     }
-    let counting = Arc::new(CountsReads {
-        inner: env.deps.objects.clone(),
-        now: Mutex::default(),
-    });
-    env.deps.objects = counting.clone();
+    *env.store.read_delay.lock().unwrap() = Duration::from_millis(5);
     let mut spec = csv_spec("g/", 10);
     spec["processor"]["columns"] = json!(["TMAX"]);
     let job = dmap_core::spec::JobSpec::parse(spec.to_string().as_bytes()).unwrap();
@@ -669,6 +627,6 @@ async fn one_invocation_reads_at_most_its_item_concurrency_at_once() {
     };
     let response = worker::handle(&env.deps, config, &event).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
-    let most = counting.now.lock().unwrap().1;
+    let most = env.store.reads.lock().unwrap().1;
     assert!((2..=8).contains(&most), "{most} reads at once");
 }

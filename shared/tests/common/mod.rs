@@ -23,13 +23,17 @@ use dmap_core::spec::JobSpec;
 
 pub const BUCKET: &str = "data";
 
-/// An object store that counts puts per key and can throttle reads of chosen keys forever.
+/// An object store that counts puts per key, can throttle reads of chosen keys forever, and notes the most
+/// reads in flight at once (each read held for `read_delay`, so concurrency shows).
 pub struct TestStore {
     pub inner: LocalDirStore,
     pub puts: Mutex<HashMap<String, u32>>,
     pub throttled_keys: Mutex<HashSet<String>>,
     /// Keys whose next read is throttled, once.
     pub throttled_once: Mutex<HashSet<String>>,
+    pub read_delay: Mutex<Duration>,
+    /// Reads in flight now, and the most seen at once.
+    pub reads: Mutex<(usize, usize)>,
 }
 
 impl TestStore {
@@ -61,7 +65,18 @@ impl ObjectStore for TestStore {
         {
             return Err(StoreError::Throttled);
         }
-        self.inner.get(bucket, key).await
+        {
+            let mut reads = self.reads.lock().unwrap();
+            reads.0 += 1;
+            reads.1 = reads.1.max(reads.0);
+        }
+        let delay = *self.read_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let body = self.inner.get(bucket, key).await;
+        self.reads.lock().unwrap().0 -= 1;
+        body
     }
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
         *self.puts.lock().unwrap().entry(key.to_owned()).or_default() += 1;
@@ -143,6 +158,8 @@ impl Env {
             puts: Mutex::default(),
             throttled_keys: Mutex::default(),
             throttled_once: Mutex::default(),
+            read_delay: Mutex::default(),
+            reads: Mutex::default(),
         });
         let deps = Deps::embedded(
             store.clone(),

@@ -236,6 +236,7 @@ pub fn print_summary(
             "manifest": manifest,
             "result": outputs.locate(&m.bucket, &m.result),
             "failures": outputs.locate(&m.bucket, &m.failures),
+            "outputs": m.outputs.iter().map(|key| outputs.locate(&m.bucket, key)).collect::<Vec<_>>(),
             "deliveries": s.deliveries,
             "faults": {
                 "duplicates": s.duplicates,

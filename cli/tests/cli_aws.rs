@@ -6,6 +6,7 @@ use dmap_core::aws::S3Store;
 use dmap_core::ports::{ObjectStore, read_all};
 use dmap_emulator as emulator;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 fn dmap(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dmap"));
@@ -21,11 +22,8 @@ fn dmap(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("dmap runs")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_up_then_run_through_the_emulator_with_stats() {
-    let endpoint = emulator::endpoint();
-    let prefix = emulator::unique("cli");
-    let bucket = emulator::unique("cli-data");
+/// `dmap local up` for a stack named `prefix` with the data bucket `bucket`: the variables it prints.
+fn local_up(endpoint: &str, prefix: &str, bucket: &str) -> Vec<(String, String)> {
     let up = dmap(
         &[
             "local",
@@ -33,9 +31,9 @@ async fn local_up_then_run_through_the_emulator_with_stats() {
             "--endpoint-url",
             endpoint,
             "--stack-name",
-            &prefix,
+            prefix,
             "--bucket",
-            &bucket,
+            bucket,
         ],
         &[],
     );
@@ -58,6 +56,15 @@ async fn local_up_then_run_through_the_emulator_with_stats() {
             .iter()
             .any(|(k, v)| k == "DMAP_WORK_QUEUE" && *v == format!("{prefix}-work"))
     );
+    exports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_up_then_run_through_the_emulator_with_stats() {
+    let endpoint = emulator::endpoint();
+    let prefix = emulator::unique("cli");
+    let bucket = emulator::unique("cli-data");
+    let exports = local_up(endpoint, &prefix, &bucket);
 
     let store = S3Store::new(emulator::clients().await.s3, None);
     for i in 0..120 {
@@ -143,4 +150,104 @@ async fn local_up_then_run_through_the_emulator_with_stats() {
         "{}",
         String::from_utf8_lossy(&missing.stderr)
     );
+}
+
+async fn read(store: &S3Store, bucket: &str, key: &str) -> Vec<u8> {
+    read_all(store, bucket, key)
+        .await
+        .unwrap_or_else(|e| panic!("{key}: {e}"))
+}
+
+/// The `checksum` processor through S3, SQS and DynamoDB: its `outputs/` files are listed in the manifest and
+/// hold each object's digest, as `sha2` and `crc32c` compute it here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksum_outputs_through_the_emulator() {
+    let endpoint = emulator::endpoint();
+    let prefix = emulator::unique("cli-sum");
+    let bucket = emulator::unique("cli-sum-data");
+    let exports = local_up(endpoint, &prefix, &bucket);
+    let env: Vec<(&str, &str)> = exports
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+
+    let store = S3Store::new(emulator::clients().await.s3, None);
+    // Empty, 1 byte, and 5 MiB of varied bytes; then small ones, over several batches.
+    let mut objects: Vec<(String, Vec<u8>)> = vec![
+        ("in/a-empty".into(), Vec::new()),
+        ("in/b-one".into(), b"x".to_vec()),
+        (
+            "in/c-big".into(),
+            (0..5u32 << 20)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect(),
+        ),
+    ];
+    objects.extend((0..9).map(|i| (format!("in/d{i}"), format!("object {i}\n").into_bytes())));
+    for (key, body) in &objects {
+        store.put(&bucket, key, body.clone()).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for algorithm in ["sha256", "crc32c"] {
+        let job_id = format!("sums-{algorithm}");
+        let spec = dir.path().join(format!("{algorithm}.json"));
+        let spec_json = json!({
+            "job_id": job_id,
+            "item_reader": { "bucket": bucket, "prefix": "in/" },
+            "item_batcher": { "max_items_per_batch": 5 },
+            "processor": { "kind": "checksum", "algorithm": algorithm },
+            "result_writer": { "bucket": bucket, "prefix": "out/" }
+        });
+        std::fs::write(&spec, spec_json.to_string()).unwrap();
+        let run = dmap(
+            &[
+                "run",
+                spec.to_str().unwrap(),
+                "--endpoint-url",
+                endpoint,
+                "--json",
+            ],
+            &env,
+        );
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let summary: Value = serde_json::from_slice(&run.stdout).unwrap();
+        assert_eq!(summary["status"], "SUCCEEDED");
+        let output_key = format!("out/{job_id}/outputs/0000000000.jsonl");
+        assert_eq!(
+            summary["outputs"],
+            json!([format!("s3://{bucket}/{output_key}")])
+        );
+        let manifest: Value = serde_json::from_slice(
+            &read(&store, &bucket, &format!("out/{job_id}/manifest.json")).await,
+        )
+        .unwrap();
+        assert_eq!(manifest["outputs"], json!([output_key]));
+        let bytes: usize = objects.iter().map(|(_, body)| body.len()).sum();
+        let result: Value = serde_json::from_slice(
+            &read(&store, &bucket, &format!("out/{job_id}/result.json")).await,
+        )
+        .unwrap();
+        assert_eq!(result, json!({ "objects": objects.len(), "bytes": bytes }));
+
+        let body = String::from_utf8(read(&store, &bucket, &output_key).await).unwrap();
+        let lines: Vec<Value> = body
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), objects.len());
+        for (line, (key, body)) in lines.iter().zip(&objects) {
+            let digest = match algorithm {
+                "sha256" => Sha256::digest(body).to_vec(),
+                _ => crc32c::crc32c(body).to_be_bytes().to_vec(),
+            };
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(line["key"], *key);
+            assert_eq!(line["output"]["checksum"], hex, "{algorithm} of {key}");
+            assert_eq!(line["output"]["size"], body.len(), "{key}");
+        }
+    }
 }

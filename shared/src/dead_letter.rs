@@ -50,6 +50,7 @@ pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, Pipeli
         failed: failures.len() as u64,
         result: message.processor.empty(),
         failures,
+        outputs: Vec::new(),
     };
     let part_key = message.output.dead_part_key(message.seq);
     write_part(deps, &message.output.bucket, &part_key, &part).await?;

@@ -1,8 +1,13 @@
-//! The finalizer: merges the batch parts in sequence order, writes `result.json`, `failed.jsonl` and
-//! `manifest.json` (last), and moves the job to its terminal status.
+//! The finalizer: merges the batch parts in sequence order, writes the per-item output lines under `outputs/`,
+//! `result.json`, `failed.jsonl` and `manifest.json` (last), and moves the job to its terminal status.
 //!
 //! Idempotent: for a job already terminal it writes nothing and returns the manifest it wrote before; for a job
-//! still FINALIZING (a crash before the status was set) it writes the same bytes again.
+//! still FINALIZING (a crash before the status was set) it writes the same bytes again, to the same keys.
+//!
+//! The output lines are streamed: they come from the parts as they are read, and go out in files of whole
+//! batches cut at [`FinalizerConfig::output_file_bytes`], so memory holds one file at a time and a job makes one
+//! PUT per file, not per batch. Files are named by their first batch, and which batches a file holds depends
+//! only on the parts the records name: finalizing again writes the same files.
 
 use futures::{StreamExt, TryStreamExt};
 
@@ -10,7 +15,7 @@ use crate::Deps;
 use crate::completion::final_status;
 use crate::error::PipelineError;
 use crate::layout::OutputLocation;
-use crate::outcome::{BatchCounts, BatchPart, ItemCounts, Manifest, TerminalStatus};
+use crate::outcome::{BatchCounts, BatchPart, ItemCounts, Manifest, OutputLine, TerminalStatus};
 use std::sync::Arc;
 
 use crate::ports::{BatchRecord, JobRecord, JobStatus, ObjectStore, read_all, require_job};
@@ -19,6 +24,23 @@ use crate::ports::{BatchRecord, JobRecord, JobStatus, ObjectStore, read_all, req
 const PART_READ_CONCURRENCY: usize = 16;
 /// Batch records read per page.
 const RECORDS_PER_PAGE: usize = 1000;
+
+/// Finalizer settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinalizerConfig {
+    /// The size at which a file under `outputs/` is closed: the next batch's lines begin a new file. A file
+    /// holds whole batches, so it ends past this by less than one batch's lines.
+    pub output_file_bytes: usize,
+}
+
+impl Default for FinalizerConfig {
+    /// 8 MiB files: few PUTs and files for a large job, and a small share of a Lambda's memory.
+    fn default() -> Self {
+        Self {
+            output_file_bytes: 8 << 20,
+        }
+    }
+}
 
 /// What the finalizer did.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +51,11 @@ pub struct Finalized {
 }
 
 /// Finalizes a job that won its completion claim. `NotReady` for a job still RUNNING.
-pub async fn finalize(deps: &Deps, job_id: &str) -> Result<Finalized, PipelineError> {
+pub async fn finalize(
+    deps: &Deps,
+    config: FinalizerConfig,
+    job_id: &str,
+) -> Result<Finalized, PipelineError> {
     let record = require_job(deps.jobs.as_ref(), job_id).await?;
     let out = OutputLocation::for_job(&record.job);
     match record.status {
@@ -50,7 +76,7 @@ pub async fn finalize(deps: &Deps, job_id: &str) -> Result<Finalized, PipelineEr
             })
         }
         JobStatus::Finalizing => {
-            let manifest = match write_outputs(deps, &record, &out).await {
+            let manifest = match write_outputs(deps, config, &record, &out).await {
                 Ok(manifest) => manifest,
                 Err(e) if e.is_transient() => return Err(e),
                 // Retrying cannot help: the job must still end, FAILED, with the reason where users look.
@@ -71,6 +97,7 @@ pub async fn finalize(deps: &Deps, job_id: &str) -> Result<Finalized, PipelineEr
 
 async fn write_outputs(
     deps: &Deps,
+    config: FinalizerConfig,
     record: &JobRecord,
     out: &OutputLocation,
 ) -> Result<Manifest, PipelineError> {
@@ -111,8 +138,10 @@ async fn write_outputs(
         }
     }
 
+    let objects = deps.objects.as_ref();
     let mut result = job.spec.processor.empty();
     let mut failures = Vec::new();
+    let mut outputs = OutputFiles::new(out, config.output_file_bytes);
     let mut items = ItemCounts::default();
     let mut parts = futures::stream::iter(records.into_iter().enumerate())
         .map(|(seq, batch)| {
@@ -133,7 +162,9 @@ async fn write_outputs(
             serde_json::to_writer(&mut failures, failure).expect("a failure line serializes");
             failures.push(b'\n');
         }
+        outputs.add(objects, part.seq, &part.outputs).await?;
     }
+    let output_keys = outputs.finish(objects).await?;
     items.total = items.succeeded + items.failed;
     if items.total != totals.items {
         return Err(inconsistent(format!(
@@ -142,19 +173,21 @@ async fn write_outputs(
         )));
     }
 
-    let manifest = manifest(
-        record,
-        out,
-        final_status(&job.spec, items),
-        items,
-        totals.batches,
-        None,
-    );
+    let manifest = Manifest {
+        outputs: output_keys,
+        ..manifest(
+            record,
+            out,
+            final_status(&job.spec, items),
+            items,
+            totals.batches,
+            None,
+        )
+    };
     let mut result_json = serde_json::to_vec_pretty(&result.to_result_json()).expect("serializes");
     result_json.push(b'\n');
     let mut manifest_json = serde_json::to_vec_pretty(&manifest).expect("serializes");
     manifest_json.push(b'\n');
-    let objects = deps.objects.as_ref();
     objects
         .put(&out.bucket, &out.result_key(), result_json)
         .await?;
@@ -167,7 +200,66 @@ async fn write_outputs(
     Ok(manifest)
 }
 
-/// The manifest of `record`'s job.
+/// The files under `outputs/` being written, in batch order: each holds the lines of consecutive batches, from
+/// the first batch with lines after the previous file, until it reaches its size; a batch without lines adds
+/// nothing.
+struct OutputFiles<'a> {
+    out: &'a OutputLocation,
+    max_bytes: usize,
+    /// The file being filled: its first batch's seq, and its lines so far.
+    open: Option<(u64, Vec<u8>)>,
+    /// The keys of the files written, in order.
+    written: Vec<String>,
+}
+
+impl<'a> OutputFiles<'a> {
+    fn new(out: &'a OutputLocation, max_bytes: usize) -> Self {
+        Self {
+            out,
+            max_bytes,
+            open: None,
+            written: Vec::new(),
+        }
+    }
+
+    /// Adds batch `seq`'s lines, and writes the file if it has reached its size.
+    async fn add(
+        &mut self,
+        objects: &dyn ObjectStore,
+        seq: u64,
+        lines: &[OutputLine],
+    ) -> Result<(), PipelineError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let (_, body) = self.open.get_or_insert_with(|| (seq, Vec::new()));
+        for line in lines {
+            serde_json::to_writer(&mut *body, line).expect("an output line serializes");
+            body.push(b'\n');
+        }
+        if body.len() >= self.max_bytes {
+            self.write_open(objects).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_open(&mut self, objects: &dyn ObjectStore) -> Result<(), PipelineError> {
+        if let Some((seq, body)) = self.open.take() {
+            let key = self.out.outputs_key(seq);
+            objects.put(&self.out.bucket, &key, body).await?;
+            self.written.push(key);
+        }
+        Ok(())
+    }
+
+    /// Writes the last file; the keys of them all, in order.
+    async fn finish(mut self, objects: &dyn ObjectStore) -> Result<Vec<String>, PipelineError> {
+        self.write_open(objects).await?;
+        Ok(self.written)
+    }
+}
+
+/// The manifest of `record`'s job (without outputs: only a finalizing that succeeds has them).
 fn manifest(
     record: &JobRecord,
     out: &OutputLocation,
@@ -184,6 +276,7 @@ fn manifest(
         batches: BatchCounts { total: batches },
         result: out.result_key(),
         failures: out.failures_key(),
+        outputs: Vec::new(),
         bucket: out.bucket.clone(),
         processor: spec.processor.clone(),
         tolerated_failure_count: spec.tolerated_failure_count,
@@ -237,7 +330,12 @@ async fn read_part(
     };
     let part: BatchPart = serde_json::from_slice(&body)
         .map_err(|e| inconsistent(format!("part {} is unreadable: {e}", batch.part_key)))?;
-    if part.seq != seq || part.succeeded != batch.succeeded || part.failed != batch.failed {
+    // An output line per succeeded item at most: more would be lines of items that did not count.
+    if part.seq != seq
+        || part.succeeded != batch.succeeded
+        || part.failed != batch.failed
+        || part.outputs.len() as u64 > part.succeeded
+    {
         return Err(inconsistent(format!(
             "part {} disagrees with its batch record",
             batch.part_key

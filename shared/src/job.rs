@@ -302,6 +302,19 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_checksum_algorithm_is_refused_naming_it() {
+        let mut spec = base();
+        spec["processor"] = json!({ "kind": "checksum", "algorithm": "md5" });
+        let err = refused(spec);
+        assert_eq!(err.field, "processor");
+        assert!(
+            err.to_string()
+                .contains(r#"unknown checksum algorithm "md5"; use "sha256" or "crc32c""#),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn results_beside_the_input_are_allowed() {
         let mut spec = base();
         spec["item_reader"]["prefix"] = json!("");

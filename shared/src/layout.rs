@@ -2,13 +2,14 @@
 //! [`crate::outcome`].
 //!
 //! Under `<result_writer.bucket>/<result_writer.prefix><job_id>/`:
-//! `manifest.json`, `result.json`, `failed.jsonl`, and `parts/` (one partial result per batch).
+//! `manifest.json`, `result.json`, `failed.jsonl`, `parts/` (one partial result per batch), and `outputs/`
+//! (the per-item output lines, one file per range of batches, named by the first batch's seq).
 
 use serde::{Deserialize, Serialize};
 
 use crate::spec::Job;
 
-/// The shape of a key the job writes in its output folder: `head`, then, for a batch's part, the batch's seq
+/// The shape of a key the job writes in its output folder: `head`, then, for a key per batch, the batch's seq
 /// written with at least `seq_digits` digits, then (for a worker's part) `.` and the `attempt` hex digits of
 /// the attempt that wrote it, then `tail`. Every key is made from its shape, so the check that
 /// a listing can never see an output ([`OutputShape::can_match`]) covers every key a job can write.
@@ -37,9 +38,9 @@ impl OutputShape {
         }
     }
 
-    const fn per_batch(attempt: usize, tail: &'static str) -> Self {
+    const fn per_batch(head: &'static str, attempt: usize, tail: &'static str) -> Self {
         Self {
-            head: "parts/",
+            head,
             seq_digits: Some(10),
             attempt,
             tail,
@@ -115,11 +116,13 @@ impl OutputShape {
 pub const MANIFEST: OutputShape = OutputShape::fixed("manifest.json");
 pub const RESULT: OutputShape = OutputShape::fixed("result.json");
 pub const FAILURES: OutputShape = OutputShape::fixed("failed.jsonl");
-pub const PART: OutputShape = OutputShape::per_batch(ATTEMPT_DIGITS, ".json");
-pub const DEAD_PART: OutputShape = OutputShape::per_batch(0, ".dead.json");
+pub const PART: OutputShape = OutputShape::per_batch("parts/", ATTEMPT_DIGITS, ".json");
+pub const DEAD_PART: OutputShape = OutputShape::per_batch("parts/", 0, ".dead.json");
+pub const OUTPUTS: OutputShape = OutputShape::per_batch("outputs/", 0, ".jsonl");
 
-/// Every shape of key a job writes in its output folder (the listing must never be able to see one).
-pub const OUTPUT_SHAPES: [OutputShape; 5] = [MANIFEST, RESULT, FAILURES, PART, DEAD_PART];
+/// Every shape of key a job writes in its output folder (the listing must never be able to see one). `outputs/`
+/// is among them whatever the processor: a spec is refused for what its job could write.
+pub const OUTPUT_SHAPES: [OutputShape; 6] = [MANIFEST, RESULT, FAILURES, PART, DEAD_PART, OUTPUTS];
 
 /// The output location of one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +164,12 @@ impl OutputLocation {
     pub fn dead_part_key(&self, seq: u64) -> String {
         DEAD_PART.key(&self.dir, seq, "")
     }
+
+    /// A file of per-item output lines whose first line is from batch `seq`. Written by the finalizer alone,
+    /// from the recorded parts, so it holds no line of an attempt that lost.
+    pub fn outputs_key(&self, seq: u64) -> String {
+        OUTPUTS.key(&self.dir, seq, "")
+    }
 }
 
 #[cfg(test)]
@@ -182,10 +191,12 @@ mod tests {
             out.dead_part_key(12_345_678_901),
             "results/j/parts/12345678901.dead.json"
         );
+        assert_eq!(out.outputs_key(42), "results/j/outputs/0000000042.jsonl");
         for seq in [0, 7, 9_999_999_999, 10_000_000_000, u64::MAX] {
             for (shape, key) in [
                 (PART, out.part_key(seq, "deadbeef")),
                 (DEAD_PART, out.dead_part_key(seq)),
+                (OUTPUTS, out.outputs_key(seq)),
             ] {
                 assert!(shape.can_match(&out.dir, &key, &key), "{key}");
                 assert!(
@@ -218,6 +229,10 @@ mod tests {
         assert!(!PART.can_match(dir, "r/j/parts/0000000001", "0000000002.00000000.json"));
         assert!(!FAILURES.can_match(dir, "r/j/parts/", ".jsonl"));
         assert!(FAILURES.can_match(dir, "r/", "d.jsonl"));
+        assert!(OUTPUTS.can_match(dir, "r/j/o", "7.jsonl"));
+        assert!(!OUTPUTS.can_match(dir, "r/j/parts/", ".jsonl"));
+        assert!(!OUTPUTS.can_match(dir, "", "d.jsonl"), "a seq is digits");
+        assert_eq!(OUTPUTS.pattern(dir), "r/j/outputs/<seq>.jsonl");
         assert_eq!(PART.pattern(dir), "r/j/parts/<seq>.<attempt>.json");
     }
 }

@@ -1,5 +1,6 @@
-//! What a job produced: its statuses, its item and batch counts, the manifest, the failed items, and the
-//! batch parts the finalizer merges. The shapes of the files a job writes; where they live is [`crate::layout`].
+//! What a job produced: its statuses, its item and batch counts, the manifest, the failed items, the per-item
+//! output lines, and the batch parts the finalizer merges. The shapes of the files a job writes; where they
+//! live is [`crate::layout`].
 
 use serde::{Deserialize, Serialize};
 
@@ -83,8 +84,9 @@ pub struct BatchCounts {
     pub total: u64,
 }
 
-/// `manifest.json`: written last, after `result.json` and `failed.jsonl`, so its presence means the outputs are
-/// complete. Deterministic (no timestamps): a fault-free run and a run under faults write the same bytes.
+/// `manifest.json`: written last, after `result.json`, `failed.jsonl` and the `outputs/` files, so its presence
+/// means the outputs are complete. Deterministic (no timestamps): a fault-free run and a run under faults write
+/// the same bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub job_id: String,
@@ -95,13 +97,19 @@ pub struct Manifest {
     pub result: String,
     /// Key of `failed.jsonl` (in the result bucket).
     pub failures: String,
+    /// Keys of the per-item output files under `outputs/` (in the result bucket), in item order: the files of
+    /// this job, whatever else a listing of the folder shows. Absent for a processor that emits none, so such a
+    /// job's manifest has the bytes it had before outputs existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
     pub bucket: String,
     pub processor: ProcessorSpec,
     pub tolerated_failure_count: Option<u64>,
     pub tolerated_failure_percentage: Option<f64>,
     /// Why the job FAILED without outputs: finalizing it failed for good (a result that overflows, parts that
-    /// disagree with their records). `result.json` and `failed.jsonl` are then not written; `items` are the
-    /// job's counters.
+    /// disagree with their records). `result.json` and `failed.jsonl` are then not written, and `outputs` is
+    /// empty (files already written under `outputs/` before the failure are not the job's outputs); `items` are
+    /// the job's counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -111,6 +119,13 @@ pub struct Manifest {
 pub struct FailedItem {
     pub key: String,
     pub error: String,
+}
+
+/// One line of a file under `outputs/`: a succeeded item's key and the record its processor emitted for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputLine {
+    pub key: String,
+    pub output: serde_json::Value,
 }
 
 /// A batch's partial result: written by the worker (or the dead-letter handler) before the batch is recorded,
@@ -123,4 +138,9 @@ pub struct BatchPart {
     pub failed: u64,
     pub result: Aggregate,
     pub failures: Vec<FailedItem>,
+    /// The output records of the batch's succeeded items, in item order (none for a processor that emits
+    /// none, or a dead-lettered batch). They live in the part, not in files of their own, so that only the
+    /// attempt the batch's record names reaches `outputs/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputLine>,
 }

@@ -27,7 +27,7 @@ use crate::coordinator::{Rerun, run_listing, start_or_resume};
 use crate::dead_letter::{self, DeadLetterOutcome};
 use crate::error::PipelineError;
 use crate::esm::{Ack, EachMessage, EventSourceMapping, HandleMessage, InvokeError, PollError};
-use crate::finalizer::finalize;
+use crate::finalizer::{FinalizerConfig, finalize};
 use crate::message::{BatchMessage, FinalizeMessage};
 use crate::outcome::Manifest;
 use crate::ports::{BatchQueue, Progress, ReceivedMessage, require_job};
@@ -47,6 +47,7 @@ pub struct RunnerConfig {
     /// The work queue's maximum receive count before a message is dead-lettered.
     pub max_receive_count: u32,
     pub worker: WorkerConfig,
+    pub finalizer: FinalizerConfig,
     pub chaos: Option<Chaos>,
     /// How often progress is reported (and stop is noticed).
     pub poll_interval: Duration,
@@ -66,6 +67,7 @@ impl Default for RunnerConfig {
             visibility_timeout: Duration::from_secs(2),
             max_receive_count: 5,
             worker: WorkerConfig::default(),
+            finalizer: FinalizerConfig::default(),
             chaos: None,
             poll_interval: Duration::from_millis(50),
             receive_wait: Duration::from_millis(50),
@@ -221,7 +223,10 @@ pub async fn run(
     )));
     consumers.push(tokio::spawn(pool.clone().play(
         EventSourceMapping::new(deps.finalize_queue.clone(), 1, config.receive_wait),
-        EachMessage(Arc::new(FinalizeDelivery { deps: deps.clone() }) as Arc<dyn HandleMessage>),
+        EachMessage(Arc::new(FinalizeDelivery {
+            deps: deps.clone(),
+            config: config.finalizer,
+        }) as Arc<dyn HandleMessage>),
         MappingKind::Other,
     )));
 
@@ -234,7 +239,9 @@ pub async fn run(
     }
     coordinator.await??;
     outcome?;
-    let manifest = retry_transient(|| finalize(deps, &job_id)).await?.manifest;
+    let manifest = retry_transient(|| finalize(deps, config.finalizer, &job_id))
+        .await?
+        .manifest;
     Ok(RunReport {
         manifest,
         elapsed: started.elapsed(),
@@ -596,6 +603,7 @@ impl HandleMessage for DeadLetterDelivery {
 /// The finalizer, on the finalize queue's triggers.
 struct FinalizeDelivery {
     deps: Deps,
+    config: FinalizerConfig,
 }
 
 #[async_trait]
@@ -603,7 +611,7 @@ impl HandleMessage for FinalizeDelivery {
     async fn handle(&self, message: &ReceivedMessage) -> Result<Ack, InvokeError> {
         let trigger = FinalizeMessage::from_body(&message.body)
             .map_err(|e| InvokeError::new(PipelineError::MalformedMessage(e.to_string())))?;
-        match finalize(&self.deps, &trigger.job_id).await {
+        match finalize(&self.deps, self.config, &trigger.job_id).await {
             Ok(_) => Ok(Ack::Delete),
             Err(e) if e.is_transient() => {
                 tracing::warn!(job_id = %trigger.job_id, error = %e, "finalizer failed; will retry");

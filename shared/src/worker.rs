@@ -12,11 +12,11 @@ use crate::Deps;
 use crate::completion::{Completion, complete_if_done};
 use crate::error::PipelineError;
 use crate::message::BatchMessage;
-use crate::outcome::{BatchPart, FailedItem};
+use crate::outcome::{BatchPart, FailedItem, OutputLine};
 use std::sync::Arc;
 
 use crate::ports::{BatchRecord, ObjectStore, RecordOutcome, StoreError, require_job};
-use crate::processor::{Aggregate, Item, ItemError};
+use crate::processor::{Aggregate, Item, ItemError, Processed};
 use crate::spec::ProcessorSpec;
 
 /// Worker settings.
@@ -96,7 +96,7 @@ pub async fn handle(
 }
 
 enum ItemOutcome {
-    Done(Aggregate),
+    Done(Processed<Aggregate>),
     Failed(String),
 }
 
@@ -116,18 +116,22 @@ pub async fn process(
         .await?;
     let mut result = message.processor.empty();
     let mut failures = Vec::new();
+    let mut outputs = Vec::new();
     for (key, outcome) in message.items.iter().zip(outcomes) {
         match outcome {
             // An item whose result cannot be added to the batch's (a sum that overflows) fails alone: the
-            // merge is all or nothing, and retrying the batch would overflow again.
-            ItemOutcome::Done(partial) => {
-                if let Err(e) = result.merge(partial) {
-                    failures.push(FailedItem {
-                        key: key.clone(),
-                        error: format!("\"{key}\": {e}"),
-                    });
-                }
-            }
+            // merge is all or nothing, and retrying the batch would overflow again. Its output goes with it:
+            // only succeeded items have one.
+            ItemOutcome::Done(processed) => match result.merge(processed.result) {
+                Ok(()) => outputs.extend(processed.output.map(|output| OutputLine {
+                    key: key.clone(),
+                    output,
+                })),
+                Err(e) => failures.push(FailedItem {
+                    key: key.clone(),
+                    error: format!("\"{key}\": {e}"),
+                }),
+            },
             ItemOutcome::Failed(error) => failures.push(FailedItem {
                 key: key.clone(),
                 error,
@@ -142,6 +146,7 @@ pub async fn process(
         failed,
         result,
         failures,
+        outputs,
     };
     let attempt = uuid::Uuid::new_v4().simple().to_string();
     let part_key = message
@@ -232,7 +237,7 @@ async fn process_item(
     })
     .await?;
     match outcome {
-        Ok(partial) => Ok(ItemOutcome::Done(partial)),
+        Ok(processed) => Ok(ItemOutcome::Done(processed)),
         Err(ItemError::Invalid(error)) => Ok(ItemOutcome::Failed(error)),
         Err(ItemError::Read { key, source }) => Err(StoreError::Other(Box::new(
             std::io::Error::new(source.kind(), format!("reading \"{key}\": {source}")),

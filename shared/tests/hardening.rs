@@ -262,7 +262,7 @@ async fn an_item_that_overflows_its_batch_fails_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_recorded_batch_keeps_its_part() {
     use dmap_core::coordinator::{Rerun, run_listing, start_or_resume};
-    use dmap_core::finalizer::finalize;
+    use dmap_core::finalizer::{FinalizerConfig, finalize};
     use dmap_core::spec::JobSpec;
     use dmap_core::worker::{self, WorkerConfig};
 
@@ -291,7 +291,7 @@ async fn a_redelivered_recorded_batch_keeps_its_part() {
     worker::handle(&env.deps, WorkerConfig::default(), &message)
         .await
         .unwrap();
-    let done = finalize(&env.deps, &job_id)
+    let done = finalize(&env.deps, FinalizerConfig::default(), &job_id)
         .await
         .expect("the parts agree with their records");
     assert_eq!(done.manifest.items.succeeded, 1);
@@ -489,7 +489,7 @@ async fn the_scheduled_sweep_waits_for_the_bound_then_repairs() {
     );
     let trigger = receive_all(deps.finalize_queue.as_ref()).await;
     assert_eq!(trigger.len(), 1, "the sweeper sent a trigger");
-    dmap_core::finalizer::finalize(&deps, &job_id)
+    dmap_core::finalizer::finalize(&deps, Default::default(), &job_id)
         .await
         .unwrap();
     assert_eq!(
@@ -544,7 +544,7 @@ async fn two_passes(
     let record = env.deps.jobs.get_job(&job_id).await.unwrap().unwrap();
     run_listing(&env.deps, &record, &|| true).await.unwrap();
     deliver(env.deps.clone()).await;
-    let finalized = dmap_core::finalizer::finalize(&env.deps, &job_id)
+    let finalized = dmap_core::finalizer::finalize(&env.deps, Default::default(), &job_id)
         .await
         .map(|f| f.manifest)
         .map_err(|e| e.to_string());

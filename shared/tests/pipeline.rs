@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{BUCKET, Env, RefusingQueue, csv_object, csv_spec, fast_config};
 use dmap_core::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
 use dmap_core::embedded::{EmbeddedQueue, QueueConfig};
-use dmap_core::finalizer::finalize;
+use dmap_core::finalizer::{FinalizerConfig, finalize};
 use dmap_core::message::FinalizeMessage;
 use dmap_core::outcome::TerminalStatus;
 use dmap_core::ports::JobStatus;
@@ -39,7 +39,7 @@ fn sequential(env: &Env, prefix: &str, processor: &ProcessorSpec) -> (Value, Vec
             body: &mut file,
         };
         match processor.process(item) {
-            Ok(partial) => result.merge(partial).unwrap(),
+            Ok(processed) => result.merge(processed.result).unwrap(),
             Err(_) => failed.push(key),
         }
     }
@@ -430,7 +430,9 @@ async fn drain(env: &Env) -> u64 {
         .unwrap()
     {
         let trigger = FinalizeMessage::from_body(&m.body).unwrap();
-        finalize(&env.deps, &trigger.job_id).await.unwrap();
+        finalize(&env.deps, FinalizerConfig::default(), &trigger.job_id)
+            .await
+            .unwrap();
         env.deps
             .finalize_queue
             .delete(&m.receipt_handle)
@@ -483,7 +485,9 @@ async fn a_paused_resumed_and_repeated_listing_counts_every_item_once() {
 
     let handled = drain(&env).await;
     assert_eq!(handled, 84 + 34, "the repeated first page was sent twice");
-    let finished = finalize(&env.deps, &initial.job.job_id).await.unwrap();
+    let finished = finalize(&env.deps, FinalizerConfig::default(), &initial.job.job_id)
+        .await
+        .unwrap();
     assert!(
         !finished.wrote,
         "the finalizer already ran; running it again writes nothing"

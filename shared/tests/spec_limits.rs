@@ -58,8 +58,8 @@ fn prefixes_with_empty_segments_are_refused() {
 #[test]
 fn a_listing_that_could_see_any_output_is_refused() {
     // The whole bucket is listed: a suffix decides, and it must miss every key the job can write, which
-    // includes parts/<at least 10 digits>.<attempt>.json and parts/<at least 10 digits>.dead.json for every
-    // batch.
+    // includes parts/<at least 10 digits>.<attempt>.json, parts/<at least 10 digits>.dead.json and
+    // outputs/<at least 10 digits>.jsonl for every batch (outputs/ whatever the processor).
     for suffix in [
         "1.json",
         "f.json",
@@ -72,6 +72,9 @@ fn a_listing_that_could_see_any_output_is_refused() {
         "t.json",
         "jsonl",
         ".json",
+        "7.jsonl",
+        "outputs/0000000000.jsonl",
+        "j1/outputs/12345678901.jsonl",
     ] {
         let mut s = spec();
         s["item_reader"] = json!({ "bucket": "data", "suffix": suffix });
@@ -88,6 +91,8 @@ fn a_listing_that_could_see_any_output_is_refused() {
         "12345678901.json",
         ".csv",
         "a.jsonl.gz",
+        "x.jsonl",
+        "/1.jsonl",
     ] {
         let mut s = spec();
         s["item_reader"] = json!({ "bucket": "data", "suffix": suffix });
@@ -100,6 +105,8 @@ fn a_listing_that_could_see_any_output_is_refused() {
         ("results/j1/parts/", Some("3.json")),
         ("results/", Some("failed.jsonl")),
         ("res", Some(".dead.json")),
+        ("results/j1/outputs/", Some(".jsonl")),
+        ("results/j1/o", Some("9.jsonl")),
     ] {
         let mut s = spec();
         s["item_reader"] = json!({ "bucket": "data", "prefix": prefix, "suffix": suffix });
@@ -111,6 +118,7 @@ fn a_listing_that_could_see_any_output_is_refused() {
     }
     for (prefix, suffix) in [
         ("results/j1/parts/", Some(".jsonl")),
+        ("results/j1/outputs/", Some(".json")),
         ("results/j1/m", Some(".csv")),
         ("results/j2/", None),
     ] {

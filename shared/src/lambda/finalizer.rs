@@ -8,14 +8,14 @@ use super::{MissingMessageId, for_each_record};
 use crate::Deps;
 use crate::dead_letter::{self, DeadLetterOutcome};
 use crate::error::PipelineError;
-use crate::finalizer::finalize;
+use crate::finalizer::{FinalizerConfig, finalize};
 use crate::message::FinalizeMessage;
 
 pub async fn handle(deps: &Deps, event: &SqsEvent) -> Result<SqsBatchResponse, MissingMessageId> {
     for_each_record(event, 1, |body| async move {
         match FinalizeMessage::from_body(body) {
             Ok(trigger) => {
-                let done = finalize(deps, &trigger.job_id).await?;
+                let done = finalize(deps, FinalizerConfig::default(), &trigger.job_id).await?;
                 tracing::info!(
                     job_id = trigger.job_id,
                     status = done.manifest.status.as_str(),

@@ -1,10 +1,10 @@
 //! The `count` processor: objects, bytes and lines.
 
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Item, ItemError, MergeError, Processor};
+use super::{Item, ItemError, MergeError, Processed, Processor, read_chunks};
 
 /// `{"kind": "count"}`: no options.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,9 +14,9 @@ pub struct CountProcessor {}
 impl Processor for CountProcessor {
     type Aggregate = CountAggregate;
 
-    fn process(&self, item: Item<'_>) -> Result<CountAggregate, ItemError> {
+    fn process(&self, item: Item<'_>) -> Result<Processed<CountAggregate>, ItemError> {
         let Item::Object { key, body, .. } = item;
-        count(key, body)
+        count(key, body).map(Processed::from)
     }
 
     fn merge(into: &mut CountAggregate, other: CountAggregate) -> Result<(), MergeError> {
@@ -47,24 +47,11 @@ impl CountAggregate {
 
 /// Lines are newline characters, plus one for a final line without a trailing newline; an empty object has none.
 fn count(key: &str, body: &mut dyn Read) -> Result<CountAggregate, ItemError> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let (mut bytes, mut newlines, mut last) = (0u64, 0u64, b'\n');
-    loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(ItemError::Read {
-                    key: key.to_owned(),
-                    source,
-                });
-            }
-        };
-        bytes += n as u64;
-        newlines += bytecount::count(&buf[..n], b'\n') as u64;
-        last = buf[n - 1];
-    }
+    let (mut newlines, mut last) = (0u64, b'\n');
+    let bytes = read_chunks(key, body, |chunk| {
+        newlines += bytecount::count(chunk, b'\n') as u64;
+        last = chunk[chunk.len() - 1];
+    })?;
     Ok(CountAggregate {
         objects: 1,
         bytes,

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, Item, ItemError, MergeError, Processor, echo};
+use super::{ConfigError, Item, ItemError, MergeError, Processed, Processor, echo};
 
 /// `{"kind": "csv_aggregate", "group_by": "<header column>", "columns": ["<numeric header column>", ...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,9 +45,9 @@ impl Processor for CsvAggregateProcessor {
         Ok(())
     }
 
-    fn process(&self, item: Item<'_>) -> Result<CsvAggregate, ItemError> {
+    fn process(&self, item: Item<'_>) -> Result<Processed<CsvAggregate>, ItemError> {
         let Item::Object { key, body, .. } = item;
-        aggregate(key, body, &self.group_by, &self.columns)
+        aggregate(key, body, &self.group_by, &self.columns).map(Processed::from)
     }
 
     fn merge(into: &mut CsvAggregate, other: CsvAggregate) -> Result<(), MergeError> {

@@ -5,6 +5,9 @@
 //! associative and commutative, and exact: numbers are decimals, not floats, so the result of any grouping of
 //! items (per batch, in any order) equals a plain sequential pass over the same items.
 //!
+//! A processor may also emit one JSON record per item ([`Processed::output`]): the map half of a job, written
+//! by the finalizer as JSON Lines under the job's `outputs/`, beside the reduce half, `result.json`.
+//!
 //! The registry is the `processors!` list below: one line per processor. From it come
 //! [`ProcessorSpec`] (the spec's field, parsed by `kind`) and [`Aggregate`] (a partial result), which the
 //! worker, the finalizer and the dead-letter handler use without knowing which processor runs.
@@ -13,7 +16,7 @@ mod registry;
 
 use std::borrow::Cow;
 use std::fmt::Debug;
-use std::io::Read;
+use std::io::{ErrorKind, Read};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -25,8 +28,11 @@ processors! {
     "count" => Count(count::CountProcessor),
     /// Per-group row counts and count/sum/min/max of numeric columns of CSV objects.
     "csv_aggregate" => CsvAggregate(csv_aggregate::CsvAggregateProcessor),
+    /// Each object's SHA-256 or CRC32C and size as a per-item output; objects and bytes in all.
+    "checksum" => Checksum(checksum::ChecksumProcessor),
 }
 
+pub use checksum::{ChecksumAggregate, ChecksumAlgorithm};
 pub use count::CountAggregate;
 pub use csv_aggregate::{ColumnStats, CsvAggregate, GroupStats};
 
@@ -55,9 +61,10 @@ pub trait Processor:
         Ok(())
     }
 
-    /// The result of one item. [`ItemError::Invalid`] fails the item for good; [`ItemError::Read`] is
-    /// transient and retries it. Blocking: the worker calls it from a blocking thread.
-    fn process(&self, item: Item<'_>) -> Result<Self::Aggregate, ItemError>;
+    /// The result of one item, and its output record if the processor emits one (`Ok(aggregate.into())` when
+    /// not). [`ItemError::Invalid`] fails the item for good; [`ItemError::Read`] is transient and retries it.
+    /// Blocking: the worker calls it from a blocking thread.
+    fn process(&self, item: Item<'_>) -> Result<Processed<Self::Aggregate>, ItemError>;
 
     /// Folds `other` into `into`: associative, commutative and exact, and all or nothing (an error leaves
     /// `into` as it was, so that only the item or part that caused it fails). It takes no config: parts are
@@ -66,11 +73,63 @@ pub trait Processor:
 
     /// The user-facing `result.json` form of the job's result.
     fn result_json(aggregate: &Self::Aggregate) -> serde_json::Value;
+}
 
-    /// A record of one item for the job's per-item outputs; none by default. Not written yet: it is the
-    /// place such outputs will come from.
-    fn output_record(&self, _partial: &Self::Aggregate) -> Option<serde_json::Value> {
-        None
+/// What processing one item gave: its partial result, merged into the job's `result.json`, and optionally a
+/// record of its own, written as the line `{"key": <the item's key>, "output": <record>}` of a file under the
+/// job's `outputs/` (only for an item that succeeds: one that fails, or whose result cannot be merged, has
+/// none). The record is JSON written as is, so a processor gives exact numbers as integers or strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Processed<A> {
+    pub result: A,
+    pub output: Option<serde_json::Value>,
+}
+
+impl<A> Processed<A> {
+    /// A result with an output record for the item.
+    pub fn with_output(result: A, output: serde_json::Value) -> Self {
+        Self {
+            result,
+            output: Some(output),
+        }
+    }
+}
+
+/// A result without an output record.
+impl<A> From<A> for Processed<A> {
+    fn from(result: A) -> Self {
+        Self {
+            result,
+            output: None,
+        }
+    }
+}
+
+/// Reads `body` to its end in chunks, handing each to `chunk`, and returns the bytes read: one streaming read
+/// for every processor, so none holds a whole object in memory. A failed read is [`ItemError::Read`] naming
+/// `key`.
+fn read_chunks(
+    key: &str,
+    body: &mut dyn Read,
+    mut chunk: impl FnMut(&[u8]),
+) -> Result<u64, ItemError> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        match body.read(&mut buf) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) => {
+                bytes += n as u64;
+                chunk(&buf[..n]);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(ItemError::Read {
+                    key: key.to_owned(),
+                    source,
+                });
+            }
+        }
     }
 }
 
@@ -217,7 +276,9 @@ mod tests {
             body: &mut &b"STATION,TMAX,TMIN\nA,1,\n"[..],
         };
         let mut result = csv_spec().empty();
-        result.merge(csv_spec().process(item).unwrap()).unwrap();
+        let processed = csv_spec().process(item).unwrap();
+        assert_eq!(processed.output, None);
+        result.merge(processed.result).unwrap();
         assert_eq!(result.to_result_json()["groups"]["A"]["rows"], 1);
         let counted = ProcessorSpec::Count(CountProcessor {}).empty();
         assert_eq!(

@@ -58,10 +58,14 @@ macro_rules! processors {
                 }
             }
 
-            /// Processes one item. Blocking: call it from a blocking thread (the body may be a network stream).
-            pub fn process(&self, item: Item<'_>) -> Result<Aggregate, ItemError> {
+            /// Processes one item: its partial result and its output record, if any. Blocking: call it from a
+            /// blocking thread (the body may be a network stream).
+            pub fn process(&self, item: Item<'_>) -> Result<Processed<Aggregate>, ItemError> {
                 match self {
-                    $( Self::$variant(p) => p.process(item).map(Aggregate::$variant), )+
+                    $( Self::$variant(p) => p.process(item).map(|processed| Processed {
+                        result: Aggregate::$variant(processed.result),
+                        output: processed.output,
+                    }), )+
                 }
             }
         }

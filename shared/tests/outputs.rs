@@ -1,0 +1,363 @@
+//! Per-item outputs through the whole embedded pipeline, with the `checksum` processor that emits them: digests
+//! equal to `sha2` and `crc32c` computed here; files of whole batches in item order, cut at their size and
+//! named by their first batch; every succeeded item's line exactly once, and no failed item's, under chaos and
+//! port faults, in files byte-identical to a fault-free run's and exactly the ones the manifest lists.
+//!
+//! The chaos test runs 10 seeds; `DMAP_FAULT_SEEDS=N` runs N, as it does for `fault_campaign`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use common::failure_store::FailureStore;
+use common::faults::{FaultRates, Faults, FaultyJobStore, FaultyQueue, FaultyStore};
+use common::{BUCKET, Env, csv_spec, fast_config};
+use dmap_core::finalizer::FinalizerConfig;
+use dmap_core::outcome::{Manifest, TerminalStatus};
+use dmap_core::ports::StoreError;
+use dmap_core::runner::{Chaos, RunReport, RunnerConfig};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+fn checksum_spec(job_id: &str, prefix: &str, processor: Value, max_items: u32) -> Value {
+    json!({
+        "job_id": job_id,
+        "item_reader": { "bucket": BUCKET, "prefix": prefix },
+        "item_batcher": { "max_items_per_batch": max_items },
+        "processor": processor,
+        "result_writer": { "bucket": BUCKET, "prefix": "results/" }
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The files under the job's `outputs/`, by name and content, in the manifest's order; checks first that the
+/// folder holds exactly the files the manifest lists, no other.
+fn output_files(env: &Env, manifest: &Manifest) -> Vec<(String, Vec<u8>)> {
+    let dir = format!("results/{}/outputs/", manifest.job_id);
+    let on_disk: BTreeSet<String> = match std::fs::read_dir(env.path().join(BUCKET).join(&dir)) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    };
+    let listed: Vec<String> = manifest
+        .outputs
+        .iter()
+        .map(|key| {
+            key.strip_prefix(&dir)
+                .unwrap_or_else(|| panic!("{key} is not under {dir}"))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        on_disk,
+        listed.iter().cloned().collect::<BTreeSet<_>>(),
+        "the files under {dir} are the manifest's"
+    );
+    listed
+        .into_iter()
+        .map(|name| {
+            let body = env.read(&format!("{dir}{name}"));
+            (name, body)
+        })
+        .collect()
+}
+
+/// Every line of `files`, in order: the item's key and its output.
+fn lines(files: &[(String, Vec<u8>)]) -> Vec<(String, Value)> {
+    files
+        .iter()
+        .flat_map(|(_, body)| std::str::from_utf8(body).unwrap().lines())
+        .map(|line| {
+            let mut line: Value = serde_json::from_str(line).unwrap();
+            let key = line["key"].as_str().unwrap().to_owned();
+            assert_eq!(line.as_object().unwrap().len(), 2, "{line}");
+            (key, line["output"].take())
+        })
+        .collect()
+}
+
+fn result_json(env: &Env, report: &RunReport) -> Value {
+    serde_json::from_slice(&env.read(&report.manifest.result)).unwrap()
+}
+
+/// Bytes that look random (a multi-MiB object must not be one repeated byte, which a wrong chunking could
+/// still digest right).
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksums_equal_sha2_and_crc32c_computed_directly() {
+    let config = fast_config();
+    let env = Env::new(&config);
+    // Listed in key order: empty, 1 byte, 5 MiB and one byte more (past any read buffer's multiple).
+    let objects = [
+        ("c/a-empty", Vec::new()),
+        ("c/b-one-byte", b"x".to_vec()),
+        ("c/c-five-mib", noise((5 << 20) + 1)),
+    ];
+    for (key, body) in &objects {
+        env.write(key, body);
+    }
+    let bytes: usize = objects.iter().map(|(_, body)| body.len()).sum();
+    // sha256 is the default algorithm.
+    for (job_id, processor) in [
+        ("sha256", json!({ "kind": "checksum" })),
+        (
+            "crc32c",
+            json!({ "kind": "checksum", "algorithm": "crc32c" }),
+        ),
+    ] {
+        let report = env
+            .run(&checksum_spec(job_id, "c/", processor, 2), &config)
+            .await;
+        let m = &report.manifest;
+        assert_eq!(m.status, TerminalStatus::Succeeded);
+        assert_eq!((m.items.succeeded, m.batches.total), (3, 2));
+        assert_eq!(
+            result_json(&env, &report),
+            json!({ "objects": 3, "bytes": bytes })
+        );
+        assert_eq!(
+            m.outputs,
+            [format!("results/{job_id}/outputs/0000000000.jsonl")],
+            "both batches in one file"
+        );
+        let lines = lines(&output_files(&env, m));
+        assert_eq!(lines.len(), objects.len());
+        for ((key, output), (expected_key, body)) in lines.iter().zip(&objects) {
+            assert_eq!(key, expected_key);
+            let digest = match job_id {
+                "sha256" => Sha256::digest(body).to_vec(),
+                _ => crc32c::crc32c(body).to_be_bytes().to_vec(),
+            };
+            assert_eq!(
+                *output,
+                json!({
+                    "algorithm": job_id,
+                    "checksum": hex(&digest),
+                    "base64": BASE64.encode(&digest),
+                    "size": body.len(),
+                }),
+                "{job_id} of {key}"
+            );
+        }
+    }
+}
+
+fn denied(bucket: &str, key: &str) -> StoreError {
+    StoreError::Denied {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        code: "AccessDenied".into(),
+        message: "Access Denied".into(),
+    }
+}
+
+/// A small bound, so that a job of a few dozen items writes several files.
+const SMALL_FILES: FinalizerConfig = FinalizerConfig {
+    output_file_bytes: 1000,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_hold_whole_batches_in_item_order_named_by_their_first_batch() {
+    let config = RunnerConfig {
+        finalizer: SMALL_FILES,
+        ..fast_config()
+    };
+    let mut env = Env::new(&config);
+    let keys: Vec<String> = (0..30).map(|i| format!("m/k{i:02}")).collect();
+    for key in &keys {
+        env.write(key, format!("body of {key}"));
+    }
+    // Batch 4 (k08, k09) fails whole and k13 alone: a batch without lines starts no file.
+    let store = Arc::new(FailureStore::new(env.store.inner.clone()));
+    for key in ["m/k08", "m/k09", "m/k13"] {
+        store.fail_get(key, denied);
+    }
+    env.deps.objects = store;
+    let mut spec = checksum_spec("small", "m/", json!({ "kind": "checksum" }), 2);
+    spec["tolerated_failure_count"] = json!(3);
+    let report = env.run(&spec, &config).await;
+    let m = &report.manifest;
+    assert_eq!((m.items.succeeded, m.items.failed), (27, 3));
+    let files = output_files(&env, m);
+    assert!(files.len() > 2, "{:?}", m.outputs);
+
+    let succeeded: Vec<&String> = keys
+        .iter()
+        .filter(|k| !["m/k08", "m/k09", "m/k13"].contains(&k.as_str()))
+        .collect();
+    let all = lines(&files);
+    assert_eq!(
+        all.iter().map(|(key, _)| key).collect::<Vec<_>>(),
+        succeeded,
+        "every succeeded item once, in item order"
+    );
+    let batch_of = |key: &str| key["m/k".len()..].parse::<u64>().unwrap() / 2;
+    let mut next_line = 0;
+    for (i, (name, body)) in files.iter().enumerate() {
+        let file_lines = lines(std::slice::from_ref(&(name.clone(), body.clone())));
+        let first = batch_of(&file_lines[0].0);
+        assert_eq!(
+            *name,
+            format!("{first:010}.jsonl"),
+            "named by its first batch"
+        );
+        // Cut at the first batch boundary at or past the bound: without its last batch, a file is under it.
+        let last = batch_of(&file_lines.last().unwrap().0);
+        let last_batch_bytes: usize = std::str::from_utf8(body)
+            .unwrap()
+            .lines()
+            .zip(&file_lines)
+            .filter(|(_, (key, _))| batch_of(key) == last)
+            .map(|(line, _)| line.len() + 1)
+            .sum();
+        assert!(
+            body.len() - last_batch_bytes < SMALL_FILES.output_file_bytes,
+            "{name}"
+        );
+        if i + 1 < files.len() {
+            assert!(body.len() >= SMALL_FILES.output_file_bytes, "{name}");
+        }
+        next_line += file_lines.len();
+    }
+    assert_eq!(next_line, all.len());
+    assert!(
+        !files.iter().any(|(name, _)| name == "0000000004.jsonl"),
+        "batch 4 has no lines"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processors_without_outputs_write_none_and_their_manifest_does_not_mention_them() {
+    let config = fast_config();
+    let env = Env::new(&config);
+    for i in 0..5 {
+        env.write(&format!("n/k{i}.csv"), "STATION,TMAX\nS1,1.5\n");
+    }
+    let report = env.run(&csv_spec("n/", 2), &config).await;
+    assert!(report.manifest.outputs.is_empty());
+    assert!(output_files(&env, &report.manifest).is_empty());
+    let [manifest, ..] = env.outputs(&report);
+    assert!(
+        !String::from_utf8(manifest).unwrap().contains("outputs"),
+        "the manifest keeps the bytes it had before outputs existed"
+    );
+}
+
+const OBJECTS: usize = 40;
+const DENIED: [&str; 3] = ["f/k03", "f/k17", "f/k18"];
+
+fn chaos_config(chaos: Option<Chaos>) -> RunnerConfig {
+    RunnerConfig {
+        // Transient faults alone must never exhaust a batch's receives.
+        max_receive_count: 1_000,
+        idle_before_sweep: Duration::from_millis(300),
+        chaos,
+        finalizer: SMALL_FILES,
+        ..fast_config()
+    }
+}
+
+/// An environment holding the chaos test's objects, with [`DENIED`] refused for good.
+fn chaos_env(config: &RunnerConfig) -> Env {
+    let mut env = Env::new(config);
+    for i in 0..OBJECTS {
+        env.write(&format!("f/k{i:02}"), format!("object {i}\n").repeat(i));
+    }
+    let store = Arc::new(FailureStore::new(env.store.inner.clone()));
+    for key in DENIED {
+        store.fail_get(key, denied);
+    }
+    env.deps.objects = store;
+    env
+}
+
+const RATES: FaultRates = FaultRates {
+    before: 0.03,
+    after: 0.03,
+    lost: 0.03,
+    duplicated: 0.03,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_chaos_and_faults_every_succeeded_item_has_one_line_in_the_same_files() {
+    let seeds: u64 = std::env::var("DMAP_FAULT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let mut spec = checksum_spec(
+        "audit",
+        "f/",
+        json!({ "kind": "checksum", "algorithm": "crc32c" }),
+        3,
+    );
+    spec["tolerated_failure_count"] = json!(DENIED.len());
+    let calm = chaos_env(&chaos_config(None));
+    let report = calm.run(&spec, &chaos_config(None)).await;
+    let expected = (calm.outputs(&report), output_files(&calm, &report.manifest));
+    assert!(expected.1.len() > 1, "several files");
+    let succeeded: Vec<String> = (0..OBJECTS)
+        .map(|i| format!("f/k{i:02}"))
+        .filter(|k| !DENIED.contains(&k.as_str()))
+        .collect();
+
+    let mut injected = 0;
+    for seed in 0..seeds {
+        let config = chaos_config(Some(Chaos { rate: 0.3, seed }));
+        let mut env = chaos_env(&config);
+        let faults = Faults::new(seed, RATES);
+        let deps = &mut env.deps;
+        deps.objects = Arc::new(FaultyStore {
+            inner: deps.objects.clone(),
+            faults: faults.clone(),
+        });
+        deps.work_queue = Arc::new(FaultyQueue {
+            inner: deps.work_queue.clone(),
+            faults: faults.clone(),
+        });
+        deps.finalize_queue = Arc::new(FaultyQueue {
+            inner: deps.finalize_queue.clone(),
+            faults: faults.clone(),
+        });
+        deps.jobs = Arc::new(FaultyJobStore {
+            inner: deps.jobs.clone(),
+            faults: faults.clone(),
+        });
+        let report = tokio::time::timeout(Duration::from_secs(60), env.try_run(&spec, &config))
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed}: the run did not end"))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let files = output_files(&env, &report.manifest);
+        let keys: Vec<String> = lines(&files).into_iter().map(|(key, _)| key).collect();
+        assert_eq!(
+            keys, succeeded,
+            "seed {seed}: each succeeded item once, no failed one"
+        );
+        assert_eq!(
+            (env.outputs(&report), files),
+            expected,
+            "seed {seed}: the outputs differ from a fault-free run's"
+        );
+        let s = report.stats;
+        injected += s.duplicates + s.crashes_before_ack + s.crashes_before_record;
+    }
+    assert!(injected > 0, "chaos injected faults");
+}

@@ -33,13 +33,12 @@ fn dmap(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("a JSON summary")
 }
 
-/// The three outputs of a finished run, by name. A job id the spec did not fix is random: it is replaced by
-/// `JOB` in the manifest, the only file that names it.
-fn outputs(summary: &Value) -> [(&'static str, Vec<u8>); 3] {
-    let read = |field: &str| {
-        let path = summary[field].as_str().expect("a path");
-        std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    };
+/// The outputs of a finished run, by name: the three files every job writes, then its `outputs/` files, if
+/// any. A job id the spec did not fix is random: it is replaced by `JOB` in the manifest, the only file that
+/// names it.
+fn outputs(summary: &Value) -> Vec<(String, Vec<u8>)> {
+    let read_path = |path: &str| std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let read = |field: &str| read_path(summary[field].as_str().expect("a path"));
     let job_id = summary["job_id"].as_str().unwrap();
     let manifest = String::from_utf8(read("manifest")).unwrap();
     let manifest = if job_id.len() == 32 && job_id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -47,11 +46,17 @@ fn outputs(summary: &Value) -> [(&'static str, Vec<u8>); 3] {
     } else {
         manifest
     };
-    [
-        ("manifest.json", manifest.into_bytes()),
-        ("result.json", read("result")),
-        ("failed.jsonl", read("failures")),
-    ]
+    let mut outputs = vec![
+        ("manifest.json".to_owned(), manifest.into_bytes()),
+        ("result.json".to_owned(), read("result")),
+        ("failed.jsonl".to_owned(), read("failures")),
+    ];
+    for path in summary["outputs"].as_array().expect("a list") {
+        let path = path.as_str().expect("a path");
+        let name = Path::new(path).file_name().unwrap().to_str().unwrap();
+        outputs.push((format!("outputs/{name}"), read_path(path)));
+    }
+    outputs
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -111,7 +116,7 @@ fn digests() -> BTreeMap<String, String> {
     copy_dir(&stations, &data.join("data/logs"));
     std::fs::create_dir_all(data.join("results-bucket")).unwrap();
     let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/specs");
-    for name in ["count", "weather"] {
+    for name in ["count", "weather", "checksum"] {
         let spec = specs.join(format!("{name}.json"));
         let summary = dmap(&[
             "run",

@@ -24,7 +24,8 @@ enum Command {
     /// queue and store), otherwise through S3, SQS and DynamoDB (an emulator with --endpoint-url, or the AWS
     /// account of the environment's credentials).
     Run(RunArgs),
-    /// Generate a synthetic NOAA-style daily-weather dataset, run a csv_aggregate job over it, show what it found.
+    /// Generate a synthetic dataset in the schema of NOAA's daily weather summaries (GSOD), run a monthly_high job
+    /// over it (each month's hottest station-day), show what it found.
     Demo(DemoArgs),
     /// Local AWS: set up an emulator (or an account) for `dmap run --endpoint-url`.
     Local {
@@ -162,11 +163,12 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct DemoArgs {
-    /// Weather stations to generate (one CSV object each).
+    /// Files (objects) to generate, one per station and year as in GSOD: file i is station i / 4's for year
+    /// 2021 + i % 4, so 2,000 files are 500 stations over 2021-2024. One file in 500 is broken on purpose.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     objects: u32,
-    /// Days (rows) per station.
-    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36_600))]
+    /// Rows per file: the days of its year the station reported, spread over the year (365 or more: every day).
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=366))]
     days: u32,
     /// Where to generate the dataset and write the results.
     #[arg(long, default_value = "dmap-demo")]

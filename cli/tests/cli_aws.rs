@@ -42,7 +42,6 @@ fn local_up(endpoint: &str, prefix: &str, bucket: &str) -> Vec<(String, String)>
         "{}",
         String::from_utf8_lossy(&up.stderr)
     );
-    // `local up` prints the names as `export NAME=value` lines for `dmap run`.
     let exports: Vec<(String, String)> = String::from_utf8(up.stdout)
         .unwrap()
         .lines()
@@ -250,4 +249,113 @@ async fn checksum_outputs_through_the_emulator() {
             assert_eq!(line["output"]["size"], body.len(), "{key}");
         }
     }
+}
+
+/// `monthly_high` through S3, SQS and DynamoDB writes the same `result.json` and `failed.jsonl`, byte for byte, as
+/// the embedded run of `dmap demo` over the same files (other batch sizes, other backends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monthly_high_through_the_emulator_matches_the_embedded_run() {
+    let endpoint = emulator::endpoint();
+    let prefix = emulator::unique("cli-mh");
+    let bucket = emulator::unique("cli-gsod");
+    let exports = local_up(endpoint, &prefix, &bucket);
+
+    // 501 files, the last one broken: 126 stations over four years, a row every three weeks or so, at the
+    // demo's keys (failed.jsonl names them).
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let demo = dmap(
+        &[
+            "demo",
+            "--objects",
+            "501",
+            "--days",
+            "17",
+            "--json",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let demo: Value = serde_json::from_slice(&demo.stdout).unwrap();
+    let store = S3Store::new(emulator::clients().await.s3, None);
+    let gsod = data.join("dmap-demo/noaa-gsod");
+    for year in std::fs::read_dir(&gsod).unwrap() {
+        let year = year.unwrap();
+        for file in std::fs::read_dir(year.path()).unwrap() {
+            let file = file.unwrap();
+            let key = format!(
+                "noaa-gsod/{}/{}",
+                year.file_name().to_str().unwrap(),
+                file.file_name().to_str().unwrap()
+            );
+            store
+                .put(&bucket, &key, std::fs::read(file.path()).unwrap())
+                .await
+                .unwrap();
+        }
+    }
+
+    let spec = dir.path().join("spec.json");
+    let spec_json = json!({
+        "job_id": "monthly-high",
+        "item_reader": { "bucket": bucket, "prefix": "noaa-gsod/", "suffix": ".csv" },
+        "item_batcher": { "max_items_per_batch": 40 },
+        "processor": { "kind": "monthly_high" },
+        "tolerated_failure_percentage": 1,
+        "result_writer": { "bucket": bucket, "prefix": "out/" }
+    });
+    std::fs::write(&spec, spec_json.to_string()).unwrap();
+    let env: Vec<(&str, &str)> = exports
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let run = dmap(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--endpoint-url",
+            endpoint,
+            "--json",
+        ],
+        &env,
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(
+        summary["items"],
+        json!({ "total": 501, "succeeded": 500, "failed": 1 })
+    );
+
+    let read_local = |field: &str| std::fs::read(demo[field].as_str().unwrap()).unwrap();
+    let read_s3 = |name: &'static str| {
+        let (store, bucket) = (&store, &bucket);
+        async move {
+            read_all(store, bucket, &format!("out/monthly-high/{name}"))
+                .await
+                .unwrap()
+        }
+    };
+    let result = read_s3("result.json").await;
+    assert!(
+        result == read_local("result"),
+        "result.json differs from the embedded run's"
+    );
+    let months = serde_json::from_slice::<Value>(&result).unwrap();
+    assert_eq!(months.as_object().unwrap().len(), 48);
+    let failed = String::from_utf8(read_s3("failed.jsonl").await).unwrap();
+    assert_eq!(failed.as_bytes(), read_local("failures"));
+    assert!(
+        failed.contains("row 19: has 9 fields, the header has 28"),
+        "{failed}"
+    );
 }

@@ -104,9 +104,11 @@ async fn every_sample_event_through_its_handler() {
         .unwrap();
     let (coordinator, continuation) = coordinator(&clients, &deps, "data").await;
     let always = || true;
+    // Read by both jobs: the S3-started one aggregates TMAX and TMIN, the direct invoke's finds the monthly high
+    // of TEMP.
     for (station, tmax) in [("USW00023174", "21.5"), ("USW00094728", "30.1")] {
         let csv = format!(
-            "STATION,DATE,TMAX,TMIN\n{station},2026-07-01,{tmax},12.0\n{station},2026-07-02,,13.5\n"
+            "STATION,DATE,TEMP,TMAX,TMIN\n{station},2026-07-01,17.0,{tmax},12.0\n{station},2026-07-02,9999.9,,13.5\n"
         );
         deps.objects
             .put("data", &format!("weather/{station}.csv"), csv.into_bytes())
@@ -239,6 +241,18 @@ async fn every_sample_event_through_its_handler() {
             direct.items.succeeded
         ),
         ("SUCCEEDED", 2, 2)
+    );
+    // Both stations' July high is 17.0: the smaller station's row wins.
+    let result = read_all(
+        deps.objects.as_ref(),
+        "data",
+        "results/weather-2026/result.json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&result).unwrap()["2026-07"]["STATION"],
+        "USW00023174"
     );
     let s3_job = manifest(&deps, &derived).await;
     assert_eq!(

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, Item, ItemError, MergeError, Processed, Processor, echo};
+use super::csv_rows::CsvObject;
+use super::{ConfigError, Item, ItemError, MergeError, Processed, Processor};
 
 /// `{"kind": "csv_aggregate", "group_by": "<header column>", "columns": ["<numeric header column>", ...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,81 +184,22 @@ fn number(d: Decimal) -> serde_json::Value {
         .map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
-fn parse_number(cell: &str) -> Option<Decimal> {
-    if cell.bytes().any(|b| b == b'e' || b == b'E') {
-        Decimal::from_scientific(cell).ok()
-    } else if cell
-        .bytes()
-        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+'))
-    {
-        Decimal::from_str(cell).ok()
-    } else {
-        None
-    }
-}
-
 fn aggregate(
     key: &str,
     body: &mut dyn Read,
     group_by: &str,
     columns: &[String],
 ) -> Result<CsvAggregate, ItemError> {
-    let invalid = |msg: String| ItemError::Invalid(format!("\"{key}\": {msg}"));
-    let csv_error = |e: csv::Error| {
-        let row = e.position().map(|p| p.record() + 1);
-        let at = row.map(|r| format!("row {r}: ")).unwrap_or_default();
-        match e.into_kind() {
-            csv::ErrorKind::Io(source) => ItemError::Read {
-                key: key.to_owned(),
-                source,
-            },
-            csv::ErrorKind::Utf8 { err, .. } => {
-                invalid(format!("{at}not valid UTF-8 (field {})", err.field() + 1))
-            }
-            csv::ErrorKind::UnequalLengths {
-                expected_len, len, ..
-            } => invalid(format!(
-                "{at}has {len} fields, the header has {expected_len}"
-            )),
-            other => invalid(format!("{at}not valid CSV: {other:?}")),
-        }
-    };
-
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_reader(body);
-    let mut record = csv::StringRecord::new();
-    if !reader.read_record(&mut record).map_err(csv_error)? {
-        return Err(invalid("empty object: no header row".into()));
-    }
-    let header: Vec<&str> = record
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            if i == 0 {
-                h.trim_start_matches('\u{feff}')
-            } else {
-                h
-            }
-        })
-        .collect();
-    let find = |name: &str, field: &str| {
-        header.iter().position(|h| h.trim() == name).ok_or_else(|| {
-            invalid(format!(
-                "row 1: the header has no column \"{name}\" ({field})"
-            ))
-        })
-    };
-    let group_index = find(group_by, "processor.group_by")?;
+    let mut csv = CsvObject::open(key, body)?;
+    let group_index = csv.column(group_by, "processor.group_by")?;
     let column_indexes = columns
         .iter()
-        .map(|c| find(c, "processor.columns"))
+        .map(|c| csv.column(c, "processor.columns"))
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut result = CsvAggregate::default();
-    let mut row = 1u64;
-    while reader.read_record(&mut record).map_err(csv_error)? {
-        row += 1;
+    let mut record = csv::StringRecord::new();
+    while csv.read_row(&mut record)? {
         let group = result
             .groups
             .entry(record[group_index].to_owned())
@@ -275,19 +216,14 @@ fn aggregate(
             if cell.is_empty() {
                 continue;
             }
-            let value = parse_number(cell).ok_or_else(|| {
-                invalid(format!(
-                    "row {row}, column \"{column}\": \"{}\" is not a number",
-                    echo(cell)
-                ))
-            })?;
+            let value = csv.number(column, cell)?;
             let stats = group
                 .columns
                 .get_mut(column)
                 .expect("every column is present");
-            stats.add(value).ok_or_else(|| {
-                invalid(format!("row {row}, column \"{column}\": the sum overflows"))
-            })?;
+            stats
+                .add(value)
+                .ok_or_else(|| csv.invalid_cell(column, "the sum overflows"))?;
         }
     }
     Ok(result)
@@ -295,6 +231,8 @@ fn aggregate(
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
     use super::*;
 
     fn run(data: &str) -> Result<CsvAggregate, ItemError> {

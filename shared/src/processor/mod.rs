@@ -12,6 +12,7 @@
 //! [`ProcessorSpec`] (the spec's field, parsed by `kind`) and [`Aggregate`] (a partial result), which the
 //! worker, the finalizer and the dead-letter handler use without knowing which processor runs.
 
+mod csv_rows;
 mod registry;
 
 use std::borrow::Cow;
@@ -30,11 +31,14 @@ processors! {
     "csv_aggregate" => CsvAggregate(csv_aggregate::CsvAggregateProcessor),
     /// Each object's SHA-256 or CRC32C and size as a per-item output; objects and bytes in all.
     "checksum" => Checksum(checksum::ChecksumProcessor),
+    /// Per month, the row with the highest value: the hottest day of each month in NOAA's daily summaries.
+    "monthly_high" => MonthlyHigh(monthly_high::MonthlyHighProcessor),
 }
 
 pub use checksum::{ChecksumAggregate, ChecksumAlgorithm};
 pub use count::CountAggregate;
 pub use csv_aggregate::{ColumnStats, CsvAggregate, GroupStats};
+pub use monthly_high::{MonthlyHighAggregate, Winner};
 
 /// A processor: its config is `Self`, deserialized from the job spec's `processor` field (its `kind` removed)
 /// and carried in every batch message. Add one as a file in this folder and a line in `processors!`.

@@ -56,6 +56,7 @@ fn setup(keys: impl IntoIterator<Item = String>) -> Setup {
         result_buckets: vec![BUCKET.into()],
         jobs_prefix: "jobs/".into(),
         results_prefix: "results/".into(),
+        processor_functions: Vec::new(),
     };
     Setup {
         _dir: dir,

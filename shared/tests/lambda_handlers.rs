@@ -62,6 +62,7 @@ async fn coordinator(
         result_buckets: vec![allowed.to_owned()],
         jobs_prefix: "jobs/".into(),
         results_prefix: String::new(), // anywhere: these tests write under results/ and out/
+        processor_functions: Vec::new(),
     };
     (coordinator, continuation)
 }
@@ -281,6 +282,7 @@ async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anythin
         result_buckets: vec!["data".into()],
         jobs_prefix: "jobs/".into(),
         results_prefix: String::new(),
+        processor_functions: Vec::new(),
     };
     let err = coordinator
         .handle(event("direct-invoke.json"), &|| true)

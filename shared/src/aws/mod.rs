@@ -5,6 +5,7 @@
 //! mapped to the ports' typed errors.
 
 mod dynamodb;
+mod lambda;
 pub mod resources;
 mod s3;
 mod sqs;
@@ -15,6 +16,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::result::SdkError;
 
 pub use dynamodb::DynamoJobStore;
+pub use lambda::LambdaInvoker;
 pub use s3::S3Store;
 pub use sqs::SqsQueue;
 pub use stats::RequestCounter;
@@ -24,48 +26,61 @@ use std::time::Duration;
 
 use crate::Deps;
 
-/// The three SDK clients, built once per process, each counting its requests.
+/// The SDK clients, built once per process, each counting its requests: the three stores', and Lambda's for
+/// users' functions.
 #[derive(Debug, Clone)]
 pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub lambda: aws_sdk_lambda::Client,
     pub requests: RequestCounter,
 }
 
 impl AwsClients {
     /// Loads the SDK configuration from the environment (credentials, region, `AWS_ENDPOINT_URL*`), with an
-    /// optional endpoint that overrides it for all three services.
-    pub async fn from_env(endpoint_url: Option<&str>) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(url) = endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        Self::from_config(&loader.load().await)
+    /// optional endpoint that overrides it for S3, SQS and DynamoDB (an emulator's).
+    pub async fn from_env(stores_endpoint: Option<&str>) -> Self {
+        let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        Self::new(&config, stores_endpoint)
     }
 
-    pub fn from_config(config: &SdkConfig) -> Self {
+    /// Clients from `config`; `stores_endpoint` overrides its endpoint for S3, SQS and DynamoDB only. Lambda's
+    /// client keeps the standard configuration (`AWS_ENDPOINT_URL_LAMBDA`, `AWS_ENDPOINT_URL`, or AWS): an
+    /// emulator of the stores is rarely where users' functions run.
+    pub fn new(config: &SdkConfig, stores_endpoint: Option<&str>) -> Self {
         let requests = RequestCounter::default();
         // Emulators serve buckets under the path, not as subdomains.
-        let custom_s3_endpoint =
-            config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let custom_s3_endpoint = stores_endpoint.is_some()
+            || config.endpoint_url().is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
         // Adaptive retries: on SlowDown the client also slows its own request rate (a token bucket), which is
         // what S3's per-prefix limits call for when many workers read one prefix.
-        let s3 = aws_sdk_s3::config::Builder::from(config)
+        let mut s3 = aws_sdk_s3::config::Builder::from(config);
+        let mut sqs = aws_sdk_sqs::config::Builder::from(config);
+        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(config);
+        if let Some(url) = stores_endpoint {
+            s3.set_endpoint_url(Some(url.to_owned()));
+            sqs.set_endpoint_url(Some(url.to_owned()));
+            dynamodb.set_endpoint_url(Some(url.to_owned()));
+        }
+        let s3 = s3
             .retry_config(aws_config::retry::RetryConfig::adaptive())
             .force_path_style(custom_s3_endpoint)
             .interceptor(requests.clone())
             .build();
-        let sqs = aws_sdk_sqs::config::Builder::from(config)
-            .interceptor(requests.clone())
-            .build();
-        let dynamodb = aws_sdk_dynamodb::config::Builder::from(config)
+        let sqs = sqs.interceptor(requests.clone()).build();
+        let dynamodb = dynamodb.interceptor(requests.clone()).build();
+        // No SDK retries: see `LambdaInvoker`.
+        let lambda = aws_sdk_lambda::config::Builder::from(config)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
             .interceptor(requests.clone())
             .build();
         Self {
             s3: aws_sdk_s3::Client::from_conf(s3),
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            lambda: aws_sdk_lambda::Client::from_conf(lambda),
             requests,
         }
     }
@@ -100,15 +115,23 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let detail = match err.as_service_error() {
+    detail(&err).into()
+}
+
+/// An SDK error as `code: message` when the service answered with one, else its whole chain of causes.
+fn detail<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match err.as_service_error() {
         Some(service) => format!(
             "{}: {}",
             service.code().unwrap_or("unknown error"),
             service.message().unwrap_or("(no message)")
         ),
-        None => aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
-    };
-    detail.into()
+        None => aws_smithy_types::error::display::DisplayErrorContext(err).to_string(),
+    }
 }
 
 /// Where a deployment's resources are: what [`Deps::aws`] needs besides the clients.

@@ -96,6 +96,15 @@ impl ObjectStore for S3Store {
                 Some(ObjectMeta {
                     key: o.key()?.to_owned(),
                     size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().unwrap_or_default().to_owned(),
+                    last_modified_ms: o
+                        .last_modified()
+                        .and_then(|t| t.to_millis().ok())
+                        .unwrap_or_default(),
+                    storage_class: o
+                        .storage_class()
+                        .map_or("STANDARD", |c| c.as_str())
+                        .to_owned(),
                 })
             })
             .collect();

@@ -354,6 +354,23 @@ enum Entry {
     Unreadable,
 }
 
+/// A file as a listed object. Its entity tag is made of its modification time and size, not of an MD5 of its
+/// content as S3's (which would read every file to list it): it changes when the file is rewritten, which is
+/// what an ETag is compared for.
+fn object_meta(key: &str, m: &fs::Metadata) -> ObjectMeta {
+    let modified = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    ObjectMeta::new(
+        key,
+        m.len(),
+        format!("\"{:x}-{:x}\"", modified.as_nanos(), m.len()),
+        i64::try_from(modified.as_millis()).unwrap_or(i64::MAX),
+    )
+}
+
 /// One page of a sorted walk.
 struct Walk<'a> {
     prefix: &'a str,
@@ -415,7 +432,7 @@ impl Walk<'_> {
             let selected = heap.into_sorted_vec();
             let exhausted = selected.len() < room;
             for (key, kind) in &selected {
-                let size = match kind {
+                let meta = match kind {
                     Entry::Folder(real) => {
                         self.folders.push(real.clone());
                         let walked = self.dir(real, key);
@@ -424,17 +441,14 @@ impl Walk<'_> {
                         None
                     }
                     Entry::Object(real) => match fs::metadata(real) {
-                        Ok(m) => Some(m.len()),
+                        Ok(m) => Some(object_meta(key, &m)),
                         Err(e) if e.kind() == ErrorKind::NotFound => None, // removed meanwhile
                         Err(e) => return Err(e.into()),
                     },
-                    Entry::Unreadable => Some(0),
+                    Entry::Unreadable => Some(ObjectMeta::new(key.clone(), 0, "\"0-0\"", 0)),
                 };
-                if let Some(size) = size {
-                    self.out.push(ObjectMeta {
-                        key: key.clone(),
-                        size,
-                    });
+                if let Some(meta) = meta {
+                    self.out.push(meta);
                 }
                 if self.out.len() == self.limit {
                     return Ok(());

@@ -18,6 +18,7 @@ pub const COORDINATOR_VARS: &[&str] = &[
     "DMAP_RESULT_BUCKETS",
     "DMAP_JOBS_PREFIX",
     "DMAP_RESULTS_PREFIX",
+    "DMAP_PROCESSOR_FUNCTIONS",
 ];
 /// Read by the worker besides [`COMMON_VARS`].
 pub const WORKER_VARS: &[&str] = &["DMAP_ITEM_CONCURRENCY"];
@@ -122,6 +123,9 @@ pub struct CoordinatorConfig {
     /// The only place results may go (the functions may write nowhere else): a spec whose
     /// `result_writer.prefix` is not under it is refused.
     pub results_prefix: String,
+    /// Function ARNs the `lambda` processor may invoke (any version or alias of each); a spec naming another
+    /// function is refused.
+    pub processor_functions: Vec<String>,
 }
 
 impl CoordinatorConfig {
@@ -145,6 +149,11 @@ impl CoordinatorConfig {
             results_prefix: env
                 .optional("DMAP_RESULTS_PREFIX")
                 .unwrap_or_else(|| "results/".to_owned()),
+            processor_functions: env
+                .optional("DMAP_PROCESSOR_FUNCTIONS")
+                .map(|_| list("DMAP_PROCESSOR_FUNCTIONS"))
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 }

@@ -89,6 +89,8 @@ pub struct Coordinator {
     pub jobs_prefix: String,
     /// Where results may go: `result_writer.prefix` must start with it (empty: anywhere).
     pub results_prefix: String,
+    /// Function ARNs the `lambda` processor may invoke.
+    pub processor_functions: Vec<String>,
 }
 
 /// Decodes an S3 event key: form encoding, `+` for a space (`%2B` for a plus), then percent-decoding. Right
@@ -138,6 +140,7 @@ impl Coordinator {
             result_buckets: config.result_buckets,
             jobs_prefix: config.jobs_prefix,
             results_prefix: config.results_prefix,
+            processor_functions: config.processor_functions,
         }
     }
 

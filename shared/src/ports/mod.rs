@@ -1,11 +1,14 @@
-//! Ports: the three capabilities the pipeline needs from the outside world, as small domain-shaped traits.
-//! Each has an embedded implementation ([`crate::embedded`]) and an AWS one; one conformance suite
-//! (`shared/tests/conformance`) holds them all to the same contract.
+//! Ports: the capabilities the pipeline needs from the outside world, as small domain-shaped traits. The
+//! three stores each have an embedded implementation ([`crate::embedded`]) and an AWS one; one conformance
+//! suite (`shared/tests/conformance`) holds them all to the same contract. The fourth, [`FunctionInvoker`],
+//! invokes users' Lambda functions; its one adapter speaks Lambda's Invoke API, to AWS or to a local one.
 
+pub mod functions;
 pub mod job_store;
 pub mod object_store;
 pub mod queue;
 
+pub use functions::{FunctionInvoker, InvokeError};
 pub use job_store::{
     BatchRecord, Checkpoint, CreateOutcome, Cut, JobRecord, JobStatus, JobStore, JobStoreError,
     ListingTotals, Progress, RecordOutcome, TerminalStatus, require_job,

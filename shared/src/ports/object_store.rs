@@ -7,11 +7,35 @@ use async_trait::async_trait;
 /// Most keys one listing page returns (as ListObjectsV2).
 pub const MAX_KEYS_PER_PAGE: usize = 1000;
 
-/// One listed object.
+/// One listed object: what ListObjectsV2 says of it, which is what Distributed Map hands a function per item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
+    /// The entity tag, quotes included, as S3 writes it (`"9b2cf535f27731c974343645a3985328"`).
+    pub etag: String,
+    /// When the object was last written, in milliseconds since the Unix epoch.
+    pub last_modified_ms: i64,
+    /// `STANDARD`, `GLACIER`...
+    pub storage_class: String,
+}
+
+impl ObjectMeta {
+    /// An object of the standard storage class.
+    pub fn new(
+        key: impl Into<String>,
+        size: u64,
+        etag: impl Into<String>,
+        last_modified_ms: i64,
+    ) -> Self {
+        Self {
+            key: key.into(),
+            size,
+            etag: etag.into(),
+            last_modified_ms,
+            storage_class: "STANDARD".into(),
+        }
+    }
 }
 
 /// One page of a listing.

@@ -162,8 +162,40 @@ pub async fn object_store_round_trip(store: &dyn ObjectStore, bucket: &str, miss
         .await
         .expect("list");
     assert_eq!(page.objects.len(), 1);
-    assert_eq!(page.objects[0].size, 8, "sizes are reported");
+    let listed = &page.objects[0];
+    assert_eq!(listed.size, 8, "sizes are reported");
     assert!(page.next.is_none());
+    // What Distributed Map hands a function for each object: a quoted entity tag, a recent modification time,
+    // the storage class.
+    assert!(
+        listed.etag.len() > 2 && listed.etag.starts_with('"') && listed.etag.ends_with('"'),
+        "{listed:?}"
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        (now_ms - 600_000..=now_ms + 600_000).contains(&listed.last_modified_ms),
+        "{listed:?}"
+    );
+    assert_eq!(listed.storage_class, "STANDARD");
+    store
+        .put(bucket, "dir/a.txt", b"replaced again".to_vec())
+        .await
+        .expect("overwrite");
+    let relisted = store
+        .list_page(bucket, "dir/", None, None)
+        .await
+        .expect("list");
+    assert_ne!(
+        relisted.objects[0].etag, listed.etag,
+        "the entity tag changes with the content"
+    );
+    store
+        .put(bucket, "dir/a.txt", b"replaced".to_vec())
+        .await
+        .expect("overwrite");
 
     assert!(matches!(
         store.get(bucket, "dir/nope").await,

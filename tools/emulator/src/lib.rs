@@ -94,10 +94,9 @@ pub async fn clients() -> AwsClients {
     let config = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-        .endpoint_url(endpoint())
         .load()
         .await;
-    AwsClients::from_config(&config)
+    AwsClients::new(&config, Some(endpoint()))
 }
 
 /// A name no other test in this process uses (buckets, queues and tables are per test).

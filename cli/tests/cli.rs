@@ -219,8 +219,19 @@ fn demo_generates_runs_and_reports_findings() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("hottest of 599 stations") && stdout.contains("items/s"),
+        stdout.contains("generated 600 station-year files (150 stations")
+            && stdout.contains("the hottest station-day of 48 months")
+            && stdout.contains("  2024-07  ")
+            && stdout.contains("items/s"),
         "{stdout}"
     );
-    assert!(dir.path().join("demo-spec.json").is_file());
+    let spec: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("demo-spec.json")).unwrap()).unwrap();
+    assert_eq!(spec["processor"]["kind"], "monthly_high");
+    assert!(
+        dir.path()
+            .join("dmap-demo/noaa-gsod/2024/01150099999.csv")
+            .is_file(),
+        "file 599 is station 149's for 2024"
+    );
 }

@@ -58,6 +58,26 @@ fn local_up(endpoint: &str, prefix: &str, bucket: &str) -> Vec<(String, String)>
     exports
 }
 
+/// `dmap run SPEC --endpoint-url ENDPOINT --json` with the stack's variables `env`: its JSON summary.
+fn run_spec(spec: &std::path::Path, endpoint: &str, env: &[(&str, &str)]) -> Value {
+    let run = dmap(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--endpoint-url",
+            endpoint,
+            "--json",
+        ],
+        env,
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_slice(&run.stdout).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_up_then_run_through_the_emulator_with_stats() {
     let endpoint = emulator::endpoint();
@@ -198,22 +218,7 @@ async fn checksum_outputs_through_the_emulator() {
             "result_writer": { "bucket": bucket, "prefix": "out/" }
         });
         std::fs::write(&spec, spec_json.to_string()).unwrap();
-        let run = dmap(
-            &[
-                "run",
-                spec.to_str().unwrap(),
-                "--endpoint-url",
-                endpoint,
-                "--json",
-            ],
-            &env,
-        );
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let summary: Value = serde_json::from_slice(&run.stdout).unwrap();
+        let summary = run_spec(&spec, endpoint, &env);
         assert_eq!(summary["status"], "SUCCEEDED");
         let output_key = format!("out/{job_id}/outputs/0000000000.jsonl");
         assert_eq!(
@@ -315,22 +320,7 @@ async fn monthly_high_through_the_emulator_matches_the_embedded_run() {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let run = dmap(
-        &[
-            "run",
-            spec.to_str().unwrap(),
-            "--endpoint-url",
-            endpoint,
-            "--json",
-        ],
-        &env,
-    );
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&run.stdout).unwrap();
+    let summary = run_spec(&spec, endpoint, &env);
     assert_eq!(
         summary["items"],
         json!({ "total": 501, "succeeded": 500, "failed": 1 })

@@ -10,10 +10,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::faults::{FaultCounts, FaultRates, Faults, FaultyJobStore, FaultyQueue, FaultyStore};
+use common::faults::{FaultCounts, FaultRates, Faults, inject};
 use common::{Env, csv_object, csv_spec, fast_config};
 use dmap_core::runner::{Chaos, RunStats, RunnerConfig};
 
@@ -61,23 +60,7 @@ async fn every_seeded_fault_run_counts_every_item_once() {
         let config = config(chaos);
         let mut env = env_with_data(&config);
         let injected = Faults::new(seed, RATES);
-        let deps = &mut env.deps;
-        deps.objects = Arc::new(FaultyStore {
-            inner: deps.objects.clone(),
-            faults: injected.clone(),
-        });
-        deps.work_queue = Arc::new(FaultyQueue {
-            inner: deps.work_queue.clone(),
-            faults: injected.clone(),
-        });
-        deps.finalize_queue = Arc::new(FaultyQueue {
-            inner: deps.finalize_queue.clone(),
-            faults: injected.clone(),
-        });
-        deps.jobs = Arc::new(FaultyJobStore {
-            inner: deps.jobs.clone(),
-            faults: injected.clone(),
-        });
+        inject(&mut env.deps, &injected);
         let report = tokio::time::timeout(Duration::from_secs(60), env.try_run(&spec, &config))
             .await
             .unwrap_or_else(|_| panic!("seed {seed}: the run did not end"))

@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::failure_store::FailureStore;
-use common::faults::{FaultRates, Faults, FaultyJobStore, FaultyQueue, FaultyStore};
+use common::faults::{FaultRates, Faults, inject};
 use common::{BUCKET, Env, csv_spec, fast_config};
 use dmap_core::finalizer::FinalizerConfig;
 use dmap_core::outcome::{Manifest, TerminalStatus};
@@ -324,23 +324,7 @@ async fn under_chaos_and_faults_every_succeeded_item_has_one_line_in_the_same_fi
         let config = chaos_config(Some(Chaos { rate: 0.3, seed }));
         let mut env = chaos_env(&config);
         let faults = Faults::new(seed, RATES);
-        let deps = &mut env.deps;
-        deps.objects = Arc::new(FaultyStore {
-            inner: deps.objects.clone(),
-            faults: faults.clone(),
-        });
-        deps.work_queue = Arc::new(FaultyQueue {
-            inner: deps.work_queue.clone(),
-            faults: faults.clone(),
-        });
-        deps.finalize_queue = Arc::new(FaultyQueue {
-            inner: deps.finalize_queue.clone(),
-            faults: faults.clone(),
-        });
-        deps.jobs = Arc::new(FaultyJobStore {
-            inner: deps.jobs.clone(),
-            faults: faults.clone(),
-        });
+        inject(&mut env.deps, &faults);
         let report = tokio::time::timeout(Duration::from_secs(60), env.try_run(&spec, &config))
             .await
             .unwrap_or_else(|_| panic!("seed {seed}: the run did not end"))

@@ -51,7 +51,8 @@ impl TryFrom<String> for ChecksumAlgorithm {
             .find(|(_, n)| *n == name)
             .map(|(algorithm, _)| *algorithm)
             .ok_or_else(|| {
-                let known: Vec<String> = Self::ALL.iter().map(|(_, n)| format!("\"{n}\"")).collect();
+                let known: Vec<String> =
+                    Self::ALL.iter().map(|(_, n)| format!("\"{n}\"")).collect();
                 format!(
                     "unknown checksum algorithm \"{}\"; use {}",
                     super::echo(&name),

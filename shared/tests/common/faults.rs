@@ -56,6 +56,26 @@ pub const NO_FAULTS: FaultRates = FaultRates {
     duplicated: 0.0,
 };
 
+/// Wraps every port of `deps` (the object store, both queues, the job store) so that `faults` hit them all.
+pub fn inject(deps: &mut dmap_core::Deps, faults: &Arc<Faults>) {
+    deps.objects = Arc::new(FaultyStore {
+        inner: deps.objects.clone(),
+        faults: faults.clone(),
+    });
+    deps.work_queue = Arc::new(FaultyQueue {
+        inner: deps.work_queue.clone(),
+        faults: faults.clone(),
+    });
+    deps.finalize_queue = Arc::new(FaultyQueue {
+        inner: deps.finalize_queue.clone(),
+        faults: faults.clone(),
+    });
+    deps.jobs = Arc::new(FaultyJobStore {
+        inner: deps.jobs.clone(),
+        faults: faults.clone(),
+    });
+}
+
 impl Faults {
     pub fn new(seed: u64, rates: FaultRates) -> Arc<Self> {
         Arc::new(Self {

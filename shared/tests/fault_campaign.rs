@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::faults::{FaultCounts, FaultRates, Faults, inject};
+use common::faults::{CAMPAIGN_RATES, FaultCounts, Faults, campaign_seeds, inject};
 use common::{Env, csv_object, csv_spec, fast_config};
 use dmap_core::runner::{Chaos, RunStats, RunnerConfig};
 
@@ -36,19 +36,9 @@ fn env_with_data(config: &RunnerConfig) -> Env {
     env
 }
 
-const RATES: FaultRates = FaultRates {
-    before: 0.03,
-    after: 0.03,
-    lost: 0.03,
-    duplicated: 0.03,
-};
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_seeded_fault_run_counts_every_item_once() {
-    let seeds: u64 = std::env::var("DMAP_FAULT_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
+    let seeds = campaign_seeds(100);
     let spec = csv_spec("f/", 4);
     let calm = env_with_data(&config(None));
     let expected = calm.outputs(&calm.run(&spec, &config(None)).await);
@@ -59,7 +49,7 @@ async fn every_seeded_fault_run_counts_every_item_once() {
         let chaos = Some(Chaos { rate: 0.2, seed });
         let config = config(chaos);
         let mut env = env_with_data(&config);
-        let injected = Faults::new(seed, RATES);
+        let injected = Faults::new(seed, CAMPAIGN_RATES);
         inject(&mut env.deps, &injected);
         let report = tokio::time::timeout(Duration::from_secs(60), env.try_run(&spec, &config))
             .await

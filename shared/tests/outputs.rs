@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::failure_store::FailureStore;
-use common::faults::{FaultRates, Faults, inject};
+use common::faults::{CAMPAIGN_RATES, Faults, campaign_seeds, inject};
 use common::{BUCKET, Env, csv_spec, fast_config};
 use dmap_core::finalizer::FinalizerConfig;
 use dmap_core::outcome::{Manifest, TerminalStatus};
@@ -290,19 +290,9 @@ fn chaos_env(config: &RunnerConfig) -> Env {
     env
 }
 
-const RATES: FaultRates = FaultRates {
-    before: 0.03,
-    after: 0.03,
-    lost: 0.03,
-    duplicated: 0.03,
-};
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_chaos_and_faults_every_succeeded_item_has_one_line_in_the_same_files() {
-    let seeds: u64 = std::env::var("DMAP_FAULT_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let seeds = campaign_seeds(10);
     let mut spec = checksum_spec(
         "audit",
         "f/",
@@ -323,7 +313,7 @@ async fn under_chaos_and_faults_every_succeeded_item_has_one_line_in_the_same_fi
     for seed in 0..seeds {
         let config = chaos_config(Some(Chaos { rate: 0.3, seed }));
         let mut env = chaos_env(&config);
-        let faults = Faults::new(seed, RATES);
+        let faults = Faults::new(seed, CAMPAIGN_RATES);
         inject(&mut env.deps, &faults);
         let report = tokio::time::timeout(Duration::from_secs(60), env.try_run(&spec, &config))
             .await

@@ -56,6 +56,22 @@ pub const NO_FAULTS: FaultRates = FaultRates {
     duplicated: 0.0,
 };
 
+/// The fault rates of the seeded campaigns (`fault_campaign.rs`, `outputs.rs`): a few percent of every call.
+pub const CAMPAIGN_RATES: FaultRates = FaultRates {
+    before: 0.03,
+    after: 0.03,
+    lost: 0.03,
+    duplicated: 0.03,
+};
+
+/// How many seeds a campaign runs: `DMAP_FAULT_SEEDS`, else `default` (CI's size; set it higher for a bench).
+pub fn campaign_seeds(default: u64) -> u64 {
+    std::env::var("DMAP_FAULT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Wraps every port of `deps` (the object store, both queues, the job store) so that `faults` hit them all.
 pub fn inject(deps: &mut dmap_core::Deps, faults: &Arc<Faults>) {
     deps.objects = Arc::new(FaultyStore {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use dmap_core::Deps;
 use dmap_core::aws::resources::DEFAULT_TTL;
-use dmap_core::aws::{AwsClients, AwsResources, SqsQueue};
+use dmap_core::aws::{AwsClients, AwsResources, LambdaInvoker, SqsQueue};
 use dmap_core::embedded::{EmbeddedQueues, LocalDirStore};
 use dmap_core::outcome::TerminalStatus;
 use dmap_core::ports::Progress;
@@ -84,6 +84,7 @@ fn runner_config(
         idle_before_sweep: (visibility_timeout * 3).max(Duration::from_secs(3)),
         worker: WorkerConfig {
             item_concurrency: pool.item_concurrency.into(),
+            ..WorkerConfig::default()
         },
         chaos: pool.chaos.map(|rate| Chaos {
             rate,
@@ -100,7 +101,7 @@ pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Resu
     }
     let visibility_timeout = Duration::from_secs_f64(pool.visibility_timeout);
     let config = runner_config(pool, visibility_timeout, pool.max_receive_count);
-    let deps = Deps::embedded(
+    let mut deps = Deps::embedded(
         Arc::new(LocalDirStore::new(data_dir)),
         EmbeddedQueues {
             visibility_timeout,
@@ -110,6 +111,12 @@ pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Resu
             ),
         },
     );
+    if job.spec.processor.lambda().is_some() {
+        // The user's functions are wherever the SDK's standard configuration says: Lambda, or a local Invoke API
+        // named by AWS_ENDPOINT_URL_LAMBDA (`cargo lambda watch`).
+        let lambda = AwsClients::from_env(None).await.lambda;
+        deps.functions = Some(Arc::new(LambdaInvoker::new(lambda)));
+    }
     run_with_progress(&deps, job, &config, pool.json).await
 }
 

@@ -190,6 +190,7 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
     let worker_deps = Deps::aws(&worker_clients, &config.common.resources());
     let worker_config = WorkerConfig {
         item_concurrency: config.item_concurrency,
+        ..WorkerConfig::default()
     };
     let batches = poll(&poller, &url("WorkQueue")).await.unwrap();
     all_handled(

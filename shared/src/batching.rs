@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::message::BatchMessage;
+use crate::processor::{BatchItem, MAX_ENTRY_EXTRA_JSON_BYTES};
 use crate::spec::{Job, JobSpec, MAX_KEY_BYTES};
 
 /// The byte and item limits of one batch message.
@@ -16,11 +17,13 @@ pub struct BatchLimits {
     pub max_bytes: usize,
     /// Bytes of a batch message with no items and the widest possible sequence number.
     pub envelope_bytes: usize,
+    /// The most bytes one item can take in this job's messages.
+    pub max_item_bytes: usize,
 }
 
 impl BatchLimits {
     /// The most JSON bytes one S3 key can take in a message: every byte escaped as `\u00XX`, plus quotes.
-    pub const MAX_ITEM_JSON_BYTES: usize = MAX_KEY_BYTES * 6 + 2;
+    pub const MAX_KEY_JSON_BYTES: usize = MAX_KEY_BYTES * 6 + 2;
 
     pub fn for_job(spec: &JobSpec) -> Self {
         let job = Job {
@@ -30,10 +33,16 @@ impl BatchLimits {
         let envelope = BatchMessage::new(&job, u64::MAX, Vec::new())
             .to_body()
             .len();
+        let entry = if spec.processor.wants_listing_entries() {
+            MAX_ENTRY_EXTRA_JSON_BYTES
+        } else {
+            0
+        };
         Self {
             max_items: spec.item_batcher.max_items_per_batch as usize,
             max_bytes: spec.item_batcher.max_input_bytes_per_batch as usize,
             envelope_bytes: envelope,
+            max_item_bytes: Self::MAX_KEY_JSON_BYTES + entry,
         }
     }
 }
@@ -49,7 +58,7 @@ pub struct Cut {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub seq: u64,
-    pub items: Vec<String>,
+    pub items: Vec<BatchItem>,
 }
 
 /// An item that cannot fit in any batch under the job's limits.
@@ -68,14 +77,10 @@ pub struct ItemTooLarge {
 pub struct Batcher {
     limits: BatchLimits,
     next_seq: u64,
-    items: Vec<String>,
+    items: Vec<BatchItem>,
     bytes: usize,
     /// A batch that ends early, at a key (a cut made at a hand-over, replayed).
     cut: Option<Cut>,
-}
-
-fn json_len(key: &str) -> usize {
-    serde_json::to_string(key).map_or(usize::MAX, |s| s.len())
 }
 
 impl Batcher {
@@ -106,8 +111,8 @@ impl Batcher {
     }
 
     /// Adds an item; every batch it completes is appended to `out`.
-    pub fn push(&mut self, key: String, out: &mut Vec<Batch>) -> Result<(), ItemTooLarge> {
-        let len = json_len(&key);
+    pub fn push(&mut self, item: BatchItem, out: &mut Vec<Batch>) -> Result<(), ItemTooLarge> {
+        let len = item.json_len();
         let separator = usize::from(!self.items.is_empty());
         if !self.items.is_empty() && self.bytes + separator + len > self.limits.max_bytes {
             out.push(self.take());
@@ -116,15 +121,15 @@ impl Batcher {
             return Err(ItemTooLarge {
                 needed: self.limits.envelope_bytes + len,
                 limit: self.limits.max_bytes,
-                key,
+                key: item.key().to_owned(),
             });
         }
         self.bytes += usize::from(!self.items.is_empty()) + len;
         let cut_here = self
             .cut
             .as_ref()
-            .is_some_and(|c| c.seq == self.next_seq && c.last_key == key);
-        self.items.push(key);
+            .is_some_and(|c| c.seq == self.next_seq && c.last_key == item.key());
+        self.items.push(item);
         if cut_here {
             self.cut = None;
         }
@@ -168,7 +173,7 @@ mod tests {
         let mut batcher = Batcher::new(limits, 0);
         let mut out = Vec::new();
         for key in keys {
-            batcher.push(key.clone(), &mut out).expect("fits");
+            batcher.push(key.as_str().into(), &mut out).expect("fits");
         }
         out.extend(batcher.flush());
         out
@@ -184,7 +189,11 @@ mod tests {
             batches.iter().map(|b| b.seq).collect::<Vec<_>>(),
             vec![0, 1, 2, 3]
         );
-        let flat: Vec<String> = batches.into_iter().flat_map(|b| b.items).collect();
+        let flat: Vec<String> = batches
+            .into_iter()
+            .flat_map(|b| b.items)
+            .map(|i| i.key().to_owned())
+            .collect();
         assert_eq!(flat, keys);
     }
 
@@ -218,7 +227,7 @@ mod tests {
                 let body = BatchMessage::new(&job, batch.seq, batch.items.clone()).to_body();
                 prop_assert!(body.len() <= limits.max_bytes, "{} > {}", body.len(), limits.max_bytes);
             }
-            let flat: Vec<String> = batches.into_iter().flat_map(|b| b.items).collect();
+            let flat: Vec<String> = batches.into_iter().flat_map(|b| b.items).map(|i| i.key().to_owned()).collect();
             prop_assert_eq!(flat, keys);
         }
     }

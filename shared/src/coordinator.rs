@@ -17,7 +17,8 @@ use crate::ports::{
     Checkpoint, CreateOutcome, Cut, JobRecord, JobStoreError, ListPage, ListingTotals, ObjectMeta,
     OutgoingMessage, StoreError, send_all_with_retry,
 };
-use crate::spec::{ItemReader, Job};
+use crate::processor::{BatchItem, S3Item};
+use crate::spec::{Job, JobSpec};
 
 /// How a listing run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,13 +152,13 @@ pub async fn run_listing(
     loop {
         let last_listed = page.objects.last().map(|o| o.key.clone());
         let last_page = page.next.is_none();
-        let batches = batch_page(reader, &mut batcher, page.objects, last_page)?;
+        let batches = batch_page(&job.spec, &mut batcher, page.objects, last_page)?;
         // List the next page while this one's batches are sent: enqueueing keeps pace with listing.
         let next: OptionFuture<_> = page.next.map(|token| list(None, Some(token))).into();
         let (next, sent) = tokio::join!(next, send_batches(deps, job, &batches));
         sent?;
         if let Some(last) = batches.last() {
-            checkpoint.start_after = last.items.last().cloned();
+            checkpoint.start_after = last.items.last().map(|item| item.key().to_owned());
             checkpoint.next_seq = last.seq + 1;
             checkpoint.items_sent += batches.iter().map(|b| b.items.len() as u64).sum::<u64>();
             // A replayed cut is spent once its batch is sent.
@@ -202,14 +203,16 @@ pub async fn run_listing(
     Ok(ListingOutcome::Complete { totals, completion })
 }
 
-/// The batches one listed page completes: its keys that match the reader's suffix, pushed through the
-/// batcher (and the partial batch too, on the last page).
+/// The batches one listed page completes: its objects whose keys match the reader's suffix, pushed through the
+/// batcher (and the partial batch too, on the last page); each as its listing entry when the processor wants
+/// them, else as its key.
 pub(crate) fn batch_page(
-    reader: &ItemReader,
+    spec: &JobSpec,
     batcher: &mut Batcher,
     objects: Vec<ObjectMeta>,
     last_page: bool,
 ) -> Result<Vec<Batch>, PipelineError> {
+    let (reader, entries) = (&spec.item_reader, spec.processor.wants_listing_entries());
     let mut batches = Vec::new();
     for object in objects {
         if reader
@@ -217,13 +220,27 @@ pub(crate) fn batch_page(
             .as_deref()
             .is_none_or(|s| object.key.ends_with(s))
         {
-            batcher.push(object.key, &mut batches)?;
+            batcher.push(batch_item(object, entries), &mut batches)?;
         }
     }
     if last_page {
         batches.extend(batcher.flush());
     }
     Ok(batches)
+}
+
+/// A listed object as a batch carries it: its listing entry, in Distributed Map's shape, or its key.
+fn batch_item(object: ObjectMeta, entries: bool) -> BatchItem {
+    if !entries {
+        return BatchItem::Key(object.key);
+    }
+    BatchItem::Object(S3Item {
+        etag: object.etag,
+        key: object.key,
+        last_modified: object.last_modified_ms.div_euclid(1000),
+        size: object.size,
+        storage_class: object.storage_class,
+    })
 }
 
 /// Before a hand-over, the partial batch is cut into a batch of its own and sent, so that the next hop starts
@@ -239,7 +256,11 @@ async fn cut_at_hand_over(
     let Some(partial) = batcher.flush() else {
         return Ok(());
     };
-    let last_key = partial.items.last().cloned().expect("a batch has items");
+    let last_key = partial
+        .items
+        .last()
+        .map(|item| item.key().to_owned())
+        .expect("a batch has items");
     checkpoint.cut = Some(Cut {
         seq: partial.seq,
         last_key: last_key.clone(),

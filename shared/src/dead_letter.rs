@@ -1,10 +1,12 @@
 //! Dead letters: a batch that exhausted its receives lands in the work queue's dead-letter queue. Its items are
-//! recorded as failed so the job still completes; if a worker did record the batch before, the record stands
+//! recorded as failed (with the user's function's last error, for the `lambda` processor) so the job still
+//! completes; if a worker did record the batch before, the record stands
 //! and nothing changes (the dead part has its own key and is never counted).
 
 use crate::Deps;
 use crate::completion::Completion;
 use crate::error::PipelineError;
+use crate::function;
 use crate::outcome::{BatchPart, FailedItem};
 use crate::ports::{BatchRecord, RecordOutcome};
 use crate::worker::{parse_message, record_done, write_part};
@@ -32,25 +34,33 @@ pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, Pipeli
             message.job_id
         )));
     }
-    let failures: Vec<FailedItem> = message
-        .items
-        .iter()
-        .map(|key| FailedItem {
-            key: key.clone(),
-            error: format!(
-                "batch {} was dead-lettered: it could not be processed within the queue's maximum receive count",
-                message.batch_id()
-            ),
-        })
-        .collect();
-    let part = BatchPart {
-        job_id: message.job_id.clone(),
-        seq: message.seq,
-        succeeded: 0,
-        failed: failures.len() as u64,
-        result: message.processor.empty(),
-        failures,
-        outputs: Vec::new(),
+    let why = format!(
+        "batch {} was dead-lettered: it could not be processed within the queue's maximum receive count",
+        message.batch_id()
+    );
+    // A batch of the `lambda` processor fails with the function's own error, as Step Functions reports it.
+    let part = match message.processor.lambda() {
+        Some(lambda) => function::dead_part(deps, lambda, &message, &why).await?,
+        None => {
+            let failures: Vec<FailedItem> = message
+                .items
+                .iter()
+                .map(|item| FailedItem {
+                    key: item.key().to_owned(),
+                    error: why.clone(),
+                })
+                .collect();
+            BatchPart {
+                job_id: message.job_id.clone(),
+                seq: message.seq,
+                succeeded: 0,
+                failed: failures.len() as u64,
+                result: message.processor.empty(),
+                failures,
+                outputs: Vec::new(),
+                execution: None,
+            }
+        }
     };
     let part_key = message.output.dead_part_key(message.seq);
     write_part(deps, &message.output.bucket, &part_key, &part).await?;

@@ -22,6 +22,12 @@ pub enum PipelineError {
     /// The job cannot start as asked (missing bucket, results already present, id reused…).
     #[error("{0}")]
     Refused(String),
+    /// A user's function did not return its response: it failed, or Lambda would not run it.
+    #[error("function {function}: {error}")]
+    Function {
+        function: String,
+        error: crate::ports::InvokeError,
+    },
     /// A message body that is not what its queue carries.
     #[error("malformed message: {0}")]
     MalformedMessage(String),
@@ -42,6 +48,7 @@ impl PipelineError {
             Self::Store(e) => e.is_transient(),
             Self::Queue(e) => e.is_transient(),
             Self::Jobs(e) => e.is_transient(),
+            Self::Function { error, .. } => error.is_transient(),
             Self::NotReady { .. } | Self::Task(_) => true,
             _ => false,
         }

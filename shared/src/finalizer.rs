@@ -1,5 +1,6 @@
 //! The finalizer: merges the batch parts in sequence order, writes the per-item output lines under `outputs/`,
-//! `result.json`, `failed.jsonl` and `manifest.json` (last), and moves the job to its terminal status.
+//! the executions under `map-results/` (the `lambda` processor's, then invokes its reducer), `result.json`,
+//! `failed.jsonl` and `manifest.json` (last), and moves the job to its terminal status.
 //!
 //! Idempotent: for a job already terminal it writes nothing and returns the manifest it wrote before; for a job
 //! still FINALIZING (a crash before the status was set) it writes the same bytes again, to the same keys.
@@ -14,7 +15,9 @@ use futures::{StreamExt, TryStreamExt};
 use crate::Deps;
 use crate::completion::final_status;
 use crate::error::PipelineError;
+use crate::function::{self, FunctionConfig};
 use crate::layout::OutputLocation;
+use crate::map_results::{MapResults, MapResultsConfig};
 use crate::outcome::{BatchCounts, BatchPart, ItemCounts, Manifest, OutputLine, TerminalStatus};
 use std::sync::Arc;
 
@@ -31,6 +34,10 @@ pub struct FinalizerConfig {
     /// The size at which a file under `outputs/` is closed: the next batch's lines begin a new file. A file
     /// holds whole batches, so it ends past this by less than one batch's lines.
     pub output_file_bytes: usize,
+    /// The `lambda` processor's `map-results/` files.
+    pub map_results: MapResultsConfig,
+    /// How the reducer's throttling is waited out.
+    pub functions: FunctionConfig,
 }
 
 impl Default for FinalizerConfig {
@@ -38,6 +45,11 @@ impl Default for FinalizerConfig {
     fn default() -> Self {
         Self {
             output_file_bytes: 8 << 20,
+            map_results: MapResultsConfig::default(),
+            // The reducer runs once per job, in a finalizer with minutes to spare: it may wait longer.
+            functions: FunctionConfig {
+                throttle_budget: std::time::Duration::from_secs(120),
+            },
         }
     }
 }
@@ -142,6 +154,8 @@ async fn write_outputs(
     let mut result = job.spec.processor.empty();
     let mut failures = Vec::new();
     let mut outputs = OutputFiles::new(out, config.output_file_bytes);
+    let lambda = job.spec.processor.lambda();
+    let mut map_results = lambda.map(|_| MapResults::new(out, job_id, config.map_results));
     let mut items = ItemCounts::default();
     let mut parts = futures::stream::iter(records.into_iter().enumerate())
         .map(|(seq, batch)| {
@@ -163,6 +177,12 @@ async fn write_outputs(
             failures.push(b'\n');
         }
         outputs.add(objects, part.seq, &part.outputs).await?;
+        if let Some(map_results) = &mut map_results {
+            let execution = part.execution.as_ref().ok_or_else(|| {
+                inconsistent(format!("the part of batch {} has no execution", part.seq))
+            })?;
+            map_results.add(objects, part.seq, execution).await?;
+        }
     }
     let output_keys = outputs.finish(objects).await?;
     items.total = items.succeeded + items.failed;
@@ -173,8 +193,32 @@ async fn write_outputs(
         )));
     }
 
+    let (map_results, reducer_details) = match map_results {
+        Some(map_results) => {
+            let (key, details) = map_results.finish(objects).await?;
+            (Some(key), Some(details))
+        }
+        None => (None, None),
+    };
+    // The reducer's response, exactly as returned, is the result; without one, the processor's own.
+    let result_json = match (
+        lambda,
+        lambda.and_then(|l| l.reducer.as_deref()),
+        reducer_details,
+    ) {
+        (Some(lambda), Some(reducer), Some(details)) => {
+            function::reduce(deps, config.functions, lambda, reducer, &details).await?
+        }
+        _ => {
+            let mut json = serde_json::to_vec_pretty(&result.to_result_json()).expect("serializes");
+            json.push(b'\n');
+            json
+        }
+    };
+
     let manifest = Manifest {
         outputs: output_keys,
+        map_results,
         ..manifest(
             record,
             out,
@@ -184,8 +228,6 @@ async fn write_outputs(
             None,
         )
     };
-    let mut result_json = serde_json::to_vec_pretty(&result.to_result_json()).expect("serializes");
-    result_json.push(b'\n');
     let mut manifest_json = serde_json::to_vec_pretty(&manifest).expect("serializes");
     manifest_json.push(b'\n');
     objects
@@ -277,6 +319,7 @@ fn manifest(
         result: out.result_key(),
         failures: out.failures_key(),
         outputs: Vec::new(),
+        map_results: None,
         bucket: out.bucket.clone(),
         processor: spec.processor.clone(),
         tolerated_failure_count: spec.tolerated_failure_count,

@@ -4,6 +4,7 @@
 
 use crate::batching::BatchLimits;
 use crate::layout::OUTPUT_SHAPES;
+use crate::processor::MAX_PAYLOAD_BYTES;
 use crate::spec::{Job, JobSpec, MAX_KEY_BYTES, MAX_SPEC_BYTES, SpecError, validate_job_id};
 
 impl JobSpec {
@@ -52,17 +53,36 @@ impl JobSpec {
         self.validate_outputs_outside_input()?;
         // Every S3 key must fit in a batch on its own, so that the byte limit can never strand an item.
         let limits = BatchLimits::for_job(self);
-        let needed = limits.envelope_bytes + BatchLimits::MAX_ITEM_JSON_BYTES;
+        let needed = limits.envelope_bytes + limits.max_item_bytes;
         if (max_bytes as usize) < needed {
             return Err(SpecError::new(
                 "item_batcher.max_input_bytes_per_batch",
                 format!(
                     "{max_bytes} is too small: a batch message for this job needs {} bytes of envelope plus up to {} \
-                     for one item (a {MAX_KEY_BYTES}-byte key); use at least {needed}",
+                     for one item (a {MAX_KEY_BYTES}-byte key{}); use at least {needed}",
                     limits.envelope_bytes,
-                    BatchLimits::MAX_ITEM_JSON_BYTES
+                    limits.max_item_bytes,
+                    if self.processor.wants_listing_entries() {
+                        " and its listing entry"
+                    } else {
+                        ""
+                    }
                 ),
             ));
+        }
+        // A function is invoked with the batch's items as the message carries them: the message's byte limit
+        // bounds the payload, which must stay under Lambda's.
+        if let Some(lambda) = self.processor.lambda() {
+            let most = lambda.max_payload_bytes(max_bytes as usize - limits.envelope_bytes);
+            if most > MAX_PAYLOAD_BYTES {
+                return Err(SpecError::new(
+                    "item_batcher.max_input_bytes_per_batch",
+                    format!(
+                        "{max_bytes} lets a batch's input to the function reach {most} bytes, over Lambda's \
+                         {MAX_PAYLOAD_BYTES}-byte limit for a synchronous invocation"
+                    ),
+                ));
+            }
         }
         Ok(())
     }

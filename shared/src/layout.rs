@@ -2,8 +2,9 @@
 //! [`crate::outcome`].
 //!
 //! Under `<result_writer.bucket>/<result_writer.prefix><job_id>/`:
-//! `manifest.json`, `result.json`, `failed.jsonl`, `parts/` (one partial result per batch), and `outputs/`
-//! (the per-item output lines, one file per range of batches, named by the first batch's seq).
+//! `manifest.json`, `result.json`, `failed.jsonl`, `parts/` (one partial result per batch), `outputs/`
+//! (the per-item output lines, one file per range of batches, named by the first batch's seq), and, for the
+//! `lambda` processor, `map-results/` (Distributed Map's ResultWriter layout).
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,15 @@ impl OutputShape {
             head,
             seq_digits: Some(10),
             attempt,
+            tail,
+        }
+    }
+
+    const fn numbered(head: &'static str, tail: &'static str) -> Self {
+        Self {
+            head,
+            seq_digits: Some(1),
+            attempt: 0,
             tail,
         }
     }
@@ -119,10 +129,28 @@ pub const FAILURES: OutputShape = OutputShape::fixed("failed.jsonl");
 pub const PART: OutputShape = OutputShape::per_batch("parts/", ATTEMPT_DIGITS, ".json");
 pub const DEAD_PART: OutputShape = OutputShape::per_batch("parts/", 0, ".dead.json");
 pub const OUTPUTS: OutputShape = OutputShape::per_batch("outputs/", 0, ".jsonl");
+/// A user's function's last error on a batch (the `lambda` processor), for the dead-letter handler.
+pub const FUNCTION_ERROR: OutputShape = OutputShape::per_batch("parts/", 0, ".error.json");
+pub const MAP_RESULTS_MANIFEST: OutputShape = OutputShape::fixed("map-results/manifest.json");
+/// Distributed Map's result files, numbered from 0 without padding, as Step Functions names them.
+pub const MAP_RESULTS_SUCCEEDED: OutputShape =
+    OutputShape::numbered("map-results/SUCCEEDED_", ".json");
+pub const MAP_RESULTS_FAILED: OutputShape = OutputShape::numbered("map-results/FAILED_", ".json");
 
 /// Every shape of key a job writes in its output folder (the listing must never be able to see one). `outputs/`
-/// is among them whatever the processor: a spec is refused for what its job could write.
-pub const OUTPUT_SHAPES: [OutputShape; 6] = [MANIFEST, RESULT, FAILURES, PART, DEAD_PART, OUTPUTS];
+/// and `map-results/` are among them whatever the processor: a spec is refused for what its job could write.
+pub const OUTPUT_SHAPES: [OutputShape; 10] = [
+    MANIFEST,
+    RESULT,
+    FAILURES,
+    PART,
+    DEAD_PART,
+    OUTPUTS,
+    FUNCTION_ERROR,
+    MAP_RESULTS_MANIFEST,
+    MAP_RESULTS_SUCCEEDED,
+    MAP_RESULTS_FAILED,
+];
 
 /// The output location of one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +198,27 @@ impl OutputLocation {
     pub fn outputs_key(&self, seq: u64) -> String {
         OUTPUTS.key(&self.dir, seq, "")
     }
+
+    /// The last error of a user's function on batch `seq`: written by a worker's attempt that failed for good,
+    /// read by the dead-letter handler.
+    pub fn error_key(&self, seq: u64) -> String {
+        FUNCTION_ERROR.key(&self.dir, seq, "")
+    }
+
+    /// Distributed Map's ResultWriter manifest of the job's executions.
+    pub fn map_results_manifest_key(&self) -> String {
+        MAP_RESULTS_MANIFEST.key(&self.dir, 0, "")
+    }
+
+    /// Result file `n` of the executions that succeeded (`failed`: that failed).
+    pub fn map_results_key(&self, failed: bool, n: u64) -> String {
+        let shape = if failed {
+            MAP_RESULTS_FAILED
+        } else {
+            MAP_RESULTS_SUCCEEDED
+        };
+        shape.key(&self.dir, n, "")
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +241,15 @@ mod tests {
             "results/j/parts/12345678901.dead.json"
         );
         assert_eq!(out.outputs_key(42), "results/j/outputs/0000000042.jsonl");
+        assert_eq!(out.error_key(3), "results/j/parts/0000000003.error.json");
+        assert_eq!(
+            out.map_results_key(false, 12),
+            "results/j/map-results/SUCCEEDED_12.json"
+        );
+        assert_eq!(
+            out.map_results_manifest_key(),
+            "results/j/map-results/manifest.json"
+        );
         for seq in [0, 7, 9_999_999_999, 10_000_000_000, u64::MAX] {
             for (shape, key) in [
                 (PART, out.part_key(seq, "deadbeef")),
@@ -234,5 +292,9 @@ mod tests {
         assert!(!OUTPUTS.can_match(dir, "", "d.jsonl"), "a seq is digits");
         assert_eq!(OUTPUTS.pattern(dir), "r/j/outputs/<seq>.jsonl");
         assert_eq!(PART.pattern(dir), "r/j/parts/<seq>.<attempt>.json");
+        assert!(MAP_RESULTS_SUCCEEDED.can_match(dir, "r/j/map-results/SUCCEEDED_0", ".json"));
+        assert!(MAP_RESULTS_FAILED.can_match(dir, "r/j/map-results/FAILED_1", "2.json"));
+        assert!(!MAP_RESULTS_FAILED.can_match(dir, "r/j/map-results/FAILED_0", "2.json"));
+        assert!(FUNCTION_ERROR.can_match(dir, "r/j/parts/", ".error.json"));
     }
 }

@@ -13,7 +13,8 @@
 //!   error over them.
 //! - Backends, each with its composition root: [`embedded`] ([`Deps::embedded`]) and [`aws`] ([`Deps::aws`]).
 //! - The pipeline's steps, the same code in Lambda and in one process: [`coordinator`], [`worker`],
-//!   [`completion`], [`dead_letter`], [`finalizer`].
+//!   [`completion`], [`dead_letter`], [`finalizer`]; [`function`] (users' Lambda functions, for the `lambda`
+//!   processor) and [`map_results`] (Distributed Map's ResultWriter layout) beside them.
 //! - [`sweeper`]: finds jobs that stopped moving, and repairs what it can.
 //! - Ways to run them: [`esm`] (the SQS event source mapping, played by this process), [`runner`] (a whole job
 //!   in one process, with optional fault injection), [`lambda`] (the three functions' handlers).
@@ -28,9 +29,11 @@ pub mod embedded;
 pub mod error;
 pub mod esm;
 pub mod finalizer;
+pub mod function;
 pub mod job;
 pub mod lambda;
 pub mod layout;
+pub mod map_results;
 pub mod message;
 pub mod outcome;
 pub mod ports;
@@ -43,7 +46,7 @@ pub mod worker;
 use std::sync::Arc;
 
 pub use error::PipelineError;
-use ports::{BatchQueue, JobStore, ObjectStore};
+use ports::{BatchQueue, FunctionInvoker, JobStore, ObjectStore};
 
 /// What the pipeline's steps run against. Built once per process, by one constructor per backend:
 /// [`Deps::embedded`] (in [`embedded`]) and [`Deps::aws`] (in [`aws`]); borrowed by every handler.
@@ -56,4 +59,7 @@ pub struct Deps {
     pub dead_letter: Option<Arc<dyn BatchQueue>>,
     pub finalize_queue: Arc<dyn BatchQueue>,
     pub jobs: Arc<dyn JobStore>,
+    /// Where users' Lambda functions are invoked (the `lambda` processor's batch function and reducer): Lambda's
+    /// Invoke API on AWS; on the embedded backends, whatever Invoke API the caller points it at, or none.
+    pub functions: Option<Arc<dyn FunctionInvoker>>,
 }

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::layout::OutputLocation;
+use crate::processor::BatchItem;
 use crate::spec::{Job, ProcessorSpec};
 
 /// One batch of items: the body of a work-queue message.
@@ -17,12 +18,20 @@ pub struct BatchMessage {
     pub bucket: String,
     pub processor: ProcessorSpec,
     pub output: OutputLocation,
-    /// Object keys, in listing order.
-    pub items: Vec<String>,
+    /// The items, in listing order: object keys, or listing entries for a processor that wants them.
+    pub items: Vec<BatchItem>,
+    /// How many times a worker sent this batch again because a user's function was throttled (see
+    /// [`crate::function`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub requeued: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl BatchMessage {
-    pub fn new(job: &Job, seq: u64, items: Vec<String>) -> Self {
+    pub fn new(job: &Job, seq: u64, items: Vec<BatchItem>) -> Self {
         Self {
             job_id: job.job_id.clone(),
             seq,
@@ -30,6 +39,7 @@ impl BatchMessage {
             processor: job.spec.processor.clone(),
             output: OutputLocation::for_job(job),
             items,
+            requeued: 0,
         }
     }
 
@@ -38,8 +48,8 @@ impl BatchMessage {
     pub fn items_digest(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
-        for key in &self.items {
-            hash.update(key.as_bytes());
+        for item in &self.items {
+            hash.update(item.key().as_bytes());
             hash.update(b"\n");
         }
         let hash = hash.finalize();

@@ -102,6 +102,10 @@ pub struct Manifest {
     /// job's manifest has the bytes it had before outputs existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<String>,
+    /// Key of `map-results/manifest.json`, Distributed Map's ResultWriter manifest of the batches' executions
+    /// (the `lambda` processor's; absent for the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_results: Option<String>,
     pub bucket: String,
     pub processor: ProcessorSpec,
     pub tolerated_failure_count: Option<u64>,
@@ -143,4 +147,24 @@ pub struct BatchPart {
     /// attempt the batch's record names reaches `outputs/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<OutputLine>,
+    /// The batch's run through a user's function (the `lambda` processor's batches; none for the others): what
+    /// `map-results/` records for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<Execution>,
+}
+
+/// One batch's run through a user's function, as Step Functions records a child execution: its status, its
+/// input and output (JSON text), or its error and cause, and when it ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    pub status: TerminalStatus,
+    pub input: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    pub start_date: String,
+    pub stop_date: String,
 }

@@ -30,7 +30,10 @@ use crate::esm::{Ack, EachMessage, EventSourceMapping, HandleMessage, InvokeErro
 use crate::finalizer::{FinalizerConfig, finalize};
 use crate::message::{BatchMessage, FinalizeMessage};
 use crate::outcome::Manifest;
-use crate::ports::{BatchQueue, Progress, ReceivedMessage, require_job};
+use crate::ports::{
+    BatchQueue, FunctionInvoker, InvokeError as FunctionError, Progress, ReceivedMessage,
+    require_job,
+};
 use crate::spec::Job;
 use crate::sweeper::{Repair, sweep_job};
 use crate::worker::{self, WorkerConfig};
@@ -127,6 +130,8 @@ pub struct RunStats {
     pub dead_lettered_batches: u64,
     /// Times the sweeper found the job stuck (every queue idle, the job not finished) and repaired it.
     pub sweeper_repairs: u64,
+    /// Invocations of a user's function that chaos throttled, or whose response it lost after the function ran.
+    pub function_faults: u64,
 }
 
 #[derive(Debug, Default)]
@@ -137,6 +142,7 @@ struct Counters {
     crashes_before_record: AtomicU64,
     dead_lettered_batches: AtomicU64,
     sweeper_repairs: AtomicU64,
+    function_faults: AtomicU64,
 }
 
 impl Counters {
@@ -149,6 +155,7 @@ impl Counters {
             crashes_before_record: get(&self.crashes_before_record),
             dead_lettered_batches: get(&self.dead_lettered_batches),
             sweeper_repairs: get(&self.sweeper_repairs),
+            function_faults: get(&self.function_faults),
         }
     }
 }
@@ -178,6 +185,22 @@ pub async fn run(
 
     let (stop_tx, stop) = watch::channel(false);
     let counters = Arc::new(Counters::default());
+    let chaotic;
+    let deps = match (config.chaos, &deps.functions) {
+        (Some(chaos), Some(functions)) => {
+            chaotic = Deps {
+                functions: Some(Arc::new(ChaosInvoker {
+                    inner: functions.clone(),
+                    chaos,
+                    calls: AtomicU64::new(0),
+                    counters: counters.clone(),
+                })),
+                ..deps.clone()
+            };
+            &chaotic
+        }
+        _ => deps,
+    };
     let pool = Arc::new(Pool {
         deps: deps.clone(),
         config: config.clone(),
@@ -567,6 +590,38 @@ impl HandleMessage for ChaosDelivery {
                     .await
             }
         })
+    }
+}
+
+/// Fault injection around users' functions: with the chaos rate, an invocation is throttled (the function does
+/// not run), or its response is lost after the function ran (a connection cut), as Lambda can do to any call.
+/// Never a function error: that would fail items, and a run under chaos must give a fault-free run's outputs.
+struct ChaosInvoker {
+    inner: Arc<dyn FunctionInvoker>,
+    chaos: Chaos,
+    calls: AtomicU64,
+    counters: Arc<Counters>,
+}
+
+#[async_trait]
+impl FunctionInvoker for ChaosInvoker {
+    async fn invoke(&self, function: &str, payload: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut rng =
+            StdRng::seed_from_u64(self.chaos.seed ^ call.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        if rng.random::<f64>() >= self.chaos.rate {
+            return self.inner.invoke(function, payload).await;
+        }
+        self.counters
+            .function_faults
+            .fetch_add(1, Ordering::Relaxed);
+        if rng.random_bool(0.5) {
+            return Err(FunctionError::Throttled("injected by chaos".into()));
+        }
+        self.inner.invoke(function, payload).await?;
+        Err(FunctionError::Unavailable(
+            "injected by chaos: the response was lost after the function ran".into(),
+        ))
     }
 }
 

@@ -187,7 +187,7 @@ async fn resend_missing(deps: &Deps, record: &JobRecord, total: u64) -> Result<u
             .list_page(&reader.bucket, &reader.prefix, None, token.as_deref())
             .await?;
         let last_page = page.next.is_none();
-        let batches = batch_page(reader, &mut batcher, page.objects, last_page)?;
+        let batches = batch_page(&job.spec, &mut batcher, page.objects, last_page)?;
         let mut missing = Vec::new();
         for batch in batches.into_iter().filter(|b| b.seq < total) {
             if deps

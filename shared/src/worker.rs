@@ -15,8 +15,12 @@ use crate::message::BatchMessage;
 use crate::outcome::{BatchPart, FailedItem, OutputLine};
 use std::sync::Arc;
 
-use crate::ports::{BatchRecord, ObjectStore, RecordOutcome, StoreError, require_job};
-use crate::processor::{Aggregate, Item, ItemError, Processed};
+use crate::function::{self, FunctionConfig, MAX_REQUEUES};
+use crate::ports::{
+    BatchRecord, ObjectStore, OutgoingMessage, RecordOutcome, StoreError, require_job,
+    send_all_with_retry,
+};
+use crate::processor::{Aggregate, BatchItem, Item, ItemError, Processed};
 use crate::spec::ProcessorSpec;
 
 /// Worker settings.
@@ -24,12 +28,15 @@ use crate::spec::ProcessorSpec;
 pub struct WorkerConfig {
     /// Objects read and processed at once within one batch.
     pub item_concurrency: usize,
+    /// How a user's function's throttling is waited out (the `lambda` processor).
+    pub functions: FunctionConfig,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             item_concurrency: 8,
+            functions: FunctionConfig::default(),
         }
     }
 }
@@ -81,7 +88,14 @@ pub async fn handle(
             completion,
         });
     }
-    let record = process(deps, config, message).await?;
+    let record = match process(deps, config, message).await {
+        Err(PipelineError::Function { error, .. })
+            if error.is_transient() && message.requeued < MAX_REQUEUES =>
+        {
+            return requeue(deps, message, &error).await;
+        }
+        record => record?,
+    };
     let (outcome, completion) = record_done(deps, message, &record).await?;
     if outcome == RecordOutcome::Duplicate
         && let Some(recorded) = deps.jobs.batch_record(job_id, seq).await?
@@ -95,58 +109,49 @@ pub async fn handle(
     })
 }
 
+/// Sends a batch whose function Lambda kept throttling again, as a fresh message, and lets this delivery
+/// succeed: the queue's redelivery would spend one of the message's receives, and dead-letter in the end
+/// items that never ran. Nothing is counted; a duplicate of the batch is absorbed by its record as always.
+async fn requeue(
+    deps: &Deps,
+    message: &BatchMessage,
+    error: &crate::ports::InvokeError,
+) -> Result<Handled, PipelineError> {
+    let again = BatchMessage {
+        requeued: message.requeued + 1,
+        ..message.clone()
+    };
+    tracing::warn!(batch_id = %message.batch_id(), requeued = again.requeued, %error, "function throttled; batch sent again");
+    send_all_with_retry(
+        deps.work_queue.as_ref(),
+        vec![OutgoingMessage {
+            id: format!("b{}", message.seq),
+            body: again.to_body(),
+        }],
+    )
+    .await?;
+    Ok(Handled {
+        record: BatchRecord::default(),
+        outcome: RecordOutcome::Duplicate,
+        completion: Completion::NotYet,
+    })
+}
+
 enum ItemOutcome {
     Done(Processed<Aggregate>),
     Failed(String),
 }
 
-/// Processes every item of the batch and writes the batch's part. Items that fail for good (bad data, object
-/// gone or refused by the store) become failed items; a transient error (throttling, a read cut short) fails
-/// the whole call.
+/// Processes the batch and writes its part under a key of this attempt's own: each item through the processor,
+/// or the whole batch through the user's function (the `lambda` processor).
 pub async fn process(
     deps: &Deps,
     config: WorkerConfig,
     message: &BatchMessage,
 ) -> Result<BatchRecord, PipelineError> {
-    let (objects, bucket, processor) = (&deps.objects, &message.bucket, &message.processor);
-    let outcomes: Vec<ItemOutcome> = futures::stream::iter(message.items.clone())
-        .map(|key| process_item_with_retry(objects.clone(), bucket.clone(), processor.clone(), key))
-        .buffered(config.item_concurrency.max(1))
-        .try_collect()
-        .await?;
-    let mut result = message.processor.empty();
-    let mut failures = Vec::new();
-    let mut outputs = Vec::new();
-    for (key, outcome) in message.items.iter().zip(outcomes) {
-        match outcome {
-            // An item whose result cannot be added to the batch's (a sum that overflows) fails alone: the
-            // merge is all or nothing, and retrying the batch would overflow again. Its output goes with it:
-            // only succeeded items have one.
-            ItemOutcome::Done(processed) => match result.merge(processed.result) {
-                Ok(()) => outputs.extend(processed.output.map(|output| OutputLine {
-                    key: key.clone(),
-                    output,
-                })),
-                Err(e) => failures.push(FailedItem {
-                    key: key.clone(),
-                    error: format!("\"{key}\": {e}"),
-                }),
-            },
-            ItemOutcome::Failed(error) => failures.push(FailedItem {
-                key: key.clone(),
-                error,
-            }),
-        }
-    }
-    let failed = failures.len() as u64;
-    let part = BatchPart {
-        job_id: message.job_id.clone(),
-        seq: message.seq,
-        succeeded: message.items.len() as u64 - failed,
-        failed,
-        result,
-        failures,
-        outputs,
+    let part = match message.processor.lambda() {
+        Some(lambda) => function::process_batch(deps, config.functions, lambda, message).await?,
+        None => process_items(deps, config, message).await?,
     };
     let attempt = uuid::Uuid::new_v4().simple().to_string();
     let part_key = message
@@ -155,9 +160,73 @@ pub async fn process(
     write_part(deps, &message.output.bucket, &part_key, &part).await?;
     Ok(BatchRecord {
         succeeded: part.succeeded,
-        failed,
+        failed: part.failed,
         part_key,
         items_digest: message.items_digest(),
+    })
+}
+
+/// Processes every item of the batch. Items that fail for good (bad data, object gone or refused by the store)
+/// become failed items; a transient error (throttling, a read cut short) fails the whole call.
+async fn process_items(
+    deps: &Deps,
+    config: WorkerConfig,
+    message: &BatchMessage,
+) -> Result<BatchPart, PipelineError> {
+    let (objects, bucket, processor) = (&deps.objects, &message.bucket, &message.processor);
+    let outcomes: Vec<ItemOutcome> = futures::stream::iter(message.items.clone())
+        .map(|item| {
+            let size = item.size();
+            let key = match item {
+                BatchItem::Key(key) => key,
+                BatchItem::Object(object) => object.key,
+            };
+            process_item_with_retry(
+                objects.clone(),
+                bucket.clone(),
+                processor.clone(),
+                key,
+                size,
+            )
+        })
+        .buffered(config.item_concurrency.max(1))
+        .try_collect()
+        .await?;
+    let mut result = message.processor.empty();
+    let mut failures = Vec::new();
+    let mut outputs = Vec::new();
+    for (item, outcome) in message.items.iter().zip(outcomes) {
+        let key = item.key();
+        match outcome {
+            // An item whose result cannot be added to the batch's (a sum that overflows) fails alone: the
+            // merge is all or nothing, and retrying the batch would overflow again. Its output goes with it:
+            // only succeeded items have one.
+            ItemOutcome::Done(processed) => match result.merge(processed.result) {
+                Ok(()) => outputs.extend(processed.output.map(|output| OutputLine {
+                    key: key.to_owned(),
+                    output,
+                })),
+                Err(e) => failures.push(FailedItem {
+                    key: key.to_owned(),
+                    error: format!("\"{key}\": {e}"),
+                }),
+            },
+            ItemOutcome::Failed(error) => failures.push(FailedItem {
+                key: key.to_owned(),
+                error,
+            }),
+        }
+    }
+    let failed = failures.len() as u64;
+    Ok(BatchPart {
+        job_id: message.job_id.clone(),
+        seq: message.seq,
+        succeeded: message.items.len() as u64 - failed,
+        failed,
+        result,
+        failures,
+        outputs,
+        execution: None,
     })
 }
 
@@ -184,6 +253,7 @@ async fn process_item_with_retry(
     bucket: String,
     processor: ProcessorSpec,
     key: String,
+    size: Option<u64>,
 ) -> Result<ItemOutcome, PipelineError> {
     let mut delay = Duration::from_millis(50);
     for attempt in 1.. {
@@ -192,6 +262,7 @@ async fn process_item_with_retry(
             bucket.clone(),
             processor.clone(),
             key.clone(),
+            size,
         )
         .await
         {
@@ -214,6 +285,7 @@ async fn process_item(
     bucket: String,
     processor: ProcessorSpec,
     key: String,
+    size: Option<u64>,
 ) -> Result<ItemOutcome, PipelineError> {
     let mut body = match objects.get(&bucket, &key).await {
         Ok(body) => body,
@@ -231,7 +303,7 @@ async fn process_item(
     let outcome = tokio::task::spawn_blocking(move || {
         processor.process(Item::Object {
             key: &key,
-            size: None,
+            size,
             body: &mut body,
         })
     })

@@ -57,6 +57,7 @@ fn setup(keys: impl IntoIterator<Item = String>) -> Setup {
         jobs_prefix: "jobs/".into(),
         results_prefix: "results/".into(),
         processor_functions: Vec::new(),
+        function_arn_prefix: None,
     };
     Setup {
         _dir: dir,
@@ -625,6 +626,7 @@ async fn one_invocation_reads_at_most_its_item_concurrency_at_once() {
     let event: SqsEvent = serde_json::from_value(sqs_event(QUEUE_ARN, &messages)).unwrap();
     let config = WorkerConfig {
         item_concurrency: 8,
+        ..WorkerConfig::default()
     };
     let response = worker::handle(&env.deps, config, &event).await.unwrap();
     assert!(response.batch_item_failures.is_empty());

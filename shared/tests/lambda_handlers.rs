@@ -63,6 +63,7 @@ async fn coordinator(
         jobs_prefix: "jobs/".into(),
         results_prefix: String::new(), // anywhere: these tests write under results/ and out/
         processor_functions: Vec::new(),
+        function_arn_prefix: None,
     };
     (coordinator, continuation)
 }
@@ -283,6 +284,7 @@ async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anythin
         jobs_prefix: "jobs/".into(),
         results_prefix: String::new(),
         processor_functions: Vec::new(),
+        function_arn_prefix: None,
     };
     let err = coordinator
         .handle(event("direct-invoke.json"), &|| true)
@@ -327,9 +329,71 @@ async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anythin
         .unwrap_err()
         .to_string();
     assert!(err.contains("item_batcher.max_items_per_batch"), "{err}");
+
+    // The lambda processor: only the functions of ProcessorFunctions, by field, names resolved in the stack's
+    // region and account (any version or alias of a listed function is fine).
+    let coordinator = Coordinator {
+        processor_functions: vec![
+            "arn:aws:lambda:us-east-1:123456789012:function:monthly-high".into(),
+            "arn:aws:lambda:us-east-1:123456789012:function:reducer".into(),
+        ],
+        function_arn_prefix: Some("arn:aws:lambda:us-east-1:123456789012:function:".into()),
+        ..coordinator
+    };
+    let with = |processor: Value| {
+        let mut spec = event("direct-invoke.json");
+        spec["processor"] = processor;
+        spec
+    };
+    for (processor, field) in [
+        (
+            json!({"kind": "lambda", "function": "other"}),
+            "processor.function",
+        ),
+        (
+            json!({"kind": "lambda", "function": "arn:aws:lambda:us-east-1:999999999999:function:monthly-high"}),
+            "processor.function",
+        ),
+        (
+            json!({"kind": "lambda", "function": "monthly-high:live", "reducer": "arn:aws:lambda:eu-west-1:123456789012:function:reducer"}),
+            "processor.reducer",
+        ),
+    ] {
+        let err = coordinator
+            .handle(with(processor.clone()), &|| true)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{field}: function "))
+                && err.contains("DMAP_PROCESSOR_FUNCTIONS: arn:aws:lambda:us-east-1:123456789012:function:monthly-high"),
+            "{processor}: {err}"
+        );
+    }
+    let none = Coordinator {
+        processor_functions: Vec::new(),
+        ..coordinator
+    };
+    let err = none
+        .handle(
+            with(json!({"kind": "lambda", "function": "monthly-high"})),
+            &|| true,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ProcessorFunctions parameter"), "{err}");
     assert!(
         deps.jobs.get_job("weather-2026").await.unwrap().is_none(),
         "no job was created"
+    );
+    let listed = deps
+        .objects
+        .list_page("data", "results/weather-2026/", None, None)
+        .await;
+    assert!(
+        listed.map(|page| page.objects.is_empty()).unwrap_or(true),
+        "nothing was written"
     );
 }
 

@@ -171,14 +171,17 @@ fn denied(bucket: &str, key: &str) -> StoreError {
 }
 
 /// A small bound, so that a job of a few dozen items writes several files.
-const SMALL_FILES: FinalizerConfig = FinalizerConfig {
-    output_file_bytes: 1000,
-};
+fn small_files() -> FinalizerConfig {
+    FinalizerConfig {
+        output_file_bytes: 1000,
+        ..FinalizerConfig::default()
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_hold_whole_batches_in_item_order_named_by_their_first_batch() {
     let config = RunnerConfig {
-        finalizer: SMALL_FILES,
+        finalizer: small_files(),
         ..fast_config()
     };
     let mut env = Env::new(&config);
@@ -230,11 +233,11 @@ async fn files_hold_whole_batches_in_item_order_named_by_their_first_batch() {
             .map(|(line, _)| line.len() + 1)
             .sum();
         assert!(
-            body.len() - last_batch_bytes < SMALL_FILES.output_file_bytes,
+            body.len() - last_batch_bytes < small_files().output_file_bytes,
             "{name}"
         );
         if i + 1 < files.len() {
-            assert!(body.len() >= SMALL_FILES.output_file_bytes, "{name}");
+            assert!(body.len() >= small_files().output_file_bytes, "{name}");
         }
         next_line += file_lines.len();
     }
@@ -271,7 +274,7 @@ fn chaos_config(chaos: Option<Chaos>) -> RunnerConfig {
         max_receive_count: 1_000,
         idle_before_sweep: Duration::from_millis(300),
         chaos,
-        finalizer: SMALL_FILES,
+        finalizer: small_files(),
         ..fast_config()
     }
 }

@@ -18,6 +18,7 @@ async fn main() -> Result<(), Error> {
     let deps = dmap_core::Deps::aws(&clients, &config.common.resources());
     let worker = WorkerConfig {
         item_concurrency: config.item_concurrency,
+        ..WorkerConfig::default()
     };
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

@@ -152,7 +152,7 @@ pub struct AwsResources {
 }
 
 impl Deps {
-    /// The AWS backends: S3, SQS and DynamoDB through `clients`.
+    /// The AWS backends: S3, SQS and DynamoDB through `clients`, and Lambda's Invoke API for users' functions.
     pub fn aws(clients: &AwsClients, resources: &AwsResources) -> Self {
         let queue = |url: &str| -> Arc<dyn crate::ports::BatchQueue> {
             Arc::new(SqsQueue::new(clients.sqs.clone(), url))
@@ -171,6 +171,7 @@ impl Deps {
                 resources.counter_shards,
                 resources.ttl,
             )),
+            functions: Some(Arc::new(LambdaInvoker::new(clients.lambda.clone()))),
         }
     }
 }

@@ -28,7 +28,8 @@ pub struct EmbeddedQueues {
 
 impl Deps {
     /// The embedded backends: `objects` (a [`LocalDirStore`], or a wrapper around one), an in-process work
-    /// queue with its dead-letter queue, a finalize queue, and an in-process job store.
+    /// queue with its dead-letter queue, a finalize queue, and an in-process job store. No function invoker: set
+    /// [`Deps::functions`] to run `lambda` processors.
     pub fn embedded(objects: Arc<dyn ObjectStore>, queues: EmbeddedQueues) -> Self {
         let visibility = queues.visibility_timeout;
         let dead_letter = EmbeddedQueue::new(QueueConfig::new("work-dlq", visibility));
@@ -41,6 +42,7 @@ impl Deps {
             dead_letter: Some(dead_letter),
             finalize_queue: EmbeddedQueue::new(QueueConfig::new("finalize", visibility)),
             jobs: Arc::new(MemoryJobStore::new()),
+            functions: None,
         }
     }
 }

@@ -19,6 +19,7 @@ pub const COORDINATOR_VARS: &[&str] = &[
     "DMAP_JOBS_PREFIX",
     "DMAP_RESULTS_PREFIX",
     "DMAP_PROCESSOR_FUNCTIONS",
+    "DMAP_FUNCTION_ARN_PREFIX",
 ];
 /// Read by the worker besides [`COMMON_VARS`].
 pub const WORKER_VARS: &[&str] = &["DMAP_ITEM_CONCURRENCY"];
@@ -126,6 +127,9 @@ pub struct CoordinatorConfig {
     /// Function ARNs the `lambda` processor may invoke (any version or alias of each); a spec naming another
     /// function is refused.
     pub processor_functions: Vec<String>,
+    /// `arn:<partition>:lambda:<region>:<account>:function:`, the stack's own: what a function named without
+    /// an ARN resolves against.
+    pub function_arn_prefix: Option<String>,
 }
 
 impl CoordinatorConfig {
@@ -154,6 +158,7 @@ impl CoordinatorConfig {
                 .map(|_| list("DMAP_PROCESSOR_FUNCTIONS"))
                 .transpose()?
                 .unwrap_or_default(),
+            function_arn_prefix: env.optional("DMAP_FUNCTION_ARN_PREFIX"),
         })
     }
 }

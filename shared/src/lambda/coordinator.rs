@@ -32,6 +32,7 @@ pub use crate::message::ContinueListing;
 use crate::ports::{
     BatchQueue, Checkpoint, JobRecord, OutgoingMessage, read_up_to, send_all_with_retry,
 };
+use crate::processor::FunctionRef;
 use crate::spec::{Job, JobSpec, MAX_SPEC_BYTES};
 use crate::sweeper::sweep;
 
@@ -91,6 +92,8 @@ pub struct Coordinator {
     pub results_prefix: String,
     /// Function ARNs the `lambda` processor may invoke.
     pub processor_functions: Vec<String>,
+    /// What a function named without an ARN resolves against: the stack's partition, region and account.
+    pub function_arn_prefix: Option<String>,
 }
 
 /// Decodes an S3 event key: form encoding, `+` for a space (`%2B` for a plus), then percent-decoding. Right
@@ -141,6 +144,7 @@ impl Coordinator {
             jobs_prefix: config.jobs_prefix,
             results_prefix: config.results_prefix,
             processor_functions: config.processor_functions,
+            function_arn_prefix: config.function_arn_prefix,
         }
     }
 
@@ -296,6 +300,43 @@ impl Coordinator {
         Ok(response)
     }
 
+    /// The `lambda` processor may invoke only the functions the stack lets the worker and finalizer invoke
+    /// (any version or alias of each); a name is resolved in the stack's region and account, as Lambda would.
+    fn check_functions(&self, job: &Job) -> Result<(), PipelineError> {
+        let Some(lambda) = job.spec.processor.lambda() else {
+            return Ok(());
+        };
+        let stack = self
+            .function_arn_prefix
+            .as_deref()
+            .and_then(|prefix| FunctionRef::parse(&format!("{prefix}stack")).ok());
+        let arn = |reference: &str| {
+            FunctionRef::parse(reference)
+                .ok()
+                .and_then(|f| f.function_arn(stack.as_ref()))
+        };
+        let allowed: Vec<String> = self
+            .processor_functions
+            .iter()
+            .filter_map(|f| arn(f))
+            .collect();
+        for (field, function) in lambda.functions() {
+            if arn(function).is_some_and(|arn| allowed.contains(&arn)) {
+                continue;
+            }
+            let list = if self.processor_functions.is_empty() {
+                "none: list them in the stack's ProcessorFunctions parameter".to_owned()
+            } else {
+                self.processor_functions.join(", ")
+            };
+            return Err(PipelineError::Refused(format!(
+                "processor.{field}: function \"{function}\" is not one this deployment may invoke \
+                 (DMAP_PROCESSOR_FUNCTIONS: {list})"
+            )));
+        }
+        Ok(())
+    }
+
     fn check_allowed(&self, job: &Job) -> Result<(), PipelineError> {
         let spec = &job.spec;
         let refuse = |field: &str, bucket: &str, variable: &str, list: &[String]| {
@@ -333,6 +374,7 @@ impl Coordinator {
                 writer.prefix, self.results_prefix
             )));
         }
+        self.check_functions(job)?;
         // Results under the jobs prefix would be read as job specs (the notification's filter is the only
         // guard on AWS; refuse before it matters).
         let under_jobs = writer.prefix.starts_with(&self.jobs_prefix)

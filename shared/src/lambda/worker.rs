@@ -60,6 +60,7 @@ pub async fn handle_until(
 ) -> Result<SqsBatchResponse, MissingMessageId> {
     let config = WorkerConfig {
         item_concurrency: (config.item_concurrency / MESSAGE_CONCURRENCY).max(1),
+        ..config
     };
     for_each_record(event, MESSAGE_CONCURRENCY, |body| async move {
         if !time_left() {

@@ -12,6 +12,7 @@
 //! [`ProcessorSpec`] (the spec's field, parsed by `kind`) and [`Aggregate`] (a partial result), which the
 //! worker, the finalizer and the dead-letter handler use without knowing which processor runs.
 
+mod batch_item;
 mod csv_rows;
 mod registry;
 
@@ -33,12 +34,33 @@ processors! {
     "checksum" => Checksum(checksum::ChecksumProcessor),
     /// Per month, the row with the highest value: the hottest day of each month in NOAA's daily summaries.
     "monthly_high" => MonthlyHigh(monthly_high::MonthlyHighProcessor),
+    /// Each batch through the user's own Lambda function, with Distributed Map's input and result layout.
+    "lambda" => Lambda(lambda::LambdaProcessor),
 }
+
+pub use batch_item::{BatchItem, MAX_ENTRY_EXTRA_JSON_BYTES, S3Item};
 
 pub use checksum::{ChecksumAggregate, ChecksumAlgorithm};
 pub use count::CountAggregate;
 pub use csv_aggregate::{ColumnStats, CsvAggregate, GroupStats};
+pub use lambda::{FunctionRef, LambdaAggregate, MAX_PAYLOAD_BYTES, RetryPolicy};
 pub use monthly_high::{MonthlyHighAggregate, Winner};
+
+impl ProcessorSpec {
+    /// The `lambda` processor's config, for the steps that hand it whole batches instead of items.
+    pub fn lambda(&self) -> Option<&LambdaProcessor> {
+        match self {
+            Self::Lambda(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Whether batches carry each object's listing entry (ETag, size, LastModified, storage class), not only its
+    /// key: what a function written for Distributed Map takes.
+    pub fn wants_listing_entries(&self) -> bool {
+        self.lambda().is_some()
+    }
+}
 
 /// A processor: its config is `Self`, deserialized from the job spec's `processor` field (its `kind` removed)
 /// and carried in every batch message. Add one as a file in this folder and a line in `processors!`.

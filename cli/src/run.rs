@@ -244,11 +244,13 @@ pub fn print_summary(
             "result": outputs.locate(&m.bucket, &m.result),
             "failures": outputs.locate(&m.bucket, &m.failures),
             "outputs": m.outputs.iter().map(|key| outputs.locate(&m.bucket, key)).collect::<Vec<_>>(),
+            "map_results": m.map_results.as_ref().map(|key| outputs.locate(&m.bucket, key)),
             "deliveries": s.deliveries,
             "faults": {
                 "duplicates": s.duplicates,
                 "crashes_before_ack": s.crashes_before_ack,
                 "crashes_before_record": s.crashes_before_record,
+                "function_faults": s.function_faults,
             },
             "dead_lettered_batches": s.dead_lettered_batches,
             "peak_memory_bytes": peak_memory_bytes(),
@@ -261,11 +263,12 @@ pub fn print_summary(
         println!("{summary}");
         return;
     }
-    let faults = s.duplicates + s.crashes_before_ack + s.crashes_before_record;
+    let faults = s.duplicates + s.crashes_before_ack + s.crashes_before_record + s.function_faults;
     let chaos = if faults > 0 {
         format!(
-            "; {faults} faults injected ({} duplicates, {} crashes before ack, {} before record)",
-            s.duplicates, s.crashes_before_ack, s.crashes_before_record
+            "; {faults} faults injected ({} duplicates, {} crashes before ack, {} before record, {} function calls \
+             throttled or cut)",
+            s.duplicates, s.crashes_before_ack, s.crashes_before_record, s.function_faults
         )
     } else {
         String::new()

@@ -335,6 +335,33 @@ mod tests {
     }
 
     #[test]
+    fn a_lambda_batch_that_could_pass_lambdas_payload_limit_is_refused() {
+        let mut spec = base();
+        spec["processor"] =
+            json!({"kind": "lambda", "function": "f", "batch_input": {"Bucket": "data"}});
+        let job =
+            JobSpec::parse(spec.to_string().as_bytes()).expect("a 256 KiB batch fits a payload");
+        let limits = BatchLimits::for_job(&job.spec);
+        assert!(
+            limits.max_item_bytes > BatchLimits::MAX_KEY_JSON_BYTES,
+            "items carry listing entries"
+        );
+        // SQS's message limit keeps every spec that passes its own check far under Lambda's 6 MB; the payload
+        // check still holds on its own, for the day a batch outgrows one message.
+        let mut big = job.spec.clone();
+        big.item_batcher.max_input_bytes_per_batch = 7_000_000;
+        let err = big.validate_with_envelope_and_outputs().unwrap_err();
+        assert_eq!(err.field, "item_batcher.max_input_bytes_per_batch");
+        assert!(
+            err.message.contains("over Lambda's 6291456-byte limit"),
+            "{err}"
+        );
+        big.item_batcher.max_input_bytes_per_batch = MAX_PAYLOAD_BYTES as u32 - 1000;
+        big.validate_with_envelope_and_outputs()
+            .expect("a payload just under the limit is fine");
+    }
+
+    #[test]
     fn results_beside_the_input_are_allowed() {
         let mut spec = base();
         spec["item_reader"]["prefix"] = json!("");

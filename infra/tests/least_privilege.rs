@@ -4,9 +4,13 @@
 //! Lambda's pollers do with the function's role. The actions recorded, plus the pollers', must equal the
 //! actions the template grants: a missing grant would fail on AWS, an extra one is privilege to remove. The one
 //! exception is [`GRANTED_FOR_ANSWERS`]: grants no call needs, kept for how AWS answers the calls that are made.
+//!
+//! The stack lists two functions in `ProcessorFunctions`, and one job runs the `lambda` processor with them, so
+//! the worker's and the finalizer's invocations are recorded too; [`InvokeApi`] answers them in Lambda's place.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -20,15 +24,33 @@ use dmap_core::ports::{BatchQueue, read_all};
 use dmap_core::worker::WorkerConfig;
 use dmap_emulator as emulator;
 use dmap_infra::Stack;
-use dmap_infra::stack::Function;
+use dmap_infra::stack::{Function, LOCAL_ACCOUNT_ID};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 /// Grants that change what AWS answers rather than allow a call: (role, action, why).
-const GRANTED_FOR_ANSWERS: &[(&str, &str, &str)] = &[(
-    "WorkerRole",
-    "s3:ListBucket",
-    "without it S3 answers a GetObject of a missing key with 403 AccessDenied, not 404 NoSuchKey",
-)];
+const GRANTED_FOR_ANSWERS: &[(&str, &str, &str)] = &[
+    (
+        "WorkerRole",
+        "s3:ListBucket",
+        "without it S3 answers a GetObject of a missing key with 403 AccessDenied, not 404 NoSuchKey",
+    ),
+    (
+        "FinalizerRole",
+        "s3:ListBucket",
+        "a dead-lettered lambda batch reads its kept function error, absent when no attempt got an answer: \
+         without it S3 answers 403 AccessDenied, not 404 NoSuchKey, and the dead letter is never recorded",
+    ),
+];
+
+/// The functions the stack lets the `lambda` processor invoke (its `ProcessorFunctions`).
+const BATCH_FUNCTION: &str = "batch-fn";
+const REDUCER: &str = "reducer-fn";
+/// The reducer's response, byte for byte: the job's `result.json` must be exactly this.
+const REDUCED: &str = r#"{"reduced":true}"#;
 
 fn env(function: &Function) -> Env<impl Fn(&str) -> Option<String>> {
     let variables = function.environment.clone();
@@ -48,6 +70,7 @@ fn actions(operation: &str) -> Vec<String> {
         // DynamoJobStore's transactions put a marker and update a counter; a ConditionCheck would need
         // dynamodb:ConditionCheckItem, which none of them uses.
         ("dynamodb", "TransactWriteItems") => vec!["dynamodb:PutItem", "dynamodb:UpdateItem"],
+        ("lambda", "Invoke") => vec!["lambda:InvokeFunction"],
         _ => return vec![format!("{service}:{name}")],
     };
     needs.into_iter().map(str::to_owned).collect()
@@ -81,6 +104,85 @@ fn granted(stack: &Stack, role: &str) -> BTreeSet<String> {
     actions
 }
 
+/// Lambda's Invoke API, played only so that the worker's and the finalizer's invocations of the `lambda`
+/// processor's functions are made over HTTP and recorded like their other calls: the two functions answer at
+/// once (the batch function with its batch's item count, the reducer with [`REDUCED`]), any other name is
+/// unknown, as Lambda answers. Every invocation is kept as (function, payload).
+struct InvokeApi {
+    endpoint: String,
+    invocations: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl InvokeApi {
+    /// Serves on a free port, on the test's runtime (so it stops with the test).
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let invocations = Arc::new(Mutex::new(Vec::new()));
+        let kept = invocations.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let kept = kept.clone();
+                        async move { Ok::<_, Infallible>(invoke(request, &kept).await) }
+                    });
+                    // A connection that breaks only ends itself; the SDK sees the error.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            endpoint,
+            invocations,
+        }
+    }
+
+    fn invocations(&self) -> Vec<(String, Value)> {
+        self.invocations.lock().unwrap().clone()
+    }
+}
+
+/// `POST /2015-03-31/functions/{name}/invocations`, answered as Lambda answers a RequestResponse invocation.
+async fn invoke(
+    request: Request<Incoming>,
+    kept: &Mutex<Vec<(String, Value)>>,
+) -> Response<Full<Bytes>> {
+    let name = (request.method() == Method::POST)
+        .then(|| request.uri().path().strip_prefix("/2015-03-31/functions/"))
+        .flatten()
+        .and_then(|rest| rest.strip_suffix("/invocations"))
+        .unwrap_or_default()
+        .to_owned();
+    let body = request.into_body().collect().await.unwrap().to_bytes();
+    let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let response = match name.as_str() {
+        BATCH_FUNCTION => {
+            Some(json!({ "n": payload["Items"].as_array().map_or(0, Vec::len) }).to_string())
+        }
+        REDUCER => Some(REDUCED.to_owned()),
+        _ => None,
+    };
+    kept.lock().unwrap().push((name, payload));
+    let answer = Response::builder().header("Content-Type", "application/json");
+    match response {
+        Some(response) => answer
+            .status(StatusCode::OK)
+            .body(Full::new(response.into())),
+        // The SDK reads the error's code from this header.
+        None => answer
+            .status(StatusCode::NOT_FOUND)
+            .header("x-amzn-ErrorType", "ResourceNotFoundException")
+            .body(Full::new(Bytes::from_static(
+                br#"{"Type":"User","message":"Function not found"}"#,
+            ))),
+    }
+    .unwrap()
+}
+
 /// A handler's answer that retries nothing.
 fn all_handled(response: SqsBatchResponse) {
     assert!(
@@ -99,7 +201,20 @@ async fn poll(poller: &AwsClients, url: &str) -> Option<SqsEvent> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_allows_exactly_the_calls_its_function_makes() {
     let setup = emulator::clients().await;
-    let stack = emulator::stack(&setup, 30).await;
+    // The two functions the `lambda` processor may invoke, in the stack's own region and account: the
+    // coordinator resolves a job's bare function names into these.
+    let mut options = emulator::stack_options(30);
+    let arn = |name: &str| {
+        format!(
+            "arn:aws:lambda:{}:{LOCAL_ACCOUNT_ID}:function:{name}",
+            options.region
+        )
+    };
+    let processor_functions = [arn(BATCH_FUNCTION), arn(REDUCER)];
+    options
+        .parameters
+        .insert("ProcessorFunctions".into(), processor_functions.join(","));
+    let stack = emulator::create_stack(&setup, &options).await;
     let bucket = stack.buckets["DataBucket"].clone();
     let url = |id: &str| stack.queues[id].url.clone().unwrap();
     // 1,001 objects: two listing pages, so the listing can be handed over.
@@ -140,10 +255,13 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         function("worker"),
         function("finalizer"),
     );
+    // Each function's Lambda client reaches the stand-in, the coordinator's too: an invocation it should not
+    // make is then recorded against its role rather than failing on the way to AWS.
+    let invoke_api = InvokeApi::start().await;
     let (coordinator_clients, worker_clients, finalizer_clients, poller) = (
-        emulator::clients().await,
-        emulator::clients().await,
-        emulator::clients().await,
+        emulator::clients_invoking(&invoke_api.endpoint).await,
+        emulator::clients_invoking(&invoke_api.endpoint).await,
+        emulator::clients_invoking(&invoke_api.endpoint).await,
         emulator::clients().await,
     );
 
@@ -302,6 +420,97 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         .send()
         .await
         .expect("the third job finished");
+
+    // A job of the `lambda` processor, its functions named as a spec names them: the coordinator resolves
+    // them into the listed ARNs and accepts the job, a worker invokes the batch function, and the finalizer
+    // the reducer.
+    let invoked = json!({
+        "job_id": "invoked",
+        "item_reader": { "bucket": bucket, "prefix": "inputs/k000" },
+        "processor": {
+            "kind": "lambda",
+            "function": BATCH_FUNCTION,
+            "batch_input": { "Bucket": bucket },
+            "reducer": REDUCER
+        },
+        "result_writer": { "bucket": bucket, "prefix": "results/" }
+    });
+    // A function the stack does not list is refused (a direct invocation answers a refusal with an error).
+    let mut unlisted = invoked.clone();
+    unlisted["processor"]["function"] = json!("other-fn");
+    let refused = coordinator.handle(unlisted, &|| true).await.unwrap_err();
+    assert!(
+        refused.to_string().starts_with("processor.function: "),
+        "{refused}"
+    );
+    let accepted = coordinator.handle(invoked, &|| true).await.unwrap();
+    assert_eq!(accepted["job_id"], "invoked", "{accepted}");
+    let batches = poll(&poller, &url("WorkQueue")).await.unwrap();
+    all_handled(
+        worker::handle(&worker_deps, worker_config, &batches)
+            .await
+            .unwrap(),
+    );
+    let trigger = poll(&poller, &url("FinalizeQueue"))
+        .await
+        .expect("the worker's finalize trigger");
+    all_handled(finalizer::handle(&finalizer_deps, &trigger).await.unwrap());
+    let read = |key: &'static str| {
+        let (objects, bucket) = (finalizer_deps.objects.clone(), bucket.clone());
+        async move { read_all(objects.as_ref(), &bucket, key).await.expect(key) }
+    };
+    let manifest: Value =
+        serde_json::from_slice(&read("results/invoked/manifest.json").await).unwrap();
+    assert_eq!(manifest["status"], "SUCCEEDED", "{manifest}");
+    assert_eq!(
+        String::from_utf8(read("results/invoked/result.json").await).unwrap(),
+        REDUCED,
+        "result.json is the reducer's response, verbatim"
+    );
+    setup
+        .s3
+        .head_object()
+        .bucket(&bucket)
+        .key("results/invoked/map-results/manifest.json")
+        .send()
+        .await
+        .expect("the executions' manifest");
+    // Ten items (k0000 to k0009), one batch: one invocation of each function, under the names the spec gave.
+    let invocations = invoke_api.invocations();
+    let names: Vec<&str> = invocations.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, [BATCH_FUNCTION, REDUCER], "{invocations:?}");
+    assert_eq!(invocations[0].1["BatchInput"], json!({ "Bucket": bucket }));
+    assert_eq!(invocations[0].1["Items"].as_array().unwrap().len(), 10);
+
+    // The invocations' grant: the two listed functions and any version or alias of each, nothing broader, to
+    // the worker and the finalizer; the coordinator invokes nothing and may not.
+    let mut expected: Vec<String> = processor_functions
+        .iter()
+        .flat_map(|arn| [arn.clone(), format!("{arn}:*")])
+        .collect();
+    expected.sort();
+    for role in ["WorkerRole", "FinalizerRole"] {
+        let statement = stack
+            .role_statements(role)
+            .unwrap()
+            .into_iter()
+            .find(|s| s["Sid"] == "InvokeProcessorFunctions")
+            .unwrap_or_else(|| panic!("{role} may invoke the processor's functions"));
+        assert_eq!(statement["Action"], "lambda:InvokeFunction", "{role}");
+        let mut resources: Vec<String> = statement["Resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect();
+        resources.sort();
+        assert_eq!(resources, expected, "{role}");
+    }
+    let coordinator_grants = granted(&stack, "CoordinatorRole");
+    assert!(
+        !coordinator_grants.iter().any(|a| a.starts_with("lambda:")),
+        "{coordinator_grants:?}"
+    );
 
     // What each role must allow: the function's own calls, its pollers' (on the queues that trigger it), and
     // for the coordinator, Lambda sending failed asynchronous invokes to its dead-letter queue.

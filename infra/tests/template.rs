@@ -394,6 +394,75 @@ fn bucket_and_prefix_parameters_refuse_wildcards_and_arns() {
     planned("ResultsPrefix", "out/dmap/").unwrap();
 }
 
+#[test]
+fn only_the_listed_processor_functions_may_be_invoked() {
+    let roles = ["CoordinatorRole", "WorkerRole", "FinalizerRole"];
+    let lambda_actions = |stack: &Stack, role: &str| -> Vec<String> {
+        stack
+            .role_statements(role)
+            .unwrap()
+            .iter()
+            .flat_map(|s| listed(&s["Action"]))
+            .filter(|a| a.starts_with("lambda:"))
+            .collect()
+    };
+    // Without the parameter no role may invoke anything, and the finalizer, which then never handles a
+    // `lambda` batch's dead letter, lists nothing.
+    let stack = plan(&[]);
+    for role in roles {
+        assert_eq!(lambda_actions(&stack, role), Vec::<String>::new(), "{role}");
+    }
+    assert!(resources_allowing(&stack, "FinalizerRole", "s3:ListBucket").is_empty());
+
+    // With it (CloudFormation trims each item), exactly the listed functions and their versions and aliases.
+    let (a, b) = (
+        "arn:aws:lambda:us-east-1:123456789012:function:a",
+        "arn:aws:lambda:us-east-1:123456789012:function:b",
+    );
+    let stack = plan(&[("ProcessorFunctions", &format!("{a}, {b}"))]);
+    assert!(lambda_actions(&stack, "CoordinatorRole").is_empty());
+    for role in ["WorkerRole", "FinalizerRole"] {
+        assert_eq!(
+            lambda_actions(&stack, role),
+            ["lambda:InvokeFunction"],
+            "{role}"
+        );
+        assert_eq!(
+            resources_allowing(&stack, role, "lambda:InvokeFunction"),
+            [
+                format!("{a}:*"),
+                format!("{b}:*"),
+                a.to_owned(),
+                b.to_owned()
+            ],
+            "{role}"
+        );
+    }
+    assert_eq!(
+        resources_allowing(&stack, "FinalizerRole", "s3:ListBucket"),
+        ["arn:aws:s3:::st-data-123456789012-us-east-1"]
+    );
+
+    // Whole unqualified ARNs only: a wildcard or a qualifier would widen the grant's `<arn>:*`, and a bare name
+    // cannot be made an ARN inside the policy.
+    for bad in [
+        "*",
+        "a",
+        "arn:aws:lambda:us-east-1:123456789012:function:*",
+        "arn:aws:lambda:us-east-1:123456789012:function:a:live",
+        "arn:aws:lambda:*:123456789012:function:a",
+        &format!("{a},*"),
+    ] {
+        let mut options = StackOptions::new("st");
+        options.parameters = [("ProcessorFunctions".to_owned(), bad.to_owned())].into();
+        let err = Stack::plan(&Template::bundled(), &options).expect_err(bad);
+        assert!(
+            err.to_string().contains("ProcessorFunctions"),
+            "{bad}: {err}"
+        );
+    }
+}
+
 /// A number in a queue's properties: a literal, or a parameter at its largest allowed value.
 fn number(template: &Template, value: &Value) -> u64 {
     match value {

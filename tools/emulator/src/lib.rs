@@ -91,12 +91,21 @@ pub fn endpoint() -> &'static str {
 
 /// SDK clients pointed at the emulator, with static test credentials.
 pub async fn clients() -> AwsClients {
-    let config = aws_config::defaults(BehaviorVersion::latest())
+    AwsClients::new(&test_config().load().await, Some(endpoint()))
+}
+
+/// [`clients`] whose Lambda client sends its invocations to `invoke_api` (a local Invoke API): the emulator
+/// serves S3, SQS and DynamoDB, not Lambda.
+pub async fn clients_invoking(invoke_api: &str) -> AwsClients {
+    // The stores' endpoint overrides the configuration's for S3, SQS and DynamoDB only, so this one is Lambda's.
+    let config = test_config().endpoint_url(invoke_api).load().await;
+    AwsClients::new(&config, Some(endpoint()))
+}
+
+fn test_config() -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-        .load()
-        .await;
-    AwsClients::new(&config, Some(endpoint()))
 }
 
 /// A name no other test in this process uses (buckets, queues and tables are per test).
@@ -126,6 +135,11 @@ pub async fn bucket(clients: &AwsClients, prefix: &str) -> String {
 /// queue, its dead-letter queue and the finalize queue hiding messages for `visibility_secs` instead of the
 /// template's timeouts.
 pub async fn stack(clients: &AwsClients, visibility_secs: u32) -> dmap_infra::Stack {
+    create_stack(clients, &stack_options(visibility_secs)).await
+}
+
+/// The options of a [`stack`], for a test that sets parameters too.
+pub fn stack_options(visibility_secs: u32) -> dmap_infra::StackOptions {
     let mut options = dmap_infra::StackOptions::new(&unique("st"));
     for queue in ["WorkQueue", "WorkDeadLetterQueue", "FinalizeQueue"] {
         options.property_overrides.push((
@@ -134,7 +148,15 @@ pub async fn stack(clients: &AwsClients, visibility_secs: u32) -> dmap_infra::St
             visibility_secs.into(),
         ));
     }
-    dmap_infra::Stack::create(clients, &dmap_infra::Template::bundled(), &options)
+    options
+}
+
+/// Creates a stack from the bundled `template.yaml` on the emulator.
+pub async fn create_stack(
+    clients: &AwsClients,
+    options: &dmap_infra::StackOptions,
+) -> dmap_infra::Stack {
+    dmap_infra::Stack::create(clients, &dmap_infra::Template::bundled(), options)
         .await
         .expect("create the stack's resources")
 }

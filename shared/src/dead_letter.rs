@@ -7,7 +7,6 @@ use crate::Deps;
 use crate::completion::Completion;
 use crate::error::PipelineError;
 use crate::function;
-use crate::outcome::{BatchPart, FailedItem};
 use crate::ports::{BatchRecord, RecordOutcome};
 use crate::worker::{parse_message, record_done, write_part};
 
@@ -41,26 +40,7 @@ pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, Pipeli
     // A batch of the `lambda` processor fails with the function's own error, as Step Functions reports it.
     let part = match message.processor.lambda() {
         Some(lambda) => function::dead_part(deps, lambda, &message, &why).await?,
-        None => {
-            let failures: Vec<FailedItem> = message
-                .items
-                .iter()
-                .map(|item| FailedItem {
-                    key: item.key().to_owned(),
-                    error: why.clone(),
-                })
-                .collect();
-            BatchPart {
-                job_id: message.job_id.clone(),
-                seq: message.seq,
-                succeeded: 0,
-                failed: failures.len() as u64,
-                result: message.processor.empty(),
-                failures,
-                outputs: Vec::new(),
-                execution: None,
-            }
-        }
+        None => message.failed_part(&why),
     };
     let part_key = message.output.dead_part_key(message.seq);
     write_part(deps, &message.output.bucket, &part_key, &part).await?;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::Deps;
 use crate::error::PipelineError;
 use crate::message::BatchMessage;
-use crate::outcome::{BatchPart, Execution, FailedItem, TerminalStatus};
+use crate::outcome::{BatchPart, Execution, TerminalStatus};
 use crate::ports::{FunctionInvoker, InvokeError, StoreError, read_all};
 use crate::processor::{LambdaProcessor, RetryPolicy};
 
@@ -220,31 +220,17 @@ pub async fn dead_part(
         cause: fallback.to_owned(),
     });
     let now = timestamp(crate::clock::now_ms());
-    let failures: Vec<FailedItem> = message
-        .items
-        .iter()
-        .map(|item| FailedItem {
-            key: item.key().to_owned(),
-            error: failure.item_error(),
-        })
-        .collect();
     Ok(BatchPart {
-        job_id: message.job_id.clone(),
-        seq: message.seq,
-        succeeded: 0,
-        failed: failures.len() as u64,
-        result: message.processor.empty(),
-        failures,
-        outputs: Vec::new(),
         execution: Some(Execution {
             status: TerminalStatus::Failed,
             input: String::from_utf8(lambda.payload(&message.items)).expect("a payload is JSON"),
             output: None,
-            error: Some(failure.error),
-            cause: Some(failure.cause),
+            error: Some(failure.error.clone()),
+            cause: Some(failure.cause.clone()),
             start_date: now.clone(),
             stop_date: now,
         }),
+        ..message.failed_part(&failure.item_error())
     })
 }
 

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::layout::OutputLocation;
+use crate::outcome::{BatchPart, FailedItem};
 use crate::processor::BatchItem;
 use crate::spec::{Job, ProcessorSpec};
 
@@ -54,6 +55,28 @@ impl BatchMessage {
         }
         let hash = hash.finalize();
         hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The part of this batch with every item failed with `error` (a dead-lettered batch's).
+    pub fn failed_part(&self, error: &str) -> BatchPart {
+        let failures: Vec<FailedItem> = self
+            .items
+            .iter()
+            .map(|item| FailedItem {
+                key: item.key().to_owned(),
+                error: error.to_owned(),
+            })
+            .collect();
+        BatchPart {
+            job_id: self.job_id.clone(),
+            seq: self.seq,
+            succeeded: 0,
+            failed: failures.len() as u64,
+            result: self.processor.empty(),
+            failures,
+            outputs: Vec::new(),
+            execution: None,
+        }
     }
 
     /// `<job_id>#<seq>`: the batch id used in logs and metrics.

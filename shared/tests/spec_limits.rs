@@ -59,7 +59,8 @@ fn prefixes_with_empty_segments_are_refused() {
 fn a_listing_that_could_see_any_output_is_refused() {
     // The whole bucket is listed: a suffix decides, and it must miss every key the job can write, which
     // includes parts/<at least 10 digits>.<attempt>.json, parts/<at least 10 digits>.dead.json and
-    // outputs/<at least 10 digits>.jsonl for every batch (outputs/ whatever the processor).
+    // outputs/<at least 10 digits>.jsonl for every batch (outputs/ whatever the processor), and the lambda
+    // processor's map-results/ (SUCCEEDED_<n>.json, FAILED_<n>.json, manifest.json, for any n).
     for suffix in [
         "1.json",
         "f.json",
@@ -75,6 +76,11 @@ fn a_listing_that_could_see_any_output_is_refused() {
         "7.jsonl",
         "outputs/0000000000.jsonl",
         "j1/outputs/12345678901.jsonl",
+        "12345678901.json",
+        "_0.json",
+        "FAILED_17.json",
+        "map-results/manifest.json",
+        "3.error.json",
     ] {
         let mut s = spec();
         s["item_reader"] = json!({ "bucket": "data", "suffix": suffix });
@@ -88,7 +94,7 @@ fn a_listing_that_could_see_any_output_is_refused() {
         "x1.json",
         "/1.json",
         "parts/1.json",
-        "12345678901.json",
+        "_01.json",
         ".csv",
         "a.jsonl.gz",
         "x.jsonl",

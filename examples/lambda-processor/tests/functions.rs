@@ -5,10 +5,8 @@
 
 mod common;
 
-use aws_sdk_lambda::config::retry::RetryConfig;
-use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_lambda::primitives::Blob;
-use common::{InvokeApi, ThrottlingProxy};
+use common::{InvokeApi, ThrottlingProxy, lambda_client};
 use dmap_core::aws::{AwsClients, LambdaInvoker, error_code};
 use dmap_core::ports::{FunctionInvoker, InvokeError};
 use dmap_core::processor::{MonthlyHighProcessor, Processor};
@@ -90,19 +88,6 @@ async fn setup(functions: &[&str]) -> (AwsClients, String, InvokeApi) {
     ];
     let api = InvokeApi::start(&binaries, &env);
     (clients, bucket, api)
-}
-
-/// A Lambda client on `endpoint` with test credentials. No SDK retries: a test counts every invocation (and
-/// the SDK would retry a throttle by itself).
-fn lambda_client(endpoint: &str) -> aws_sdk_lambda::Client {
-    let config = aws_sdk_lambda::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .endpoint_url(endpoint)
-        .retry_config(RetryConfig::disabled())
-        .build();
-    aws_sdk_lambda::Client::from_conf(config)
 }
 
 /// The batch Distributed Map sends for `keys`: each object as its S3 listing gives it (Etag, LastModified in

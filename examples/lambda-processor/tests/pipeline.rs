@@ -9,9 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use aws_sdk_lambda::config::retry::RetryConfig;
-use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
-use common::{InvokeApi, ThrottlingProxy};
+use common::{InvokeApi, ThrottlingProxy, lambda_client};
 use dmap_core::Deps;
 use dmap_core::aws::{AwsClients, LambdaInvoker};
 use dmap_core::outcome::{Manifest, TerminalStatus};
@@ -92,14 +90,7 @@ async fn setup(extra: &[(&str, &str)]) -> Setup {
 
 /// dmap's function port on the Invoke API at `endpoint`, as `AWS_ENDPOINT_URL_LAMBDA` would configure it.
 fn invoker(endpoint: &str) -> LambdaInvoker {
-    let config = aws_sdk_lambda::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .endpoint_url(endpoint)
-        .retry_config(RetryConfig::disabled())
-        .build();
-    LambdaInvoker::new(aws_sdk_lambda::Client::from_conf(config))
+    LambdaInvoker::new(lambda_client(endpoint))
 }
 
 fn spec(job_id: &str, bucket: &str, tolerated: u64) -> Value {
@@ -201,6 +192,25 @@ async fn objects(setup: &Setup) -> Vec<(String, Vec<u8>)> {
     objects
 }
 
+/// The job's result.json (the reducer's response, exactly as returned) is a sequential pass's result over
+/// `objects`.
+async fn assert_result_is_a_sequential_pass(
+    setup: &Setup,
+    m: &Manifest,
+    objects: &[(String, Vec<u8>)],
+) {
+    let sequential = monthly_high_of(
+        &MonthlyHighProcessor::default(),
+        objects.iter().map(|(k, b)| (k, b)),
+    )
+    .unwrap();
+    let result: Value = serde_json::from_slice(&read(setup, &m.result).await).unwrap();
+    assert_eq!(
+        result,
+        MonthlyHighProcessor::result_json(&sequential.monthly_high)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_through_the_function_equals_a_sequential_pass() {
     let setup = setup(&[]).await;
@@ -220,16 +230,7 @@ async fn a_job_through_the_function_equals_a_sequential_pass() {
 
     // result.json is the reducer's response, exactly as returned: a sequential pass's result.
     let objects = objects(&setup).await;
-    let sequential = monthly_high_of(
-        &MonthlyHighProcessor::default(),
-        objects.iter().map(|(k, b)| (k, b)),
-    )
-    .unwrap();
-    let result: Value = serde_json::from_slice(&read(&setup, &m.result).await).unwrap();
-    assert_eq!(
-        result,
-        MonthlyHighProcessor::result_json(&sequential.monthly_high)
-    );
+    assert_result_is_a_sequential_pass(&setup, m, &objects).await;
 
     // map-results/: Distributed Map's shapes, one record per batch, each Output the batch's own pass.
     let (results, succeeded, failed) = map_results(&setup, m).await;
@@ -360,16 +361,7 @@ async fn a_throttled_function_loses_and_fails_nothing() {
         "every batch and the reducer got through"
     );
     let objects = objects(&setup).await;
-    let sequential = monthly_high_of(
-        &MonthlyHighProcessor::default(),
-        objects.iter().map(|(k, b)| (k, b)),
-    )
-    .unwrap();
-    let result: Value = serde_json::from_slice(&read(&setup, &m.result).await).unwrap();
-    assert_eq!(
-        result,
-        MonthlyHighProcessor::result_json(&sequential.monthly_high)
-    );
+    assert_result_is_a_sequential_pass(&setup, m, &objects).await;
 }
 
 /// Every output of a job with its id replaced and the executions' dates removed: what must not change

@@ -440,3 +440,18 @@ fn throttled() -> Response<Full<Bytes>> {
         .body(Full::new(Bytes::from_static(THROTTLED_BODY.as_bytes())))
         .expect("a response")
 }
+
+/// A Lambda client on `endpoint` with test credentials. No SDK retries: a test counts every invocation (and
+/// the SDK would retry a throttle by itself).
+pub fn lambda_client(endpoint: &str) -> aws_sdk_lambda::Client {
+    use aws_sdk_lambda::config::retry::RetryConfig;
+    use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_lambda::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .endpoint_url(endpoint)
+        .retry_config(RetryConfig::disabled())
+        .build();
+    aws_sdk_lambda::Client::from_conf(config)
+}

@@ -3,7 +3,9 @@
 //! Every processor, the built-in ones included, is a [`Processor`]: its config (the job spec's `processor`
 //! field without `kind`), what it computes for one [`Item`], and how two partial results merge. Merging is
 //! associative and commutative, and exact: numbers are decimals, not floats, so the result of any grouping of
-//! items (per batch, in any order) equals a plain sequential pass over the same items.
+//! items (per batch, in any order) equals a plain sequential pass over the same items. `lambda` is the exception:
+//! the worker hands it whole batches, which go to the user's own Lambda function ([`crate::function`]), and its
+//! job's result is the reducer's response, not a merge.
 //!
 //! A processor may also emit one JSON record per item ([`Processed::output`]): the map half of a job, written
 //! by the finalizer as JSON Lines under the job's `outputs/`, beside the reduce half, `result.json`.

@@ -203,7 +203,7 @@ pub async fn run_listing(
     Ok(ListingOutcome::Complete { totals, completion })
 }
 
-/// The batches one listed page completes: its objects whose keys match the reader's suffix, pushed through the
+/// The batches one listed page completes: its objects the reader selects (suffix and filters), pushed through the
 /// batcher (and the partial batch too, on the last page); each as its listing entry when the processor wants
 /// them, else as its key.
 pub(crate) fn batch_page(
@@ -212,14 +212,13 @@ pub(crate) fn batch_page(
     objects: Vec<ObjectMeta>,
     last_page: bool,
 ) -> Result<Vec<Batch>, PipelineError> {
-    let (reader, entries) = (&spec.item_reader, spec.processor.wants_listing_entries());
+    let (selection, entries) = (
+        spec.item_reader.selection(),
+        spec.processor.wants_listing_entries(),
+    );
     let mut batches = Vec::new();
     for object in objects {
-        if reader
-            .suffix
-            .as_deref()
-            .is_none_or(|s| object.key.ends_with(s))
-        {
+        if selection.selects(&object.key, object.size, object.last_modified_ms) {
             batcher.push(batch_item(object, entries), &mut batches)?;
         }
     }

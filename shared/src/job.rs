@@ -311,6 +311,37 @@ mod tests {
                 Box::new(|s| *s = json!("just a string")),
                 "(root)",
             ),
+            (
+                "max_size under min_size",
+                Box::new(|s| {
+                    s["item_reader"]["min_size"] = json!(10);
+                    s["item_reader"]["max_size"] = json!(9);
+                }),
+                "item_reader.max_size",
+            ),
+            (
+                "negative size",
+                Box::new(|s| s["item_reader"]["min_size"] = json!(-1)),
+                "item_reader.min_size",
+            ),
+            (
+                "not a date",
+                Box::new(|s| s["item_reader"]["modified_after"] = json!("yesterday")),
+                "item_reader.modified_after",
+            ),
+            (
+                "a date without a time",
+                Box::new(|s| s["item_reader"]["modified_before"] = json!("2026-01-31")),
+                "item_reader.modified_before",
+            ),
+            (
+                "an empty window",
+                Box::new(|s| {
+                    s["item_reader"]["modified_after"] = json!("2026-02-01T00:00:00+01:00");
+                    s["item_reader"]["modified_before"] = json!("2026-01-31T23:00:00Z");
+                }),
+                "item_reader.modified_before",
+            ),
         ];
         for (what, mutate, field) in cases {
             let mut spec = base();

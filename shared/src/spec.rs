@@ -48,9 +48,80 @@ pub struct ItemReader {
     pub prefix: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suffix: Option<String>,
+    /// Only objects of at least this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u64>,
+    /// Only objects of at most this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// Only objects last modified after this instant (RFC 3339, any offset; the instant itself excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_after: Option<String>,
+    /// Only objects last modified before this instant (RFC 3339, any offset; the instant itself excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_before: Option<String>,
 }
 
-/// How items are read. Only S3 listings today: every listed object whose key ends with the suffix is one item.
+/// Which listed objects are items: the reader's suffix and filters, their instants parsed once. Made by
+/// [`ItemReader::selection`] from a validated spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    suffix: Option<String>,
+    min_size: u64,
+    max_size: u64,
+    /// Exclusive bounds on LastModified, in milliseconds since the Unix epoch.
+    after_ms: Option<i64>,
+    before_ms: Option<i64>,
+}
+
+impl Selection {
+    /// Whether the object `key` of `size` bytes, last modified at `last_modified_ms`, is an item.
+    pub fn selects(&self, key: &str, size: u64, last_modified_ms: i64) -> bool {
+        self.suffix.as_deref().is_none_or(|s| key.ends_with(s))
+            && (self.min_size..=self.max_size).contains(&size)
+            && self.after_ms.is_none_or(|after| last_modified_ms > after)
+            && self
+                .before_ms
+                .is_none_or(|before| last_modified_ms < before)
+    }
+}
+
+impl ItemReader {
+    /// The reader's selection. Its instants were checked by [`JobSpec::validate_fields`]; one that does not
+    /// parse (a spec that skipped validation) selects nothing rather than everything.
+    pub fn selection(&self) -> Selection {
+        let instant = |value: &Option<String>, unparsable: i64| {
+            value
+                .as_deref()
+                .map(|v| parse_instant_ms(v).unwrap_or(unparsable))
+        };
+        Selection {
+            suffix: self.suffix.clone(),
+            min_size: self.min_size.unwrap_or(0),
+            max_size: self.max_size.unwrap_or(u64::MAX),
+            after_ms: instant(&self.modified_after, i64::MAX),
+            before_ms: instant(&self.modified_before, i64::MIN),
+        }
+    }
+}
+
+/// An RFC 3339 instant (`2026-01-31T23:00:00Z`, `2026-02-01T00:00:00+01:00`), in milliseconds since the Unix
+/// epoch (sub-millisecond digits cut, toward the past).
+pub fn parse_instant_ms(value: &str) -> Result<i64, String> {
+    use aws_smithy_types::date_time::{DateTime, Format};
+    let instant = DateTime::from_str(value, Format::DateTimeWithOffset).map_err(|_| {
+        format!(
+            "\"{}\" is not an RFC 3339 date and time (e.g. \"2026-01-31T00:00:00Z\" or \"2026-01-31T00:00:00+01:00\")",
+            crate::processor::echo(value)
+        )
+    })?;
+    instant
+        .to_millis()
+        .map_err(|_| format!("\"{value}\" is out of range"))
+}
+
+/// How items are read. Only S3 listings today: every listed object that the reader's suffix and filters select is
+/// one item.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemReaderKind {
@@ -138,6 +209,37 @@ impl JobSpec {
                 ));
             }
             validate_key_part("item_reader.suffix", suffix)?;
+        }
+        let reader = &self.item_reader;
+        if let (Some(min), Some(max)) = (reader.min_size, reader.max_size)
+            && min > max
+        {
+            return Err(SpecError::new(
+                "item_reader.max_size",
+                format!("{max} is less than min_size {min}: no object could be selected"),
+            ));
+        }
+        let mut instants = [None, None];
+        for (i, (field, value)) in [
+            ("item_reader.modified_after", &reader.modified_after),
+            ("item_reader.modified_before", &reader.modified_before),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(value) = value {
+                instants[i] = Some(
+                    parse_instant_ms(value).map_err(|message| SpecError::new(field, message))?,
+                );
+            }
+        }
+        if let [Some(after), Some(before)] = instants
+            && after >= before
+        {
+            return Err(SpecError::new(
+                "item_reader.modified_before",
+                "must be later than modified_after: no object could be selected",
+            ));
         }
         if self.item_batcher.max_items_per_batch == 0 {
             return Err(SpecError::new(
@@ -269,4 +371,53 @@ fn validate_key_part(field: &str, part: &str) -> Result<(), SpecError> {
         return Err(SpecError::new(field, "must not contain a NUL character"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(json: serde_json::Value) -> ItemReader {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn sizes_are_inclusive_and_instants_exclusive_in_any_offset() {
+        let selection = reader(serde_json::json!({
+            "bucket": "b",
+            "suffix": ".csv",
+            "min_size": 10,
+            "max_size": 20,
+            // 2026-01-31T23:00:00Z and 2026-02-01T00:00:00Z.
+            "modified_after": "2026-02-01T00:00:00+01:00",
+            "modified_before": "2026-01-31T19:00:00-05:00",
+        }))
+        .selection();
+        let (after, before) = (1_769_900_400_000, 1_769_904_000_000);
+        let inside = after + 1;
+        assert!(selection.selects("a.csv", 10, inside));
+        assert!(selection.selects("a.csv", 20, before - 1));
+        assert!(!selection.selects("a.txt", 15, inside), "suffix");
+        assert!(!selection.selects("a.csv", 9, inside), "below min_size");
+        assert!(!selection.selects("a.csv", 21, inside), "above max_size");
+        assert!(
+            !selection.selects("a.csv", 15, after),
+            "modified_after is exclusive"
+        );
+        assert!(
+            !selection.selects("a.csv", 15, before),
+            "modified_before is exclusive"
+        );
+        let everything = reader(serde_json::json!({"bucket": "b"})).selection();
+        assert!(
+            everything.selects("k", 0, i64::MIN) && everything.selects("k", u64::MAX, i64::MAX)
+        );
+    }
+
+    #[test]
+    fn filters_left_out_keep_a_specs_bytes() {
+        let json = serde_json::json!({"kind": "s3_list", "bucket": "b", "prefix": "p/"});
+        assert_eq!(serde_json::to_value(reader(json.clone())).unwrap(), json);
+        assert_eq!(parse_instant_ms("1970-01-01T00:00:01.0009Z"), Ok(1000));
+    }
 }

@@ -578,3 +578,43 @@ async fn a_run_is_refused_before_writing_when_results_exist_or_buckets_are_missi
         "no job was created"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_and_modification_filters_select_the_items() {
+    let config = fast_config();
+    let env = Env::new(&config);
+    // Object i (1..=12) has i bytes and was last modified at 2026-01-(i+1)T00:00:00Z (the embedded store's
+    // LastModified is the file's modification time).
+    for i in 1..=12u64 {
+        let key = format!("f/k{i:02}.log");
+        env.write(&key, "x".repeat(i as usize));
+        let file = std::fs::File::options()
+            .write(true)
+            .open(env.path().join(BUCKET).join(&key))
+            .unwrap();
+        let modified = std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600 + i * 86_400);
+        file.set_modified(modified).unwrap();
+    }
+    let spec = json!({
+        "job_id": "filtered",
+        "item_reader": {
+            "bucket": BUCKET,
+            "prefix": "f/",
+            "min_size": 3,
+            "max_size": 10,
+            "modified_after": "2026-01-05T00:00:00Z",
+            "modified_before": "2026-01-11T01:00:00+01:00"
+        },
+        "item_batcher": { "max_items_per_batch": 2 },
+        "processor": { "kind": "count" },
+        "result_writer": { "bucket": BUCKET, "prefix": "results/" }
+    });
+    let report = env.run(&spec, &config).await;
+    // Sizes 3..=10 and modified strictly between Jan 5 and Jan 11: objects 5..=9.
+    assert_eq!(report.manifest.items.total, 5, "{:?}", report.manifest);
+    assert_eq!(report.manifest.batches.total, 3);
+    assert_eq!(
+        result_json(&env, &report),
+        json!({"objects": 5, "bytes": 35, "lines": 5})
+    );
+}

@@ -184,6 +184,19 @@ async fn invoke(
 }
 
 /// A handler's answer that retries nothing.
+/// Delivers every batch waiting in the work queue to the worker's handler, as its event source mapping would.
+async fn deliver_work(poller: &AwsClients, url: &str, deps: &Deps, config: WorkerConfig) {
+    let batches = poll(poller, url).await.unwrap();
+    all_handled(worker::handle(deps, config, &batches).await.unwrap());
+}
+
+/// Delivers the finalize trigger waiting in the finalize queue (`what`: why there must be one) to the
+/// finalizer's handler.
+async fn deliver_trigger(poller: &AwsClients, url: &str, deps: &Deps, what: &str) {
+    let trigger = poll(poller, url).await.expect(what);
+    all_handled(finalizer::handle(deps, &trigger).await.unwrap());
+}
+
 fn all_handled(response: SqsBatchResponse) {
     assert!(
         response.batch_item_failures.is_empty(),
@@ -310,12 +323,7 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         item_concurrency: config.item_concurrency,
         ..WorkerConfig::default()
     };
-    let batches = poll(&poller, &url("WorkQueue")).await.unwrap();
-    all_handled(
-        worker::handle(&worker_deps, worker_config, &batches)
-            .await
-            .unwrap(),
-    );
+    deliver_work(&poller, &url("WorkQueue"), &worker_deps, worker_config).await;
 
     let config = CommonConfig::from_env(&env(&finalizer_fn)).unwrap();
     let finalizer_deps = Deps::aws(&finalizer_clients, &config.resources());
@@ -325,10 +333,13 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
             .await
             .unwrap(),
     );
-    let trigger = poll(&poller, &url("FinalizeQueue"))
-        .await
-        .expect("a finalize trigger");
-    all_handled(finalizer::handle(&finalizer_deps, &trigger).await.unwrap());
+    deliver_trigger(
+        &poller,
+        &url("FinalizeQueue"),
+        &finalizer_deps,
+        "a finalize trigger",
+    )
+    .await;
     let job_id = started["jobs"][0]["job_id"].as_str().unwrap();
     let manifest = read_all(
         finalizer_deps.objects.as_ref(),
@@ -353,16 +364,14 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         "result_writer": { "bucket": bucket, "prefix": "results/" }
     });
     coordinator.handle(second, &|| true).await.unwrap();
-    let batches = poll(&poller, &url("WorkQueue")).await.unwrap();
-    all_handled(
-        worker::handle(&worker_deps, worker_config, &batches)
-            .await
-            .unwrap(),
-    );
-    let trigger = poll(&poller, &url("FinalizeQueue"))
-        .await
-        .expect("the worker's finalize trigger");
-    all_handled(finalizer::handle(&finalizer_deps, &trigger).await.unwrap());
+    deliver_work(&poller, &url("WorkQueue"), &worker_deps, worker_config).await;
+    deliver_trigger(
+        &poller,
+        &url("FinalizeQueue"),
+        &finalizer_deps,
+        "the worker's finalize trigger",
+    )
+    .await;
     setup
         .s3
         .head_object()
@@ -390,12 +399,7 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         "result_writer": { "bucket": bucket, "prefix": "results/" }
     });
     coordinator.handle(third, &|| true).await.unwrap();
-    let batches = poll(&poller, &url("WorkQueue")).await.unwrap();
-    all_handled(
-        worker::handle(&worker_deps, worker_config, &batches)
-            .await
-            .unwrap(),
-    );
+    deliver_work(&poller, &url("WorkQueue"), &worker_deps, worker_config).await;
     poll(&poller, &url("FinalizeQueue"))
         .await
         .expect("a trigger, lost");
@@ -408,10 +412,13 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         json!([{ "job_id": "third", "status": "FINALIZING", "finding": "FinalizeLost", "repair": "FinalizerTriggered" }]),
         "{swept}"
     );
-    let trigger = poll(&poller, &url("FinalizeQueue"))
-        .await
-        .expect("the sweeper's trigger");
-    all_handled(finalizer::handle(&finalizer_deps, &trigger).await.unwrap());
+    deliver_trigger(
+        &poller,
+        &url("FinalizeQueue"),
+        &finalizer_deps,
+        "the sweeper's trigger",
+    )
+    .await;
     setup
         .s3
         .head_object()
@@ -445,16 +452,14 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
     );
     let accepted = coordinator.handle(invoked, &|| true).await.unwrap();
     assert_eq!(accepted["job_id"], "invoked", "{accepted}");
-    let batches = poll(&poller, &url("WorkQueue")).await.unwrap();
-    all_handled(
-        worker::handle(&worker_deps, worker_config, &batches)
-            .await
-            .unwrap(),
-    );
-    let trigger = poll(&poller, &url("FinalizeQueue"))
-        .await
-        .expect("the worker's finalize trigger");
-    all_handled(finalizer::handle(&finalizer_deps, &trigger).await.unwrap());
+    deliver_work(&poller, &url("WorkQueue"), &worker_deps, worker_config).await;
+    deliver_trigger(
+        &poller,
+        &url("FinalizeQueue"),
+        &finalizer_deps,
+        "the worker's finalize trigger",
+    )
+    .await;
     let read = |key: &'static str| {
         let (objects, bucket) = (finalizer_deps.objects.clone(), bucket.clone());
         async move { read_all(objects.as_ref(), &bucket, key).await.expect(key) }

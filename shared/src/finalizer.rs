@@ -201,12 +201,9 @@ async fn write_outputs(
         None => (None, None),
     };
     // The reducer's response, exactly as returned, is the result; without one, the processor's own.
-    let result_json = match (
-        lambda,
-        lambda.and_then(|l| l.reducer.as_deref()),
-        reducer_details,
-    ) {
-        (Some(lambda), Some(reducer), Some(details)) => {
+    let reducer = lambda.and_then(|l| Some((l, l.reducer.as_deref()?)));
+    let result_json = match (reducer, reducer_details) {
+        (Some((lambda, reducer)), Some(details)) => {
             function::reduce(deps, config.functions, lambda, reducer, &details).await?
         }
         _ => {

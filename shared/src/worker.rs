@@ -20,7 +20,7 @@ use crate::ports::{
     BatchRecord, ObjectStore, OutgoingMessage, RecordOutcome, StoreError, require_job,
     send_all_with_retry,
 };
-use crate::processor::{Aggregate, BatchItem, Item, ItemError, Processed};
+use crate::processor::{Aggregate, Item, ItemError, Processed};
 use crate::spec::ProcessorSpec;
 
 /// Worker settings.
@@ -177,10 +177,7 @@ async fn process_items(
     let outcomes: Vec<ItemOutcome> = futures::stream::iter(message.items.clone())
         .map(|item| {
             let size = item.size();
-            let key = match item {
-                BatchItem::Key(key) => key,
-                BatchItem::Object(object) => object.key,
-            };
+            let key = item.into_key();
             process_item_with_retry(
                 objects.clone(),
                 bucket.clone(),

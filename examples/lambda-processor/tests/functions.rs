@@ -136,6 +136,22 @@ async fn invoke(
         .await
 }
 
+/// The batch function's error for `payload`, through dmap's adapter: its type and message.
+async fn function_error(invoker: &LambdaInvoker, payload: &Value) -> (String, String) {
+    let err = invoker
+        .invoke(BATCH_FUNCTION, payload.to_string().into_bytes())
+        .await
+        .unwrap_err();
+    let InvokeError::Function {
+        error_type,
+        error_message,
+    } = err
+    else {
+        panic!("not a function error: {err:?}")
+    };
+    (error_type, error_message)
+}
+
 /// The payload of a successful invocation, as JSON.
 fn response_of(output: &aws_sdk_lambda::operation::invoke::InvokeOutput) -> Value {
     assert_eq!(output.function_error(), None, "{output:?}");
@@ -206,17 +222,7 @@ async fn the_batch_function_answers_a_batch_and_raises_on_an_unusable_object() {
 
     // dmap's adapter reads the same answer as the function's error.
     let invoker = LambdaInvoker::new(lambda.clone());
-    let err = invoker
-        .invoke(BATCH_FUNCTION, event.to_string().into_bytes())
-        .await
-        .unwrap_err();
-    let InvokeError::Function {
-        error_type,
-        error_message,
-    } = err
-    else {
-        panic!("not a function error: {err:?}")
-    };
+    let (error_type, error_message) = function_error(&invoker, &event).await;
     assert_eq!(error_type, "InvalidObject");
     assert!(
         error_message.contains("noaa-gsod/2021/broken.csv"),
@@ -228,17 +234,7 @@ async fn the_batch_function_answers_a_batch_and_raises_on_an_unusable_object() {
         "Items": [{"Key": "noaa-gsod/2021/nope.csv", "Size": 1}],
         "BatchInput": {"Bucket": bucket},
     });
-    let err = invoker
-        .invoke(BATCH_FUNCTION, missing.to_string().into_bytes())
-        .await
-        .unwrap_err();
-    let InvokeError::Function {
-        error_type,
-        error_message,
-    } = err
-    else {
-        panic!("not a function error: {err:?}")
-    };
+    let (error_type, error_message) = function_error(&invoker, &missing).await;
     assert_eq!(error_type, "S3Error");
     assert!(
         error_message.contains(&format!("s3://{bucket}/noaa-gsod/2021/nope.csv: NoSuchKey")),

@@ -35,6 +35,14 @@ impl BatchItem {
         }
     }
 
+    /// The object's key, taken out of the item.
+    pub fn into_key(self) -> String {
+        match self {
+            Self::Key(key) => key,
+            Self::Object(object) => object.key,
+        }
+    }
+
     /// The object's size, when the listing gave it.
     pub fn size(&self) -> Option<u64> {
         match self {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::BatchMessage;
 use crate::processor::{BatchItem, MAX_ENTRY_EXTRA_JSON_BYTES};
-use crate::spec::{Job, JobSpec, MAX_KEY_BYTES};
+use crate::spec::{ItemKind, Job, JobSpec, MAX_KEY_BYTES};
 
 /// The byte and item limits of one batch message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +38,27 @@ impl BatchLimits {
         } else {
             0
         };
+        // A value of any size may be read; what every batch must have room for is the failed item that stands
+        // for one too large: its name (a key and a position) and a short error.
+        let max_item_bytes = match spec.item_reader.item_kind() {
+            ItemKind::Object => Self::MAX_KEY_JSON_BYTES + entry,
+            ItemKind::Record | ItemKind::Value => Self::MAX_FAILED_ITEM_JSON_BYTES,
+        };
         Self {
             max_items: spec.item_batcher.max_items_per_batch as usize,
             max_bytes: spec.item_batcher.max_input_bytes_per_batch as usize,
             envelope_bytes: envelope,
-            max_item_bytes: Self::MAX_KEY_JSON_BYTES + entry,
+            max_item_bytes,
         }
+    }
+
+    /// The most JSON bytes of a failed item standing for a value too large: `{"id": <a key and a position>,
+    /// "error": <at most 200 bytes>}`, every byte of the id escaped.
+    pub const MAX_FAILED_ITEM_JSON_BYTES: usize = Self::MAX_KEY_JSON_BYTES + 6 * 32 + 200 + 20;
+
+    /// Whether `item` fits in a batch of its own.
+    fn fits(&self, len: usize) -> bool {
+        self.envelope_bytes + len <= self.max_bytes
     }
 }
 
@@ -59,17 +74,8 @@ pub struct Cut {
 pub struct Batch {
     pub seq: u64,
     pub items: Vec<BatchItem>,
-}
-
-/// An item that cannot fit in any batch under the job's limits.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "item \"{key}\" needs {needed} bytes in a batch message, more than item_batcher.max_input_bytes_per_batch ({limit})"
-)]
-pub struct ItemTooLarge {
-    pub key: String,
-    pub needed: usize,
-    pub limit: usize,
+    /// The reader's position after the batch's last item: where a read resumes once the batch is sent.
+    pub after: String,
 }
 
 /// Accumulates items and emits full batches.
@@ -78,6 +84,8 @@ pub struct Batcher {
     limits: BatchLimits,
     next_seq: u64,
     items: Vec<BatchItem>,
+    /// The position after the last item pushed.
+    after: String,
     bytes: usize,
     /// A batch that ends early, at a key (a cut made at a hand-over, replayed).
     cut: Option<Cut>,
@@ -89,6 +97,7 @@ impl Batcher {
             limits,
             next_seq: first_seq,
             items: Vec::new(),
+            after: String::new(),
             bytes: limits.envelope_bytes,
             cut: None,
         }
@@ -110,20 +119,30 @@ impl Batcher {
         self.next_seq
     }
 
-    /// Adds an item; every batch it completes is appended to `out`.
-    pub fn push(&mut self, item: BatchItem, out: &mut Vec<Batch>) -> Result<(), ItemTooLarge> {
-        let len = item.json_len();
+    /// Adds an item, `after` being the reader's position after it; every batch it completes is appended to
+    /// `out`. An item that no batch can hold (a row larger than the byte limit) goes in as a failed item
+    /// naming it, so that it is counted, and failed, where every other item is.
+    pub fn push(&mut self, item: BatchItem, after: String, out: &mut Vec<Batch>) {
+        let mut len = item.json_len();
+        let item = if self.limits.fits(len) {
+            item
+        } else {
+            let id = item.key();
+            let error = format!(
+                "{}: needs {} bytes in a batch message, more than item_batcher.max_input_bytes_per_batch ({})",
+                position_of(id),
+                self.limits.envelope_bytes + len,
+                self.limits.max_bytes
+            );
+            let failed = BatchItem::failed(id.to_owned(), error);
+            len = failed.json_len();
+            failed
+        };
         let separator = usize::from(!self.items.is_empty());
         if !self.items.is_empty() && self.bytes + separator + len > self.limits.max_bytes {
             out.push(self.take());
         }
-        if self.limits.envelope_bytes + len > self.limits.max_bytes {
-            return Err(ItemTooLarge {
-                needed: self.limits.envelope_bytes + len,
-                limit: self.limits.max_bytes,
-                key: item.key().to_owned(),
-            });
-        }
+        self.after = after;
         self.bytes += usize::from(!self.items.is_empty()) + len;
         let cut_here = self
             .cut
@@ -136,7 +155,6 @@ impl Batcher {
         if cut_here || self.items.len() >= self.limits.max_items {
             out.push(self.take());
         }
-        Ok(())
     }
 
     /// Emits the partly filled batch, if any (at the end of the listing).
@@ -148,10 +166,25 @@ impl Batcher {
         let batch = Batch {
             seq: self.next_seq,
             items: std::mem::take(&mut self.items),
+            after: std::mem::take(&mut self.after),
         };
         self.next_seq += 1;
         self.bytes = self.limits.envelope_bytes;
         batch
+    }
+}
+
+/// How an error names an item: by the position in its name (`line 12` for `data.csv#L12`, `element [3]` for
+/// `data.json#[3]`), else as "the item" (its name is beside the error in `failed.jsonl`; repeating a long
+/// one would make the failed item itself too large).
+fn position_of(id: &str) -> String {
+    let position = id.rsplit_once('#').map_or(id, |(_, position)| position);
+    match position.strip_prefix('L') {
+        Some(line) if !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("line {line}")
+        }
+        _ if position.starts_with('[') => format!("element {position}"),
+        _ => "the item".to_owned(),
     }
 }
 
@@ -173,7 +206,7 @@ mod tests {
         let mut batcher = Batcher::new(limits, 0);
         let mut out = Vec::new();
         for key in keys {
-            batcher.push(key.as_str().into(), &mut out).expect("fits");
+            batcher.push(key.as_str().into(), key.clone(), &mut out);
         }
         out.extend(batcher.flush());
         out
@@ -198,15 +231,31 @@ mod tests {
     }
 
     #[test]
-    fn an_item_that_cannot_fit_is_refused_with_its_key() {
+    fn an_item_that_cannot_fit_goes_in_as_a_failed_item_naming_it() {
         let mut limits = BatchLimits::for_job(&job(10, 262_144).spec);
-        limits.max_bytes = limits.envelope_bytes + 5;
+        limits.max_bytes = limits.envelope_bytes + 200;
         let mut batcher = Batcher::new(limits, 0);
-        let err = batcher
-            .push("a-long-key".into(), &mut Vec::new())
-            .unwrap_err();
-        assert_eq!(err.key, "a-long-key");
-        assert!(err.to_string().contains("max_input_bytes_per_batch"));
+        let mut out = Vec::new();
+        let row =
+            serde_json::value::RawValue::from_string(format!("\"{}\"", "x".repeat(300))).unwrap();
+        batcher.push(
+            BatchItem::value("t.csv#L12".into(), row),
+            "p12".into(),
+            &mut out,
+        );
+        batcher.push("k".into(), "p13".into(), &mut out);
+        let batch = batcher.flush().unwrap();
+        let BatchItem::Failed(failed) = &batch.items[0] else {
+            panic!("{:?}", batch.items[0]);
+        };
+        assert_eq!(failed.id, "t.csv#L12");
+        assert!(
+            failed.error.starts_with("line 12: needs ")
+                && failed.error.contains("max_input_bytes_per_batch"),
+            "{}",
+            failed.error
+        );
+        assert_eq!((batch.items.len(), batch.after.as_str()), (2, "p13"));
     }
 
     proptest! {

@@ -1,8 +1,10 @@
-//! The coordinator: validates and creates the job, then pages through the listing, cuts batches and sends them,
-//! checkpointing after every page so that a crash or a hand-over resumes instead of starting over.
+//! The coordinator: validates and creates the job, then reads its items page by page ([`crate::reader`]), cuts
+//! batches and sends them, checkpointing after every page so that a crash or a hand-over resumes instead of
+//! starting over.
 //!
-//! Resuming re-lists from the last key of the last sent batch, and batching is deterministic, so the batches
-//! re-sent after a crash carry the same sequence numbers: the workers' exactly-once record absorbs them.
+//! Resuming reads again from the position after the last item of the last sent batch, and batching is
+//! deterministic, so the batches re-sent after a crash carry the same sequence numbers: the workers'
+//! exactly-once record absorbs them.
 
 use futures::future::OptionFuture;
 
@@ -14,11 +16,11 @@ use crate::error::PipelineError;
 use crate::layout::OutputLocation;
 use crate::message::BatchMessage;
 use crate::ports::{
-    Checkpoint, CreateOutcome, Cut, JobRecord, JobStoreError, ListPage, ListingTotals, ObjectMeta,
-    OutgoingMessage, StoreError, send_all_with_retry,
+    Checkpoint, CreateOutcome, Cut, JobRecord, JobStoreError, ListingTotals, OutgoingMessage,
+    StoreError, send_all_with_retry,
 };
-use crate::processor::{BatchItem, S3Item};
-use crate::spec::{Job, JobSpec};
+use crate::reader::{self, ReadPage};
+use crate::spec::Job;
 
 /// How a listing run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,23 +34,13 @@ pub enum ListingOutcome {
     Paused(Checkpoint),
 }
 
-/// Checks what can be checked before anything is written: both buckets exist and the job's output folder is
-/// empty.
+/// Checks what can be checked before anything is written: the reader's input is there ([`reader::preflight`]),
+/// the result bucket exists and the job's output folder is empty.
 pub async fn preflight(deps: &Deps, job: &Job) -> Result<(), PipelineError> {
-    let reader = &job.spec.item_reader;
+    reader::preflight(deps, job).await?;
     let missing = |field: &str, bucket: &str| {
         PipelineError::Refused(format!("{field}: no bucket \"{bucket}\""))
     };
-    match deps
-        .objects
-        .list_page(&reader.bucket, &reader.prefix, None, None)
-        .await
-    {
-        Err(StoreError::NoSuchBucket { bucket }) => {
-            return Err(missing("item_reader.bucket", &bucket));
-        }
-        other => drop(other?),
-    }
     let out = OutputLocation::for_job(job);
     match deps
         .objects
@@ -131,43 +123,32 @@ pub async fn run_listing(
         let completion = complete_if_done(deps, job_id, true).await?;
         return Ok(ListingOutcome::Complete { totals, completion });
     }
-    let reader = &job.spec.item_reader;
-    let list = |start_after: Option<String>, token: Option<String>| async move {
-        deps.objects
-            .list_page(
-                &reader.bucket,
-                &reader.prefix,
-                start_after.as_deref(),
-                token.as_deref(),
-            )
-            .await
-    };
     let mut checkpoint = record.checkpoint.clone();
     let mut saved = checkpoint.clone();
     let mut batcher = Batcher::new(BatchLimits::for_job(&job.spec), checkpoint.next_seq);
     if let Some(cut) = checkpoint.cut.clone() {
         batcher.cut_after(cut);
     }
-    let mut page: ListPage = list(checkpoint.start_after.clone(), None).await?;
+    let mut source = reader::open(deps, job, checkpoint.start_after.as_deref()).await?;
+    let mut page: ReadPage = source.next_page().await?;
     loop {
-        let last_listed = page.objects.last().map(|o| o.key.clone());
-        let last_page = page.next.is_none();
-        let batches = batch_page(&job.spec, &mut batcher, page.objects, last_page)?;
-        // List the next page while this one's batches are sent: enqueueing keeps pace with listing.
-        let next: OptionFuture<_> = page.next.map(|token| list(None, Some(token))).into();
+        let (end, last_page) = (page.end.take(), page.last);
+        let batches = batch_page(&mut batcher, page, last_page);
+        // Read the next page while this one's batches are sent: enqueueing keeps pace with reading.
+        let next: OptionFuture<_> = (!last_page).then(|| source.next_page()).into();
         let (next, sent) = tokio::join!(next, send_batches(deps, job, &batches));
         sent?;
         if let Some(last) = batches.last() {
-            checkpoint.start_after = last.items.last().map(|item| item.key().to_owned());
+            checkpoint.start_after = Some(last.after.clone());
             checkpoint.next_seq = last.seq + 1;
             checkpoint.items_sent += batches.iter().map(|b| b.items.len() as u64).sum::<u64>();
             // A replayed cut is spent once its batch is sent.
             checkpoint.cut = checkpoint.cut.take().filter(|c| c.seq > last.seq);
         }
         // With nothing pending, the whole page is done: the position moves past it even when it held no
-        // item (a sparse suffix), so a resumed listing does not list it again.
+        // item (a sparse suffix), so a resumed read does not read it again.
         if batcher.is_empty() {
-            checkpoint.start_after = last_listed.clone().or(checkpoint.start_after);
+            checkpoint.start_after = end.clone().or(checkpoint.start_after);
         }
         if checkpoint != saved {
             deps.jobs.save_checkpoint(job_id, &checkpoint).await?;
@@ -179,8 +160,8 @@ pub async fn run_listing(
         }
         if !keep_going() {
             cut_at_hand_over(deps, job, &mut batcher, &mut checkpoint).await?;
-            // The page just listed is wholly sent: the next hop starts after it.
-            checkpoint.start_after = last_listed.or(checkpoint.start_after);
+            // The page just read is wholly sent: the next hop starts after it.
+            checkpoint.start_after = end.or(checkpoint.start_after);
             if checkpoint != saved {
                 deps.jobs.save_checkpoint(job_id, &checkpoint).await?;
             }
@@ -203,43 +184,16 @@ pub async fn run_listing(
     Ok(ListingOutcome::Complete { totals, completion })
 }
 
-/// The batches one listed page completes: its objects the reader selects (suffix and filters), pushed through the
-/// batcher (and the partial batch too, on the last page); each as its listing entry when the processor wants
-/// them, else as its key.
-pub(crate) fn batch_page(
-    spec: &JobSpec,
-    batcher: &mut Batcher,
-    objects: Vec<ObjectMeta>,
-    last_page: bool,
-) -> Result<Vec<Batch>, PipelineError> {
-    let (selection, entries) = (
-        spec.item_reader.selection(),
-        spec.processor.wants_listing_entries(),
-    );
+/// The batches one page of items completes (and the partial batch too, after the last page).
+pub(crate) fn batch_page(batcher: &mut Batcher, page: ReadPage, last_page: bool) -> Vec<Batch> {
     let mut batches = Vec::new();
-    for object in objects {
-        if selection.selects(&object.key, object.size, object.last_modified_ms) {
-            batcher.push(batch_item(object, entries), &mut batches)?;
-        }
+    for (item, after) in page.items {
+        batcher.push(item, after, &mut batches);
     }
     if last_page {
         batches.extend(batcher.flush());
     }
-    Ok(batches)
-}
-
-/// A listed object as a batch carries it: its listing entry, in Distributed Map's shape, or its key.
-fn batch_item(object: ObjectMeta, entries: bool) -> BatchItem {
-    if !entries {
-        return BatchItem::Key(object.key);
-    }
-    BatchItem::Object(S3Item {
-        etag: object.etag,
-        key: object.key,
-        last_modified: object.last_modified_ms.div_euclid(1000),
-        size: object.size,
-        storage_class: object.storage_class,
-    })
+    batches
 }
 
 /// Before a hand-over, the partial batch is cut into a batch of its own and sent, so that the next hop starts
@@ -262,14 +216,14 @@ async fn cut_at_hand_over(
         .expect("a batch has items");
     checkpoint.cut = Some(Cut {
         seq: partial.seq,
-        last_key: last_key.clone(),
+        last_key,
     });
     deps.jobs.save_checkpoint(&job.job_id, checkpoint).await?;
     send_batches(deps, job, std::slice::from_ref(&partial)).await?;
     checkpoint.cut = None;
     checkpoint.next_seq = partial.seq + 1;
     checkpoint.items_sent += partial.items.len() as u64;
-    checkpoint.start_after = Some(last_key);
+    checkpoint.start_after = Some(partial.after);
     Ok(())
 }
 

@@ -1,6 +1,5 @@
 //! The pipeline's error type: what went wrong in a step, keeping the port error it came from.
 
-use crate::batching::ItemTooLarge;
 use crate::ports::{JobStoreError, QueueError, StoreError};
 use crate::processor::MergeError;
 use crate::spec::SpecError;
@@ -15,8 +14,6 @@ pub enum PipelineError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Jobs(#[from] JobStoreError),
-    #[error(transparent)]
-    ItemTooLarge(#[from] ItemTooLarge),
     #[error(transparent)]
     Merge(#[from] MergeError),
     /// The job cannot start as asked (missing bucket, results already present, id reused…).

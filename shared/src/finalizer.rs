@@ -151,7 +151,10 @@ async fn write_outputs(
     }
 
     let objects = deps.objects.as_ref();
-    let mut result = job.spec.processor.empty();
+    let mut result = job
+        .spec
+        .processor
+        .empty_for(job.spec.item_reader.item_kind());
     let mut failures = Vec::new();
     let mut outputs = OutputFiles::new(out, config.output_file_bytes);
     let lambda = job.spec.processor.lambda();

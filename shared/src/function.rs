@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::Deps;
 use crate::error::PipelineError;
 use crate::message::BatchMessage;
-use crate::outcome::{BatchPart, Execution, TerminalStatus};
+use crate::outcome::{BatchPart, Execution, FailedItem, TerminalStatus};
 use crate::ports::{FunctionInvoker, InvokeError, StoreError, read_all};
-use crate::processor::{LambdaProcessor, RetryPolicy};
+use crate::processor::{BatchItem, LambdaProcessor, RetryPolicy};
 
 /// How long Lambda's refusals (throttling, service errors) are waited out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +141,26 @@ pub async fn process_batch(
     lambda: &LambdaProcessor,
     message: &BatchMessage,
 ) -> Result<BatchPart, PipelineError> {
+    // Items that failed as they were read are not the function's: they fail on their own, beside its result.
+    let failures: Vec<FailedItem> = message
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            BatchItem::Failed(failed) => Some(FailedItem {
+                key: failed.id.clone(),
+                error: failed.error.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let (failed, succeeded) = (
+        failures.len() as u64,
+        (message.items.len() - failures.len()) as u64,
+    );
+    if succeeded == 0 {
+        // Every item failed as it was read (each keeps its own error): nothing to invoke.
+        return Ok(message.failed_part(""));
+    }
     let invoker = invoker(deps)?;
     let payload = lambda.payload(&message.items);
     let start = crate::clock::now_ms();
@@ -150,10 +170,10 @@ pub async fn process_batch(
             Ok(BatchPart {
                 job_id: message.job_id.clone(),
                 seq: message.seq,
-                succeeded: message.items.len() as u64,
-                failed: 0,
+                succeeded,
+                failed,
                 result: message.processor.empty(),
-                failures: Vec::new(),
+                failures,
                 outputs: Vec::new(),
                 execution: Some(Execution {
                     status: TerminalStatus::Succeeded,

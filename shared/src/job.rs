@@ -5,7 +5,37 @@
 use crate::batching::BatchLimits;
 use crate::layout::OUTPUT_SHAPES;
 use crate::processor::MAX_PAYLOAD_BYTES;
-use crate::spec::{Job, JobSpec, MAX_KEY_BYTES, MAX_SPEC_BYTES, SpecError, validate_job_id};
+use crate::spec::{
+    ItemKind, Job, JobSpec, MAX_KEY_BYTES, MAX_SPEC_BYTES, SpecError, validate_job_id,
+};
+
+/// An error from inside `item_reader` (read by kind, in two steps): the field it names, `item_reader.<field>`
+/// (`kind` for an unknown kind), with the message that says the rest.
+fn reader_error(message: String) -> SpecError {
+    let field = |name: &str| format!("item_reader.{name}");
+    let quoted = |m: &str, marker: &str| {
+        m.split_once(marker)
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(name, _)| name.to_owned())
+    };
+    let named = if message.starts_with("unknown variant") {
+        Some("kind".to_owned())
+    } else if let Some(name) = quoted(&message, "missing field `") {
+        Some(name)
+    } else if let Some(name) = quoted(&message, "unknown field `") {
+        Some(name)
+    } else {
+        // `<path>: <message>` from a field's own type.
+        message
+            .split_once(": ")
+            .filter(|(path, _)| !path.contains(' '))
+            .map(|(path, _)| path.to_owned())
+    };
+    match named {
+        Some(name) => SpecError::new(&field(&name), message),
+        None => SpecError::new("item_reader", message),
+    }
+}
 
 impl JobSpec {
     /// Parses and validates a spec; a missing `job_id` is replaced by a fresh unique one.
@@ -28,12 +58,16 @@ impl JobSpec {
         let de = &mut serde_json::Deserializer::from_slice(json);
         let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            if path == "item_reader" {
+                return reader_error(message);
+            }
             let field = if path == "." {
                 "(root)".to_owned()
             } else {
                 path
             };
-            SpecError::new(&field, e.into_inner().to_string())
+            SpecError::new(&field, message)
         })?;
         spec.into_job(make_id)
     }
@@ -59,13 +93,17 @@ impl JobSpec {
                 "item_batcher.max_input_bytes_per_batch",
                 format!(
                     "{max_bytes} is too small: a batch message for this job needs {} bytes of envelope plus up to {} \
-                     for one item (a {MAX_KEY_BYTES}-byte key{}); use at least {needed}",
+                     for one item ({}); use at least {needed}",
                     limits.envelope_bytes,
                     limits.max_item_bytes,
-                    if self.processor.wants_listing_entries() {
-                        " and its listing entry"
-                    } else {
-                        ""
+                    match (
+                        self.item_reader.item_kind(),
+                        self.processor.wants_listing_entries()
+                    ) {
+                        (ItemKind::Object, false) => format!("a {MAX_KEY_BYTES}-byte key"),
+                        (ItemKind::Object, true) =>
+                            format!("a {MAX_KEY_BYTES}-byte key and its listing entry"),
+                        _ => "the failed item that stands for a value too large".to_owned(),
                     }
                 ),
             ));
@@ -89,7 +127,10 @@ impl JobSpec {
 
     /// Outputs written where the listing can see them would become items of the job that writes them.
     fn validate_outputs_outside_input(&self) -> Result<(), SpecError> {
-        let reader = &self.item_reader;
+        // Only a listing sees what is written while it runs: the other readers' items are fixed by then.
+        let Some(reader) = self.item_reader.s3_list() else {
+            return Ok(());
+        };
         let writer = &self.result_writer;
         if reader.bucket != writer.bucket {
             return Ok(());
@@ -125,7 +166,7 @@ impl JobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{ItemBatcher, ItemReaderKind};
+    use crate::spec::{ItemBatcher, ItemReader};
     use serde_json::{Value, json};
 
     fn base() -> Value {
@@ -163,12 +204,11 @@ mod tests {
         assert_eq!(job.job_id.len(), 32, "a fresh id is made");
         assert_eq!(job.spec.job_id.as_deref(), Some(job.job_id.as_str()));
         let s = &job.spec;
-        assert_eq!(s.item_reader.kind, ItemReaderKind::S3List);
+        let ItemReader::S3List(reader) = &s.item_reader else {
+            panic!("{:?}", s.item_reader);
+        };
         assert_eq!(
-            (
-                s.item_reader.prefix.as_str(),
-                s.item_reader.suffix.as_deref()
-            ),
+            (reader.prefix.as_str(), reader.suffix.as_deref()),
             ("", None)
         );
         assert_eq!(
@@ -201,8 +241,103 @@ mod tests {
             ),
             (
                 "unknown reader kind",
-                Box::new(|s| s["item_reader"]["kind"] = json!("s3_inventory")),
+                Box::new(|s| s["item_reader"]["kind"] = json!("ftp_list")),
                 "item_reader.kind",
+            ),
+            (
+                "inventory without its manifest",
+                Box::new(|s| s["item_reader"] = json!({"kind": "s3_inventory", "bucket": "data"})),
+                "item_reader.manifest_key",
+            ),
+            (
+                "a listing's field on another reader",
+                Box::new(|s| {
+                    s["item_reader"] = json!({"kind": "inline", "items": [1], "prefix": "p/"})
+                }),
+                "item_reader.prefix",
+            ),
+            (
+                "a wrong type inside a reader",
+                Box::new(|s| s["item_reader"]["min_size"] = json!("big")),
+                "item_reader.min_size",
+            ),
+            (
+                "no object key",
+                Box::new(|s| {
+                    s["item_reader"] =
+                        json!({"kind": "s3_object", "bucket": "data", "key": "", "format": "csv"})
+                }),
+                "item_reader.key",
+            ),
+            (
+                "an unknown format",
+                Box::new(|s| {
+                    s["item_reader"] =
+                        json!({"kind": "s3_object", "bucket": "data", "key": "k", "format": "xml"})
+                }),
+                "item_reader.format",
+            ),
+            (
+                "a CSV option on JSON Lines",
+                Box::new(|s| {
+                    s["item_reader"] = json!({"kind": "s3_object", "bucket": "data", "key": "k",
+                                              "format": "jsonl", "csv_delimiter": ";"})
+                }),
+                "item_reader.csv_delimiter",
+            ),
+            (
+                "a two-byte delimiter",
+                Box::new(|s| {
+                    s["item_reader"] = json!({"kind": "s3_object", "bucket": "data", "key": "k",
+                                              "format": "csv", "csv_delimiter": "||"})
+                }),
+                "item_reader.csv_delimiter",
+            ),
+            (
+                "a header word other than first_row",
+                Box::new(|s| {
+                    s["item_reader"] = json!({"kind": "s3_object", "bucket": "data", "key": "k",
+                                              "format": "csv", "csv_header": "second_row"})
+                }),
+                "item_reader.csv_header",
+            ),
+            (
+                "a column named twice",
+                Box::new(|s| {
+                    s["item_reader"] = json!({"kind": "s3_object", "bucket": "data", "key": "k",
+                                              "format": "csv", "csv_header": ["A", "A"]})
+                }),
+                "item_reader.csv_header[1]",
+            ),
+            (
+                "a bad table name",
+                Box::new(|s| s["item_reader"] = json!({"kind": "dynamodb_scan", "table": "a b"})),
+                "item_reader.table",
+            ),
+            (
+                "no segment",
+                Box::new(|s| {
+                    s["item_reader"] =
+                        json!({"kind": "dynamodb_scan", "table": "items", "segments": 0})
+                }),
+                "item_reader.segments",
+            ),
+            (
+                "too many segments",
+                Box::new(|s| {
+                    s["item_reader"] =
+                        json!({"kind": "dynamodb_scan", "table": "items", "segments": 1001})
+                }),
+                "item_reader.segments",
+            ),
+            (
+                "a processor that does not take rows",
+                Box::new(|s| {
+                    s["item_reader"] =
+                        json!({"kind": "s3_object", "bucket": "data", "key": "k", "format": "csv"});
+                    s["processor"] = json!({"kind": "checksum"});
+                }),
+                "processor.kind",
             ),
             (
                 "unknown processor kind",
@@ -214,7 +349,7 @@ mod tests {
                 Box::new(|s| {
                     s["item_reader"].as_object_mut().unwrap().remove("bucket");
                 }),
-                "item_reader",
+                "item_reader.bucket",
             ),
             (
                 "missing result bucket",

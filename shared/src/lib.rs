@@ -38,6 +38,7 @@ pub mod message;
 pub mod outcome;
 pub mod ports;
 pub mod processor;
+pub mod reader;
 pub mod runner;
 pub mod spec;
 pub mod sweeper;

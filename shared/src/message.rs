@@ -16,6 +16,8 @@ use crate::spec::{Job, ProcessorSpec};
 pub struct BatchMessage {
     pub job_id: String,
     pub seq: u64,
+    /// Where the items' objects are (the reader's bucket; empty for a reader of no bucket).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub bucket: String,
     pub processor: ProcessorSpec,
     pub output: OutputLocation,
@@ -36,7 +38,7 @@ impl BatchMessage {
         Self {
             job_id: job.job_id.clone(),
             seq,
-            bucket: job.spec.item_reader.bucket.clone(),
+            bucket: job.spec.item_reader.bucket().unwrap_or_default().to_owned(),
             processor: job.spec.processor.clone(),
             output: OutputLocation::for_job(job),
             items,
@@ -57,14 +59,18 @@ impl BatchMessage {
         hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The part of this batch with every item failed with `error` (a dead-lettered batch's).
+    /// The part of this batch with every item failed with `error` (a dead-lettered batch's); an item that
+    /// failed as it was read keeps its own error.
     pub fn failed_part(&self, error: &str) -> BatchPart {
         let failures: Vec<FailedItem> = self
             .items
             .iter()
             .map(|item| FailedItem {
                 key: item.key().to_owned(),
-                error: error.to_owned(),
+                error: match item {
+                    BatchItem::Failed(failed) => failed.error.clone(),
+                    _ => error.to_owned(),
+                },
             })
             .collect();
         BatchPart {

@@ -26,6 +26,7 @@ pub struct JobSpec {
     /// 1–64 of `[A-Za-z0-9._-]`; when absent a fresh unique id is made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    #[serde(deserialize_with = "deserialize_item_reader")]
     pub item_reader: ItemReader,
     #[serde(default)]
     pub item_batcher: ItemBatcher,
@@ -37,12 +38,27 @@ pub struct JobSpec {
     pub result_writer: ResultWriter,
 }
 
-/// Where the items come from.
+/// Where the items come from: `{"kind": "<kind>", <the reader's fields>}`, `kind` defaulting to `s3_list`
+/// (so specs written before there were other readers keep their meaning and their digest).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ItemReader {
+    /// Every listed object that the suffix and filters select.
+    S3List(S3ListReader),
+    /// The rows of one CSV object, the lines of a JSON Lines object, or the elements of a JSON array.
+    S3Object(S3ObjectReader),
+    /// The objects an S3 Inventory report lists.
+    S3Inventory(S3InventoryReader),
+    /// Every item of a DynamoDB table, read by a parallel Scan.
+    DynamodbScan(DynamodbScanReader),
+    /// Items given in the spec itself.
+    Inline(InlineReader),
+}
+
+/// `{"kind": "s3_list", "bucket", "prefix", "suffix", ...filters}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ItemReader {
-    #[serde(default)]
-    pub kind: ItemReaderKind,
+pub struct S3ListReader {
     pub bucket: String,
     #[serde(default)]
     pub prefix: String,
@@ -62,10 +78,248 @@ pub struct ItemReader {
     pub modified_before: Option<String>,
 }
 
-/// Which listed objects are items: the reader's suffix and filters, their instants parsed once. Made by
-/// [`ItemReader::selection`] from a validated spec.
+/// `{"kind": "s3_object", "bucket", "key", "format", "csv_header", "csv_delimiter"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3ObjectReader {
+    pub bucket: String,
+    pub key: String,
+    pub format: ObjectFormat,
+    /// CSV only: `"first_row"` (the default) or the column names, every row then being data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv_header: Option<CsvHeader>,
+    /// CSV only: one byte; `,` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv_delimiter: Option<String>,
+}
+
+/// How an `s3_object`'s bytes are items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectFormat {
+    /// Each row one item: an object of column name → string.
+    Csv,
+    /// Each line one item: any JSON value.
+    Jsonl,
+    /// A top-level array, each element one item.
+    Json,
+}
+
+/// A CSV's column names: `"first_row"`, or given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CsvHeader {
+    /// Only `"first_row"` is meaningful; [`JobSpec::validate_fields`] refuses any other word.
+    FirstRow(String),
+    Names(Vec<String>),
+}
+
+/// `{"kind": "s3_inventory", "bucket", "manifest_key", "prefix", "suffix", ...filters}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3InventoryReader {
+    /// The bucket holding the report's manifest and data files.
+    pub bucket: String,
+    /// The report's `manifest.json`.
+    pub manifest_key: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_before: Option<String>,
+}
+
+/// `{"kind": "dynamodb_scan", "table", "segments", "max_read_units_per_second"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamodbScanReader {
+    pub table: String,
+    /// Parallel Scan segments, 1–1,000.
+    #[serde(default = "one")]
+    pub segments: u32,
+    /// Read capacity the scan may use per second (none: as fast as the table answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_read_units_per_second: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `{"kind": "inline", "items": [...]}`: Distributed Map's `ItemsPath`, for small lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineReader {
+    pub items: Vec<serde_json::Value>,
+}
+
+/// What one item of a reader is, so that a processor can say which it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    /// An S3 object (listed, or named by an inventory): its body is read.
+    Object,
+    /// A JSON object of named fields: a CSV row, a DynamoDB item.
+    Record,
+    /// Any JSON value: a JSON Lines line, an element of a JSON array, an inline item.
+    Value,
+}
+
+impl ItemKind {
+    /// How a refusal names this kind.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Object => "S3 objects",
+            Self::Record => "records (CSV rows, DynamoDB items)",
+            Self::Value => "JSON values",
+        }
+    }
+}
+
+impl ItemReader {
+    /// The reader's `kind`, as the spec names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::S3List(_) => "s3_list",
+            Self::S3Object(_) => "s3_object",
+            Self::S3Inventory(_) => "s3_inventory",
+            Self::DynamodbScan(_) => "dynamodb_scan",
+            Self::Inline(_) => "inline",
+        }
+    }
+
+    /// What its items are.
+    pub fn item_kind(&self) -> ItemKind {
+        match self {
+            Self::S3List(_) | Self::S3Inventory(_) => ItemKind::Object,
+            Self::S3Object(r) if r.format == ObjectFormat::Csv => ItemKind::Record,
+            Self::DynamodbScan(_) => ItemKind::Record,
+            Self::S3Object(_) | Self::Inline(_) => ItemKind::Value,
+        }
+    }
+
+    /// The bucket the reader reads (the listing's, the object's, the inventory report's), if it reads one.
+    pub fn bucket(&self) -> Option<&str> {
+        match self {
+            Self::S3List(r) => Some(&r.bucket),
+            Self::S3Object(r) => Some(&r.bucket),
+            Self::S3Inventory(r) => Some(&r.bucket),
+            Self::DynamodbScan(_) | Self::Inline(_) => None,
+        }
+    }
+
+    /// The listing's reader, for the steps that only `s3_list` has.
+    pub fn s3_list(&self) -> Option<&S3ListReader> {
+        match self {
+            Self::S3List(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The object filters of the readers that select objects (`s3_list`, `s3_inventory`).
+    pub fn filters(&self) -> Option<Filters<'_>> {
+        match self {
+            Self::S3List(r) => Some(r.filters()),
+            Self::S3Inventory(r) => Some(r.filters()),
+            _ => None,
+        }
+    }
+}
+
+/// The same filter fields, in both readers that have them.
+macro_rules! filters_of {
+    ($($reader:ty),+) => {$(
+        impl $reader {
+            /// The reader's object filters.
+            pub fn filters(&self) -> Filters<'_> {
+                Filters {
+                    prefix: &self.prefix,
+                    suffix: self.suffix.as_deref(),
+                    min_size: self.min_size,
+                    max_size: self.max_size,
+                    modified_after: self.modified_after.as_deref(),
+                    modified_before: self.modified_before.as_deref(),
+                }
+            }
+        }
+    )+};
+}
+
+filters_of!(S3ListReader, S3InventoryReader);
+
+/// A reader's object filters, borrowed: the same rules for a listing and an inventory report.
+#[derive(Debug, Clone, Copy)]
+pub struct Filters<'a> {
+    pub prefix: &'a str,
+    pub suffix: Option<&'a str>,
+    pub min_size: Option<u64>,
+    pub max_size: Option<u64>,
+    pub modified_after: Option<&'a str>,
+    pub modified_before: Option<&'a str>,
+}
+
+/// `item_reader` as the spec gives it: a missing `kind` is `s3_list`. Read in two steps (the kind, then that
+/// reader's fields) so that an error inside names its field (`min_size: invalid type...`), which serde's
+/// internally tagged enums lose.
+fn deserialize_item_reader<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ItemReader, D::Error> {
+    use serde::de::{DeserializeOwned, Error};
+    let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+    let kind = match map.remove("kind") {
+        None => "s3_list".to_owned(),
+        Some(serde_json::Value::String(kind)) => kind,
+        Some(other) => {
+            return Err(D::Error::custom(format!(
+                "kind: invalid type: {other}, expected a string"
+            )));
+        }
+    };
+    fn fields<T: DeserializeOwned, E: Error>(
+        map: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<T, E> {
+        serde_path_to_error::deserialize(serde_json::Value::Object(map)).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            if path == "." {
+                E::custom(message)
+            } else {
+                E::custom(format!("{path}: {message}"))
+            }
+        })
+    }
+    Ok(match kind.as_str() {
+        "s3_list" => ItemReader::S3List(fields(map)?),
+        "s3_object" => ItemReader::S3Object(fields(map)?),
+        "s3_inventory" => ItemReader::S3Inventory(fields(map)?),
+        "dynamodb_scan" => ItemReader::DynamodbScan(fields(map)?),
+        "inline" => ItemReader::Inline(fields(map)?),
+        other => {
+            return Err(D::Error::unknown_variant(
+                other,
+                &[
+                    "s3_list",
+                    "s3_object",
+                    "s3_inventory",
+                    "dynamodb_scan",
+                    "inline",
+                ],
+            ));
+        }
+    })
+}
+
+/// Which listed objects are items: the reader's prefix, suffix and filters, their instants parsed once. Made by
+/// [`Filters::selection`] from a validated spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
+    prefix: String,
     suffix: Option<String>,
     min_size: u64,
     max_size: u64,
@@ -77,7 +331,8 @@ pub struct Selection {
 impl Selection {
     /// Whether the object `key` of `size` bytes, last modified at `last_modified_ms`, is an item.
     pub fn selects(&self, key: &str, size: u64, last_modified_ms: i64) -> bool {
-        self.suffix.as_deref().is_none_or(|s| key.ends_with(s))
+        key.starts_with(&self.prefix)
+            && self.suffix.as_deref().is_none_or(|s| key.ends_with(s))
             && (self.min_size..=self.max_size).contains(&size)
             && self.after_ms.is_none_or(|after| last_modified_ms > after)
             && self
@@ -86,21 +341,20 @@ impl Selection {
     }
 }
 
-impl ItemReader {
+impl Filters<'_> {
     /// The reader's selection. Its instants were checked by [`JobSpec::validate_fields`]; one that does not
     /// parse (a spec that skipped validation) selects nothing rather than everything.
     pub fn selection(&self) -> Selection {
-        let instant = |value: &Option<String>, unparsable: i64| {
-            value
-                .as_deref()
-                .map(|v| parse_instant_ms(v).unwrap_or(unparsable))
+        let instant = |value: Option<&str>, unparsable: i64| {
+            value.map(|v| parse_instant_ms(v).unwrap_or(unparsable))
         };
         Selection {
-            suffix: self.suffix.clone(),
+            prefix: self.prefix.to_owned(),
+            suffix: self.suffix.map(str::to_owned),
             min_size: self.min_size.unwrap_or(0),
             max_size: self.max_size.unwrap_or(u64::MAX),
-            after_ms: instant(&self.modified_after, i64::MAX),
-            before_ms: instant(&self.modified_before, i64::MIN),
+            after_ms: instant(self.modified_after, i64::MAX),
+            before_ms: instant(self.modified_before, i64::MIN),
         }
     }
 }
@@ -118,15 +372,6 @@ pub fn parse_instant_ms(value: &str) -> Result<i64, String> {
     instant
         .to_millis()
         .map_err(|_| format!("\"{value}\" is out of range"))
-}
-
-/// How items are read. Only S3 listings today: every listed object that the reader's suffix and filters select is
-/// one item.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ItemReaderKind {
-    #[default]
-    S3List,
 }
 
 /// How items are cut into batches (one batch = one queue message = one unit of work).
@@ -198,49 +443,7 @@ impl JobSpec {
     /// The rules each field keeps on its own. The rules that need the message envelope or the output names
     /// are [`crate::job`]'s.
     pub(crate) fn validate_fields(&self) -> Result<(), SpecError> {
-        validate_bucket("item_reader.bucket", &self.item_reader.bucket)?;
-        validate_key_part("item_reader.prefix", &self.item_reader.prefix)?;
-        validate_folders("item_reader.prefix", &self.item_reader.prefix)?;
-        if let Some(suffix) = &self.item_reader.suffix {
-            if suffix.is_empty() {
-                return Err(SpecError::new(
-                    "item_reader.suffix",
-                    "must not be empty (leave it out to take every object)",
-                ));
-            }
-            validate_key_part("item_reader.suffix", suffix)?;
-        }
-        let reader = &self.item_reader;
-        if let (Some(min), Some(max)) = (reader.min_size, reader.max_size)
-            && min > max
-        {
-            return Err(SpecError::new(
-                "item_reader.max_size",
-                format!("{max} is less than min_size {min}: no object could be selected"),
-            ));
-        }
-        let mut instants = [None, None];
-        for (i, (field, value)) in [
-            ("item_reader.modified_after", &reader.modified_after),
-            ("item_reader.modified_before", &reader.modified_before),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            if let Some(value) = value {
-                instants[i] = Some(
-                    parse_instant_ms(value).map_err(|message| SpecError::new(field, message))?,
-                );
-            }
-        }
-        if let [Some(after), Some(before)] = instants
-            && after >= before
-        {
-            return Err(SpecError::new(
-                "item_reader.modified_before",
-                "must be later than modified_after: no object could be selected",
-            ));
-        }
+        self.validate_reader()?;
         if self.item_batcher.max_items_per_batch == 0 {
             return Err(SpecError::new(
                 "item_batcher.max_items_per_batch",
@@ -284,6 +487,91 @@ impl JobSpec {
         Ok(())
     }
 
+    /// The reader's own rules, each naming its field under `item_reader`.
+    fn validate_reader(&self) -> Result<(), SpecError> {
+        let reader = &self.item_reader;
+        if let Some(bucket) = reader.bucket() {
+            validate_bucket("item_reader.bucket", bucket)?;
+        }
+        if let Some(filters) = reader.filters() {
+            validate_filters(&filters)?;
+        }
+        match reader {
+            ItemReader::S3List(_) | ItemReader::Inline(_) => {}
+            ItemReader::S3Object(r) => {
+                validate_object_key("item_reader.key", &r.key)?;
+                let csv_only = r.format != ObjectFormat::Csv;
+                if csv_only && (r.csv_header.is_some() || r.csv_delimiter.is_some()) {
+                    let field = if r.csv_header.is_some() {
+                        "csv_header"
+                    } else {
+                        "csv_delimiter"
+                    };
+                    return Err(SpecError::new(
+                        &format!("item_reader.{field}"),
+                        "applies to the csv format only",
+                    ));
+                }
+                match &r.csv_header {
+                    Some(CsvHeader::FirstRow(word)) if word != "first_row" => {
+                        return Err(SpecError::new(
+                            "item_reader.csv_header",
+                            format!(
+                                "\"{}\" is neither \"first_row\" nor a list of column names",
+                                crate::processor::echo(word)
+                            ),
+                        ));
+                    }
+                    Some(CsvHeader::Names(names)) => validate_column_names(names)?,
+                    _ => {}
+                }
+                if let Some(delimiter) = &r.csv_delimiter
+                    && (delimiter.len() != 1
+                        || matches!(delimiter.as_bytes()[0], b'"' | b'\n' | b'\r'))
+                {
+                    return Err(SpecError::new(
+                        "item_reader.csv_delimiter",
+                        format!(
+                            "\"{}\" must be one byte (e.g. \",\", \";\" or a tab), not a quote or a line end",
+                            crate::processor::echo(delimiter)
+                        ),
+                    ));
+                }
+            }
+            ItemReader::S3Inventory(r) => {
+                validate_object_key("item_reader.manifest_key", &r.manifest_key)?;
+            }
+            ItemReader::DynamodbScan(r) => {
+                validate_table("item_reader.table", &r.table)?;
+                if !(1..=MAX_SCAN_SEGMENTS).contains(&r.segments) {
+                    return Err(SpecError::new(
+                        "item_reader.segments",
+                        format!("{} is outside 1–{MAX_SCAN_SEGMENTS}", r.segments),
+                    ));
+                }
+                if r.max_read_units_per_second == Some(0) {
+                    return Err(SpecError::new(
+                        "item_reader.max_read_units_per_second",
+                        "must be at least 1 (leave it out for no limit)",
+                    ));
+                }
+            }
+        }
+        let kind = reader.item_kind();
+        if !self.processor.takes(kind) {
+            return Err(SpecError::new(
+                "processor.kind",
+                format!(
+                    "\"{}\" does not take {}, the items of item_reader.kind \"{}\"",
+                    self.processor.kind(),
+                    kind.describe(),
+                    reader.kind()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// A processor's own rules, its field named under `processor`.
     fn validate_processor(&self) -> Result<(), SpecError> {
         self.processor
@@ -318,6 +606,104 @@ pub(crate) fn validate_job_id(id: &str) -> Result<(), SpecError> {
         Err(SpecError::new(
             "job_id",
             format!("\"{id}\" must be 1–64 characters of A–Z, a–z, 0–9, '.', '_' or '-'"),
+        ))
+    }
+}
+
+/// Most segments of a parallel Scan (DynamoDB's own limit is 1,000,000; more than this buys nothing here).
+pub const MAX_SCAN_SEGMENTS: u32 = 1000;
+
+/// The object filters: a prefix and suffix that are parts of a key, sizes and instants that can select something.
+fn validate_filters(filters: &Filters<'_>) -> Result<(), SpecError> {
+    validate_key_part("item_reader.prefix", filters.prefix)?;
+    validate_folders("item_reader.prefix", filters.prefix)?;
+    if let Some(suffix) = filters.suffix {
+        if suffix.is_empty() {
+            return Err(SpecError::new(
+                "item_reader.suffix",
+                "must not be empty (leave it out to take every object)",
+            ));
+        }
+        validate_key_part("item_reader.suffix", suffix)?;
+    }
+    if let (Some(min), Some(max)) = (filters.min_size, filters.max_size)
+        && min > max
+    {
+        return Err(SpecError::new(
+            "item_reader.max_size",
+            format!("{max} is less than min_size {min}: no object could be selected"),
+        ));
+    }
+    let mut instants = [None, None];
+    for (i, (field, value)) in [
+        ("item_reader.modified_after", filters.modified_after),
+        ("item_reader.modified_before", filters.modified_before),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if let Some(value) = value {
+            instants[i] =
+                Some(parse_instant_ms(value).map_err(|message| SpecError::new(field, message))?);
+        }
+    }
+    if let [Some(after), Some(before)] = instants
+        && after >= before
+    {
+        return Err(SpecError::new(
+            "item_reader.modified_before",
+            "must be later than modified_after: no object could be selected",
+        ));
+    }
+    Ok(())
+}
+
+/// A whole object key: not empty, and a key S3 can hold.
+fn validate_object_key(field: &str, key: &str) -> Result<(), SpecError> {
+    if key.is_empty() {
+        return Err(SpecError::new(field, "must name an object"));
+    }
+    validate_key_part(field, key)
+}
+
+/// Given CSV column names: each named, none twice (they become the fields of every row's item).
+fn validate_column_names(names: &[String]) -> Result<(), SpecError> {
+    if names.is_empty() {
+        return Err(SpecError::new("item_reader.csv_header", "names no column"));
+    }
+    for (i, name) in names.iter().enumerate() {
+        let field = format!("item_reader.csv_header[{i}]");
+        if name.is_empty() {
+            return Err(SpecError::new(
+                &field,
+                "is empty: every column needs a name",
+            ));
+        }
+        if names[..i].contains(name) {
+            return Err(SpecError::new(
+                &field,
+                format!("\"{}\" names two columns", crate::processor::echo(name)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// DynamoDB table naming rules: 3–255 of `[A-Za-z0-9_.-]`.
+fn validate_table(field: &str, table: &str) -> Result<(), SpecError> {
+    let ok = (3..=255).contains(&table.len())
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::new(
+            field,
+            format!(
+                "\"{}\" is not a valid DynamoDB table name (3–255 characters: letters, digits, '_', '.' and '-')",
+                crate::processor::echo(table)
+            ),
         ))
     }
 }
@@ -378,7 +764,7 @@ mod tests {
     use super::*;
 
     fn reader(json: serde_json::Value) -> ItemReader {
-        serde_json::from_value(json).unwrap()
+        deserialize_item_reader(json).unwrap()
     }
 
     #[test]
@@ -392,6 +778,8 @@ mod tests {
             "modified_after": "2026-02-01T00:00:00+01:00",
             "modified_before": "2026-01-31T19:00:00-05:00",
         }))
+        .filters()
+        .unwrap()
         .selection();
         let (after, before) = (1_769_900_400_000, 1_769_904_000_000);
         let inside = after + 1;
@@ -408,7 +796,10 @@ mod tests {
             !selection.selects("a.csv", 15, before),
             "modified_before is exclusive"
         );
-        let everything = reader(serde_json::json!({"bucket": "b"})).selection();
+        let everything = reader(serde_json::json!({"bucket": "b"}))
+            .filters()
+            .unwrap()
+            .selection();
         assert!(
             everything.selects("k", 0, i64::MIN) && everything.selects("k", u64::MAX, i64::MAX)
         );

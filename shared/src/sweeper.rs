@@ -23,6 +23,7 @@ use crate::error::PipelineError;
 use crate::message::ContinueListing;
 use crate::outcome::JobStatus;
 use crate::ports::{BatchQueue, JobRecord, OutgoingMessage, Progress, send_all_with_retry};
+use crate::reader;
 
 /// What the sweeper found wrong with a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,20 +175,16 @@ async fn repair(
     ))
 }
 
-/// Lists the job's items again and sends the batches (below `total`) that have no record.
+/// Reads the job's items again and sends the batches (below `total`) that have no record.
 async fn resend_missing(deps: &Deps, record: &JobRecord, total: u64) -> Result<u64, PipelineError> {
     let job = &record.job;
-    let reader = &job.spec.item_reader;
     let mut batcher = Batcher::new(BatchLimits::for_job(&job.spec), 0);
-    let mut token: Option<String> = None;
+    let mut source = reader::open(deps, job, None).await?;
     let mut resent = 0;
     loop {
-        let page = deps
-            .objects
-            .list_page(&reader.bucket, &reader.prefix, None, token.as_deref())
-            .await?;
-        let last_page = page.next.is_none();
-        let batches = batch_page(&job.spec, &mut batcher, page.objects, last_page)?;
+        let page = source.next_page().await?;
+        let last_page = page.last;
+        let batches = batch_page(&mut batcher, page, last_page);
         let mut missing = Vec::new();
         for batch in batches.into_iter().filter(|b| b.seq < total) {
             if deps
@@ -201,9 +198,8 @@ async fn resend_missing(deps: &Deps, record: &JobRecord, total: u64) -> Result<u
         }
         resent += missing.len() as u64;
         send_batches(deps, job, &missing).await?;
-        match page.next {
-            Some(next) => token = Some(next),
-            None => return Ok(resent),
+        if last_page {
+            return Ok(resent);
         }
     }
 }

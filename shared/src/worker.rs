@@ -20,7 +20,7 @@ use crate::ports::{
     BatchRecord, ObjectStore, OutgoingMessage, RecordOutcome, StoreError, require_job,
     send_all_with_retry,
 };
-use crate::processor::{Aggregate, Item, ItemError, Processed};
+use crate::processor::{Aggregate, BatchItem, Item, ItemError, Processed};
 use crate::spec::ProcessorSpec;
 
 /// Worker settings.
@@ -176,15 +176,22 @@ async fn process_items(
     let (objects, bucket, processor) = (&deps.objects, &message.bucket, &message.processor);
     let outcomes: Vec<ItemOutcome> = futures::stream::iter(message.items.clone())
         .map(|item| {
-            let size = item.size();
-            let key = item.into_key();
-            process_item_with_retry(
-                objects.clone(),
-                bucket.clone(),
-                processor.clone(),
-                key,
-                size,
-            )
+            let (objects, bucket, processor) = (objects.clone(), bucket.clone(), processor.clone());
+            async move {
+                match item {
+                    BatchItem::Failed(failed) => Ok(ItemOutcome::Failed(failed.error)),
+                    // Read already (a row, a value): processed here, without a read of its own.
+                    BatchItem::Value(value) => outcome(processor.process(Item::Value {
+                        id: &value.id,
+                        json: &value.value,
+                    })),
+                    item => {
+                        let size = item.size();
+                        let key = item.key().to_owned();
+                        process_item_with_retry(objects, bucket, processor, key, size).await
+                    }
+                }
+            }
         })
         .buffered(config.item_concurrency.max(1))
         .try_collect()
@@ -297,7 +304,7 @@ async fn process_item(
         }
         Err(e) => return Err(e.into()),
     };
-    let outcome = tokio::task::spawn_blocking(move || {
+    let processed = tokio::task::spawn_blocking(move || {
         processor.process(Item::Object {
             key: &key,
             size,
@@ -305,7 +312,15 @@ async fn process_item(
         })
     })
     .await?;
-    match outcome {
+    outcome(processed)
+}
+
+/// What a processor's answer for one item makes of it: done, failed for good, or a transient error that
+/// leaves the batch for redelivery.
+fn outcome(
+    processed: Result<Processed<Aggregate>, ItemError>,
+) -> Result<ItemOutcome, PipelineError> {
+    match processed {
         Ok(processed) => Ok(ItemOutcome::Done(processed)),
         Err(ItemError::Invalid(error)) => Ok(ItemOutcome::Failed(error)),
         Err(ItemError::Read { key, source }) => Err(StoreError::Other(Box::new(

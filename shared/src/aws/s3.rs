@@ -116,12 +116,18 @@ impl ObjectStore for S3Store {
         Ok(ListPage { objects, next })
     }
 
-    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
+    async fn get_from(
+        &self,
+        bucket: &str,
+        key: &str,
+        offset: u64,
+    ) -> Result<ObjectReader, StoreError> {
         let out = self
             .client
             .get_object()
             .bucket(bucket)
             .key(key)
+            .set_range((offset > 0).then(|| format!("bytes={offset}-")))
             .set_expected_bucket_owner(self.expected_bucket_owner.clone())
             .send()
             .await

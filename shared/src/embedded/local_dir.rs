@@ -188,6 +188,7 @@ fn open_object(
     path: &Path,
     bucket: &str,
     key: &str,
+    offset: u64,
 ) -> Result<ObjectReader, StoreError> {
     let refused = |code: &str, message: &str| StoreError::Denied {
         bucket: bucket.to_owned(),
@@ -237,6 +238,10 @@ fn open_object(
     };
     if !file.metadata()?.is_file() {
         return Err(special());
+    }
+    let mut file = file;
+    if offset > 0 {
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))?;
     }
     Ok(Box::new(file))
 }
@@ -297,11 +302,20 @@ impl ObjectStore for LocalDirStore {
         .await
     }
 
-    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
+    async fn get_from(
+        &self,
+        bucket: &str,
+        key: &str,
+        offset: u64,
+    ) -> Result<ObjectReader, StoreError> {
         let bucket_dir = self.bucket_dir(bucket)?;
         let path = key_path(&bucket_dir, key)?;
         let (root, bucket, key) = (self.root.clone(), bucket.to_owned(), key.to_owned());
-        blocking(move || open_object(&Bounds::new(&root, &bucket_dir)?, &path, &bucket, &key)).await
+        blocking(move || {
+            let bounds = Bounds::new(&root, &bucket_dir)?;
+            open_object(&bounds, &path, &bucket, &key, offset)
+        })
+        .await
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {

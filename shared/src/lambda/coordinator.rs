@@ -345,8 +345,9 @@ impl Coordinator {
                 list.join(", ")
             ))
         };
-        let reader = &spec.item_reader.bucket;
-        if !self.allowed_buckets.contains(reader) {
+        if let Some(reader) = spec.item_reader.bucket()
+            && !self.allowed_buckets.iter().any(|b| b == reader)
+        {
             let list = &self.allowed_buckets;
             return Err(refuse(
                 "item_reader.bucket",

@@ -101,7 +101,19 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<ListPage, StoreError>;
 
     /// Opens an object for a streamed read. Errors: `NotFound`, `NoSuchBucket`, `Denied`.
-    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError>;
+    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
+        self.get_from(bucket, key, 0).await
+    }
+
+    /// Opens an object for a streamed read from byte `offset` on (S3: a `Range: bytes=<offset>-` GET), so that
+    /// a read of a large object resumes where it stopped. An offset at or past the end reads nothing. Errors
+    /// as [`ObjectStore::get`].
+    async fn get_from(
+        &self,
+        bucket: &str,
+        key: &str,
+        offset: u64,
+    ) -> Result<ObjectReader, StoreError>;
 
     /// Writes a whole object, replacing any previous one atomically (readers see the old or the new body).
     /// Errors: `NoSuchBucket`, `InvalidKey`.

@@ -1,17 +1,68 @@
 //! One item as a batch message carries it: an object's key, or, for a processor that hands its items to a
 //! user's function, the object's listing entry in the shape Distributed Map gives a function for an S3 listing
 //! (`{"Etag", "Key", "LastModified", "Size", "StorageClass"}`), so that the batch's `Items` are exactly what
-//! that function already takes.
+//! that function already takes; a value read by the reader itself (a row, a JSON value, a table item) with its
+//! name; or an item the reader found unusable (a ragged row, a line too long), which fails without being
+//! processed, so that it is counted where every other item is.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 
 /// An item of a batch message. A key alone is a JSON string, so messages of the processors that need no more
 /// keep the bytes they had before listing entries existed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum BatchItem {
     Key(String),
     Object(S3Item),
+    /// `{"id": "<name>", "value": <the item's JSON, as read>}`.
+    Value(ValueItem),
+    /// `{"id": "<name>", "error": "<why it is not an item>"}`.
+    Failed(FailedEntry),
+}
+
+/// A value the reader read: its name (`<object key>#L<line>`, `<table>#<key>`, `items[<i>]`) and its JSON text,
+/// kept as written (numbers exact).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueItem {
+    pub id: String,
+    pub value: Box<RawValue>,
+}
+
+impl PartialEq for ValueItem {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.value.get() == other.value.get()
+    }
+}
+
+impl Eq for ValueItem {}
+
+/// An item that failed as it was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailedEntry {
+    pub id: String,
+    pub error: String,
+}
+
+/// By hand: serde's untagged enums buffer their input, which a [`RawValue`] cannot go through.
+impl<'de> Deserialize<'de> for BatchItem {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        let text = raw.get();
+        if text.starts_with('"') {
+            return serde_json::from_str(text)
+                .map(Self::Key)
+                .map_err(D::Error::custom);
+        }
+        serde_json::from_str(text)
+            .map(Self::Value)
+            .or_else(|_| serde_json::from_str(text).map(Self::Failed))
+            .or_else(|_| serde_json::from_str(text).map(Self::Object))
+            .map_err(|e| D::Error::custom(format!("not a batch item: {e}")))
+    }
 }
 
 /// An object as Distributed Map's S3 ListObjectsV2 reader hands it to a function (field names and order
@@ -27,27 +78,32 @@ pub struct S3Item {
 }
 
 impl BatchItem {
-    /// The object's key: what identifies the item in `failed.jsonl`, in outputs, and in a listing's checkpoint.
+    /// A value with its name.
+    pub fn value(id: String, json: Box<RawValue>) -> Self {
+        Self::Value(ValueItem { id, value: json })
+    }
+
+    /// An item that failed as it was read.
+    pub fn failed(id: String, error: String) -> Self {
+        Self::Failed(FailedEntry { id, error })
+    }
+
+    /// The item's name: an object's key, or a value's id. What identifies the item in `failed.jsonl`, in
+    /// outputs, and in a hand-over's cut.
     pub fn key(&self) -> &str {
         match self {
             Self::Key(key) => key,
             Self::Object(object) => &object.key,
-        }
-    }
-
-    /// The object's key, taken out of the item.
-    pub fn into_key(self) -> String {
-        match self {
-            Self::Key(key) => key,
-            Self::Object(object) => object.key,
+            Self::Value(value) => &value.id,
+            Self::Failed(failed) => &failed.id,
         }
     }
 
     /// The object's size, when the listing gave it.
     pub fn size(&self) -> Option<u64> {
         match self {
-            Self::Key(_) => None,
             Self::Object(object) => Some(object.size),
+            _ => None,
         }
     }
 
@@ -103,6 +159,26 @@ mod tests {
             assert_eq!(item.key(), "a/b.csv");
             assert_eq!(item.json_len(), json.len());
         }
+    }
+
+    #[test]
+    fn values_keep_their_text_and_failed_items_their_error() {
+        let value = BatchItem::value(
+            "t.csv#L3".into(),
+            RawValue::from_string(r#"{"a":"1","n":1.000000000000000000001}"#.into()).unwrap(),
+        );
+        let failed = BatchItem::failed("t.csv#L4".into(), "line 4: 3 fields".into());
+        let key = BatchItem::from("{\"id\"");
+        for item in [value, failed, key] {
+            let json = serde_json::to_string(&item).unwrap();
+            assert_eq!(
+                serde_json::from_str::<BatchItem>(&json).unwrap(),
+                item,
+                "{json}"
+            );
+            assert_eq!(item.json_len(), json.len());
+        }
+        assert!(serde_json::from_str::<BatchItem>(r#"{"id":"x"}"#).is_err());
     }
 
     #[test]

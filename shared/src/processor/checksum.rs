@@ -97,7 +97,9 @@ impl Processor for ChecksumProcessor {
     type Aggregate = ChecksumAggregate;
 
     fn process(&self, item: Item<'_>) -> Result<Processed<ChecksumAggregate>, ItemError> {
-        let Item::Object { key, body, .. } = item;
+        let Item::Object { key, body, .. } = item else {
+            return Err(item.not_taken("checksum"));
+        };
         let (digest, size) = self.algorithm.digest(key, body)?;
         let output = ChecksumOutput {
             algorithm: self.algorithm,

@@ -1,10 +1,11 @@
-//! The `count` processor: objects, bytes and lines.
+//! The `count` processor: objects, bytes and lines; or, over items that are not objects (rows, JSON values,
+//! table items), the items.
 
 use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Item, ItemError, MergeError, Processed, Processor, read_chunks};
+use super::{Item, ItemError, ItemKind, MergeError, Processed, Processor, read_chunks};
 
 /// `{"kind": "count"}`: no options.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,9 +15,24 @@ pub struct CountProcessor {}
 impl Processor for CountProcessor {
     type Aggregate = CountAggregate;
 
+    const TAKES: &'static [ItemKind] = &[ItemKind::Object, ItemKind::Record, ItemKind::Value];
+
+    fn empty(kind: ItemKind) -> CountAggregate {
+        CountAggregate {
+            items: (kind != ItemKind::Object).then_some(0),
+            ..CountAggregate::default()
+        }
+    }
+
     fn process(&self, item: Item<'_>) -> Result<Processed<CountAggregate>, ItemError> {
-        let Item::Object { key, body, .. } = item;
-        count(key, body).map(Processed::from)
+        match item {
+            Item::Object { key, body, .. } => count(key, body).map(Processed::from),
+            Item::Value { .. } => Ok(CountAggregate {
+                items: Some(1),
+                ..CountAggregate::default()
+            }
+            .into()),
+        }
     }
 
     fn merge(into: &mut CountAggregate, other: CountAggregate) -> Result<(), MergeError> {
@@ -25,16 +41,22 @@ impl Processor for CountProcessor {
     }
 
     fn result_json(aggregate: &CountAggregate) -> serde_json::Value {
-        serde_json::to_value(aggregate).unwrap_or_default()
+        match aggregate.items {
+            Some(items) => serde_json::json!({ "items": items }),
+            None => serde_json::to_value(aggregate).unwrap_or_default(),
+        }
     }
 }
 
-/// `{"objects": N, "bytes": N, "lines": N}`.
+/// `{"objects": N, "bytes": N, "lines": N}` over objects; `{"items": N}` over other items (`items` is set for
+/// those, and absent from the parts of object jobs, which keep their bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountAggregate {
     pub objects: u64,
     pub bytes: u64,
     pub lines: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<u64>,
 }
 
 impl CountAggregate {
@@ -42,6 +64,10 @@ impl CountAggregate {
         self.objects += other.objects;
         self.bytes += other.bytes;
         self.lines += other.lines;
+        self.items = match (self.items, other.items) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
     }
 }
 
@@ -56,6 +82,7 @@ fn count(key: &str, body: &mut dyn Read) -> Result<CountAggregate, ItemError> {
         objects: 1,
         bytes,
         lines: newlines + u64::from(last != b'\n'),
+        items: None,
     })
 }
 

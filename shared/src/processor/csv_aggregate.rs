@@ -1,7 +1,9 @@
 //! The `csv_aggregate` processor: per group, the row count and count/sum/min/max of numeric columns.
 //!
-//! The first row of each object is its header. Numbers are parsed as exact decimals, so sums do not depend on
-//! the order in which items and batches are merged.
+//! Over CSV objects, the first row of each object is its header. Over records (the rows of an `s3_object` CSV,
+//! DynamoDB items, JSON objects), `group_by` and `columns` name the record's fields: each record is one row.
+//! Numbers are parsed as exact decimals, so sums do not depend on the order in which items and batches are
+//! merged.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -10,8 +12,10 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use super::csv_rows::CsvObject;
-use super::{ConfigError, Item, ItemError, MergeError, Processed, Processor};
+use serde_json::value::RawValue;
+
+use super::csv_rows::{CsvObject, parse_number};
+use super::{ConfigError, Item, ItemError, ItemKind, MergeError, Processed, Processor, echo};
 
 /// `{"kind": "csv_aggregate", "group_by": "<header column>", "columns": ["<numeric header column>", ...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,9 +49,17 @@ impl Processor for CsvAggregateProcessor {
         Ok(())
     }
 
+    const TAKES: &'static [ItemKind] = &[ItemKind::Object, ItemKind::Record, ItemKind::Value];
+
     fn process(&self, item: Item<'_>) -> Result<Processed<CsvAggregate>, ItemError> {
-        let Item::Object { key, body, .. } = item;
-        aggregate(key, body, &self.group_by, &self.columns).map(Processed::from)
+        match item {
+            Item::Object { key, body, .. } => {
+                aggregate(key, body, &self.group_by, &self.columns).map(Processed::from)
+            }
+            Item::Value { id, json } => {
+                aggregate_record(id, json, &self.group_by, &self.columns).map(Processed::from)
+            }
+        }
     }
 
     fn merge(into: &mut CsvAggregate, other: CsvAggregate) -> Result<(), MergeError> {
@@ -200,32 +212,90 @@ fn aggregate(
     let mut result = CsvAggregate::default();
     let mut record = csv::StringRecord::new();
     while csv.read_row(&mut record)? {
-        let group = result
-            .groups
-            .entry(record[group_index].to_owned())
-            .or_insert_with(|| GroupStats {
-                rows: 0,
-                columns: columns
-                    .iter()
-                    .map(|c| (c.clone(), ColumnStats::default()))
-                    .collect(),
-            });
-        group.rows += 1;
-        for (column, &index) in columns.iter().zip(&column_indexes) {
-            let cell = record[index].trim();
-            if cell.is_empty() {
-                continue;
-            }
-            let value = csv.number(column, cell)?;
-            let stats = group
-                .columns
-                .get_mut(column)
-                .expect("every column is present");
-            stats
-                .add(value)
-                .ok_or_else(|| csv.invalid_cell(column, "the sum overflows"))?;
-        }
+        let cells = column_indexes.iter().map(|&index| record[index].trim());
+        add_row(&mut result, &record[group_index], columns, cells, |column, message| {
+            csv.invalid_cell(column, message)
+        })?;
     }
+    Ok(result)
+}
+
+/// Adds one row: its group, and its cells in `columns`' order (an empty cell is skipped). `invalid` makes the
+/// error for a cell, naming where it is.
+fn add_row<'c>(
+    result: &mut CsvAggregate,
+    group: &str,
+    columns: &[String],
+    cells: impl Iterator<Item = &'c str>,
+    invalid: impl Fn(&str, String) -> ItemError,
+) -> Result<(), ItemError> {
+    let group = result
+        .groups
+        .entry(group.to_owned())
+        .or_insert_with(|| GroupStats {
+            rows: 0,
+            columns: columns
+                .iter()
+                .map(|c| (c.clone(), ColumnStats::default()))
+                .collect(),
+        });
+    group.rows += 1;
+    for (column, cell) in columns.iter().zip(cells) {
+        if cell.is_empty() {
+            continue;
+        }
+        let value = parse_number(cell)
+            .ok_or_else(|| invalid(column, format!("\"{}\" is not a number", echo(cell))))?;
+        let stats = group
+            .columns
+            .get_mut(column)
+            .expect("every column is present");
+        stats
+            .add(value)
+            .ok_or_else(|| invalid(column, "the sum overflows".to_owned()))?;
+    }
+    Ok(())
+}
+
+/// One record as one row: its fields are strings or numbers (a number is used as written, so it stays exact);
+/// a null or missing column is an empty cell; the `group_by` field must be there.
+fn aggregate_record(
+    id: &str,
+    json: &RawValue,
+    group_by: &str,
+    columns: &[String],
+) -> Result<CsvAggregate, ItemError> {
+    let invalid = |message: String| ItemError::Invalid(format!("\"{id}\": {message}"));
+    let fields: std::collections::HashMap<String, &RawValue> = serde_json::from_str(json.get())
+        .map_err(|_| invalid("not a record of named fields (a JSON object)".to_owned()))?;
+    let cell = |name: &str| -> Result<Option<String>, ItemError> {
+        let Some(raw) = fields.get(name) else {
+            return Ok(None);
+        };
+        let text = raw.get();
+        match text.as_bytes().first() {
+            Some(b'"') => serde_json::from_str::<String>(text)
+                .map(Some)
+                .map_err(|e| invalid(format!("field \"{name}\": {e}"))),
+            Some(b'n') => Ok(None),
+            Some(b'-' | b'0'..=b'9') => Ok(Some(text.to_owned())),
+            _ => Err(invalid(format!(
+                "field \"{name}\" is not a string or a number"
+            ))),
+        }
+    };
+    let group = cell(group_by)?.ok_or_else(|| {
+        invalid(format!(
+            "no field \"{}\" (processor.group_by)",
+            echo(group_by)
+        ))
+    })?;
+    let cells = columns.iter().map(|c| cell(c)).collect::<Result<Vec<_>, _>>()?;
+    let mut result = CsvAggregate::default();
+    let cells = cells.iter().map(|c| c.as_deref().unwrap_or("").trim());
+    add_row(&mut result, &group, columns, cells, |column, message| {
+        invalid(format!("field \"{column}\": {message}"))
+    })?;
     Ok(result)
 }
 
@@ -321,6 +391,29 @@ mod tests {
         assert_eq!(number(d("-12.0")).to_string(), "-12");
         let sum = (0..1000).fold(Decimal::ZERO, |acc, _| acc + d("0.1"));
         assert_eq!(number(sum).to_string(), "100", "exact: no 99.9999999");
+    }
+
+    fn record(json: &str) -> Result<CsvAggregate, ItemError> {
+        let raw = RawValue::from_string(json.to_owned()).unwrap();
+        aggregate_record("t#L3", &raw, "STATION", &["TMAX".to_owned(), "TMIN".to_owned()])
+    }
+
+    #[test]
+    fn a_record_is_one_row_of_its_fields_with_numbers_kept_exact() {
+        let mut whole = record(r#"{"STATION":"A","TMAX":"1.1","TMIN":null}"#).unwrap();
+        whole
+            .merge(record(r#"{"STATION":"A","TMAX":0.30000000000000000001,"X":[1]}"#).unwrap())
+            .unwrap();
+        let a = &whole.groups["A"];
+        assert_eq!(a.rows, 2);
+        assert_eq!(a.columns["TMAX"].sum, Decimal::from_str("1.40000000000000000001").unwrap());
+        assert_eq!(a.columns["TMIN"].count, 0, "null and missing are empty cells");
+        assert_eq!(whole, run("STATION,TMAX,TMIN\nA,1.1,\nA,0.30000000000000000001,\n").unwrap());
+        let err = |json: &str| record(json).unwrap_err().to_string();
+        assert!(err(r#"{"TMAX":1}"#).contains("no field \"STATION\""));
+        assert!(err(r#"{"STATION":"A","TMAX":"hot"}"#).contains("field \"TMAX\": \"hot\" is not a number"));
+        assert!(err(r#"{"STATION":true}"#).contains("not a string or a number"));
+        assert!(err("[1,2]").starts_with("\"t#L3\": not a record"));
     }
 
     #[test]

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BatchItem, ConfigError, Item, ItemError, MergeError, Processed, Processor};
+use super::{
+    BatchItem, ConfigError, Item, ItemError, ItemKind, MergeError, Processed, Processor,
+};
 
 /// Lambda's limit on a synchronous invocation's request (and response) payload: 6 MB.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
@@ -243,17 +245,34 @@ impl LambdaProcessor {
             .chain(self.reducer.as_deref().map(|r| ("reducer", r)))
     }
 
-    /// A batch's input: `{"Items": [...], "BatchInput": {...}}`, `BatchInput` only when set.
+    /// A batch's input: `{"Items": [...], "BatchInput": {...}}`, `BatchInput` only when set. The items are as
+    /// Distributed Map gives them: listing entries, or the values themselves (a row's object, a JSON value, a
+    /// table item); an item that failed as it was read is not the function's.
     pub fn payload(&self, items: &[BatchItem]) -> Vec<u8> {
+        struct Items<'a>(&'a [BatchItem]);
+        impl Serialize for Items<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                let mut seq = serializer.serialize_seq(None)?;
+                for item in self.0 {
+                    match item {
+                        BatchItem::Failed(_) => {}
+                        BatchItem::Value(value) => seq.serialize_element(&value.value)?,
+                        item => seq.serialize_element(item)?,
+                    }
+                }
+                seq.end()
+            }
+        }
         #[derive(Serialize)]
         struct Payload<'a> {
             #[serde(rename = "Items")]
-            items: &'a [BatchItem],
+            items: Items<'a>,
             #[serde(rename = "BatchInput", skip_serializing_if = "Option::is_none")]
             batch_input: Option<&'a serde_json::Value>,
         }
         serde_json::to_vec(&Payload {
-            items,
+            items: Items(items),
             batch_input: self.batch_input.as_ref(),
         })
         .expect("a payload always serializes")
@@ -289,11 +308,14 @@ impl Processor for LambdaProcessor {
         self.retry.validate()
     }
 
+    /// Every kind: the function gets the items as Distributed Map would give them.
+    const TAKES: &'static [ItemKind] = &[ItemKind::Object, ItemKind::Record, ItemKind::Value];
+
     /// Never called: the worker hands the whole batch to the function instead of processing items one by one.
     fn process(&self, item: Item<'_>) -> Result<Processed<LambdaAggregate>, ItemError> {
-        let Item::Object { key, .. } = item;
         Err(ItemError::Invalid(format!(
-            "\"{key}\": the lambda processor takes whole batches, not single items"
+            "\"{}\": the lambda processor takes whole batches, not single items",
+            item.id()
         )))
     }
 

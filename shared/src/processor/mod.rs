@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use registry::processors;
 
+pub use crate::spec::ItemKind;
+
 processors! {
     /// Objects, bytes and lines.
     "count" => Count(count::CountProcessor),
@@ -57,6 +59,11 @@ impl ProcessorSpec {
         }
     }
 
+    /// Whether it takes items of `kind`.
+    pub fn takes(&self, kind: ItemKind) -> bool {
+        self.kinds_taken().contains(&kind)
+    }
+
     /// Whether batches carry each object's listing entry (ETag, size, LastModified, storage class), not only its
     /// key: what a function written for Distributed Map takes.
     pub fn wants_listing_entries(&self) -> bool {
@@ -83,6 +90,15 @@ pub trait Processor:
         + DeserializeOwned
         + Send
         + 'static;
+
+    /// The kinds of item it takes (S3 objects only, unless it says more).
+    const TAKES: &'static [ItemKind] = &[ItemKind::Object];
+
+    /// The result of zero items of `kind`: `Default` unless the result's shape depends on what is counted.
+    fn empty(kind: ItemKind) -> Self::Aggregate {
+        let _ = kind;
+        Self::Aggregate::default()
+    }
 
     /// The rules the config keeps on its own (names not empty, no duplicates…), beyond what its types say.
     fn validate(&self) -> Result<(), ConfigError> {
@@ -161,9 +177,9 @@ fn read_chunks(
     }
 }
 
-/// One item, as the item reader hands it to a processor. Only S3 objects today; a CSV row, a JSON value or a
-/// DynamoDB item would be further variants, and a processor refuses (as [`ItemError::Invalid`]) the kinds
-/// it does not take.
+/// One item, as the item reader hands it to a processor. A processor says which kinds it takes
+/// ([`Processor::TAKES`]); a spec pairing it with a reader of another kind is refused, and an item of another
+/// kind reaching it anyway fails alone ([`Item::not_taken`]).
 pub enum Item<'a> {
     /// An object: its key, its size when the listing gave it, and its body, streamed.
     Object {
@@ -171,6 +187,30 @@ pub enum Item<'a> {
         size: Option<u64>,
         body: &'a mut dyn Read,
     },
+    /// A CSV row (an object of column name → string), a JSON value, a DynamoDB item as plain JSON: its name
+    /// (`<object key>#L<line>`, `<table>#<primary key>`, `items[<i>]`) and its JSON text, numbers as written.
+    Value {
+        id: &'a str,
+        json: &'a serde_json::value::RawValue,
+    },
+}
+
+impl Item<'_> {
+    /// The item's name in errors and outputs.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Object { key, .. } => key,
+            Self::Value { id, .. } => id,
+        }
+    }
+
+    /// The error of an item that `kind` does not take.
+    pub fn not_taken(&self, kind: &str) -> ItemError {
+        ItemError::Invalid(format!(
+            "\"{}\": the {kind} processor does not take this kind of item",
+            self.id()
+        ))
+    }
 }
 
 /// A refused processor config: the field, relative to the config (`group_by`, `columns[1]`); the spec reports

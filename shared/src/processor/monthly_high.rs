@@ -63,7 +63,9 @@ impl Processor for MonthlyHighProcessor {
     }
 
     fn process(&self, item: Item<'_>) -> Result<Processed<Self::Aggregate>, ItemError> {
-        let Item::Object { key, body, .. } = item;
+        let Item::Object { key, body, .. } = item else {
+            return Err(item.not_taken("monthly_high"));
+        };
         let mut csv = CsvObject::open(key, body)?;
         let header = csv.header().to_vec();
         // The winning row is a JSON object keyed by the header: a repeated name would lose a cell.

@@ -58,6 +58,20 @@ macro_rules! processors {
                 }
             }
 
+            /// The result of zero items of `kind` (the job's result before any part is merged into it).
+            pub fn empty_for(&self, kind: ItemKind) -> Aggregate {
+                match self {
+                    $( Self::$variant(_) => Aggregate::$variant(<$processor as Processor>::empty(kind)), )+
+                }
+            }
+
+            /// The kinds of item it takes.
+            pub fn kinds_taken(&self) -> &'static [ItemKind] {
+                match self {
+                    $( Self::$variant(_) => <$processor as Processor>::TAKES, )+
+                }
+            }
+
             /// Processes one item: its partial result and its output record, if any. Blocking: call it from a
             /// blocking thread (the body may be a network stream).
             pub fn process(&self, item: Item<'_>) -> Result<Processed<Aggregate>, ItemError> {

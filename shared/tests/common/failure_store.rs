@@ -58,7 +58,12 @@ impl<S: ObjectStore> ObjectStore for FailureStore<S> {
             .await
     }
 
-    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
+    async fn get_from(
+        &self,
+        bucket: &str,
+        key: &str,
+        offset: u64,
+    ) -> Result<ObjectReader, StoreError> {
         *self
             .attempts
             .lock()
@@ -68,7 +73,7 @@ impl<S: ObjectStore> ObjectStore for FailureStore<S> {
         let failure = self.failures.lock().unwrap().get(key).cloned();
         match failure {
             Some(make) => Err(make(bucket, key)),
-            None => self.inner.get(bucket, key).await,
+            None => self.inner.get_from(bucket, key, offset).await,
         }
     }
 

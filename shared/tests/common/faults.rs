@@ -187,11 +187,16 @@ impl ObjectStore for FaultyStore {
             .await
     }
 
-    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
+    async fn get_from(
+        &self,
+        bucket: &str,
+        key: &str,
+        offset: u64,
+    ) -> Result<ObjectReader, StoreError> {
         if self.faults.before("get") {
             return Err(StoreError::Throttled);
         }
-        self.inner.get(bucket, key).await
+        self.inner.get_from(bucket, key, offset).await
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {

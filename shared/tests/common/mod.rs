@@ -59,7 +59,12 @@ impl ObjectStore for TestStore {
             .list_page(bucket, prefix, start_after, continuation)
             .await
     }
-    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {
+    async fn get_from(
+        &self,
+        bucket: &str,
+        key: &str,
+        offset: u64,
+    ) -> Result<ObjectReader, StoreError> {
         if self.throttled_keys.lock().unwrap().contains(key)
             || self.throttled_once.lock().unwrap().remove(key)
         {
@@ -74,7 +79,7 @@ impl ObjectStore for TestStore {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let body = self.inner.get(bucket, key).await;
+        let body = self.inner.get_from(bucket, key, offset).await;
         self.reads.lock().unwrap().0 -= 1;
         body
     }

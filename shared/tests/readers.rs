@@ -1,0 +1,387 @@
+//! The item readers beyond a listing, end to end on the embedded backends: the rows of a CSV object, the lines
+//! of a JSON Lines object, the elements of a JSON array, and inline items; their results against a plain
+//! sequential pass, their failed items by line, a hand-over in the middle of an object, and the refusals of
+//! inputs that are not there.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{BUCKET, Env, fast_config};
+use dmap_core::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
+use dmap_core::embedded::{EmbeddedQueue, QueueConfig};
+use dmap_core::finalizer::{FinalizerConfig, finalize};
+use dmap_core::message::FinalizeMessage;
+use dmap_core::outcome::TerminalStatus;
+use dmap_core::processor::Item;
+use dmap_core::spec::{JobSpec, ProcessorSpec};
+use dmap_core::worker::{self, WorkerConfig};
+use serde_json::{Value, json};
+
+fn lines_of(env: &Env, key: &str) -> Vec<Value> {
+    String::from_utf8(env.read(key))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn result_of(env: &Env, report: &dmap_core::runner::RunReport) -> Value {
+    serde_json::from_slice(&env.read(&report.manifest.result)).unwrap()
+}
+
+/// The aggregate of a plain CSV object through the processor as one item: the sequential pass.
+fn sequential(processor: &Value, csv: &str) -> Value {
+    let processor: ProcessorSpec = serde_json::from_value(processor.clone()).unwrap();
+    let processed = processor
+        .process(Item::Object {
+            key: "plain.csv",
+            size: None,
+            body: &mut csv.as_bytes(),
+        })
+        .unwrap();
+    processed.result.to_result_json()
+}
+
+fn object_spec(job_id: &str, key: &str, format: &str, processor: Value) -> Value {
+    json!({
+        "job_id": job_id,
+        "item_reader": { "kind": "s3_object", "bucket": BUCKET, "key": key, "format": format },
+        "item_batcher": { "max_items_per_batch": 7 },
+        "processor": processor,
+        "tolerated_failure_count": 100,
+        "result_writer": { "bucket": BUCKET, "prefix": "results/" }
+    })
+}
+
+fn aggregate() -> Value {
+    json!({ "kind": "csv_aggregate", "group_by": "Station ☀", "columns": ["Température", "Pluie"] })
+}
+
+/// Rows as a plain CSV (the sequential pass reads it) and as an awkward one: a byte order mark, CRLF line ends,
+/// quoted fields holding commas, quotes and newlines, blank lines, and ragged rows, whose lines are returned.
+fn awkward_csv(rows: usize) -> (String, String, Vec<u64>) {
+    let mut plain = String::from("Station ☀,Note,Température,Pluie\n");
+    let mut awkward = String::from("\u{feff}Station ☀,Note,Température,Pluie\r\n");
+    let mut line = 2u64;
+    let mut ragged = Vec::new();
+    for i in 0..rows {
+        let station = format!("S{}", i % 5);
+        let temp = format!("{}.{}", i % 37, i % 10);
+        let rain = if i % 4 == 0 {
+            String::new()
+        } else {
+            format!("-{}", i % 3)
+        };
+        plain.push_str(&format!("{station},n,{temp},{rain}\n"));
+        let note = match i % 3 {
+            0 => "\"a, \"\"quoted\"\"\nnote\nover three lines\"".to_owned(),
+            1 => "plain".to_owned(),
+            _ => "\"\"".to_owned(),
+        };
+        awkward.push_str(&format!("{station},{note},{temp},{rain}\r\n"));
+        line += 1 + note.matches('\n').count() as u64;
+        if i % 10 == 9 {
+            awkward.push_str("\r\n");
+            line += 1;
+        }
+        if i % 50 == 25 {
+            awkward.push_str("S9,too,few\r\n");
+            ragged.push(line);
+            line += 1;
+        }
+    }
+    (plain, awkward, ragged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_rows_aggregate_as_a_sequential_pass_and_ragged_rows_fail_by_line() {
+    let config = fast_config();
+    let env = Env::new(&config);
+    let (plain, awkward, ragged) = awkward_csv(300);
+    env.write("in/awkward.csv", &awkward);
+    let report = env
+        .run(
+            &object_spec("rows", "in/awkward.csv", "csv", aggregate()),
+            &config,
+        )
+        .await;
+    let m = &report.manifest;
+    assert_eq!(m.status, TerminalStatus::Succeeded, "{m:?}");
+    assert_eq!((m.items.total, m.items.succeeded), (306, 300));
+    assert_eq!(result_of(&env, &report), sequential(&aggregate(), &plain));
+    let failed = lines_of(&env, &m.failures);
+    let keys: Vec<&str> = failed.iter().map(|f| f["key"].as_str().unwrap()).collect();
+    let expected: Vec<String> = ragged
+        .iter()
+        .map(|l| format!("in/awkward.csv#L{l}"))
+        .collect();
+    assert_eq!(keys, expected);
+    for (failure, line) in failed.iter().zip(&ragged) {
+        let error = failure["error"].as_str().unwrap();
+        assert!(error.contains(&format!("line {line}")), "{error}");
+    }
+
+    // The same rows counted: items, not objects.
+    let counted = env
+        .run(
+            &object_spec(
+                "rows-count",
+                "in/awkward.csv",
+                "csv",
+                json!({"kind": "count"}),
+            ),
+            &config,
+        )
+        .await;
+    assert_eq!(result_of(&env, &counted), json!({"items": 300}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_and_json_arrays_are_items_and_bad_ones_fail_alone() {
+    let config = fast_config();
+    let env = Env::new(&config);
+    let mut plain = String::from("Station ☀,Température,Pluie\n");
+    let (mut jsonl, mut elements) = (String::new(), Vec::new());
+    for i in 0..120 {
+        let record = json!({ "Station ☀": format!("S{}", i % 4), "Température": i % 17, "Pluie": format!("{}.5", i % 3) });
+        plain.push_str(&format!("S{},{},{}.5\n", i % 4, i % 17, i % 3));
+        jsonl.push_str(&format!("{record}\n"));
+        elements.push(record.to_string());
+        if i == 40 {
+            jsonl.push_str("{\"Station ☀\": \n"); // line 42: not JSON
+            jsonl.push_str("   \n"); // blank: skipped
+            elements.push(
+                "{\"nested\": [1, {\"b\": \"]}\\\"\"}], \"Station ☀\": \"X\", \"Pluie\": true}"
+                    .into(),
+            );
+        }
+    }
+    env.write("in/rows.jsonl", &jsonl);
+    env.write("in/rows.json", format!("[\n{}\n]\n", elements.join(",\n")));
+    let expected = sequential(&aggregate(), &plain);
+
+    let lines = env
+        .run(
+            &object_spec("lines", "in/rows.jsonl", "jsonl", aggregate()),
+            &config,
+        )
+        .await;
+    assert_eq!(result_of(&env, &lines), expected);
+    let failed = lines_of(&env, &lines.manifest.failures);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["key"], "in/rows.jsonl#L42");
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("line 42"),
+        "{}",
+        failed[0]
+    );
+
+    let array = env
+        .run(
+            &object_spec("array", "in/rows.json", "json", aggregate()),
+            &config,
+        )
+        .await;
+    assert_eq!(result_of(&env, &array), expected);
+    let failed = lines_of(&env, &array.manifest.failures);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["key"], "in/rows.json#[41]");
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("Pluie"),
+        "{}",
+        failed[0]
+    );
+
+    let counted = env
+        .run(
+            &object_spec(
+                "array-count",
+                "in/rows.json",
+                "json",
+                json!({"kind": "count"}),
+            ),
+            &config,
+        )
+        .await;
+    assert_eq!(result_of(&env, &counted), json!({"items": 121}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_items_are_the_specs_own() {
+    let config = fast_config();
+    let env = Env::new(&config);
+    let items: Vec<Value> = (0..2500)
+        .map(|i| json!({"Station ☀": format!("S{}", i % 3), "Température": i}))
+        .collect();
+    let mut spec = json!({
+        "job_id": "inline",
+        "item_reader": { "kind": "inline", "items": items },
+        "item_batcher": { "max_items_per_batch": 100 },
+        "processor": { "kind": "count" },
+        "result_writer": { "bucket": BUCKET, "prefix": "results/" }
+    });
+    let report = env.run(&spec, &config).await;
+    assert_eq!(result_of(&env, &report), json!({"items": 2500}));
+    assert_eq!(report.manifest.batches.total, 25);
+
+    spec["job_id"] = json!("inline-aggregate");
+    spec["item_reader"]["items"] = json!([{"Station ☀": "A", "Température": 1.5}, "not a record", {"Station ☀": "A", "Température": "2"}]);
+    spec["processor"] = aggregate();
+    spec["tolerated_failure_count"] = json!(1);
+    let report = env.run(&spec, &config).await;
+    let groups = &result_of(&env, &report)["groups"];
+    assert_eq!(groups["A"]["rows"], 2);
+    assert_eq!(groups["A"]["columns"]["Température"]["sum"], 3.5);
+    let failed = lines_of(&env, &report.manifest.failures);
+    assert_eq!(failed[0]["key"], "items[1]");
+}
+
+async fn drain(env: &Env) {
+    loop {
+        let got = env
+            .deps
+            .work_queue
+            .receive(10, Duration::from_millis(50))
+            .await
+            .unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            let message = worker::parse_message(&m.body).unwrap();
+            worker::handle(&env.deps, WorkerConfig::default(), &message)
+                .await
+                .unwrap();
+            env.deps.work_queue.delete(&m.receipt_handle).await.unwrap();
+        }
+    }
+    for m in env
+        .deps
+        .finalize_queue
+        .receive(10, Duration::from_millis(50))
+        .await
+        .unwrap()
+    {
+        let trigger = FinalizeMessage::from_body(&m.body).unwrap();
+        finalize(&env.deps, FinalizerConfig::default(), &trigger.job_id)
+            .await
+            .unwrap();
+        env.deps
+            .finalize_queue
+            .delete(&m.receipt_handle)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_mid_object_resumes_at_a_record_boundary_and_counts_every_row_once() {
+    let mut env = Env::new(&fast_config());
+    // An unbounded work queue: this test holds every message before draining.
+    env.deps.work_queue = EmbeddedQueue::new(QueueConfig::new("work", Duration::from_secs(30)));
+    let (plain, awkward, ragged) = awkward_csv(4000);
+    env.write("in/big.csv", &awkward);
+    let spec = object_spec("handed-over", "in/big.csv", "csv", aggregate());
+    let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
+    let initial = start_or_resume(&env.deps, job, Rerun::Resume)
+        .await
+        .unwrap();
+
+    // Pauses after its first page (a Lambda out of time), twice (a duplicate invocation), then resumes from
+    // the stored checkpoint: the read restarts at the byte after the last row sent, inside quoted newlines'
+    // territory, and the header is read again from the object's start.
+    let first = run_listing(&env.deps, &initial, &|| false).await.unwrap();
+    let ListingOutcome::Paused(checkpoint) = first else {
+        panic!("expected a pause, got {first:?}")
+    };
+    assert_eq!(checkpoint.items_sent, 1000);
+    let position = checkpoint.start_after.clone().unwrap();
+    let offset: usize = position.split(':').next().unwrap().parse().unwrap();
+    assert!(
+        awkward[..offset].ends_with("\r\n"),
+        "a record boundary: {position}"
+    );
+    let repeated = run_listing(&env.deps, &initial, &|| false).await.unwrap();
+    assert_eq!(repeated, ListingOutcome::Paused(checkpoint));
+    let stored = env
+        .deps
+        .jobs
+        .get_job(&initial.job.job_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut hops = 1;
+    let mut record = stored;
+    loop {
+        let outcome = run_listing(&env.deps, &record, &|| false).await.unwrap();
+        hops += 1;
+        match outcome {
+            ListingOutcome::Paused(_) => {
+                record = env
+                    .deps
+                    .jobs
+                    .get_job(&initial.job.job_id)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            ListingOutcome::Complete { totals, .. } => {
+                assert_eq!(totals.items, 4000 + ragged.len() as u64);
+                break;
+            }
+        }
+    }
+    assert!(hops >= 4, "{hops} hops");
+    drain(&env).await;
+    let finished = finalize(&env.deps, FinalizerConfig::default(), &initial.job.job_id)
+        .await
+        .unwrap();
+    let m = finished.manifest;
+    assert_eq!(
+        (m.items.total, m.items.succeeded, m.items.failed),
+        (4000 + ragged.len() as u64, 4000, ragged.len() as u64)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&env.read(&m.result)).unwrap(),
+        sequential(&aggregate(), &plain)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_that_are_not_there_or_not_the_format_are_refused_before_anything_is_written() {
+    let config = fast_config();
+    let env = Env::new(&config);
+    env.write("in/object.json", "{\"not\": \"an array\"}");
+    env.write("in/dup.csv", "A,B,A\n1,2,3\n");
+    let cases = [
+        (
+            object_spec("a", "in/missing.csv", "csv", json!({"kind": "count"})),
+            "item_reader.key: no object s3://data/in/missing.csv",
+        ),
+        (
+            object_spec("b", "in/object.json", "json", json!({"kind": "count"})),
+            "item_reader.key",
+        ),
+        (
+            object_spec("c", "in/dup.csv", "csv", json!({"kind": "count"})),
+            "item_reader.key",
+        ),
+        (
+            json!({
+                "item_reader": { "kind": "s3_object", "bucket": "no-such-bucket", "key": "k", "format": "jsonl" },
+                "processor": { "kind": "count" },
+                "result_writer": { "bucket": BUCKET }
+            }),
+            "item_reader.bucket: no bucket \"no-such-bucket\"",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let err = env.try_run(&spec, &config).await.unwrap_err().to_string();
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+    assert!(
+        !env.path().join(BUCKET).join("results").exists(),
+        "nothing was written"
+    );
+}

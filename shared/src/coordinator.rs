@@ -130,13 +130,14 @@ pub async fn run_listing(
         batcher.cut_after(cut);
     }
     let mut source = reader::open(deps, job, checkpoint.start_after.as_deref()).await?;
+    let bucket = source.objects_bucket().map(str::to_owned);
     let mut page: ReadPage = source.next_page().await?;
     loop {
         let (end, last_page) = (page.end.take(), page.last);
         let batches = batch_page(&mut batcher, page, last_page);
         // Read the next page while this one's batches are sent: enqueueing keeps pace with reading.
         let next: OptionFuture<_> = (!last_page).then(|| source.next_page()).into();
-        let (next, sent) = tokio::join!(next, send_batches(deps, job, &batches));
+        let (next, sent) = tokio::join!(next, send_batches(deps, job, bucket.as_deref(), &batches));
         sent?;
         if let Some(last) = batches.last() {
             checkpoint.start_after = Some(last.after.clone());
@@ -159,7 +160,8 @@ pub async fn run_listing(
             Some(next) => page = next?,
         }
         if !keep_going() {
-            cut_at_hand_over(deps, job, &mut batcher, &mut checkpoint).await?;
+            let bucket = bucket.as_deref();
+            cut_at_hand_over(deps, job, bucket, &mut batcher, &mut checkpoint).await?;
             // The page just read is wholly sent: the next hop starts after it.
             checkpoint.start_after = end.or(checkpoint.start_after);
             if checkpoint != saved {
@@ -203,6 +205,7 @@ pub(crate) fn batch_page(batcher: &mut Batcher, page: ReadPage, last_page: bool)
 async fn cut_at_hand_over(
     deps: &Deps,
     job: &Job,
+    bucket: Option<&str>,
     batcher: &mut Batcher,
     checkpoint: &mut Checkpoint,
 ) -> Result<(), PipelineError> {
@@ -219,7 +222,7 @@ async fn cut_at_hand_over(
         last_key,
     });
     deps.jobs.save_checkpoint(&job.job_id, checkpoint).await?;
-    send_batches(deps, job, std::slice::from_ref(&partial)).await?;
+    send_batches(deps, job, bucket, std::slice::from_ref(&partial)).await?;
     checkpoint.cut = None;
     checkpoint.next_seq = partial.seq + 1;
     checkpoint.items_sent += partial.items.len() as u64;
@@ -227,9 +230,11 @@ async fn cut_at_hand_over(
     Ok(())
 }
 
+/// Sends batches as messages; `bucket` is where their objects are when it is not the reader's own.
 pub(crate) async fn send_batches(
     deps: &Deps,
     job: &Job,
+    bucket: Option<&str>,
     batches: &[Batch],
 ) -> Result<(), PipelineError> {
     if batches.is_empty() {
@@ -239,7 +244,13 @@ pub(crate) async fn send_batches(
         .iter()
         .map(|b| OutgoingMessage {
             id: format!("b{}", b.seq),
-            body: BatchMessage::new(job, b.seq, b.items.clone()).to_body(),
+            body: {
+                let mut message = BatchMessage::new(job, b.seq, b.items.clone());
+                if let Some(bucket) = bucket {
+                    message.bucket = bucket.to_owned();
+                }
+                message.to_body()
+            },
         })
         .collect();
     send_all_with_retry(deps.work_queue.as_ref(), messages).await?;

@@ -197,7 +197,7 @@ async fn resend_missing(deps: &Deps, record: &JobRecord, total: u64) -> Result<u
             }
         }
         resent += missing.len() as u64;
-        send_batches(deps, job, &missing).await?;
+        send_batches(deps, job, source.objects_bucket(), &missing).await?;
         if last_page {
             return Ok(resent);
         }

@@ -234,3 +234,56 @@ async fn a_batch_delivered_twice_by_sqs_counts_once() {
         5
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_an_object_through_moto_equal_the_embedded_run_and_resume_by_range() {
+    let clients = emulator::clients().await;
+    let deps = emulator::aws_deps(&clients, 2).await;
+    let _ = clients.s3.delete_bucket().bucket(BUCKET).send().await;
+    clients
+        .s3
+        .create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("bucket");
+    let env = Env::new(&fast_config());
+    let (_, awkward, ragged) = common::awkward_csv(2500);
+    env.write("rows/big.csv", &awkward);
+    deps.objects
+        .put(BUCKET, "rows/big.csv", awkward.into_bytes())
+        .await
+        .unwrap();
+    let spec = serde_json::json!({
+        "job_id": "rows-moto",
+        "item_reader": { "kind": "s3_object", "bucket": BUCKET, "key": "rows/big.csv", "format": "csv" },
+        "item_batcher": { "max_items_per_batch": 50 },
+        "processor": { "kind": "csv_aggregate", "group_by": "Station ☀", "columns": ["Température", "Pluie"] },
+        "tolerated_failure_count": 100,
+        "result_writer": { "bucket": BUCKET, "prefix": "results/" }
+    });
+    let embedded = env.run(&spec, &fast_config()).await;
+    assert_eq!(embedded.manifest.items.failed, ragged.len() as u64);
+
+    // On moto, the listing pauses after each page, as a Lambda coordinator out of time does: every hop opens
+    // the object with a Range from the byte after the last row sent, and reads its header again.
+    let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
+    let mut record = start_or_resume(&deps, job.clone(), Rerun::Resume)
+        .await
+        .unwrap();
+    let mut hops = 0;
+    while record.listing.is_none() {
+        run_listing(&deps, &record, &|| false).await.unwrap();
+        record = deps.jobs.get_job("rows-moto").await.unwrap().unwrap();
+        hops += 1;
+    }
+    assert_eq!(hops, 3, "2,500 rows and their ragged ones: three pages");
+    let through_moto = runner::run(&deps, job, &aws_config(None), &|_| {})
+        .await
+        .expect("moto run");
+    assert_eq!(through_moto.manifest, embedded.manifest);
+    assert_eq!(
+        moto_outputs(&deps, &through_moto).await,
+        env.outputs(&embedded)
+    );
+}

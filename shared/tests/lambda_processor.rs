@@ -123,6 +123,21 @@ impl FunctionInvoker for Functions {
         let response = match function {
             "batch-fn" => self.batch(payload).await,
             "reducer-fn" => self.reducer(payload).await,
+            // Rows of a CSV object: Items are the rows' objects, as Distributed Map's CSV reader gives them.
+            "rows-fn" => {
+                let items = payload["Items"].as_array().expect("Items");
+                let sum: u64 = items
+                    .iter()
+                    .map(|row| {
+                        row["n"]
+                            .as_str()
+                            .expect("a row object")
+                            .parse::<u64>()
+                            .unwrap()
+                    })
+                    .sum();
+                Ok(json!({"Rows": items.len(), "Sum": sum}))
+            }
             other => Err(InvokeError::Refused {
                 code: "ResourceNotFoundException".into(),
                 message: format!("Function not found: {other}"),
@@ -453,4 +468,62 @@ async fn chaos_gives_a_fault_free_runs_outputs() {
         );
     }
     assert!(faults > 0, "chaos injected faults");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_reach_the_function_as_objects_and_a_ragged_row_fails_without_it() {
+    let config = config();
+    let mut env = Env::new(&config);
+    let mut csv = String::from("name,n\n");
+    for i in 1..=10 {
+        csv.push_str(&format!("r{i},{i}\n"));
+        if i == 6 {
+            csv.push_str("ragged\n"); // line 8
+        }
+    }
+    env.write("in/rows.csv", csv);
+    let spec = json!({
+        "job_id": "rows",
+        "item_reader": { "kind": "s3_object", "bucket": BUCKET, "key": "in/rows.csv", "format": "csv" },
+        "item_batcher": { "max_items_per_batch": 4 },
+        "processor": { "kind": "lambda", "function": "rows-fn" },
+        "tolerated_failure_count": 1,
+        "result_writer": { "bucket": BUCKET, "prefix": "results/" }
+    });
+    let functions = Arc::new(Functions::new(&env));
+    let report = run(&mut env, functions, spec, &config).await;
+    let m = &report.manifest;
+    assert_eq!(
+        (m.status, m.items.succeeded, m.items.failed),
+        (TerminalStatus::Succeeded, 10, 1)
+    );
+    let (_, succeeded, failed) = map_results(&env, &report);
+    assert!(
+        failed.is_empty(),
+        "the ragged row never reached the function: {failed:?}"
+    );
+    let (mut rows, mut sum) = (0, 0);
+    for record in &succeeded {
+        let input: Value = serde_json::from_str(record["Input"].as_str().unwrap()).unwrap();
+        for item in input["Items"].as_array().unwrap() {
+            assert!(
+                item.get("name").is_some() && item.get("n").is_some(),
+                "{item}"
+            );
+        }
+        let output: Value = serde_json::from_str(record["Output"].as_str().unwrap()).unwrap();
+        rows += output["Rows"].as_u64().unwrap();
+        sum += output["Sum"].as_u64().unwrap();
+    }
+    assert_eq!((rows, sum), (10, 55));
+    let failures = String::from_utf8(env.read(&m.failures)).unwrap();
+    let line: Value = serde_json::from_str(failures.trim()).unwrap();
+    assert_eq!(line["key"], "in/rows.csv#L8");
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 8: 1 fields"),
+        "{line}"
+    );
 }

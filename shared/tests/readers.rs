@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BUCKET, Env, fast_config};
+use common::{BUCKET, Env, awkward_csv, fast_config};
 use dmap_core::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
 use dmap_core::embedded::{EmbeddedQueue, QueueConfig};
 use dmap_core::finalizer::{FinalizerConfig, finalize};
@@ -56,42 +56,6 @@ fn object_spec(job_id: &str, key: &str, format: &str, processor: Value) -> Value
 
 fn aggregate() -> Value {
     json!({ "kind": "csv_aggregate", "group_by": "Station ☀", "columns": ["Température", "Pluie"] })
-}
-
-/// Rows as a plain CSV (the sequential pass reads it) and as an awkward one: a byte order mark, CRLF line ends,
-/// quoted fields holding commas, quotes and newlines, blank lines, and ragged rows, whose lines are returned.
-fn awkward_csv(rows: usize) -> (String, String, Vec<u64>) {
-    let mut plain = String::from("Station ☀,Note,Température,Pluie\n");
-    let mut awkward = String::from("\u{feff}Station ☀,Note,Température,Pluie\r\n");
-    let mut line = 2u64;
-    let mut ragged = Vec::new();
-    for i in 0..rows {
-        let station = format!("S{}", i % 5);
-        let temp = format!("{}.{}", i % 37, i % 10);
-        let rain = if i % 4 == 0 {
-            String::new()
-        } else {
-            format!("-{}", i % 3)
-        };
-        plain.push_str(&format!("{station},n,{temp},{rain}\n"));
-        let note = match i % 3 {
-            0 => "\"a, \"\"quoted\"\"\nnote\nover three lines\"".to_owned(),
-            1 => "plain".to_owned(),
-            _ => "\"\"".to_owned(),
-        };
-        awkward.push_str(&format!("{station},{note},{temp},{rain}\r\n"));
-        line += 1 + note.matches('\n').count() as u64;
-        if i % 10 == 9 {
-            awkward.push_str("\r\n");
-            line += 1;
-        }
-        if i % 50 == 25 {
-            awkward.push_str("S9,too,few\r\n");
-            ragged.push(line);
-            line += 1;
-        }
-    }
-    (plain, awkward, ragged)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,5 +347,123 @@ async fn inputs_that_are_not_there_or_not_the_format_are_refused_before_anything
     assert!(
         !env.path().join(BUCKET).join("results").exists(),
         "nothing was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inventory_report_yields_exactly_the_objects_it_lists_filters_included() {
+    let config = fast_config();
+    let env = Env::new(&config);
+    // 600 objects in the report (keys needing encoding among them), written under src/; 20 of them delete
+    // markers; one listed object gone by the time it is read; objects not in the report are not items.
+    let day = 86_400_000i64;
+    let mut entries = Vec::new();
+    for i in 0..600u64 {
+        let key = format!("src/{:02}/obj {i}+ü%.txt", i % 7);
+        let marker = i % 30 == 29;
+        if !marker && i != 10 {
+            env.write(&key, "y".repeat(i as usize % 50));
+        }
+        entries.push((
+            key,
+            i % 50,
+            1_767_225_600_000 + (i as i64 % 10) * day,
+            marker,
+        ));
+    }
+    env.write("src/not-listed.txt", "zz");
+    let (manifest, files) = dmap_core::reader::inventory::write_report(
+        BUCKET,
+        BUCKET,
+        "inventory/2026-01-01T00-00Z/",
+        &entries,
+        4,
+    );
+    assert_eq!(files.len(), 4);
+    env.write("inventory/2026-01-01T00-00Z/manifest.json", &manifest);
+    for (key, body) in &files {
+        env.write(key, body);
+    }
+    let spec = |job_id: &str, filters: Value| {
+        let mut reader = json!({ "kind": "s3_inventory", "bucket": BUCKET,
+                                 "manifest_key": "inventory/2026-01-01T00-00Z/manifest.json" });
+        reader
+            .as_object_mut()
+            .unwrap()
+            .extend(filters.as_object().unwrap().clone());
+        json!({
+            "job_id": job_id,
+            "item_reader": reader,
+            "item_batcher": { "max_items_per_batch": 9 },
+            "processor": { "kind": "count" },
+            "tolerated_failure_count": 1,
+            "result_writer": { "bucket": BUCKET, "prefix": "results/" }
+        })
+    };
+    let all = env.run(&spec("inventory", json!({})), &config).await;
+    let m = &all.manifest;
+    assert_eq!(
+        (m.items.total, m.items.succeeded, m.items.failed),
+        (580, 579, 1)
+    );
+    let expected_bytes: u64 = entries
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| !e.3 && *i != 10)
+        .map(|(_, e)| e.1)
+        .sum();
+    assert_eq!(result_of(&env, &all)["bytes"], expected_bytes);
+    let failed = lines_of(&env, &m.failures);
+    assert_eq!(failed[0]["key"], "src/03/obj 10+ü%.txt");
+
+    // Filters: sizes 10..=20 inclusive, modified strictly after day 2 and before day 8, under src/1*.
+    let filtered = env
+        .run(
+            &spec(
+                "inventory-filtered",
+                json!({ "prefix": "src/0", "suffix": ".txt", "min_size": 10, "max_size": 20,
+                        "modified_after": "2026-01-03T00:00:00Z", "modified_before": "2026-01-09T00:00:00+00:00" }),
+            ),
+            &config,
+        )
+        .await;
+    let selected = entries
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, size, modified, marker))| {
+            let day_of = (modified - 1_767_225_600_000) / day;
+            !marker && (10..=20).contains(size) && day_of > 2 && day_of < 8 && *i != 10
+        })
+        .count() as u64;
+    assert!(selected > 10, "{selected}");
+    assert_eq!(filtered.manifest.items.total, selected);
+    assert_eq!(result_of(&env, &filtered)["objects"], selected);
+
+    // A report in another format, and one that is not there, are refused naming the field.
+    let orc = String::from_utf8(manifest)
+        .unwrap()
+        .replace("\"CSV\"", "\"Parquet\"");
+    env.write("inventory/parquet/manifest.json", orc);
+    let mut parquet = spec("parquet", json!({}));
+    parquet["item_reader"]["manifest_key"] = json!("inventory/parquet/manifest.json");
+    let err = env
+        .try_run(&parquet, &config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("item_reader.manifest_key") && err.contains("\"Parquet\""),
+        "{err}"
+    );
+    let mut missing = spec("missing", json!({}));
+    missing["item_reader"]["manifest_key"] = json!("inventory/none/manifest.json");
+    let err = env
+        .try_run(&missing, &config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("item_reader.manifest_key: no object s3://data/inventory/none/manifest.json"),
+        "{err}"
     );
 }

@@ -33,7 +33,7 @@ use crate::ports::{
     BatchQueue, Checkpoint, JobRecord, OutgoingMessage, read_up_to, send_all_with_retry,
 };
 use crate::processor::FunctionRef;
-use crate::spec::{Job, JobSpec, MAX_SPEC_BYTES};
+use crate::spec::{ItemReader, Job, JobSpec, MAX_SPEC_BYTES};
 use crate::sweeper::sweep;
 
 /// Most hand-overs of one listing.
@@ -96,14 +96,7 @@ pub struct Coordinator {
     pub function_arn_prefix: Option<String>,
 }
 
-/// Decodes an S3 event key: form encoding, `+` for a space (`%2B` for a plus), then percent-decoding. Right
-/// for AWS's keys and for moto's (which also encodes `/`).
-pub fn decode_s3_key(key: &str) -> Option<String> {
-    percent_encoding::percent_decode_str(&key.replace('+', " "))
-        .decode_utf8()
-        .ok()
-        .map(|k| k.into_owned())
-}
+pub use crate::ports::decode_s3_key;
 
 /// The id of a job whose spec object has no `job_id`: the object's name and a digest of where it is and which
 /// version it is, so the same object always maps to the same job and a new upload to a new one.
@@ -389,6 +382,24 @@ impl Coordinator {
         Ok(())
     }
 
+    /// An inventory's items are objects of the bucket its report lists: that bucket must be an allowed input
+    /// (the worker may read no other), which only the report says.
+    async fn check_inventory_source(&self, job: &Job) -> Result<(), PipelineError> {
+        let ItemReader::S3Inventory(reader) = &job.spec.item_reader else {
+            return Ok(());
+        };
+        let manifest = crate::reader::inventory::read_manifest(&self.deps, reader).await?;
+        let source = &manifest.source_bucket;
+        if self.allowed_buckets.iter().any(|b| b == source) {
+            return Ok(());
+        }
+        Err(PipelineError::Refused(format!(
+            "item_reader.manifest_key: the report lists the objects of bucket \"{source}\", which is not allowed \
+             (DMAP_ALLOWED_BUCKETS: {})",
+            self.allowed_buckets.join(", ")
+        )))
+    }
+
     /// Creates the job (or resumes the same one) and lists until done or out of time.
     pub async fn start(
         &self,
@@ -396,6 +407,7 @@ impl Coordinator {
         keep_going: &(dyn Fn() -> bool + Sync),
     ) -> Result<Started, PipelineError> {
         self.check_allowed(&job)?;
+        self.check_inventory_source(&job).await?;
         let record = start_or_resume(&self.deps, job, Rerun::Resume).await?;
         if record.checkpoint.hop > 0 && record.listing.is_none() {
             // A retried trigger of a job whose listing a chain of hand-overs already carries.

@@ -14,7 +14,8 @@ pub use job_store::{
     ListingTotals, Progress, RecordOutcome, TerminalStatus, require_job,
 };
 pub use object_store::{
-    ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError, read_all, read_up_to,
+    ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError, decode_s3_key, read_all,
+    read_up_to,
 };
 pub use queue::{
     BatchQueue, OutgoingMessage, QueueDepth, QueueError, ReceivedMessage, SendFailure,

@@ -120,6 +120,15 @@ pub trait ObjectStore: Send + Sync {
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError>;
 }
 
+/// Decodes a key as S3 writes it in event notifications and inventory reports: form encoding, `+` for a space
+/// (`%2B` for a plus), then percent-decoding. Right for AWS's keys and for moto's (which also encodes `/`).
+pub fn decode_s3_key(key: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(&key.replace('+', " "))
+        .decode_utf8()
+        .ok()
+        .map(|k| k.into_owned())
+}
+
 /// Reads a whole (small) object into memory, off the async runtime.
 pub async fn read_all(
     store: &dyn ObjectStore,

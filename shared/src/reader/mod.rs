@@ -3,6 +3,7 @@
 //! reader kind is a file here:
 //!
 //! - `s3_list` (below): the objects of a listing that the filters select; a position is the last listed key.
+//! - [`inventory`]: the objects an S3 Inventory report lists; a position is a data file and a row in it.
 //! - [`object`]: the rows of a CSV, the lines of a JSON Lines object, the elements of a JSON array, read as
 //!   a stream ([`records`]); a position is a record boundary's byte offset.
 //! - `inline` (below): the spec's own items; a position is an index.
@@ -10,6 +11,7 @@
 //! A position is a string, stored as the job's checkpoint: reading from the position after an item yields
 //! exactly the items that followed it, so that batches re-cut after a crash or a hand-over are the same.
 
+pub mod inventory;
 pub mod object;
 pub mod records;
 
@@ -38,6 +40,11 @@ pub struct ReadPage {
 pub trait ItemSource: Send {
     /// The next page. After a page with `last` set it is not called again.
     async fn next_page(&mut self) -> Result<ReadPage, PipelineError>;
+
+    /// The bucket of the objects it yields, when it is not the reader's own (an inventory's source bucket).
+    fn objects_bucket(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Opens the job's reader at `after` (a position an earlier page gave; `None`: the start).
@@ -51,6 +58,9 @@ pub async fn open<'a>(
         ItemReader::S3List(reader) => Box::new(ListSource::new(deps, reader, entries, after)),
         ItemReader::S3Object(reader) => {
             Box::new(object::ObjectSource::open(deps, job, reader, after).await?)
+        }
+        ItemReader::S3Inventory(reader) => {
+            Box::new(inventory::InventorySource::open(deps, job, reader, after).await?)
         }
         ItemReader::Inline(reader) => Box::new(InlineSource::new(reader, after)?),
         other => {
@@ -77,6 +87,7 @@ pub async fn preflight(deps: &Deps, job: &Job) -> Result<(), PipelineError> {
             other => other.map(drop).map_err(Into::into),
         },
         ItemReader::S3Object(reader) => object::preflight(deps, job, reader).await,
+        ItemReader::S3Inventory(reader) => inventory::read_manifest(deps, reader).await.map(drop),
         ItemReader::Inline(_) => Ok(()),
         other => Err(PipelineError::Refused(format!(
             "item_reader.kind: \"{}\" is not read by this version",

@@ -215,6 +215,42 @@ impl Env {
     }
 }
 
+/// Rows as a plain CSV (the sequential pass reads it) and as an awkward one: a byte order mark, CRLF line ends,
+/// quoted fields holding commas, quotes and newlines, blank lines, and ragged rows, whose lines are returned.
+pub fn awkward_csv(rows: usize) -> (String, String, Vec<u64>) {
+    let mut plain = String::from("Station ☀,Note,Température,Pluie\n");
+    let mut awkward = String::from("\u{feff}Station ☀,Note,Température,Pluie\r\n");
+    let mut line = 2u64;
+    let mut ragged = Vec::new();
+    for i in 0..rows {
+        let station = format!("S{}", i % 5);
+        let temp = format!("{}.{}", i % 37, i % 10);
+        let rain = if i % 4 == 0 {
+            String::new()
+        } else {
+            format!("-{}", i % 3)
+        };
+        plain.push_str(&format!("{station},n,{temp},{rain}\n"));
+        let note = match i % 3 {
+            0 => "\"a, \"\"quoted\"\"\nnote\nover three lines\"".to_owned(),
+            1 => "plain".to_owned(),
+            _ => "\"\"".to_owned(),
+        };
+        awkward.push_str(&format!("{station},{note},{temp},{rain}\r\n"));
+        line += 1 + note.matches('\n').count() as u64;
+        if i % 10 == 9 {
+            awkward.push_str("\r\n");
+            line += 1;
+        }
+        if i % 50 == 25 {
+            awkward.push_str("S9,too,few\r\n");
+            ragged.push(line);
+            line += 1;
+        }
+    }
+    (plain, awkward, ragged)
+}
+
 /// A small weather-like CSV for object `i`: a header and a few rows with some empty cells.
 pub fn csv_object(i: usize) -> String {
     let mut s = String::from("STATION,DATE,TMAX,TMIN\n");

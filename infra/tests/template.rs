@@ -276,10 +276,11 @@ fn policies_name_our_resources_and_reads_only_the_allowed_buckets() {
                 }
             }
         }
-        // The coordinator reads only specs (it lists the inputs; see below).
+        // The coordinator reads specs and the inputs that the s3_object and s3_inventory readers read: the
+        // same objects as the worker.
         assert_eq!(
-            reads_by_role["CoordinatorRole"],
-            [format!("arn:aws:s3:::{bucket}/jobs/*")]
+            reads_by_role["CoordinatorRole"], expected_reads,
+            "inputs {inputs:?}"
         );
         assert_eq!(
             reads_by_role["WorkerRole"], expected_reads,
@@ -311,7 +312,7 @@ fn resources_allowing(stack: &Stack, role: &str, action: &str) -> Vec<String> {
 }
 
 #[test]
-fn functions_write_only_under_the_results_prefix_and_the_coordinator_reads_only_specs() {
+fn functions_write_only_under_the_results_prefix_and_the_coordinator_reads_specs_and_inputs() {
     let bucket = "arn:aws:s3:::st-data-123456789012-us-east-1";
     for (results, jobs) in [("results/", "jobs/"), ("out/dmap/", "specs/")] {
         let stack = plan(&[
@@ -333,10 +334,15 @@ fn functions_write_only_under_the_results_prefix_and_the_coordinator_reads_only_
             "the finalizer reads parts, which are results"
         );
         assert!(resources_allowing(&stack, "CoordinatorRole", "s3:PutObject").is_empty());
-        // The coordinator only lists the input buckets; the one object it reads is a spec.
+        // The coordinator reads specs (under the jobs prefix of the data bucket) and the objects its readers
+        // read (an s3_object's rows, an inventory report): the data bucket's and the input buckets'.
         assert_eq!(
             resources_allowing(&stack, "CoordinatorRole", "s3:GetObject"),
-            [format!("{bucket}/{jobs}*")]
+            [
+                format!("{bucket}/*"),
+                "arn:aws:s3:::in-a/*".to_owned(),
+                "arn:aws:s3:::in-b/*".to_owned()
+            ]
         );
         let buckets = [
             bucket.to_owned(),

@@ -69,13 +69,66 @@ pub struct Cut {
     pub last_key: String,
 }
 
+/// A reader's position after an item, as a checkpoint stores it ([`crate::reader`] says what each reader's
+/// means). Kept unencoded until it is saved: most items' positions never are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    /// A key, an index, a file and row: the text the checkpoint stores.
+    Text(String),
+    /// A record boundary in an object: `<offset>:<line>:<index>`.
+    Record { offset: u64, line: u64, index: u64 },
+}
+
+impl Default for Position {
+    fn default() -> Self {
+        Self::Text(String::new())
+    }
+}
+
+impl Position {
+    /// The checkpoint's text.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Text(text) => text.clone(),
+            Self::Record {
+                offset,
+                line,
+                index,
+            } => format!("{offset}:{line}:{index}"),
+        }
+    }
+
+    /// A [`Position::Record`]'s fields back from its text.
+    pub fn parse_record(text: &str) -> Option<(u64, u64, u64)> {
+        let mut parts = text.split(':').map(str::parse::<u64>);
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(offset)), Some(Ok(line)), Some(Ok(index)), None) => {
+                Some((offset, line, index))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<String> for Position {
+    fn from(text: String) -> Self {
+        Self::Text(text)
+    }
+}
+
+impl From<&str> for Position {
+    fn from(text: &str) -> Self {
+        Self::Text(text.to_owned())
+    }
+}
+
 /// A batch cut from the item stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub seq: u64,
     pub items: Vec<BatchItem>,
     /// The reader's position after the batch's last item: where a read resumes once the batch is sent.
-    pub after: String,
+    pub after: Position,
 }
 
 /// Accumulates items and emits full batches.
@@ -85,7 +138,7 @@ pub struct Batcher {
     next_seq: u64,
     items: Vec<BatchItem>,
     /// The position after the last item pushed.
-    after: String,
+    after: Position,
     bytes: usize,
     /// A batch that ends early, at a key (a cut made at a hand-over, replayed).
     cut: Option<Cut>,
@@ -97,7 +150,7 @@ impl Batcher {
             limits,
             next_seq: first_seq,
             items: Vec::new(),
-            after: String::new(),
+            after: Position::default(),
             bytes: limits.envelope_bytes,
             cut: None,
         }
@@ -122,7 +175,7 @@ impl Batcher {
     /// Adds an item, `after` being the reader's position after it; every batch it completes is appended to
     /// `out`. An item that no batch can hold (a row larger than the byte limit) goes in as a failed item
     /// naming it, so that it is counted, and failed, where every other item is.
-    pub fn push(&mut self, item: BatchItem, after: String, out: &mut Vec<Batch>) {
+    pub fn push(&mut self, item: BatchItem, after: Position, out: &mut Vec<Batch>) {
         let mut len = item.json_len();
         let item = if self.limits.fits(len) {
             item
@@ -206,7 +259,7 @@ mod tests {
         let mut batcher = Batcher::new(limits, 0);
         let mut out = Vec::new();
         for key in keys {
-            batcher.push(key.as_str().into(), key.clone(), &mut out);
+            batcher.push(key.as_str().into(), key.as_str().into(), &mut out);
         }
         out.extend(batcher.flush());
         out
@@ -255,7 +308,10 @@ mod tests {
             "{}",
             failed.error
         );
-        assert_eq!((batch.items.len(), batch.after.as_str()), (2, "p13"));
+        assert_eq!(
+            (batch.items.len(), batch.after.encode().as_str()),
+            (2, "p13")
+        );
     }
 
     proptest! {

@@ -19,7 +19,7 @@ use crate::ports::{
     Checkpoint, CreateOutcome, Cut, JobRecord, JobStoreError, ListingTotals, OutgoingMessage,
     StoreError, send_all_with_retry,
 };
-use crate::reader::{self, ReadPage};
+use crate::reader::{self, Position, ReadPage};
 use crate::spec::Job;
 
 /// How a listing run ended.
@@ -140,7 +140,7 @@ pub async fn run_listing(
         let (next, sent) = tokio::join!(next, send_batches(deps, job, bucket.as_deref(), &batches));
         sent?;
         if let Some(last) = batches.last() {
-            checkpoint.start_after = Some(last.after.clone());
+            checkpoint.start_after = Some(last.after.encode());
             checkpoint.next_seq = last.seq + 1;
             checkpoint.items_sent += batches.iter().map(|b| b.items.len() as u64).sum::<u64>();
             // A replayed cut is spent once its batch is sent.
@@ -149,7 +149,10 @@ pub async fn run_listing(
         // With nothing pending, the whole page is done: the position moves past it even when it held no
         // item (a sparse suffix), so a resumed read does not read it again.
         if batcher.is_empty() {
-            checkpoint.start_after = end.clone().or(checkpoint.start_after);
+            checkpoint.start_after = end
+                .as_ref()
+                .map(Position::encode)
+                .or(checkpoint.start_after);
         }
         if checkpoint != saved {
             deps.jobs.save_checkpoint(job_id, &checkpoint).await?;
@@ -163,7 +166,10 @@ pub async fn run_listing(
             let bucket = bucket.as_deref();
             cut_at_hand_over(deps, job, bucket, &mut batcher, &mut checkpoint).await?;
             // The page just read is wholly sent: the next hop starts after it.
-            checkpoint.start_after = end.or(checkpoint.start_after);
+            checkpoint.start_after = end
+                .as_ref()
+                .map(Position::encode)
+                .or(checkpoint.start_after);
             if checkpoint != saved {
                 deps.jobs.save_checkpoint(job_id, &checkpoint).await?;
             }
@@ -226,7 +232,7 @@ async fn cut_at_hand_over(
     checkpoint.cut = None;
     checkpoint.next_seq = partial.seq + 1;
     checkpoint.items_sent += partial.items.len() as u64;
-    checkpoint.start_after = Some(partial.after);
+    checkpoint.start_after = Some(partial.after.encode());
     Ok(())
 }
 

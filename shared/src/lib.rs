@@ -12,6 +12,8 @@
 //! - [`ports`]: object store, batch queue, job store, as small domain-shaped traits; [`error`]: the pipeline's
 //!   error over them.
 //! - Backends, each with its composition root: [`embedded`] ([`Deps::embedded`]) and [`aws`] ([`Deps::aws`]).
+//! - [`reader`]: the item readers (a listing, an object's rows, an inventory report, inline items), read page by
+//!   page from a position.
 //! - The pipeline's steps, the same code in Lambda and in one process: [`coordinator`], [`worker`],
 //!   [`completion`], [`dead_letter`], [`finalizer`]; [`function`] (users' Lambda functions, for the `lambda`
 //!   processor) and [`map_results`] (Distributed Map's ResultWriter layout) beside them.

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use crate::processor::ProcessorSpec;
+pub use crate::processor::{ItemKind, ProcessorSpec};
 
 /// Largest SQS message body (and so the largest batch we can send).
 pub const MAX_MESSAGE_BYTES: u32 = 1_048_576;
@@ -158,28 +158,6 @@ fn one() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct InlineReader {
     pub items: Vec<serde_json::Value>,
-}
-
-/// What one item of a reader is, so that a processor can say which it takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemKind {
-    /// An S3 object (listed, or named by an inventory): its body is read.
-    Object,
-    /// A JSON object of named fields: a CSV row, a DynamoDB item.
-    Record,
-    /// Any JSON value: a JSON Lines line, an element of a JSON array, an inline item.
-    Value,
-}
-
-impl ItemKind {
-    /// How a refusal names this kind.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::Object => "S3 objects",
-            Self::Record => "records (CSV rows, DynamoDB items)",
-            Self::Value => "JSON values",
-        }
-    }
 }
 
 impl ItemReader {

@@ -20,7 +20,7 @@ use crate::ports::{
     BatchRecord, ObjectStore, OutgoingMessage, RecordOutcome, StoreError, require_job,
     send_all_with_retry,
 };
-use crate::processor::{Aggregate, BatchItem, Item, ItemError, Processed};
+use crate::processor::{Aggregate, BatchItem, FoldError, Item, ItemError, Processed};
 use crate::spec::ProcessorSpec;
 
 /// Worker settings.
@@ -173,6 +173,13 @@ async fn process_items(
     config: WorkerConfig,
     message: &BatchMessage,
 ) -> Result<BatchPart, PipelineError> {
+    if message
+        .items
+        .iter()
+        .all(|item| matches!(item, BatchItem::Value(_) | BatchItem::Failed(_)))
+    {
+        return Ok(fold_values(message));
+    }
     let (objects, bucket, processor) = (&deps.objects, &message.bucket, &message.processor);
     let outcomes: Vec<ItemOutcome> = futures::stream::iter(message.items.clone())
         .map(|item| {
@@ -180,11 +187,6 @@ async fn process_items(
             async move {
                 match item {
                     BatchItem::Failed(failed) => Ok(ItemOutcome::Failed(failed.error)),
-                    // Read already (a row, a value): processed here, without a read of its own.
-                    BatchItem::Value(value) => outcome(processor.process(Item::Value {
-                        id: &value.id,
-                        json: &value.value,
-                    })),
                     item => {
                         let size = item.size();
                         let key = item.key().to_owned();
@@ -232,6 +234,58 @@ async fn process_items(
         outputs,
         execution: None,
     })
+}
+
+/// Processes a batch of values (rows, JSON values, table items: nothing to read) in one pass, each folded
+/// straight into the batch's result.
+fn fold_values(message: &BatchMessage) -> BatchPart {
+    let mut result = message.processor.empty();
+    let (mut failures, mut outputs) = (Vec::new(), Vec::new());
+    for item in &message.items {
+        let value = match item {
+            BatchItem::Value(value) => value,
+            BatchItem::Failed(failed) => {
+                failures.push(FailedItem {
+                    key: failed.id.clone(),
+                    error: failed.error.clone(),
+                });
+                continue;
+            }
+            _ => unreachable!("only values are folded"),
+        };
+        let folded = result.fold(
+            &message.processor,
+            Item::Value {
+                id: &value.id,
+                json: &value.value,
+            },
+        );
+        match folded {
+            Ok(output) => outputs.extend(output.map(|output| OutputLine {
+                key: value.id.clone(),
+                output,
+            })),
+            // A value is read already: even a "read" error is about the value itself, and fails it alone.
+            Err(e) => failures.push(FailedItem {
+                key: value.id.clone(),
+                error: match e {
+                    FoldError::Merge(e) => format!("\"{}\": {e}", value.id),
+                    FoldError::Item(e) => e.to_string(),
+                },
+            }),
+        }
+    }
+    let failed = failures.len() as u64;
+    BatchPart {
+        job_id: message.job_id.clone(),
+        seq: message.seq,
+        succeeded: message.items.len() as u64 - failed,
+        failed,
+        result,
+        failures,
+        outputs,
+        execution: None,
+    }
 }
 
 /// Writes a batch part as JSON.

@@ -130,8 +130,14 @@ impl ObjectStore for S3Store {
             .set_range((offset > 0).then(|| format!("bytes={offset}-")))
             .set_expected_bucket_owner(self.expected_bucket_owner.clone())
             .send()
-            .await
-            .map_err(|e| map_error(e, bucket, key))?;
+            .await;
+        let out = match out {
+            // A range that starts at or past the end: S3 answers 416; there is nothing left to read.
+            Err(e) if offset > 0 && error_code(&e) == Some("InvalidRange") => {
+                return Ok(Box::new(std::io::empty()));
+            }
+            other => other.map_err(|e| map_error(e, bucket, key))?,
+        };
         // Streamed: the body is read chunk by chunk from the blocking thread that consumes it.
         Ok(Box::new(SyncIoBridge::new(out.body.into_async_read())))
     }

@@ -107,9 +107,14 @@ impl BatchItem {
         }
     }
 
-    /// Bytes of the item's JSON in a message.
+    /// Bytes of the item's JSON in a message: counted, not written, for the items every batch holds many of.
     pub fn json_len(&self) -> usize {
-        serde_json::to_string(self).map_or(usize::MAX, |s| s.len())
+        match self {
+            Self::Key(key) => json_str_len(key),
+            // {"id":<id>,"value":<value>}
+            Self::Value(value) => 16 + json_str_len(&value.id) + value.value.get().len(),
+            other => serde_json::to_string(other).map_or(usize::MAX, |s| s.len()),
+        }
     }
 }
 
@@ -123,6 +128,21 @@ impl From<&str> for BatchItem {
     fn from(key: &str) -> Self {
         Self::Key(key.to_owned())
     }
+}
+
+/// What serde_json writes for a byte of a string: itself (1), a two-character escape (`\n`, `\"`), or
+/// `\u00XX` (6) for the other control characters.
+fn escaped_len(byte: u8) -> usize {
+    match byte {
+        b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+        0x00..=0x1f => 6,
+        _ => 1,
+    }
+}
+
+/// Bytes of `s` as a JSON string, quotes included, exactly as serde_json writes it.
+fn json_str_len(s: &str) -> usize {
+    2 + s.bytes().map(escaped_len).sum::<usize>()
 }
 
 /// The most JSON bytes of a listing entry besides its key's: the field names, an ETag of up to 100 characters
@@ -179,6 +199,20 @@ mod tests {
             assert_eq!(item.json_len(), json.len());
         }
         assert!(serde_json::from_str::<BatchItem>(r#"{"id":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn strings_are_measured_as_serde_json_writes_them() {
+        let every_byte: String = (0u8..128).map(char::from).collect();
+        for s in [
+            "",
+            "plain",
+            "é日本",
+            "q\"b\\s\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}",
+            every_byte.as_str(),
+        ] {
+            assert_eq!(json_str_len(s), serde_json::to_string(s).unwrap().len());
+        }
     }
 
     #[test]

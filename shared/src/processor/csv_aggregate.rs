@@ -15,7 +15,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::csv_rows::{CsvObject, parse_number};
-use super::{ConfigError, Item, ItemError, ItemKind, MergeError, Processed, Processor, echo};
+use std::borrow::Cow;
+
+use super::{
+    ConfigError, FoldError, Item, ItemError, ItemKind, MergeError, Processed, Processor, echo,
+};
 
 /// `{"kind": "csv_aggregate", "group_by": "<header column>", "columns": ["<numeric header column>", ...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +62,23 @@ impl Processor for CsvAggregateProcessor {
             }
             Item::Value { id, json } => {
                 aggregate_record(id, json, &self.group_by, &self.columns).map(Processed::from)
+            }
+        }
+    }
+
+    fn fold(
+        &self,
+        into: &mut CsvAggregate,
+        item: Item<'_>,
+    ) -> Result<Option<serde_json::Value>, FoldError> {
+        match item {
+            Item::Value { id, json } => {
+                fold_record(into, id, json, &self.group_by, &self.columns).map(|()| None)
+            }
+            item => {
+                let processed = self.process(item)?;
+                into.merge(processed.result)?;
+                Ok(None)
             }
         }
     }
@@ -213,9 +234,13 @@ fn aggregate(
     let mut record = csv::StringRecord::new();
     while csv.read_row(&mut record)? {
         let cells = column_indexes.iter().map(|&index| record[index].trim());
-        add_row(&mut result, &record[group_index], columns, cells, |column, message| {
-            csv.invalid_cell(column, message)
-        })?;
+        add_row(
+            &mut result,
+            &record[group_index],
+            columns,
+            cells,
+            |column, message| csv.invalid_cell(column, message),
+        )?;
     }
     Ok(result)
 }
@@ -265,38 +290,171 @@ fn aggregate_record(
     group_by: &str,
     columns: &[String],
 ) -> Result<CsvAggregate, ItemError> {
+    let (group, cells) = record_cells(id, json, group_by, columns)?;
+    let mut result = CsvAggregate::default();
+    let cells = cells.iter().map(|c| c.as_deref().unwrap_or("").trim());
+    add_row(&mut result, &group, columns, cells, |column, message| {
+        ItemError::Invalid(format!("\"{id}\": field \"{column}\": {message}"))
+    })?;
+    Ok(result)
+}
+
+/// A record's group and its cells in `columns`' order, each borrowed from the JSON text where it can be: the
+/// fields are scanned once, the others skipped unread.
+#[allow(clippy::type_complexity)]
+fn record_cells<'j>(
+    id: &str,
+    json: &'j RawValue,
+    group_by: &str,
+    columns: &[String],
+) -> Result<(Cow<'j, str>, Vec<Option<Cow<'j, str>>>), ItemError> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
     let invalid = |message: String| ItemError::Invalid(format!("\"{id}\": {message}"));
-    let fields: std::collections::HashMap<String, &RawValue> = serde_json::from_str(json.get())
+
+    /// Finds the wanted fields' raw values.
+    struct Fields<'w> {
+        wanted: &'w [&'w str],
+    }
+    impl<'de> Visitor<'de> for Fields<'_> {
+        type Value = Vec<Option<&'de RawValue>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = vec![None; self.wanted.len()];
+            while let Some(key) = map.next_key::<Key<'de>>()? {
+                match self.wanted.iter().position(|w| *w == key.0.as_ref()) {
+                    Some(i) => found[i] = Some(map.next_value::<&'de RawValue>()?),
+                    None => drop(map.next_value::<IgnoredAny>()?),
+                }
+            }
+            Ok(found)
+        }
+    }
+    /// A key, borrowed when it has no escapes.
+    struct Key<'de>(Cow<'de, str>);
+    impl<'de> serde::Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a field name")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v.to_owned())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Fields<'_> {
+        type Value = Vec<Option<&'de RawValue>>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    let mut wanted: Vec<&str> = Vec::with_capacity(columns.len() + 1);
+    wanted.push(group_by);
+    wanted.extend(columns.iter().map(String::as_str));
+    let mut de = serde_json::Deserializer::from_str(json.get());
+    let found = Fields { wanted: &wanted }
+        .deserialize(&mut de)
         .map_err(|_| invalid("not a record of named fields (a JSON object)".to_owned()))?;
-    let cell = |name: &str| -> Result<Option<String>, ItemError> {
-        let Some(raw) = fields.get(name) else {
+    let cell = |i: usize| -> Result<Option<Cow<'j, str>>, ItemError> {
+        let Some(raw) = found[i] else {
             return Ok(None);
         };
         let text = raw.get();
         match text.as_bytes().first() {
+            // A string without escapes is its text between the quotes.
+            Some(b'"') if !text.contains('\\') => Ok(Some(Cow::Borrowed(&text[1..text.len() - 1]))),
             Some(b'"') => serde_json::from_str::<String>(text)
-                .map(Some)
-                .map_err(|e| invalid(format!("field \"{name}\": {e}"))),
+                .map(|s| Some(Cow::Owned(s)))
+                .map_err(|e| invalid(format!("field \"{}\": {e}", wanted[i]))),
             Some(b'n') => Ok(None),
-            Some(b'-' | b'0'..=b'9') => Ok(Some(text.to_owned())),
+            Some(b'-' | b'0'..=b'9') => Ok(Some(Cow::Borrowed(text))),
             _ => Err(invalid(format!(
-                "field \"{name}\" is not a string or a number"
+                "field \"{}\" is not a string or a number",
+                wanted[i]
             ))),
         }
     };
-    let group = cell(group_by)?.ok_or_else(|| {
+    let group = cell(0)?.ok_or_else(|| {
         invalid(format!(
             "no field \"{}\" (processor.group_by)",
             echo(group_by)
         ))
     })?;
-    let cells = columns.iter().map(|c| cell(c)).collect::<Result<Vec<_>, _>>()?;
-    let mut result = CsvAggregate::default();
-    let cells = cells.iter().map(|c| c.as_deref().unwrap_or("").trim());
-    add_row(&mut result, &group, columns, cells, |column, message| {
-        invalid(format!("field \"{column}\": {message}"))
-    })?;
-    Ok(result)
+    let cells = (1..wanted.len()).map(cell).collect::<Result<Vec<_>, _>>()?;
+    Ok((group, cells))
+}
+
+/// Adds one record to `into` directly: the cells parsed and the sums checked first, so that an unusable cell or
+/// an overflow leaves `into` as it was.
+fn fold_record(
+    into: &mut CsvAggregate,
+    id: &str,
+    json: &RawValue,
+    group_by: &str,
+    columns: &[String],
+) -> Result<(), FoldError> {
+    let (group, cells) = record_cells(id, json, group_by, columns)?;
+    let mut values = Vec::with_capacity(columns.len());
+    for (column, cell) in columns.iter().zip(&cells) {
+        let cell = cell.as_deref().unwrap_or("").trim();
+        if cell.is_empty() {
+            values.push(None);
+            continue;
+        }
+        let value = parse_number(cell).ok_or_else(|| {
+            ItemError::Invalid(format!(
+                "\"{id}\": field \"{column}\": \"{}\" is not a number",
+                echo(cell)
+            ))
+        })?;
+        values.push(Some(value));
+    }
+    let existing = into.groups.get(group.as_ref());
+    for (column, value) in columns.iter().zip(&values) {
+        let sum = existing
+            .and_then(|g| g.columns.get(column))
+            .map_or(Some(Decimal::ZERO), |s| Some(s.sum));
+        if let Some(value) = value
+            && sum.and_then(|s| s.checked_add(*value)).is_none()
+        {
+            return Err(MergeError::Overflow {
+                group: group.into_owned(),
+                column: column.clone(),
+            }
+            .into());
+        }
+    }
+    let stats = match into.groups.get_mut(group.as_ref()) {
+        Some(stats) => stats,
+        None => into
+            .groups
+            .entry(group.into_owned())
+            .or_insert_with(|| GroupStats {
+                rows: 0,
+                columns: columns
+                    .iter()
+                    .map(|c| (c.clone(), ColumnStats::default()))
+                    .collect(),
+            }),
+    };
+    stats.rows += 1;
+    for (column, value) in columns.iter().zip(values) {
+        if let Some(value) = value {
+            let column = stats.columns.entry(column.clone()).or_default();
+            column.add(value).expect("the sum was checked");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -395,7 +553,12 @@ mod tests {
 
     fn record(json: &str) -> Result<CsvAggregate, ItemError> {
         let raw = RawValue::from_string(json.to_owned()).unwrap();
-        aggregate_record("t#L3", &raw, "STATION", &["TMAX".to_owned(), "TMIN".to_owned()])
+        aggregate_record(
+            "t#L3",
+            &raw,
+            "STATION",
+            &["TMAX".to_owned(), "TMIN".to_owned()],
+        )
     }
 
     #[test]
@@ -406,12 +569,24 @@ mod tests {
             .unwrap();
         let a = &whole.groups["A"];
         assert_eq!(a.rows, 2);
-        assert_eq!(a.columns["TMAX"].sum, Decimal::from_str("1.40000000000000000001").unwrap());
-        assert_eq!(a.columns["TMIN"].count, 0, "null and missing are empty cells");
-        assert_eq!(whole, run("STATION,TMAX,TMIN\nA,1.1,\nA,0.30000000000000000001,\n").unwrap());
+        assert_eq!(
+            a.columns["TMAX"].sum,
+            Decimal::from_str("1.40000000000000000001").unwrap()
+        );
+        assert_eq!(
+            a.columns["TMIN"].count, 0,
+            "null and missing are empty cells"
+        );
+        assert_eq!(
+            whole,
+            run("STATION,TMAX,TMIN\nA,1.1,\nA,0.30000000000000000001,\n").unwrap()
+        );
         let err = |json: &str| record(json).unwrap_err().to_string();
         assert!(err(r#"{"TMAX":1}"#).contains("no field \"STATION\""));
-        assert!(err(r#"{"STATION":"A","TMAX":"hot"}"#).contains("field \"TMAX\": \"hot\" is not a number"));
+        assert!(
+            err(r#"{"STATION":"A","TMAX":"hot"}"#)
+                .contains("field \"TMAX\": \"hot\" is not a number")
+        );
         assert!(err(r#"{"STATION":true}"#).contains("not a string or a number"));
         assert!(err("[1,2]").starts_with("\"t#L3\": not a record"));
     }

@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    BatchItem, ConfigError, Item, ItemError, ItemKind, MergeError, Processed, Processor,
-};
+use super::{BatchItem, ConfigError, Item, ItemError, ItemKind, MergeError, Processed, Processor};
 
 /// Lambda's limit on a synchronous invocation's request (and response) payload: 6 MB.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;

@@ -27,7 +27,27 @@ use serde::{Deserialize, Serialize};
 
 use registry::processors;
 
-pub use crate::spec::ItemKind;
+/// What one item of a reader is, so that a processor can say which it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    /// An S3 object (listed, or named by an inventory): its body is read.
+    Object,
+    /// A JSON object of named fields: a CSV row, a DynamoDB item.
+    Record,
+    /// Any JSON value: a JSON Lines line, an element of a JSON array, an inline item.
+    Value,
+}
+
+impl ItemKind {
+    /// How a refusal names this kind.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Object => "S3 objects",
+            Self::Record => "records (CSV rows, DynamoDB items)",
+            Self::Value => "JSON values",
+        }
+    }
+}
 
 processors! {
     /// Objects, bytes and lines.
@@ -114,6 +134,19 @@ pub trait Processor:
     /// `into` as it was, so that only the item or part that caused it fails). It takes no config: parts are
     /// merged the same whichever batch made them.
     fn merge(into: &mut Self::Aggregate, other: Self::Aggregate) -> Result<(), MergeError>;
+
+    /// Processes one item straight into `into` and returns its output record: what `process` then `merge`
+    /// give, all or nothing as `merge` is. The worker folds items that need no read (rows, values) this way; a
+    /// processor whose per-item result is costly to build (a map per row) overrides it to skip building one.
+    fn fold(
+        &self,
+        into: &mut Self::Aggregate,
+        item: Item<'_>,
+    ) -> Result<Option<serde_json::Value>, FoldError> {
+        let processed = self.process(item)?;
+        Self::merge(into, processed.result)?;
+        Ok(processed.output)
+    }
 
     /// The user-facing `result.json` form of the job's result.
     fn result_json(aggregate: &Self::Aggregate) -> serde_json::Value;
@@ -261,6 +294,15 @@ pub enum ItemError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why an item could not be folded into a result: it could not be processed, or its result not merged.
+#[derive(Debug, thiserror::Error)]
+pub enum FoldError {
+    #[error(transparent)]
+    Item(#[from] ItemError),
+    #[error(transparent)]
+    Merge(#[from] MergeError),
 }
 
 /// Two results that cannot be merged.

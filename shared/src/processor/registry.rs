@@ -85,6 +85,19 @@ macro_rules! processors {
         }
 
         impl Aggregate {
+            /// Processes `item` straight into this result, for `spec`'s processor: see [`Processor::fold`].
+            pub fn fold(
+                &mut self,
+                spec: &ProcessorSpec,
+                item: Item<'_>,
+            ) -> Result<Option<serde_json::Value>, FoldError> {
+                match (self, spec) {
+                    $( (Self::$variant(a), ProcessorSpec::$variant(p)) => p.fold(a, item), )+
+                    #[allow(unreachable_patterns)] // with a single processor every pair matches above
+                    (a, p) => Err(MergeError::KindMismatch(p.kind(), a.kind()).into()),
+                }
+            }
+
             fn kind(&self) -> &'static str {
                 match self {
                     $( Self::$variant(_) => $kind, )+

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{ItemSource, ReadPage, refuse_missing};
+use super::{ItemSource, Position, ReadPage, refuse_missing};
 use crate::Deps;
 use crate::error::PipelineError;
 use crate::ports::{ObjectReader, StoreError, decode_s3_key, read_up_to};
@@ -284,7 +284,7 @@ impl ItemSource for InventorySource<'_> {
         let files = self.manifest.files.len();
         if self.file >= files {
             return Ok(ReadPage {
-                end: Some(format!("{files}:0")),
+                end: Some(Position::Text(format!("{files}:0"))),
                 last: true,
                 ..ReadPage::default()
             });
@@ -304,7 +304,7 @@ impl ItemSource for InventorySource<'_> {
             self.pages = None;
             self.file += 1;
             self.skip = 0;
-            page.end = Some(format!("{}:0", self.file));
+            page.end = Some(Position::Text(format!("{}:0", self.file)));
         }
         page.last = self.file >= files;
         Ok(page)
@@ -337,7 +337,7 @@ fn read_file(
                 if number <= skip {
                     continue;
                 }
-                let position = format!("{}:{number}", context.file);
+                let position = Position::Text(format!("{}:{number}", context.file));
                 match context.item(&row, number) {
                     None => {}
                     Some(Ok(item)) => page.items.push((item, position.clone())),

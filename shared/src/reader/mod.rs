@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 use crate::Deps;
+pub use crate::batching::Position;
 use crate::error::PipelineError;
 use crate::ports::{ObjectMeta, StoreError};
 use crate::processor::{BatchItem, S3Item};
@@ -27,10 +28,10 @@ use crate::spec::{InlineReader, ItemReader, Job, S3ListReader, Selection};
 /// Items (each with the position just after it), as many as one read gives.
 #[derive(Debug, Default)]
 pub struct ReadPage {
-    pub items: Vec<(BatchItem, String)>,
+    pub items: Vec<(BatchItem, Position)>,
     /// Where the reader stands after this page, past anything it read and did not yield (objects the filters
     /// left out): with nothing pending, a resumed read starts there.
-    pub end: Option<String>,
+    pub end: Option<Position>,
     /// No page follows.
     pub last: bool,
 }
@@ -150,13 +151,13 @@ impl ItemSource for ListSource<'_> {
                 self.token.as_deref(),
             )
             .await?;
-        let end = page.objects.last().map(|o| o.key.clone());
+        let end = page.objects.last().map(|o| Position::Text(o.key.clone()));
         let items = page
             .objects
             .into_iter()
             .filter(|o| self.selection.selects(&o.key, o.size, o.last_modified_ms))
             .map(|o| {
-                let key = o.key.clone();
+                let key = Position::Text(o.key.clone());
                 (batch_item(o, self.entries), key)
             })
             .collect();
@@ -222,14 +223,14 @@ impl ItemSource for InlineSource<'_> {
                 let value = RawValue::from_string(json).expect("serde_json writes JSON");
                 (
                     BatchItem::value(format!("items[{i}]"), value),
-                    (i + 1).to_string(),
+                    Position::Text((i + 1).to_string()),
                 )
             })
             .collect();
         self.next = end;
         Ok(ReadPage {
             items,
-            end: Some(end.to_string()),
+            end: Some(Position::Text(end.to_string())),
             last: end == self.items.len(),
         })
     }

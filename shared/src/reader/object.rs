@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use super::records::{RecordError, RecordFormat, RecordPosition, RecordReader, read_csv_header};
-use super::{ItemSource, ReadPage, refuse_missing};
+use super::{ItemSource, Position, ReadPage, refuse_missing};
 use crate::Deps;
 use crate::error::PipelineError;
 use crate::ports::{ObjectReader, StoreError};
@@ -171,16 +171,16 @@ fn read_pages(
                     Err(error) => BatchItem::failed(id, error),
                 };
                 position = record.end;
-                page.items.push((item, encode(position)));
+                page.items.push((item, at_record(position)));
                 if page.items.len() >= PAGE_ITEMS {
-                    page.end = Some(encode(position));
+                    page.end = Some(at_record(position));
                     if tx.blocking_send(Ok(std::mem::take(&mut page))).is_err() {
                         return;
                     }
                 }
             }
             Ok(None) => {
-                page.end = Some(encode(position));
+                page.end = Some(at_record(position));
                 page.last = true;
                 let _ = tx.blocking_send(Ok(page));
                 return;
@@ -209,9 +209,9 @@ fn malformed_or_error(key: &str, e: RecordError) -> Result<ReadPage, PipelineErr
         RecordError::Malformed { line, message } => Ok(ReadPage {
             items: vec![(
                 BatchItem::failed(format!("{key}#L{line}"), message),
-                END.to_owned(),
+                END.into(),
             )],
-            end: Some(END.to_owned()),
+            end: Some(END.into()),
             last: true,
         }),
         e => Err(record_error(key, e)),
@@ -231,22 +231,25 @@ fn record_error(key: &str, e: RecordError) -> PipelineError {
     }
 }
 
-fn encode(position: RecordPosition) -> String {
-    format!("{}:{}:{}", position.offset, position.line, position.index)
+fn at_record(position: RecordPosition) -> Position {
+    Position::Record {
+        offset: position.offset,
+        line: position.line,
+        index: position.index,
+    }
 }
 
 fn parse_position(position: &str) -> Result<RecordPosition, PipelineError> {
-    let mut parts = position.split(':').map(str::parse::<u64>);
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(Ok(offset)), Some(Ok(line)), Some(Ok(index)), None) => Ok(RecordPosition {
-            offset,
-            line,
-            index,
-        }),
-        _ => Err(PipelineError::Refused(format!(
+    let (offset, line, index) = Position::parse_record(position).ok_or_else(|| {
+        PipelineError::Refused(format!(
             "item_reader: the checkpoint \"{position}\" is not a position in an object"
-        ))),
-    }
+        ))
+    })?;
+    Ok(RecordPosition {
+        offset,
+        line,
+        index,
+    })
 }
 
 /// The object is there, and its start reads as the format says: a CSV header (first row or given names) that

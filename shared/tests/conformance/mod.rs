@@ -24,6 +24,13 @@ macro_rules! conformance_suite {
         }
 
         #[tokio::test]
+        async fn object_store_reads_from_an_offset() {
+            let f = object_store().await;
+            conformance::object_store_reads_from_an_offset(f.store.as_ref(), &f.bucket, &f.missing)
+                .await;
+        }
+
+        #[tokio::test]
         async fn object_store_paginates() {
             let f = object_store().await;
             conformance::object_store_paginates(f.store.as_ref(), &f.bucket).await;
@@ -230,6 +237,42 @@ pub const TRICKY_KEYS: &[&str] = &[
 ];
 
 /// Listing is in UTF-8 byte order, whatever the folder structure; prefixes are string prefixes.
+/// A read from an offset (S3: a `Range: bytes=N-` GET) gives the bytes from there on; at or past the end it gives
+/// none (where S3 itself answers 416), so a reader resumed after an object's last record reads its end cleanly.
+pub async fn object_store_reads_from_an_offset(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    missing: &str,
+) {
+    let key = "offsets/rows.csv";
+    let body = "héader\nrow 1\nrow 2\n";
+    store
+        .put(bucket, key, body.as_bytes().to_vec())
+        .await
+        .expect("put");
+    let read_from = |offset: u64| async move {
+        let mut reader = store.get_from(bucket, key, offset).await.expect("get_from");
+        tokio::task::spawn_blocking(move || {
+            let mut bytes = Vec::new();
+            reader.read_to_end(&mut bytes).expect("read");
+            bytes
+        })
+        .await
+        .expect("join")
+    };
+    assert_eq!(read_from(0).await, body.as_bytes());
+    assert_eq!(read_from(8).await, b"row 1\nrow 2\n");
+    assert_eq!(read_from(body.len() as u64 - 1).await, b"\n");
+    assert_eq!(read_from(body.len() as u64).await, b"", "at the end");
+    assert_eq!(read_from(body.len() as u64 + 10).await, b"", "past the end");
+    let err = store
+        .get_from(bucket, missing, 5)
+        .await
+        .err()
+        .expect("a missing key");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+}
+
 pub async fn object_store_lists_in_key_order(store: &dyn ObjectStore, bucket: &str) {
     for key in TRICKY_KEYS {
         store

@@ -223,17 +223,7 @@ async fn process_items(
             }),
         }
     }
-    let failed = failures.len() as u64;
-    Ok(BatchPart {
-        job_id: message.job_id.clone(),
-        seq: message.seq,
-        succeeded: message.items.len() as u64 - failed,
-        failed,
-        result,
-        failures,
-        outputs,
-        execution: None,
-    })
+    Ok(part_of(message, result, failures, outputs))
 }
 
 /// Processes a batch of values (rows, JSON values, table items: nothing to read) in one pass, each folded
@@ -275,6 +265,16 @@ fn fold_values(message: &BatchMessage) -> BatchPart {
             }),
         }
     }
+    part_of(message, result, failures, outputs)
+}
+
+/// The part of a batch processed item by item: every item not failed succeeded.
+fn part_of(
+    message: &BatchMessage,
+    result: Aggregate,
+    failures: Vec<FailedItem>,
+    outputs: Vec<OutputLine>,
+) -> BatchPart {
     let failed = failures.len() as u64;
     BatchPart {
         job_id: message.job_id.clone(),

@@ -45,6 +45,19 @@ async fn dataset(env: &Env, store: &dyn dmap_core::ports::ObjectStore, n: usize)
     }
 }
 
+/// The moto bucket named as the embedded one, so that manifests compare byte for byte (the tests share one
+/// moto: it may exist already).
+async fn fresh_bucket(clients: &dmap_core::aws::AwsClients) {
+    let _ = clients.s3.delete_bucket().bucket(BUCKET).send().await;
+    clients
+        .s3
+        .create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("bucket");
+}
+
 async fn moto_outputs(deps: &dmap_core::Deps, report: &runner::RunReport) -> [Vec<u8>; 3] {
     let m = &report.manifest;
     let read = |key: String| async move {
@@ -64,14 +77,7 @@ async fn embedded_and_moto_give_byte_identical_outputs() {
     let clients = emulator::clients().await;
     let deps = emulator::aws_deps(&clients, 2).await;
     // The embedded bucket and the moto bucket share a name, so even the manifests can be compared byte for byte.
-    let _ = clients.s3.delete_bucket().bucket(BUCKET).send().await;
-    clients
-        .s3
-        .create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .expect("bucket");
+    fresh_bucket(&clients).await;
     let env = Env::new(&fast_config());
     dataset(&env, deps.objects.as_ref(), 240).await;
     let mut spec = csv_spec("w/", 7);
@@ -239,14 +245,7 @@ async fn a_batch_delivered_twice_by_sqs_counts_once() {
 async fn rows_of_an_object_through_moto_equal_the_embedded_run_and_resume_by_range() {
     let clients = emulator::clients().await;
     let deps = emulator::aws_deps(&clients, 2).await;
-    let _ = clients.s3.delete_bucket().bucket(BUCKET).send().await;
-    clients
-        .s3
-        .create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .expect("bucket");
+    fresh_bucket(&clients).await;
     let env = Env::new(&fast_config());
     let (_, awkward, ragged) = common::awkward_csv(2500);
     env.write("rows/big.csv", &awkward);

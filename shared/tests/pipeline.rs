@@ -7,17 +7,15 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{BUCKET, Env, RefusingQueue, csv_object, csv_spec, fast_config};
+use common::{BUCKET, Env, RefusingQueue, csv_object, csv_spec, drain, fast_config};
 use dmap_core::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
 use dmap_core::embedded::{EmbeddedQueue, QueueConfig};
 use dmap_core::finalizer::{FinalizerConfig, finalize};
-use dmap_core::message::FinalizeMessage;
 use dmap_core::outcome::TerminalStatus;
 use dmap_core::ports::JobStatus;
 use dmap_core::processor::{CsvAggregateProcessor, Item};
 use dmap_core::runner::{Chaos, RunnerConfig};
 use dmap_core::spec::{JobSpec, ProcessorSpec};
-use dmap_core::worker::{self, WorkerConfig};
 use serde_json::{Value, json};
 
 /// The plain sequential computation: every matching file under the prefix in key order, through the processor,
@@ -401,47 +399,6 @@ async fn a_poison_batch_is_dead_lettered_and_the_job_still_finishes() {
 }
 
 /// Drains the work queue through the worker and the finalize queue through the finalizer.
-async fn drain(env: &Env) -> u64 {
-    let mut handled = 0;
-    loop {
-        let got = env
-            .deps
-            .work_queue
-            .receive(10, Duration::from_millis(50))
-            .await
-            .unwrap();
-        if got.is_empty() {
-            break;
-        }
-        for m in got {
-            let message = worker::parse_message(&m.body).unwrap();
-            worker::handle(&env.deps, WorkerConfig::default(), &message)
-                .await
-                .unwrap();
-            env.deps.work_queue.delete(&m.receipt_handle).await.unwrap();
-            handled += 1;
-        }
-    }
-    for m in env
-        .deps
-        .finalize_queue
-        .receive(10, Duration::from_millis(50))
-        .await
-        .unwrap()
-    {
-        let trigger = FinalizeMessage::from_body(&m.body).unwrap();
-        finalize(&env.deps, FinalizerConfig::default(), &trigger.job_id)
-            .await
-            .unwrap();
-        env.deps
-            .finalize_queue
-            .delete(&m.receipt_handle)
-            .await
-            .unwrap();
-    }
-    handled
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_resumed_and_repeated_listing_counts_every_item_once() {
     let mut env = Env::new(&fast_config());

@@ -7,15 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BUCKET, Env, awkward_csv, fast_config};
+use common::{BUCKET, Env, awkward_csv, drain, fast_config};
 use dmap_core::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
 use dmap_core::embedded::{EmbeddedQueue, QueueConfig};
 use dmap_core::finalizer::{FinalizerConfig, finalize};
-use dmap_core::message::FinalizeMessage;
 use dmap_core::outcome::TerminalStatus;
 use dmap_core::processor::Item;
 use dmap_core::spec::{JobSpec, ProcessorSpec};
-use dmap_core::worker::{self, WorkerConfig};
 use serde_json::{Value, json};
 
 fn lines_of(env: &Env, key: &str) -> Vec<Value> {
@@ -199,44 +197,6 @@ async fn inline_items_are_the_specs_own() {
     assert_eq!(groups["A"]["columns"]["Température"]["sum"], 3.5);
     let failed = lines_of(&env, &report.manifest.failures);
     assert_eq!(failed[0]["key"], "items[1]");
-}
-
-async fn drain(env: &Env) {
-    loop {
-        let got = env
-            .deps
-            .work_queue
-            .receive(10, Duration::from_millis(50))
-            .await
-            .unwrap();
-        if got.is_empty() {
-            break;
-        }
-        for m in got {
-            let message = worker::parse_message(&m.body).unwrap();
-            worker::handle(&env.deps, WorkerConfig::default(), &message)
-                .await
-                .unwrap();
-            env.deps.work_queue.delete(&m.receipt_handle).await.unwrap();
-        }
-    }
-    for m in env
-        .deps
-        .finalize_queue
-        .receive(10, Duration::from_millis(50))
-        .await
-        .unwrap()
-    {
-        let trigger = FinalizeMessage::from_body(&m.body).unwrap();
-        finalize(&env.deps, FinalizerConfig::default(), &trigger.job_id)
-            .await
-            .unwrap();
-        env.deps
-            .finalize_queue
-            .delete(&m.receipt_handle)
-            .await
-            .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

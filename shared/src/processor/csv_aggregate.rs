@@ -132,6 +132,19 @@ pub struct GroupStats {
     pub columns: BTreeMap<String, ColumnStats>,
 }
 
+impl GroupStats {
+    /// A group with no row yet and every column present (so that a column with no value still shows).
+    fn with_columns(columns: &[String]) -> Self {
+        Self {
+            rows: 0,
+            columns: columns
+                .iter()
+                .map(|c| (c.clone(), ColumnStats::default()))
+                .collect(),
+        }
+    }
+}
+
 /// `{"groups": {"<value>": {"rows": N, "columns": {"<col>": {"count", "sum", "min", "max"}}}}}`.
 /// Serialized with exact decimal strings in batch parts; [`CsvAggregate::to_result_json`] gives numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,13 +270,7 @@ fn add_row<'c>(
     let group = result
         .groups
         .entry(group.to_owned())
-        .or_insert_with(|| GroupStats {
-            rows: 0,
-            columns: columns
-                .iter()
-                .map(|c| (c.clone(), ColumnStats::default()))
-                .collect(),
-        });
+        .or_insert_with(|| GroupStats::with_columns(columns));
     group.rows += 1;
     for (column, cell) in columns.iter().zip(cells) {
         if cell.is_empty() {
@@ -439,13 +446,7 @@ fn fold_record(
         None => into
             .groups
             .entry(group.into_owned())
-            .or_insert_with(|| GroupStats {
-                rows: 0,
-                columns: columns
-                    .iter()
-                    .map(|c| (c.clone(), ColumnStats::default()))
-                    .collect(),
-            }),
+            .or_insert_with(|| GroupStats::with_columns(columns)),
     };
     stats.rows += 1;
     for (column, value) in columns.iter().zip(values) {

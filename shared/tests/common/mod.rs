@@ -14,12 +14,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dmap_core::Deps;
 use dmap_core::embedded::{EmbeddedQueues, LocalDirStore};
+use dmap_core::finalizer::{FinalizerConfig, finalize};
+use dmap_core::message::FinalizeMessage;
 use dmap_core::ports::{
     BatchQueue, ListPage, ObjectReader, ObjectStore, OutgoingMessage, QueueDepth, QueueError,
     ReceivedMessage, SendFailure, StoreError,
 };
 use dmap_core::runner::{self, RunReport, RunnerConfig};
 use dmap_core::spec::JobSpec;
+use dmap_core::worker::{self, WorkerConfig};
 
 pub const BUCKET: &str = "data";
 
@@ -249,6 +252,49 @@ pub fn awkward_csv(rows: usize) -> (String, String, Vec<u64>) {
         }
     }
     (plain, awkward, ragged)
+}
+
+/// Delivers every message of the work queue to the worker, then every finalize trigger to the finalizer, in
+/// this task (no runner): the batches handled.
+pub async fn drain(env: &Env) -> u64 {
+    let mut handled = 0;
+    loop {
+        let got = env
+            .deps
+            .work_queue
+            .receive(10, Duration::from_millis(50))
+            .await
+            .unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            let message = worker::parse_message(&m.body).unwrap();
+            worker::handle(&env.deps, WorkerConfig::default(), &message)
+                .await
+                .unwrap();
+            env.deps.work_queue.delete(&m.receipt_handle).await.unwrap();
+            handled += 1;
+        }
+    }
+    for m in env
+        .deps
+        .finalize_queue
+        .receive(10, Duration::from_millis(50))
+        .await
+        .unwrap()
+    {
+        let trigger = FinalizeMessage::from_body(&m.body).unwrap();
+        finalize(&env.deps, FinalizerConfig::default(), &trigger.job_id)
+            .await
+            .unwrap();
+        env.deps
+            .finalize_queue
+            .delete(&m.receipt_handle)
+            .await
+            .unwrap();
+    }
+    handled
 }
 
 /// A small weather-like CSV for object `i`: a header and a few rows with some empty cells.

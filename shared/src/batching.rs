@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::BatchMessage;
 use crate::processor::{BatchItem, MAX_ENTRY_EXTRA_JSON_BYTES};
-use crate::spec::{ItemKind, Job, JobSpec, MAX_KEY_BYTES};
+use crate::spec::{ItemKind, ItemReader, Job, JobSpec, MAX_KEY_BYTES};
+
+/// The longest S3 bucket name.
+const MAX_BUCKET_BYTES: usize = 63;
 
 /// The byte and item limits of one batch message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +33,13 @@ impl BatchLimits {
             job_id: spec.job_id.clone().unwrap_or_default(),
             spec: spec.clone(),
         };
-        let envelope = BatchMessage::new(&job, u64::MAX, Vec::new())
-            .to_body()
-            .len();
+        let mut message = BatchMessage::new(&job, u64::MAX, Vec::new());
+        if let ItemReader::S3Inventory(_) = spec.item_reader {
+            // The items' bucket is the report's sourceBucket, known only once the report is read: room for the
+            // longest name a bucket can have.
+            message.bucket = "b".repeat(MAX_BUCKET_BYTES);
+        }
+        let envelope = message.to_body().len();
         let entry = if spec.processor.wants_listing_entries() {
             MAX_ENTRY_EXTRA_JSON_BYTES
         } else {
@@ -281,6 +288,20 @@ mod tests {
             .map(|i| i.key().to_owned())
             .collect();
         assert_eq!(flat, keys);
+    }
+
+    #[test]
+    fn an_inventorys_batches_have_room_for_any_source_bucket() {
+        let spec = |reader: serde_json::Value| {
+            let spec = serde_json::json!({"job_id": "j1", "item_reader": reader,
+                "processor": {"kind": "count"}, "result_writer": {"bucket": "out-bucket"}});
+            JobSpec::parse(spec.to_string().as_bytes()).unwrap().spec
+        };
+        let listing = BatchLimits::for_job(&spec(serde_json::json!({"bucket": "abc"})));
+        let inventory = BatchLimits::for_job(&spec(
+            serde_json::json!({"kind": "s3_inventory", "bucket": "abc", "manifest_key": "m.json"}),
+        ));
+        assert_eq!(inventory.envelope_bytes, listing.envelope_bytes + 60);
     }
 
     #[test]

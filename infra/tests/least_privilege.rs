@@ -7,6 +7,7 @@
 //!
 //! The stack lists two functions in `ProcessorFunctions`, and one job runs the `lambda` processor with them, so
 //! the worker's and the finalizer's invocations are recorded too; [`InvokeApi`] answers them in Lambda's place.
+//! It lists a table in `InputTables`, and one job scans it, so the coordinator's reads of it are recorded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -227,6 +228,11 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
     options
         .parameters
         .insert("ProcessorFunctions".into(), processor_functions.join(","));
+    // A table for a dynamodb_scan job, listed in the stack's InputTables.
+    let table = emulator::table(&setup, "lp-table", 50).await;
+    options
+        .parameters
+        .insert("InputTables".into(), table.clone());
     let stack = emulator::create_stack(&setup, &options).await;
     let bucket = stack.buckets["DataBucket"].clone();
     let url = |id: &str| stack.queues[id].url.clone().unwrap();
@@ -355,6 +361,21 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         "the dead-lettered batch: {manifest}"
     );
 
+    // A job started by a direct invocation, its batches delivered to the worker, whose recording of the last
+    // one triggers the finalizer.
+    let run_job = async |spec: Value| {
+        let started = coordinator.handle(spec, &|| true).await.unwrap();
+        deliver_work(&poller, &url("WorkQueue"), &worker_deps, worker_config).await;
+        deliver_trigger(
+            &poller,
+            &url("FinalizeQueue"),
+            &finalizer_deps,
+            "the worker's finalize trigger",
+        )
+        .await;
+        started
+    };
+
     // A second job, without dead letters: its last batch is recorded by a worker, which triggers the
     // finalizer itself.
     let second = json!({
@@ -363,15 +384,7 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         "processor": { "kind": "count" },
         "result_writer": { "bucket": bucket, "prefix": "results/" }
     });
-    coordinator.handle(second, &|| true).await.unwrap();
-    deliver_work(&poller, &url("WorkQueue"), &worker_deps, worker_config).await;
-    deliver_trigger(
-        &poller,
-        &url("FinalizeQueue"),
-        &finalizer_deps,
-        "the worker's finalize trigger",
-    )
-    .await;
+    run_job(second).await;
     setup
         .s3
         .head_object()
@@ -450,16 +463,8 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         refused.to_string().starts_with("processor.function: "),
         "{refused}"
     );
-    let accepted = coordinator.handle(invoked, &|| true).await.unwrap();
+    let accepted = run_job(invoked).await;
     assert_eq!(accepted["job_id"], "invoked", "{accepted}");
-    deliver_work(&poller, &url("WorkQueue"), &worker_deps, worker_config).await;
-    deliver_trigger(
-        &poller,
-        &url("FinalizeQueue"),
-        &finalizer_deps,
-        "the worker's finalize trigger",
-    )
-    .await;
     let read = |key: &'static str| {
         let (objects, bucket) = (finalizer_deps.objects.clone(), bucket.clone());
         async move { read_all(objects.as_ref(), &bucket, key).await.expect(key) }
@@ -486,6 +491,33 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
     assert_eq!(names, [BATCH_FUNCTION, REDUCER], "{invocations:?}");
     assert_eq!(invocations[0].1["BatchInput"], json!({ "Bucket": bucket }));
     assert_eq!(invocations[0].1["Items"].as_array().unwrap().len(), 10);
+
+    // A job of the dynamodb_scan reader over the listed table: the coordinator describes it and scans it,
+    // on a grant of exactly those two actions on that table, in the stack's region.
+    let scanned = json!({
+        "job_id": "scanned",
+        "item_reader": { "kind": "dynamodb_scan", "table": table, "segments": 2 },
+        "processor": { "kind": "count" },
+        "result_writer": { "bucket": bucket, "prefix": "results/" }
+    });
+    run_job(scanned).await;
+    let manifest: Value =
+        serde_json::from_slice(&read("results/scanned/manifest.json").await).unwrap();
+    assert_eq!(manifest["items"]["succeeded"], 50, "{manifest}");
+    let statement = stack
+        .role_statements("CoordinatorRole")
+        .unwrap()
+        .into_iter()
+        .find(|s| s["Sid"] == "ScanInputTables")
+        .expect("the coordinator may scan the listed table");
+    assert_eq!(
+        statement["Resource"],
+        json!([format!("arn:aws:dynamodb:*:*:table/{table}")])
+    );
+    assert_eq!(
+        statement["Condition"],
+        json!({ "StringEquals": { "aws:RequestedRegion": options.region } })
+    );
 
     // The invocations' grant: the two listed functions and any version or alias of each, nothing broader, to
     // the worker and the finalizer; the coordinator invokes nothing and may not.

@@ -4,6 +4,8 @@
 //! Pure and deterministic: the same items from the same starting point always give the same batches, which is
 //! what lets a resumed coordinator re-send exactly the batches it may have lost.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::message::BatchMessage;
@@ -84,6 +86,10 @@ pub enum Position {
     Text(String),
     /// A record boundary in an object: `<offset>:<line>:<index>`.
     Record { offset: u64, line: u64, index: u64 },
+    /// A place in a round of reads that a resumed reader reads again whole (a table scan's, whose pages
+    /// cannot be resumed one by one): the round's start, shared by all its items, and how many of its items
+    /// come before the place. `<taken>@<start>`.
+    Round { start: Arc<str>, taken: u64 },
 }
 
 impl Default for Position {
@@ -102,6 +108,7 @@ impl Position {
                 line,
                 index,
             } => format!("{offset}:{line}:{index}"),
+            Self::Round { start, taken } => format!("{taken}@{start}"),
         }
     }
 

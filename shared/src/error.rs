@@ -16,6 +16,9 @@ pub enum PipelineError {
     Jobs(#[from] JobStoreError),
     #[error(transparent)]
     Merge(#[from] MergeError),
+    /// A user's table could not be read (the `dynamodb_scan` reader).
+    #[error(transparent)]
+    Table(#[from] crate::ports::TableError),
     /// The job cannot start as asked (missing bucket, results already present, id reused…).
     #[error("{0}")]
     Refused(String),
@@ -46,6 +49,7 @@ impl PipelineError {
             Self::Queue(e) => e.is_transient(),
             Self::Jobs(e) => e.is_transient(),
             Self::Function { error, .. } => error.is_transient(),
+            Self::Table(e) => matches!(e, crate::ports::TableError::Unavailable(_)),
             Self::NotReady { .. } | Self::Task(_) => true,
             _ => false,
         }

@@ -12,8 +12,8 @@
 //! - [`ports`]: object store, batch queue, job store, as small domain-shaped traits; [`error`]: the pipeline's
 //!   error over them.
 //! - Backends, each with its composition root: [`embedded`] ([`Deps::embedded`]) and [`aws`] ([`Deps::aws`]).
-//! - [`reader`]: the item readers (a listing, an object's rows, an inventory report, inline items), read page by
-//!   page from a position.
+//! - [`reader`]: the item readers (a listing, an object's rows, an inventory report, a table, inline items),
+//!   read page by page from a position.
 //! - The pipeline's steps, the same code in Lambda and in one process: [`coordinator`], [`worker`],
 //!   [`completion`], [`dead_letter`], [`finalizer`]; [`function`] (users' Lambda functions, for the `lambda`
 //!   processor) and [`map_results`] (Distributed Map's ResultWriter layout) beside them.
@@ -49,7 +49,7 @@ pub mod worker;
 use std::sync::Arc;
 
 pub use error::PipelineError;
-use ports::{BatchQueue, FunctionInvoker, JobStore, ObjectStore};
+use ports::{BatchQueue, FunctionInvoker, JobStore, ObjectStore, TableReader};
 
 /// What the pipeline's steps run against. Built once per process, by one constructor per backend:
 /// [`Deps::embedded`] (in [`embedded`]) and [`Deps::aws`] (in [`aws`]); borrowed by every handler.
@@ -65,4 +65,7 @@ pub struct Deps {
     /// Where users' Lambda functions are invoked (the `lambda` processor's batch function and reducer): Lambda's
     /// Invoke API on AWS; on the embedded backends, whatever Invoke API the caller points it at, or none.
     pub functions: Option<Arc<dyn FunctionInvoker>>,
+    /// Where users' DynamoDB tables are read (the `dynamodb_scan` reader): DynamoDB's API on AWS or an
+    /// emulator; none on the embedded backends.
+    pub tables: Option<Arc<dyn TableReader>>,
 }

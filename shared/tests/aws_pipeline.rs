@@ -267,15 +267,7 @@ async fn rows_of_an_object_through_moto_equal_the_embedded_run_and_resume_by_ran
     // On moto, the listing pauses after each page, as a Lambda coordinator out of time does: every hop opens
     // the object with a Range from the byte after the last row sent, and reads its header again.
     let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
-    let mut record = start_or_resume(&deps, job.clone(), Rerun::Resume)
-        .await
-        .unwrap();
-    let mut hops = 0;
-    while record.listing.is_none() {
-        run_listing(&deps, &record, &|| false).await.unwrap();
-        record = deps.jobs.get_job("rows-moto").await.unwrap().unwrap();
-        hops += 1;
-    }
+    let hops = common::list_in_hops(&deps, &job).await;
     assert_eq!(hops, 3, "2,500 rows and their ragged ones: three pages");
     let through_moto = runner::run(&deps, job, &aws_config(None), &|_| {})
         .await

@@ -58,6 +58,7 @@ fn setup(keys: impl IntoIterator<Item = String>) -> Setup {
         results_prefix: "results/".into(),
         processor_functions: Vec::new(),
         function_arn_prefix: None,
+        allowed_tables: Vec::new(),
     };
     Setup {
         _dir: dir,

@@ -64,6 +64,7 @@ async fn coordinator(
         results_prefix: String::new(), // anywhere: these tests write under results/ and out/
         processor_functions: Vec::new(),
         function_arn_prefix: None,
+        allowed_tables: Vec::new(),
     };
     (coordinator, continuation)
 }
@@ -285,6 +286,7 @@ async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anythin
         results_prefix: String::new(),
         processor_functions: Vec::new(),
         function_arn_prefix: None,
+        allowed_tables: Vec::new(),
     };
     let err = coordinator
         .handle(event("direct-invoke.json"), &|| true)
@@ -329,6 +331,36 @@ async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anythin
         .unwrap_err()
         .to_string();
     assert!(err.contains("item_batcher.max_items_per_batch"), "{err}");
+
+    // A table is read only when the stack's InputTables lists it.
+    let mut scan = event("direct-invoke.json");
+    scan["item_reader"] = json!({"kind": "dynamodb_scan", "table": "orders", "segments": 4});
+    scan["processor"] = json!({"kind": "count"});
+    let err = coordinator
+        .handle(scan.clone(), &|| true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("item_reader.table")
+            && err.contains("\"orders\"")
+            && err.contains("InputTables"),
+        "{err}"
+    );
+    let reads_users = Coordinator {
+        allowed_tables: vec!["users".into()],
+        ..coordinator
+    };
+    let err = reads_users
+        .handle(scan, &|| true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("DMAP_ALLOWED_TABLES: users"), "{err}");
+    let coordinator = Coordinator {
+        allowed_tables: Vec::new(),
+        ..reads_users
+    };
 
     // The lambda processor: only the functions of ProcessorFunctions, by field, names resolved in the stack's
     // region and account (any version or alias of a listed function is fine).

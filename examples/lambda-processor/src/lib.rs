@@ -33,6 +33,12 @@
 //!
 //! The pure parts ([`monthly_high_of`], [`reduce`], the event and file shapes) need no AWS and are unit
 //! tested here; the binaries in `src/bin` only add S3 reads and `lambda_runtime`.
+//!
+//! A third function, `table-migration` ([`migration`]), is the pattern for migrating a DynamoDB table with a
+//! `dynamodb_scan` job: it writes each item back with a derived attribute, under a condition that makes a
+//! second write of the same item change nothing.
+
+pub mod migration;
 
 use aws_config::BehaviorVersion;
 use dmap_core::processor::{
@@ -59,6 +65,9 @@ pub enum FunctionError {
     /// S3 refused or failed a read (`NoSuchKey`, `AccessDenied`, a throttle): the message names the object.
     #[error("{0}")]
     S3Error(String),
+    /// DynamoDB refused or failed a write (the migration's): the message names the table.
+    #[error("{0}")]
+    DynamoDbError(String),
     /// The reducer's input is not a Distributed Map result (a manifest or result file of another shape, an
     /// output that is not this batch function's response).
     #[error("{0}")]
@@ -72,6 +81,7 @@ impl FunctionError {
             Self::InvalidInput(_) => "InvalidInput",
             Self::InvalidObject(_) => "InvalidObject",
             Self::S3Error(_) => "S3Error",
+            Self::DynamoDbError(_) => "DynamoDbError",
             Self::InvalidResult(_) => "InvalidResult",
         }
     }

@@ -1,15 +1,19 @@
-//! AWS adapters for the three ports: S3 ([`S3Store`]), SQS ([`SqsQueue`]) and DynamoDB ([`DynamoJobStore`]),
-//! on the AWS SDK for Rust. Endpoints follow the SDK's standard configuration, so `AWS_ENDPOINT_URL` (or the
-//! per-service `AWS_ENDPOINT_URL_S3`, `_SQS`, `_DYNAMODB`) points them at an emulator with no code change.
+//! AWS adapters for the ports: S3 ([`S3Store`]), SQS ([`SqsQueue`]) and DynamoDB ([`DynamoJobStore`]) for the
+//! three stores, Lambda ([`LambdaInvoker`]) for users' functions and DynamoDB again ([`DynamoTableReader`]) for
+//! users' tables, on the AWS SDK for Rust. Endpoints follow the SDK's standard configuration, so
+//! `AWS_ENDPOINT_URL` (or the per-service `AWS_ENDPOINT_URL_S3`, `_SQS`, `_DYNAMODB`) points them at an
+//! emulator with no code change.
 //! Throttling and 5xx errors are retried by the SDK's standard retry strategy; what reaches the adapters is
 //! mapped to the ports' typed errors.
 
+pub mod dynamo_json;
 mod dynamodb;
 mod lambda;
 pub mod resources;
 mod s3;
 mod sqs;
 mod stats;
+mod tables;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::error::ProvideErrorMetadata;
@@ -20,6 +24,7 @@ pub use lambda::LambdaInvoker;
 pub use s3::S3Store;
 pub use sqs::SqsQueue;
 pub use stats::RequestCounter;
+pub use tables::DynamoTableReader;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,6 +177,7 @@ impl Deps {
                 resources.ttl,
             )),
             functions: Some(Arc::new(LambdaInvoker::new(clients.lambda.clone()))),
+            tables: Some(Arc::new(DynamoTableReader::new(clients.dynamodb.clone()))),
         }
     }
 }

@@ -43,6 +43,7 @@ impl Deps {
             finalize_queue: EmbeddedQueue::new(QueueConfig::new("finalize", visibility)),
             jobs: Arc::new(MemoryJobStore::new()),
             functions: None,
+            tables: None,
         }
     }
 }

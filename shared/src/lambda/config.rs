@@ -20,6 +20,7 @@ pub const COORDINATOR_VARS: &[&str] = &[
     "DMAP_RESULTS_PREFIX",
     "DMAP_PROCESSOR_FUNCTIONS",
     "DMAP_FUNCTION_ARN_PREFIX",
+    "DMAP_ALLOWED_TABLES",
 ];
 /// Read by the worker besides [`COMMON_VARS`].
 pub const WORKER_VARS: &[&str] = &["DMAP_ITEM_CONCURRENCY"];
@@ -130,6 +131,9 @@ pub struct CoordinatorConfig {
     /// `arn:<partition>:lambda:<region>:<account>:function:`, the stack's own: what a function named without
     /// an ARN resolves against.
     pub function_arn_prefix: Option<String>,
+    /// DynamoDB tables a `dynamodb_scan` job may read (the stack's `InputTables`); a spec naming another table
+    /// is refused.
+    pub allowed_tables: Vec<String>,
 }
 
 impl CoordinatorConfig {
@@ -159,6 +163,11 @@ impl CoordinatorConfig {
                 .transpose()?
                 .unwrap_or_default(),
             function_arn_prefix: env.optional("DMAP_FUNCTION_ARN_PREFIX"),
+            allowed_tables: env
+                .optional("DMAP_ALLOWED_TABLES")
+                .map(|_| list("DMAP_ALLOWED_TABLES"))
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 }

@@ -94,6 +94,8 @@ pub struct Coordinator {
     pub processor_functions: Vec<String>,
     /// What a function named without an ARN resolves against: the stack's partition, region and account.
     pub function_arn_prefix: Option<String>,
+    /// Tables a `dynamodb_scan` job may read.
+    pub allowed_tables: Vec<String>,
 }
 
 pub use crate::ports::decode_s3_key;
@@ -133,6 +135,7 @@ impl Coordinator {
                 &config.continuation_queue_url,
             )),
             allowed_buckets: config.allowed_buckets,
+            allowed_tables: config.allowed_tables,
             result_buckets: config.result_buckets,
             jobs_prefix: config.jobs_prefix,
             results_prefix: config.results_prefix,
@@ -348,6 +351,19 @@ impl Coordinator {
                 "DMAP_ALLOWED_BUCKETS",
                 list,
             ));
+        }
+        if let ItemReader::DynamodbScan(reader) = &spec.item_reader
+            && !self.allowed_tables.contains(&reader.table)
+        {
+            let list = if self.allowed_tables.is_empty() {
+                "none: list them in the stack's InputTables parameter".to_owned()
+            } else {
+                self.allowed_tables.join(", ")
+            };
+            return Err(PipelineError::Refused(format!(
+                "item_reader.table: table \"{}\" is not one this deployment may read (DMAP_ALLOWED_TABLES: {list})",
+                reader.table
+            )));
         }
         let writer = &spec.result_writer;
         if !self.result_buckets.contains(&writer.bucket) {

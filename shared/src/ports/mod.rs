@@ -1,12 +1,14 @@
 //! Ports: the capabilities the pipeline needs from the outside world, as small domain-shaped traits. The
 //! three stores each have an embedded implementation ([`crate::embedded`]) and an AWS one; one conformance
 //! suite (`shared/tests/conformance`) holds them all to the same contract. The fourth, [`FunctionInvoker`],
-//! invokes users' Lambda functions; its one adapter speaks Lambda's Invoke API, to AWS or to a local one.
+//! invokes users' Lambda functions; its one adapter speaks Lambda's Invoke API, to AWS or to a local one. The
+//! fifth, [`TableReader`], scans users' DynamoDB tables; its one adapter is DynamoDB's API.
 
 pub mod functions;
 pub mod job_store;
 pub mod object_store;
 pub mod queue;
+pub mod tables;
 
 pub use functions::{FunctionInvoker, InvokeError};
 pub use job_store::{
@@ -21,3 +23,4 @@ pub use queue::{
     BatchQueue, OutgoingMessage, QueueDepth, QueueError, ReceivedMessage, SendFailure,
     send_all_with_retry,
 };
+pub use tables::{ScanPage, ScanRequest, TableError, TableInfo, TableItem, TableReader};

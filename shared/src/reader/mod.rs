@@ -6,6 +6,8 @@
 //! - [`inventory`]: the objects an S3 Inventory report lists; a position is a data file and a row in it.
 //! - [`object`]: the rows of a CSV, the lines of a JSON Lines object, the elements of a JSON array, read as
 //!   a stream ([`records`]); a position is a record boundary's byte offset.
+//! - [`scan`]: the items of a DynamoDB table, read by a parallel Scan in rounds; a position is a round's start
+//!   and how many of its items came before.
 //! - `inline` (below): the spec's own items; a position is an index.
 //!
 //! A position is a string, stored as the job's checkpoint: reading from the position after an item yields
@@ -14,6 +16,7 @@
 pub mod inventory;
 pub mod object;
 pub mod records;
+pub mod scan;
 
 use async_trait::async_trait;
 use serde_json::value::RawValue;
@@ -63,18 +66,16 @@ pub async fn open<'a>(
         ItemReader::S3Inventory(reader) => {
             Box::new(inventory::InventorySource::open(deps, job, reader, after).await?)
         }
-        ItemReader::Inline(reader) => Box::new(InlineSource::new(reader, after)?),
-        other => {
-            return Err(PipelineError::Refused(format!(
-                "item_reader.kind: \"{}\" is not read by this version",
-                other.kind()
-            )));
+        ItemReader::DynamodbScan(reader) => {
+            Box::new(scan::ScanSource::open(deps, job, reader, after).await?)
         }
+        ItemReader::Inline(reader) => Box::new(InlineSource::new(reader, after)?),
     })
 }
 
 /// Checks, before anything is written, that the reader's input is there and readable as asked: the bucket
-/// (`s3_list`), the object and its format (`s3_object`). Each refusal names the field and the value.
+/// (`s3_list`), the object and its format (`s3_object`), the report (`s3_inventory`), the table
+/// (`dynamodb_scan`). Each refusal names the field and the value.
 pub async fn preflight(deps: &Deps, job: &Job) -> Result<(), PipelineError> {
     match &job.spec.item_reader {
         ItemReader::S3List(reader) => match deps
@@ -89,11 +90,8 @@ pub async fn preflight(deps: &Deps, job: &Job) -> Result<(), PipelineError> {
         },
         ItemReader::S3Object(reader) => object::preflight(deps, job, reader).await,
         ItemReader::S3Inventory(reader) => inventory::read_manifest(deps, reader).await.map(drop),
+        ItemReader::DynamodbScan(reader) => scan::preflight(deps, reader).await,
         ItemReader::Inline(_) => Ok(()),
-        other => Err(PipelineError::Refused(format!(
-            "item_reader.kind: \"{}\" is not read by this version",
-            other.kind()
-        ))),
     }
 }
 

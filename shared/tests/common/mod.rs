@@ -335,3 +335,19 @@ pub fn fast_config() -> RunnerConfig {
         ..RunnerConfig::default()
     }
 }
+
+/// Starts (or resumes) the job and lists it one page per hop, as a Lambda coordinator out of time after every
+/// page does, until the listing is complete; the hops it took.
+pub async fn list_in_hops(deps: &Deps, job: &dmap_core::spec::Job) -> u32 {
+    use dmap_core::coordinator::{Rerun, run_listing, start_or_resume};
+    let mut record = start_or_resume(deps, job.clone(), Rerun::Resume)
+        .await
+        .unwrap();
+    let mut hops = 0;
+    while record.listing.is_none() {
+        run_listing(deps, &record, &|| false).await.unwrap();
+        record = deps.jobs.get_job(&job.job_id).await.unwrap().unwrap();
+        hops += 1;
+    }
+    hops
+}

@@ -131,6 +131,88 @@ pub async fn bucket(clients: &AwsClients, prefix: &str) -> String {
     name
 }
 
+/// A table of `items` items, created under a unique name, which it returns: the key is `pk` (a string,
+/// `p00` to `p96`) and `sk` (the number `i`), and each item has `n` (the number `i`), `name` (`item <i>`), `tags`
+/// (a string set) and `blob` (binary), so that every reader of it meets a composite key and several types.
+pub async fn table(clients: &AwsClients, prefix: &str, items: usize) -> String {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
+        ScalarAttributeType, WriteRequest,
+    };
+    let name = unique(prefix);
+    let attribute = |name: &str, kind| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    clients
+        .dynamodb
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("pk", ScalarAttributeType::S))
+        .attribute_definitions(attribute("sk", ScalarAttributeType::N))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .send()
+        .await
+        .expect("create table");
+    let item = |i: usize| {
+        let put = PutRequest::builder()
+            .item("pk", AttributeValue::S(format!("p{:02}", i % 97)))
+            .item("sk", AttributeValue::N(i.to_string()))
+            .item("n", AttributeValue::N(i.to_string()))
+            .item("name", AttributeValue::S(format!("item {i}")))
+            .item(
+                "tags",
+                AttributeValue::Ss(vec!["all".into(), format!("mod3-{}", i % 3)]),
+            )
+            .item(
+                "blob",
+                AttributeValue::B(vec![(i % 256) as u8, 0xff].into()),
+            )
+            .build()
+            .unwrap();
+        WriteRequest::builder().put_request(put).build()
+    };
+    let writes: Vec<_> = (0..items)
+        .collect::<Vec<_>>()
+        .chunks(25)
+        .map(|chunk| {
+            let (client, name) = (clients.dynamodb.clone(), name.clone());
+            let requests: Vec<_> = chunk.iter().map(|&i| item(i)).collect();
+            async move {
+                let out = client
+                    .batch_write_item()
+                    .request_items(name, requests)
+                    .send()
+                    .await
+                    .expect("batch write");
+                assert!(
+                    out.unprocessed_items().is_none_or(|u| u.is_empty()),
+                    "moto left items unwritten"
+                );
+            }
+        })
+        .collect();
+    // A few writes at a time: moto answers one request at a time anyway.
+    use futures::StreamExt;
+    futures::stream::iter(writes)
+        .buffer_unordered(4)
+        .collect::<Vec<()>>()
+        .await;
+    name
+}
+
 /// A fresh stack on the emulator, created from the bundled `template.yaml` under a unique name, with the work
 /// queue, its dead-letter queue and the finalize queue hiding messages for `visibility_secs` instead of the
 /// template's timeouts.

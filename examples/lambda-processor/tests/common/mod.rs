@@ -3,6 +3,9 @@
 //! Step Functions or dmap would call them: through the AWS SDK's Lambda client, over HTTP, each binary running
 //! its real `lambda_runtime` loop.
 
+// Each test binary uses part of this module.
+#![allow(dead_code)]
+
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,5 +1,6 @@
-//! The whole pipeline through the AWS adapters against moto: the same outputs as the embedded backends, and
-//! duplicates delivered by real SQS counted once.
+//! The whole pipeline through the AWS adapters against moto: the same outputs as the embedded backends (a
+//! listing, an object's rows, an inventory report, inline items), and duplicates delivered by real SQS counted
+//! once.
 
 mod common;
 
@@ -277,4 +278,66 @@ async fn rows_of_an_object_through_moto_equal_the_embedded_run_and_resume_by_ran
         moto_outputs(&deps, &through_moto).await,
         env.outputs(&embedded)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inventory_report_and_inline_items_through_moto_equal_the_embedded_run() {
+    let clients = emulator::clients().await;
+    let deps = emulator::aws_deps(&clients, 2).await;
+    fresh_bucket(&clients).await;
+    let env = Env::new(&fast_config());
+    // 300 objects with keys Inventory form-encodes, 10 of them delete markers, in a report of 3 data files.
+    let mut entries = Vec::new();
+    for i in 0..300u64 {
+        let key = format!("inv/{}/obj {i}+ü%.txt", i % 5);
+        let marker = i % 30 == 7;
+        if !marker {
+            let body = "line\n".repeat(i as usize % 9);
+            env.write(&key, &body);
+            deps.objects
+                .put(BUCKET, &key, body.into_bytes())
+                .await
+                .unwrap();
+        }
+        entries.push((key, i % 9 * 5, 1_767_225_600_000 + i as i64, marker));
+    }
+    let (manifest, files) =
+        dmap_core::reader::inventory::write_report(BUCKET, BUCKET, "report/", &entries, 3);
+    for (key, body) in files
+        .into_iter()
+        .chain([("report/manifest.json".into(), manifest)])
+    {
+        env.write(&key, &body);
+        deps.objects.put(BUCKET, &key, body).await.unwrap();
+    }
+    let inventory = serde_json::json!({
+        "job_id": "inventory-moto",
+        "item_reader": { "kind": "s3_inventory", "bucket": BUCKET, "manifest_key": "report/manifest.json" },
+        "item_batcher": { "max_items_per_batch": 25 },
+        "processor": { "kind": "count" },
+        "result_writer": { "bucket": BUCKET, "prefix": "results/" }
+    });
+    let items: Vec<serde_json::Value> = (0..120)
+        .map(|i| serde_json::json!({ "station": format!("S{}", i % 4), "reading": i as f64 / 4.0 }))
+        .collect();
+    let inline = serde_json::json!({
+        "job_id": "inline-moto",
+        "item_reader": { "kind": "inline", "items": items },
+        "item_batcher": { "max_items_per_batch": 25 },
+        "processor": { "kind": "csv_aggregate", "group_by": "station", "columns": ["reading"] },
+        "result_writer": { "bucket": BUCKET, "prefix": "results/" }
+    });
+    for (spec, total) in [(inventory, 290), (inline, 120)] {
+        let embedded = env.run(&spec, &fast_config()).await;
+        assert_eq!(embedded.manifest.items.succeeded, total, "{spec}");
+        let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
+        let through_moto = runner::run(&deps, job, &aws_config(None), &|_| {})
+            .await
+            .expect("moto run");
+        assert_eq!(through_moto.manifest, embedded.manifest);
+        assert_eq!(
+            moto_outputs(&deps, &through_moto).await,
+            env.outputs(&embedded)
+        );
+    }
 }

@@ -399,7 +399,8 @@ async fn an_inventory_report_yields_exactly_the_objects_it_lists_filters_include
     assert_eq!(filtered.manifest.items.total, selected);
     assert_eq!(result_of(&env, &filtered)["objects"], selected);
 
-    // A report in another format, and one that is not there, are refused naming the field.
+    // A report in another format, one that is not a manifest, and one that is not there, are refused naming
+    // the field.
     let orc = String::from_utf8(manifest)
         .unwrap()
         .replace("\"CSV\"", "\"Parquet\"");
@@ -413,6 +414,18 @@ async fn an_inventory_report_yields_exactly_the_objects_it_lists_filters_include
         .to_string();
     assert!(
         err.contains("item_reader.manifest_key") && err.contains("\"Parquet\""),
+        "{err}"
+    );
+    env.write("inventory/garbled/manifest.json", "{\"sourceBucket\": ");
+    let mut garbled = spec("garbled", json!({}));
+    garbled["item_reader"]["manifest_key"] = json!("inventory/garbled/manifest.json");
+    let err = env
+        .try_run(&garbled, &config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("item_reader.manifest_key") && err.contains("not an S3 Inventory manifest"),
         "{err}"
     );
     let mut missing = spec("missing", json!({}));

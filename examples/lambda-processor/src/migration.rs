@@ -9,7 +9,12 @@
 //! - a batch delivered twice, a retried invocation, or the whole job run again rewrites nothing: the second
 //!   write of an item fails its condition and the item counts as `unchanged`;
 //! - an item deleted since the scan read it is not brought back;
+//! - an item whose `name` changed since the scan read it is not given a stale `name_upper`: it stays at its
+//!   version, for the next run to migrate from its new name;
 //! - a write never overwrites what another writer changed in the attributes it does not set.
+//!
+//! Keys reach the function as plain JSON, in which binary (`B`) is a base64 string: this example writes back
+//! string and number keys; a table keyed by binary needs them decoded first.
 //!
 //! The job (see the README's "Migrate a DynamoDB table"):
 //!
@@ -67,15 +72,16 @@ pub struct MigrationInput {
 pub struct MigrationResponse {
     /// Items written at the new version.
     pub migrated: u64,
-    /// Items already at it (or gone, or without a `name` to derive from): nothing written.
+    /// Items already at it (or gone, renamed since the scan, or without a `name` to derive from): nothing
+    /// written.
     pub unchanged: u64,
 }
 
-/// One item's write: its key, and the attributes to set (`None`: nothing to derive).
+/// One item's write: its key, and the name read and its derived attribute (`None`: nothing to derive).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Migration {
     pub key: HashMap<String, AttributeValue>,
-    pub name_upper: Option<String>,
+    pub name: Option<(String, String)>,
 }
 
 /// The migration of one item, pure: its key (every attribute of `key_names`, or an error naming the one
@@ -92,11 +98,11 @@ pub fn migrate(item_json: &str, key_names: &[String]) -> Result<Migration, Funct
             ))),
         })
         .collect::<Result<_, _>>()?;
-    let name_upper = match item.get("name") {
-        Some(AttributeValue::S(name)) => Some(name.to_uppercase()),
+    let name = match item.get("name") {
+        Some(AttributeValue::S(name)) => Some((name.clone(), name.to_uppercase())),
         _ => None,
     };
-    Ok(Migration { key, name_upper })
+    Ok(Migration { key, name })
 }
 
 /// The batch function: migrates the batch's items, a few writes at a time.
@@ -139,7 +145,7 @@ async fn write(
     input: &MigrationInput,
     migration: Migration,
 ) -> Result<bool, FunctionError> {
-    let Some(name_upper) = migration.name_upper else {
+    let Some((name, name_upper)) = migration.name else {
         return Ok(false);
     };
     let written = dynamodb
@@ -148,9 +154,12 @@ async fn write(
         .set_key(Some(migration.key))
         .update_expression("SET #upper = :upper, #version = :version")
         .condition_expression(
-            "attribute_exists(#key) AND (attribute_not_exists(#version) OR #version < :version)",
+            "attribute_exists(#key) AND (attribute_not_exists(#version) OR #version < :version) \
+             AND #name = :name",
         )
         .expression_attribute_names("#key", &input.key[0])
+        .expression_attribute_names("#name", "name")
+        .expression_attribute_values(":name", AttributeValue::S(name))
         .expression_attribute_names("#upper", "name_upper")
         .expression_attribute_names("#version", "schema_version")
         .expression_attribute_values(":upper", AttributeValue::S(name_upper))
@@ -197,9 +206,12 @@ mod tests {
             "every digit"
         );
         assert_eq!(m.key.len(), 2);
-        assert_eq!(m.name_upper.as_deref(), Some("ÉLAN VITAL"));
+        assert_eq!(
+            m.name,
+            Some(("élan vital".to_owned(), "ÉLAN VITAL".to_owned()))
+        );
         let nameless = migrate(r#"{"pk":"p01","sk":1,"name":7}"#, &key()).unwrap();
-        assert_eq!(nameless.name_upper, None);
+        assert_eq!(nameless.name, None);
     }
 
     #[test]

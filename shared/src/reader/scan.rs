@@ -3,8 +3,11 @@
 //! (`orders#{"pk":"a","sk":3}`).
 //!
 //! The scan goes in rounds. A round reads the next few items of each segment in the window (up to [`WINDOW`]
-//! unfinished segments, read at once), as many as [`ROUND_BATCHES`] full batches hold (at most
-//! [`ROUND_ITEMS`]) shared among the window, and yields them segment by segment. A segment
+//! unfinished segments, read at once), and yields them segment by segment: as many items as [`ROUND_BATCHES`]
+//! full batches hold, at most [`ROUND_ITEMS`], and with `max_read_units_per_second` no more than about a
+//! minute of that capacity holds ([`THROTTLED_ROUND_SECONDS`]), shared among the window. A round is what the
+//! coordinator reads between two chances to hand over, so it must fit well inside a Lambda invocation, and
+//! what it holds in memory (twice: one round is sent while the next is read). A segment
 //! that ends leaves the window, and the next segment not yet started takes its place in the next round, so a
 //! table of 1,000 segments is read 16 at a time with a checkpoint that holds at most 16 keys.
 //!
@@ -14,6 +17,10 @@
 //! depends only on which items there are. So a position is a round's start (the window's segments and the key
 //! each resumes after) and how many of the round's items come before it; resuming reads that round again and
 //! skips them.
+//!
+//! This holds while the table's set of keys stays what it was when the round was first read: an item inserted
+//! or deleted in a round being re-read shifts the counted items by one, as an object created or deleted
+//! shifts a re-read listing. Writes that change items in place, a migration's, change nothing.
 //!
 //! `max_read_units_per_second` spends the user's read capacity at that rate on average: with it set, requests
 //! go one at a time, each sized from the capacity the last ones reported per item and made when the capacity
@@ -37,12 +44,30 @@ use crate::spec::{DynamodbScanReader, Job};
 /// Most segments read at once (and so keys in a checkpoint).
 pub const WINDOW: u32 = 16;
 
-/// Most items a round reads, across its window: bounds the memory a round holds.
-pub const ROUND_ITEMS: u32 = 6400;
+/// Most items a round reads, across its window: bounds the memory a round holds (1,600 items of 4 KB are
+/// 6.4 MB; of DynamoDB's largest, 400 KB, 640 MB).
+pub const ROUND_ITEMS: u32 = 1600;
 
 /// Full batches a round reads (when they hold fewer than [`ROUND_ITEMS`]): a round is a checkpoint, so small
 /// batches make small rounds.
-pub const ROUND_BATCHES: u32 = 64;
+pub const ROUND_BATCHES: u32 = 16;
+
+/// Seconds of a throttled scan's capacity a round may take, at half a unit per item (items of up to 4 KB read
+/// eventually consistent): well inside the coordinator's time before a hand-over.
+pub const THROTTLED_ROUND_SECONDS: u32 = 60;
+
+/// Items one round reads across its window, from the spec alone (so that a resumed read has the same rounds).
+fn round_items(job: &Job, reader: &DynamodbScanReader) -> u32 {
+    let batches = job
+        .spec
+        .item_batcher
+        .max_items_per_batch
+        .saturating_mul(ROUND_BATCHES);
+    let throttled = reader.max_read_units_per_second.map_or(u32::MAX, |rate| {
+        rate.saturating_mul(2 * THROTTLED_ROUND_SECONDS)
+    });
+    batches.min(ROUND_ITEMS).min(throttled)
+}
 
 /// The table port of the job's backend, or the refusal of a backend that has none.
 fn tables(deps: &Deps) -> Result<&dyn TableReader, PipelineError> {
@@ -195,14 +220,7 @@ impl<'a> ScanSource<'a> {
             key,
             round,
             skip,
-            per_segment: (job
-                .spec
-                .item_batcher
-                .max_items_per_batch
-                .saturating_mul(ROUND_BATCHES)
-                .min(ROUND_ITEMS)
-                / reader.segments.min(WINDOW))
-            .max(1),
+            per_segment: (round_items(job, reader) / reader.segments.min(WINDOW)).max(1),
             rate: reader
                 .max_read_units_per_second
                 .map(|r| Mutex::new(ReadRate::new(r))),

@@ -73,6 +73,25 @@ async fn moto_outputs(deps: &dmap_core::Deps, report: &runner::RunReport) -> [Ve
     ]
 }
 
+/// Runs `spec` on moto and checks that its manifest and outputs are the embedded run's, byte for byte.
+async fn assert_moto_run_equals(
+    deps: &dmap_core::Deps,
+    env: &Env,
+    spec: &serde_json::Value,
+    embedded: &runner::RunReport,
+) -> runner::RunReport {
+    let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
+    let through_moto = runner::run(deps, job, &aws_config(None), &|_| {})
+        .await
+        .expect("moto run");
+    assert_eq!(through_moto.manifest, embedded.manifest);
+    assert_eq!(
+        moto_outputs(deps, &through_moto).await,
+        env.outputs(embedded)
+    );
+    through_moto
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_and_moto_give_byte_identical_outputs() {
     let clients = emulator::clients().await;
@@ -85,21 +104,13 @@ async fn embedded_and_moto_give_byte_identical_outputs() {
     spec["tolerated_failure_count"] = serde_json::json!(2);
 
     let embedded = env.run(&spec, &fast_config()).await;
-    let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
-    let through_moto = runner::run(&deps, job, &aws_config(None), &|_| {})
-        .await
-        .expect("moto run");
-    assert_eq!(through_moto.manifest, embedded.manifest);
+    let through_moto = assert_moto_run_equals(&deps, &env, &spec, &embedded).await;
     assert_eq!(
         (
             through_moto.manifest.items.total,
             through_moto.manifest.items.failed
         ),
         (242, 2)
-    );
-    assert_eq!(
-        moto_outputs(&deps, &through_moto).await,
-        env.outputs(&embedded)
     );
 }
 
@@ -270,14 +281,7 @@ async fn rows_of_an_object_through_moto_equal_the_embedded_run_and_resume_by_ran
     let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
     let hops = common::list_in_hops(&deps, &job).await;
     assert_eq!(hops, 3, "2,500 rows and their ragged ones: three pages");
-    let through_moto = runner::run(&deps, job, &aws_config(None), &|_| {})
-        .await
-        .expect("moto run");
-    assert_eq!(through_moto.manifest, embedded.manifest);
-    assert_eq!(
-        moto_outputs(&deps, &through_moto).await,
-        env.outputs(&embedded)
-    );
+    assert_moto_run_equals(&deps, &env, &spec, &embedded).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,14 +334,6 @@ async fn an_inventory_report_and_inline_items_through_moto_equal_the_embedded_ru
     for (spec, total) in [(inventory, 290), (inline, 120)] {
         let embedded = env.run(&spec, &fast_config()).await;
         assert_eq!(embedded.manifest.items.succeeded, total, "{spec}");
-        let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
-        let through_moto = runner::run(&deps, job, &aws_config(None), &|_| {})
-            .await
-            .expect("moto run");
-        assert_eq!(through_moto.manifest, embedded.manifest);
-        assert_eq!(
-            moto_outputs(&deps, &through_moto).await,
-            env.outputs(&embedded)
-        );
+        assert_moto_run_equals(&deps, &env, &spec, &embedded).await;
     }
 }

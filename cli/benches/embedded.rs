@@ -4,33 +4,15 @@
 //!
 //! `DMAP_BENCH_SIZES=10000,50000` sets the object counts (default 10,000, 50,000 and 100,000).
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use common::dmap_run;
 use serde_json::{Value, json};
-
-fn dmap_run(data: &Path, spec: &Value) -> Value {
-    let spec_path = data.join(format!("{}.json", spec["job_id"].as_str().unwrap()));
-    std::fs::write(&spec_path, spec.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_dmap"))
-        .args([
-            "run",
-            spec_path.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--json",
-        ])
-        .output()
-        .expect("dmap runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON summary")
-}
 
 fn generate(data: &Path, prefix: &str, n: usize, per_folder: Option<usize>) {
     for i in 0..n {

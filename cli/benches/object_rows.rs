@@ -4,8 +4,9 @@
 //! run's peak resident memory, which must stay flat in the object's size (the object is streamed, never held).
 //! Asserts only that every row was counted.
 
+mod common;
+
 use std::io::{BufWriter, Write};
-use std::process::Command;
 use std::time::Instant;
 
 use serde_json::json;
@@ -62,20 +63,7 @@ fn main() {
         "processor": { "kind": "csv_aggregate", "group_by": "station", "columns": ["temperature", "rain", "wind"] },
         "result_writer": { "bucket": "bench", "prefix": "results/" }
     });
-    let spec_path = data.join("object-rows.json");
-    std::fs::write(&spec_path, spec.to_string()).unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_dmap"))
-        .args(["run", spec_path.to_str().unwrap(), "--data-dir"])
-        .arg(data)
-        .arg("--json")
-        .output()
-        .expect("dmap runs");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON summary");
+    let summary = common::dmap_run(data, &spec);
     assert_eq!(summary["items"]["total"], rows, "{summary}");
     let seconds = summary["elapsed_seconds"].as_f64().unwrap();
     println!("s3_object csv_aggregate, 1,000 rows a batch, embedded");

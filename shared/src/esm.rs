@@ -81,12 +81,15 @@ impl EventSourceMapping {
             return Ok(Polled::default());
         }
         let failed = target.invoke(&messages).await.map_err(PollError::Invoke)?;
-        for message in messages.iter().filter(|m| !failed.contains(&m.message_id)) {
-            self.queue
-                .delete(&message.receipt_handle)
-                .await
-                .map_err(PollError::Delete)?;
-        }
+        let done: Vec<&str> = messages
+            .iter()
+            .filter(|m| !failed.contains(&m.message_id))
+            .map(|m| m.receipt_handle.as_str())
+            .collect();
+        self.queue
+            .delete_all(&done)
+            .await
+            .map_err(PollError::Delete)?;
         Ok(Polled {
             received: messages.len(),
             failed,

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
-    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
 };
 
 use super::{boxed, error_code, is_throttling};
@@ -24,6 +25,15 @@ pub struct SqsQueue {
     url: String,
 }
 
+/// Codes with which SQS answers a receipt handle that is no longer current (the message deleted, or received
+/// again since).
+const INVALID_RECEIPT_CODES: &[&str] = &[
+    "ReceiptHandleIsInvalid",
+    "InvalidParameterValue",
+    "AWS.SimpleQueueService.MessageNotInflight",
+    "MessageNotInflight",
+];
+
 fn map_error<E, R>(err: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> QueueError
 where
     E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -33,12 +43,7 @@ where
         Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist") => {
             QueueError::NotFound(boxed(err).to_string())
         }
-        Some(
-            "ReceiptHandleIsInvalid"
-            | "InvalidParameterValue"
-            | "AWS.SimpleQueueService.MessageNotInflight"
-            | "MessageNotInflight",
-        ) => QueueError::InvalidReceipt,
+        Some(code) if INVALID_RECEIPT_CODES.contains(&code) => QueueError::InvalidReceipt,
         _ if is_throttling(&err) => QueueError::Throttled,
         _ => QueueError::Other(boxed(err)),
     }
@@ -218,6 +223,46 @@ impl BatchQueue for SqsQueue {
             Ok(_) | Err(QueueError::InvalidReceipt) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn delete_all(&self, receipt_handles: &[&str]) -> Result<(), QueueError> {
+        for chunk in receipt_handles.chunks(MAX_ENTRIES_PER_SEND) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, handle)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(*handle)
+                        .build()
+                        .expect("an id and a receipt handle")
+                })
+                .collect();
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(map_error)?;
+            // A handle already deleted (or received again since) has nothing left to acknowledge, as for
+            // `delete`; any other failed entry fails the call, and the caller's retry deletes the rest.
+            if let Some(failed) = out
+                .failed()
+                .iter()
+                .find(|f| !INVALID_RECEIPT_CODES.contains(&f.code()))
+            {
+                let reason = format!(
+                    "{} message(s) not deleted: {}: {}",
+                    out.failed().len(),
+                    failed.code(),
+                    failed.message().unwrap_or("(no message)")
+                );
+                return Err(QueueError::Other(reason.into()));
+            }
+        }
+        Ok(())
     }
 
     async fn change_visibility(

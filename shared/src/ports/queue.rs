@@ -103,6 +103,16 @@ pub trait BatchQueue: Send + Sync {
     /// Acknowledges a delivery. Deleting an already-deleted message is not an error.
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError>;
 
+    /// Acknowledges several deliveries at once, as an event source mapping acknowledges a batch's successes
+    /// (SQS: DeleteMessageBatch, ten handles a request, instead of a request per message). As for
+    /// [`BatchQueue::delete`], a handle whose message is already deleted is not an error.
+    async fn delete_all(&self, receipt_handles: &[&str]) -> Result<(), QueueError> {
+        for handle in receipt_handles {
+            self.delete(handle).await?;
+        }
+        Ok(())
+    }
+
     /// Hides a received message for `timeout` from now (zero makes it visible again). Errors: `InvalidReceipt`
     /// when the delivery is no longer current.
     async fn change_visibility(

@@ -42,6 +42,11 @@ macro_rules! conformance_suite {
         }
 
         #[tokio::test]
+        async fn queue_deletes_many_at_once() {
+            conformance::queue_deletes_many_at_once(&queues().await).await;
+        }
+
+        #[tokio::test]
         async fn queue_redelivers_after_the_visibility_timeout() {
             conformance::queue_redelivers_after_the_visibility_timeout(&queues().await).await;
         }
@@ -355,6 +360,19 @@ fn message(id: &str, body: &str) -> OutgoingMessage {
 
 const WAIT: Duration = Duration::from_secs(2);
 
+/// Nothing comes back (the messages were deleted, not just hidden) and the queue counts nothing.
+async fn assert_stays_empty(q: &dyn BatchQueue) {
+    assert!(
+        q.receive(10, Duration::from_millis(1200))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "deleted messages stay deleted"
+    );
+    let depth = q.depth().await.expect("depth");
+    assert!(depth.is_empty(), "{depth:?}");
+}
+
 pub async fn queue_delivers_and_deletes(pair: &QueuePair) {
     let q = pair.queue.as_ref();
     let batch: Vec<OutgoingMessage> = (0..25)
@@ -380,15 +398,29 @@ pub async fn queue_delivers_and_deletes(pair: &QueuePair) {
         }
     }
     assert_eq!(bodies.len(), 25);
-    assert!(
-        q.receive(10, Duration::from_millis(1200))
-            .await
-            .expect("receive")
-            .is_empty(),
-        "deleted messages stay deleted"
-    );
-    let depth = q.depth().await.expect("depth");
-    assert!(depth.is_empty(), "{depth:?}");
+    assert_stays_empty(q).await;
+}
+
+/// `delete_all` acknowledges more handles than one request takes, and handles already deleted are not errors.
+pub async fn queue_deletes_many_at_once(pair: &QueuePair) {
+    let q = pair.queue.as_ref();
+    let batch: Vec<OutgoingMessage> = (0..15)
+        .map(|i| message(&format!("m{i}"), &format!("body {i}")))
+        .collect();
+    assert!(q.send_batch(&batch).await.expect("send").is_empty());
+    let mut handles = Vec::new();
+    while handles.len() < 15 {
+        let got = q.receive(10, WAIT).await.expect("receive");
+        assert!(!got.is_empty(), "all 15 messages arrive");
+        handles.extend(got.into_iter().map(|m| m.receipt_handle));
+    }
+    let handles: Vec<&str> = handles.iter().map(String::as_str).collect();
+    q.delete_all(&handles).await.expect("delete all");
+    q.delete_all(&handles[..3])
+        .await
+        .expect("deleting twice is not an error");
+    q.delete_all(&[]).await.expect("nothing to delete");
+    assert_stays_empty(q).await;
 }
 
 pub async fn queue_redelivers_after_the_visibility_timeout(pair: &QueuePair) {

@@ -5,11 +5,11 @@
 //! The scan goes in rounds. A round reads the next few items of each segment in the window (up to [`WINDOW`]
 //! unfinished segments, read at once), and yields them segment by segment: as many items as [`ROUND_BATCHES`]
 //! full batches hold, at most [`ROUND_ITEMS`], and with `max_read_units_per_second` no more than about a
-//! minute of that capacity holds ([`THROTTLED_ROUND_SECONDS`]), shared among the window. A round is what the
-//! coordinator reads between two chances to hand over, so it must fit well inside a Lambda invocation, and
-//! what it holds in memory (twice: one round is sent while the next is read). A segment
-//! that ends leaves the window, and the next segment not yet started takes its place in the next round, so a
-//! table of 1,000 segments is read 16 at a time with a checkpoint that holds at most 16 keys.
+//! minute of that capacity reads ([`THROTTLED_ROUND_SECONDS`]), shared among the window. A round is what the
+//! coordinator reads between two chances to hand over, so its reading must fit well inside a Lambda
+//! invocation, and its items in memory twice (one round is sent while the next is read). A segment that ends
+//! leaves the window, and the next segment not yet started takes its place in the next round, so a table of
+//! 1,000 segments is read 16 at a time with a checkpoint that holds at most 16 keys.
 //!
 //! Why rounds of a fixed number of items, not of Scan pages: a resumed read must cut the same batches as the
 //! first (a batch's sequence number is how duplicates are recognised), and a page's size depends on the items'

@@ -143,8 +143,10 @@ pub async fn run_job_aws(
     let (visibility_timeout, max_receives) = work.visibility_and_max_receives().await?;
     let mut config = runner_config(pool, visibility_timeout, max_receives.unwrap_or(u32::MAX));
     config.receive_wait = SQS_RECEIVE_WAIT;
-    // Progress reads cost read units (the job and every counter shard): once a second is enough for the bar.
+    // Progress reads cost read units: the job item once a second (status), the counters (a Query per shard)
+    // every tenth.
     config.poll_interval = Duration::from_secs(1);
+    config.count_every = 10;
     let resources = AwsResources {
         table: aws.table.clone(),
         counter_shards: aws.counter_shards,

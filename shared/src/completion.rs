@@ -5,7 +5,10 @@ use crate::Deps;
 use crate::error::PipelineError;
 use crate::message::FinalizeMessage;
 use crate::outcome::{ItemCounts, TerminalStatus};
-use crate::ports::{JobStatus, OutgoingMessage, require_job, send_all_with_retry};
+use crate::ports::{
+    JobRecord, JobStatus, OutgoingMessage, RecordOutcome, Recorded, require_job,
+    send_all_with_retry,
+};
 use crate::spec::JobSpec;
 
 /// What a completion check did.
@@ -69,6 +72,32 @@ pub async fn complete_if_done(
         }
         _ => Ok(Completion::ClaimedElsewhere),
     }
+}
+
+/// The completion check after a batch was recorded. `job` is the job's record as read before the batch was
+/// recorded. When the store counted the batch in a group that still lacks batches, the job cannot be complete
+/// by this record: the recorder of the group's last batch checks (its count comes back with its write, so one
+/// of the group's recorders always sees it full), and the full progress read is spared.
+pub async fn complete_after_record(
+    deps: &Deps,
+    job: &JobRecord,
+    recorded: &Recorded,
+) -> Result<Completion, PipelineError> {
+    let job_id = job.job.job_id.as_str();
+    if let Some(group) = recorded.group {
+        // Listing totals are set once: an earlier read that has them is current. Without them, read again: a
+        // coordinator that records them after this read checks completion itself, and sees this batch.
+        let totals = match job.listing {
+            Some(totals) => Some(totals),
+            None => require_job(deps.jobs.as_ref(), job_id).await?.listing,
+        };
+        match totals {
+            None => return Ok(Completion::NotYet),
+            Some(totals) if !group.is_full(totals.batches) => return Ok(Completion::NotYet),
+            Some(_) => {}
+        }
+    }
+    complete_if_done(deps, job_id, recorded.outcome == RecordOutcome::Duplicate).await
 }
 
 /// Whether every batch `0..total` has a record.

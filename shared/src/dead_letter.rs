@@ -8,7 +8,7 @@ use crate::completion::Completion;
 use crate::error::PipelineError;
 use crate::function;
 use crate::ports::{BatchRecord, RecordOutcome};
-use crate::worker::{parse_message, record_done, write_part};
+use crate::worker::{INLINE_PART_BYTES, parse_message, record_done, store_part};
 
 /// What handling a dead letter did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,12 +27,12 @@ pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, Pipeli
         Ok(message) => message,
         Err(e) => return Ok(DeadLetterOutcome::Orphaned(e.to_string())),
     };
-    if deps.jobs.get_job(&message.job_id).await?.is_none() {
+    let Some(job) = deps.jobs.get_job(&message.job_id).await? else {
         return Ok(DeadLetterOutcome::Orphaned(format!(
             "no job \"{}\"",
             message.job_id
         )));
-    }
+    };
     let why = format!(
         "batch {} was dead-lettered: it could not be processed within the queue's maximum receive count",
         message.batch_id()
@@ -42,15 +42,22 @@ pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, Pipeli
         Some(lambda) => function::dead_part(deps, lambda, &message, &why).await?,
         None => message.failed_part(&why),
     };
-    let part_key = message.output.dead_part_key(message.seq);
-    write_part(deps, &message.output.bucket, &part_key, &part).await?;
+    let part_ref = store_part(
+        deps,
+        INLINE_PART_BYTES,
+        &message.output.bucket,
+        &part,
+        || message.output.dead_part_key(message.seq),
+    )
+    .await?;
     let record = BatchRecord {
         succeeded: 0,
         failed: part.failed,
-        part_key,
+        part: part_ref,
         items_digest: message.items_digest(),
     };
-    let (outcome, completion) = record_done(deps, &message, &record).await?;
+    let (recorded, completion) = record_done(deps, &job, &message, &record).await?;
+    let outcome = recorded.outcome;
     tracing::warn!(batch_id = %message.batch_id(), ?outcome, "dead-lettered batch handled");
     Ok(match outcome {
         RecordOutcome::Recorded => DeadLetterOutcome::RecordedFailed {

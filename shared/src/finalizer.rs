@@ -21,7 +21,9 @@ use crate::map_results::{MapResults, MapResultsConfig};
 use crate::outcome::{BatchCounts, BatchPart, ItemCounts, Manifest, OutputLine, TerminalStatus};
 use std::sync::Arc;
 
-use crate::ports::{BatchRecord, JobRecord, JobStatus, ObjectStore, read_all, require_job};
+use crate::ports::{
+    BatchRecord, JobRecord, JobStatus, ObjectStore, PartRef, read_all, require_job,
+};
 
 /// Parts read at once.
 const PART_READ_CONCURRENCY: usize = 16;
@@ -129,27 +131,6 @@ async fn write_outputs(
         )));
     }
 
-    // Every batch 0..total must have exactly one record: the record says which part counts.
-    let mut records = Vec::with_capacity(totals.batches as usize);
-    for from in (0..totals.batches).step_by(RECORDS_PER_PAGE) {
-        let to = (from + RECORDS_PER_PAGE as u64).min(totals.batches);
-        for (seq, batch) in deps.jobs.batch_records(job_id, from, to).await? {
-            if seq != records.len() as u64 {
-                return Err(inconsistent(format!(
-                    "batch {} has no record",
-                    records.len()
-                )));
-            }
-            records.push(batch);
-        }
-        if records.len() as u64 != to {
-            return Err(inconsistent(format!(
-                "batch {} has no record",
-                records.len()
-            )));
-        }
-    }
-
     let objects = deps.objects.as_ref();
     let mut result = job
         .spec
@@ -160,31 +141,47 @@ async fn write_outputs(
     let lambda = job.spec.processor.lambda();
     let mut map_results = lambda.map(|_| MapResults::new(out, job_id, config.map_results));
     let mut items = ItemCounts::default();
-    let mut parts = futures::stream::iter(records.into_iter().enumerate())
-        .map(|(seq, batch)| {
-            read_part(
-                deps.objects.clone(),
-                out.bucket.clone(),
-                job_id.to_owned(),
-                seq as u64,
-                batch,
-            )
-        })
-        .buffered(PART_READ_CONCURRENCY);
-    while let Some(part) = parts.try_next().await? {
-        items.succeeded += part.succeeded;
-        items.failed += part.failed;
-        result.merge(part.result)?;
-        for failure in &part.failures {
-            serde_json::to_writer(&mut failures, failure).expect("a failure line serializes");
-            failures.push(b'\n');
+    // Every batch 0..total must have exactly one record: the record says which part counts. Records are read a
+    // page at a time (they may hold their parts), and the parts of a page in order, some at once.
+    for from in (0..totals.batches).step_by(RECORDS_PER_PAGE) {
+        let to = (from + RECORDS_PER_PAGE as u64).min(totals.batches);
+        let records = deps.jobs.batch_records(job_id, from, to).await?;
+        let mut expected = from;
+        for (seq, _) in &records {
+            if *seq != expected {
+                break;
+            }
+            expected += 1;
         }
-        outputs.add(objects, part.seq, &part.outputs).await?;
-        if let Some(map_results) = &mut map_results {
-            let execution = part.execution.as_ref().ok_or_else(|| {
-                inconsistent(format!("the part of batch {} has no execution", part.seq))
-            })?;
-            map_results.add(objects, part.seq, execution).await?;
+        if expected != to {
+            return Err(inconsistent(format!("batch {expected} has no record")));
+        }
+        let mut parts = futures::stream::iter(records)
+            .map(|(seq, batch)| {
+                read_part(
+                    deps.objects.clone(),
+                    out.bucket.clone(),
+                    job_id.to_owned(),
+                    seq,
+                    batch,
+                )
+            })
+            .buffered(PART_READ_CONCURRENCY);
+        while let Some(part) = parts.try_next().await? {
+            items.succeeded += part.succeeded;
+            items.failed += part.failed;
+            result.merge(part.result)?;
+            for failure in &part.failures {
+                serde_json::to_writer(&mut failures, failure).expect("a failure line serializes");
+                failures.push(b'\n');
+            }
+            outputs.add(objects, part.seq, &part.outputs).await?;
+            if let Some(map_results) = &mut map_results {
+                let execution = part.execution.as_ref().ok_or_else(|| {
+                    inconsistent(format!("the part of batch {} has no execution", part.seq))
+                })?;
+                map_results.add(objects, part.seq, execution).await?;
+            }
         }
     }
     let output_keys = outputs.finish(objects).await?;
@@ -358,7 +355,8 @@ async fn write_failure(
     Ok(manifest)
 }
 
-/// Reads and checks one part against its batch record. Owns its inputs so the future is `'static`.
+/// Reads (from the record, or its object) and checks one part against its batch record. Owns its inputs so the
+/// future is `'static`.
 async fn read_part(
     objects: Arc<dyn ObjectStore>,
     bucket: String,
@@ -366,13 +364,16 @@ async fn read_part(
     seq: u64,
     batch: BatchRecord,
 ) -> Result<BatchPart, PipelineError> {
-    let body = read_all(objects.as_ref(), &bucket, &batch.part_key).await?;
+    let body = match &batch.part {
+        PartRef::Inline(json) => json.as_bytes().to_vec(),
+        PartRef::Object(key) => read_all(objects.as_ref(), &bucket, key).await?,
+    };
     let inconsistent = |message: String| PipelineError::Inconsistent {
         job_id: job_id.clone(),
         message,
     };
     let part: BatchPart = serde_json::from_slice(&body)
-        .map_err(|e| inconsistent(format!("part {} is unreadable: {e}", batch.part_key)))?;
+        .map_err(|e| inconsistent(format!("{} is unreadable: {e}", batch.part.describe(seq))))?;
     // An output line per succeeded item at most: more would be lines of items that did not count.
     if part.seq != seq
         || part.succeeded != batch.succeeded
@@ -380,8 +381,8 @@ async fn read_part(
         || part.outputs.len() as u64 > part.succeeded
     {
         return Err(inconsistent(format!(
-            "part {} disagrees with its batch record",
-            batch.part_key
+            "{} disagrees with its batch record",
+            batch.part.describe(seq)
         )));
     }
     Ok(part)

@@ -54,6 +54,9 @@ pub struct RunnerConfig {
     pub chaos: Option<Chaos>,
     /// How often progress is reported (and stop is noticed).
     pub poll_interval: Duration,
+    /// Every how many polls the counters are read; the polls between read the job item alone (its status and
+    /// listing totals). Against DynamoDB a counter read queries every shard: cheap once, not once a second.
+    pub count_every: u32,
     /// How long an idle receive waits. Against SQS make it a long poll (whole seconds): shorter waits are
     /// short polls, each a billed request.
     pub receive_wait: Duration,
@@ -73,6 +76,7 @@ impl Default for RunnerConfig {
             finalizer: FinalizerConfig::default(),
             chaos: None,
             poll_interval: Duration::from_millis(50),
+            count_every: 1,
             receive_wait: Duration::from_millis(50),
             idle_before_sweep: Duration::from_secs(6),
         }
@@ -374,11 +378,26 @@ impl Pool {
     ) -> Result<(), PipelineError> {
         let stuck_after = self.config.idle_before_sweep;
         let mut idle_since: Option<Instant> = None;
-        loop {
+        let mut last: Option<Progress> = None;
+        for poll in 0u32.. {
             // Read before the progress: a coordinator that finished before the read and left no listing totals
             // failed (its error is returned when it is joined).
             let coordinator_done = coordinator.is_finished();
-            let progress = match self.deps.jobs.progress(job_id).await {
+            let count = idle_since.is_some() || poll % self.config.count_every.max(1) == 0;
+            let read = match (&last, count) {
+                (Some(last), false) => match require_job(self.deps.jobs.as_ref(), job_id).await {
+                    // The last report of a job shows its final counts.
+                    Ok(job) if job.status.is_terminal() => self.deps.jobs.progress(job_id).await,
+                    read => read.map(|job| Progress {
+                        status: job.status,
+                        listing: job.listing,
+                        items_sent: job.checkpoint.items_sent,
+                        ..*last
+                    }),
+                },
+                _ => self.deps.jobs.progress(job_id).await,
+            };
+            let progress = match read {
                 Ok(progress) => progress,
                 Err(e) if e.is_transient() => {
                     tokio::time::sleep(self.config.poll_interval).await;
@@ -387,6 +406,7 @@ impl Pool {
                 Err(e) => return Err(e.into()),
             };
             on_progress(&progress);
+            last = Some(progress);
             if progress.status.is_terminal() {
                 return Ok(());
             }
@@ -439,6 +459,7 @@ impl Pool {
             }
             tokio::time::sleep(self.config.poll_interval).await;
         }
+        unreachable!("the polls end before u32::MAX")
     }
 
     async fn queues_empty(&self, dead_letter: &Arc<dyn BatchQueue>) -> Result<bool, PipelineError> {

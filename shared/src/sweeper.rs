@@ -4,6 +4,8 @@
 //!
 //! - every batch recorded but the completion claim never made (the claimant died): claim it now;
 //! - FINALIZING with no finalizer running (the trigger was lost): trigger the finalizer again;
+//! - batches whose marker was written but never counted (a recorder died between its two steps, and the
+//!   batch's message is gone): record them again, which counts each once;
 //! - the listing complete, some batches never recorded and nothing left to deliver them (messages expired or
 //!   lost): list again and send just the batches with no record. Batching is deterministic, so a re-sent
 //!   batch carries the items it first had; a listing cut at hand-overs cannot be cut the same way again, so
@@ -22,7 +24,9 @@ use crate::coordinator::{batch_page, send_batches};
 use crate::error::PipelineError;
 use crate::message::ContinueListing;
 use crate::outcome::JobStatus;
-use crate::ports::{BatchQueue, JobRecord, OutgoingMessage, Progress, send_all_with_retry};
+use crate::ports::{
+    BatchQueue, JobRecord, OutgoingMessage, Progress, RecordOutcome, send_all_with_retry,
+};
 use crate::reader;
 
 /// What the sweeper found wrong with a job.
@@ -34,6 +38,8 @@ pub enum Finding {
     FinalizeLost,
     /// The listing is complete; these many batches have no record.
     BatchesMissing(u64),
+    /// These many batches have a marker that was not counted.
+    Uncounted(u64),
     /// The listing stopped before its end.
     ListingStalled { hop: u32 },
 }
@@ -45,6 +51,8 @@ pub enum Repair {
     FinalizerTriggered,
     /// These batches were sent again.
     BatchesResent(u64),
+    /// These batches were counted.
+    Recounted(u64),
     ContinuationResent,
     /// Nothing this sweeper can do: reported for an operator.
     Reported,
@@ -159,6 +167,11 @@ async fn repair(
             _ => return Ok((Finding::Unclaimed, Repair::Claimed)),
         }
     }
+    let recounted = recount(deps, job_id, totals.batches, progress.batches_done).await?;
+    if recounted > 0 {
+        complete_if_done(deps, job_id, true).await?;
+        return Ok((Finding::Uncounted(recounted), Repair::Recounted(recounted)));
+    }
     let missing = totals.batches.saturating_sub(progress.batches_done);
     if record.checkpoint.hop > 0 {
         // Cut at hand-overs: listing again would cut other batches.
@@ -173,6 +186,42 @@ async fn repair(
         Finding::BatchesMissing(resent),
         Repair::BatchesResent(resent),
     ))
+}
+
+/// Counts the markers (below `total`) that were written but not counted, when there are more of them than
+/// `batches_done`: recording a batch again counts an uncounted marker once and leaves a counted one alone.
+/// Returns how many were counted now.
+async fn recount(
+    deps: &Deps,
+    job_id: &str,
+    total: u64,
+    batches_done: u64,
+) -> Result<u64, PipelineError> {
+    const PAGE: u64 = 1000;
+    let mut markers = 0;
+    for from in (0..total).step_by(PAGE as usize) {
+        let to = (from + PAGE).min(total);
+        markers += deps.jobs.batch_records(job_id, from, to).await?.len() as u64;
+    }
+    if markers <= batches_done {
+        return Ok(0);
+    }
+    let mut recounted = 0;
+    for from in (0..total).step_by(PAGE as usize) {
+        let to = (from + PAGE).min(total);
+        for (seq, record) in deps.jobs.batch_records(job_id, from, to).await? {
+            let recorded = deps.jobs.record_batch(job_id, seq, &record).await?;
+            if recorded.outcome == RecordOutcome::Recorded {
+                tracing::warn!(
+                    job_id,
+                    seq,
+                    "counted a batch whose marker was left uncounted"
+                );
+                recounted += 1;
+            }
+        }
+    }
+    Ok(recounted)
 }
 
 /// Reads the job's items again and sends the batches (below `total`) that have no record.

@@ -1,15 +1,16 @@
-//! The worker: processes one batch message (one SQS message = one batch), writes the batch's partial result,
-//! then records the batch exactly once.
+//! The worker: processes one batch message (one SQS message = one batch), then records the batch, with its
+//! partial result, exactly once.
 //!
-//! The two halves are separate functions because a crash can fall between them: the part is written under a
-//! deterministic key (a redelivery overwrites it with the same content) before the record that counts it.
+//! A small part travels in the batch's record (no object to write, none to read back); a larger one is written
+//! as an object, under a key of its attempt's own, before the record that names it. The two halves are
+//! separate functions because a crash can fall between them.
 
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 
 use crate::Deps;
-use crate::completion::{Completion, complete_if_done};
+use crate::completion::{Completion, complete_after_record};
 use crate::error::PipelineError;
 use crate::message::BatchMessage;
 use crate::outcome::{BatchPart, FailedItem, OutputLine};
@@ -17,8 +18,8 @@ use std::sync::Arc;
 
 use crate::function::{self, FunctionConfig, MAX_REQUEUES};
 use crate::ports::{
-    BatchRecord, ObjectStore, OutgoingMessage, RecordOutcome, StoreError, require_job,
-    send_all_with_retry,
+    BatchRecord, JobRecord, ObjectStore, OutgoingMessage, PartRef, RecordOutcome, Recorded,
+    StoreError, require_job, send_all_with_retry,
 };
 use crate::processor::{Aggregate, BatchItem, FoldError, Item, ItemError, Processed};
 use crate::spec::ProcessorSpec;
@@ -30,13 +31,21 @@ pub struct WorkerConfig {
     pub item_concurrency: usize,
     /// How a user's function's throttling is waited out (the `lambda` processor).
     pub functions: FunctionConfig,
+    /// A part of up to this many bytes of JSON travels in the batch's record; a larger one is an object.
+    pub inline_part_bytes: usize,
 }
+
+/// The default [`WorkerConfig::inline_part_bytes`]. Up to 8 KiB a part in the record (one DynamoDB write unit
+/// per KiB, $0.625 per million) costs no more than an object's PUT ($5 per million) and is read back for less
+/// than its GET; past it, the object is cheaper. DynamoDB's item limit (400 KB) is far above.
+pub const INLINE_PART_BYTES: usize = 8 * 1024;
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             item_concurrency: 8,
             functions: FunctionConfig::default(),
+            inline_part_bytes: INLINE_PART_BYTES,
         }
     }
 }
@@ -57,8 +66,13 @@ pub fn parse_message(body: &str) -> Result<BatchMessage, PipelineError> {
 /// Processes and records one batch. An `Err` is transient: leave the message for redelivery.
 ///
 /// A batch recorded before (a redelivery whose acknowledgement was lost, a duplicate delivery) is not processed
-/// again: its objects may have changed since, and what counts is what its record says. One read of its marker
-/// buys that; the completion check still runs, in case the recording attempt died before it.
+/// again: what counts is what its record says, and processing it would only cost the reads (and, for `lambda`,
+/// the user's function). The record is still made again (it counts a marker that a crash left uncounted, once)
+/// and the completion check still runs, in case the recording attempt died before it.
+///
+/// Both reads before processing may be a moment old, at half the price: a stale job read misses listing totals
+/// (the completion check reads again when it needs them, and a batch past the total that gets through is never
+/// finalized), and a stale marker read only means processing a batch whose record then stands.
 pub async fn handle(
     deps: &Deps,
     config: WorkerConfig,
@@ -67,7 +81,11 @@ pub async fn handle(
     let (job_id, seq) = (&message.job_id, message.seq);
     // A batch at or past the total of a complete listing was cut by an earlier pass of a listing that has
     // changed since (the coordinator died between sending and its checkpoint): it must never count.
-    let job = require_job(deps.jobs.as_ref(), job_id).await?;
+    // A job created a moment ago may not show in a stale read yet: then read again, strongly.
+    let job = match deps.jobs.peek_job(job_id).await? {
+        Some(job) => job,
+        None => require_job(deps.jobs.as_ref(), job_id).await?,
+    };
     if let Some(totals) = job.listing
         && seq >= totals.batches
     {
@@ -78,33 +96,24 @@ pub async fn handle(
             completion: Completion::NotYet,
         });
     }
-    if let Some(record) = deps.jobs.batch_record(job_id, seq).await? {
-        tracing::info!(batch_id = %message.batch_id(), "batch was already recorded; not processed again");
-        check_items(deps, message, &record).await?;
-        let completion = complete_if_done(deps, job_id, true).await?;
-        return Ok(Handled {
-            record,
-            outcome: RecordOutcome::Duplicate,
-            completion,
-        });
-    }
-    let record = match process(deps, config, message).await {
-        Err(PipelineError::Function { error, .. })
-            if error.is_transient() && message.requeued < MAX_REQUEUES =>
-        {
-            return requeue(deps, message, &error).await;
+    let record = match deps.jobs.peek_batch_record(job_id, seq).await? {
+        Some(stored) => {
+            tracing::info!(batch_id = %message.batch_id(), "batch was already recorded; not processed again");
+            stored
         }
-        record => record?,
+        None => match process(deps, config, message).await {
+            Err(PipelineError::Function { error, .. })
+                if error.is_transient() && message.requeued < MAX_REQUEUES =>
+            {
+                return requeue(deps, message, &error).await;
+            }
+            record => record?,
+        },
     };
-    let (outcome, completion) = record_done(deps, message, &record).await?;
-    if outcome == RecordOutcome::Duplicate
-        && let Some(recorded) = deps.jobs.batch_record(job_id, seq).await?
-    {
-        check_items(deps, message, &recorded).await?;
-    }
+    let (recorded, completion) = record_done(deps, &job, message, &record).await?;
     Ok(Handled {
-        record,
-        outcome,
+        record: recorded.record,
+        outcome: recorded.outcome,
         completion,
     })
 }
@@ -142,8 +151,9 @@ enum ItemOutcome {
     Failed(String),
 }
 
-/// Processes the batch and writes its part under a key of this attempt's own: each item through the processor,
-/// or the whole batch through the user's function (the `lambda` processor).
+/// Processes the batch (each item through the processor, or the whole batch through the user's function, for
+/// the `lambda` processor) and stores its part: in the record when small, else as an object under a key of
+/// this attempt's own (a concurrent duplicate writes its own; the record names the one that counts).
 pub async fn process(
     deps: &Deps,
     config: WorkerConfig,
@@ -153,15 +163,23 @@ pub async fn process(
         Some(lambda) => function::process_batch(deps, config.functions, lambda, message).await?,
         None => process_items(deps, config, message).await?,
     };
-    let attempt = uuid::Uuid::new_v4().simple().to_string();
-    let part_key = message
-        .output
-        .part_key(message.seq, &attempt[..crate::layout::ATTEMPT_DIGITS]);
-    write_part(deps, &message.output.bucket, &part_key, &part).await?;
+    let part_ref = store_part(
+        deps,
+        config.inline_part_bytes,
+        &message.output.bucket,
+        &part,
+        || {
+            let attempt = uuid::Uuid::new_v4().simple().to_string();
+            message
+                .output
+                .part_key(message.seq, &attempt[..crate::layout::ATTEMPT_DIGITS])
+        },
+    )
+    .await?;
     Ok(BatchRecord {
         succeeded: part.succeeded,
         failed: part.failed,
-        part_key,
+        part: part_ref,
         items_digest: message.items_digest(),
     })
 }
@@ -288,16 +306,22 @@ fn part_of(
     }
 }
 
-/// Writes a batch part as JSON.
-pub(crate) async fn write_part(
+/// A batch part as JSON: kept for the record when it is at most `inline_bytes`, else written to `bucket` under
+/// `key()`.
+pub(crate) async fn store_part(
     deps: &Deps,
+    inline_bytes: usize,
     bucket: &str,
-    key: &str,
     part: &BatchPart,
-) -> Result<(), PipelineError> {
-    let body = serde_json::to_vec(part).expect("a batch part always serializes");
-    deps.objects.put(bucket, key, body).await?;
-    Ok(())
+    key: impl FnOnce() -> String,
+) -> Result<PartRef, PipelineError> {
+    let json = serde_json::to_string(part).expect("a batch part always serializes");
+    if json.len() <= inline_bytes {
+        return Ok(PartRef::Inline(json));
+    }
+    let key = key();
+    deps.objects.put(bucket, &key, json.into_bytes()).await?;
+    Ok(PartRef::Object(key))
 }
 
 /// Attempts at one item whose read fails transiently (throttling, a connection cut midway), with jittered
@@ -402,20 +426,22 @@ async fn check_items(
     Ok(())
 }
 
-/// Counts the batch (once, however often this runs) and checks whether the job is complete.
+/// Counts the batch (once, however often this runs) and checks whether the job is complete. `job` is the job's
+/// record as read before (its listing totals, if it had them, save a read).
 pub async fn record_done(
     deps: &Deps,
+    job: &JobRecord,
     message: &BatchMessage,
     record: &BatchRecord,
-) -> Result<(RecordOutcome, Completion), PipelineError> {
-    let outcome = deps
+) -> Result<(Recorded, Completion), PipelineError> {
+    let recorded = deps
         .jobs
         .record_batch(&message.job_id, message.seq, record)
         .await?;
-    if outcome == RecordOutcome::Duplicate {
+    if recorded.outcome == RecordOutcome::Duplicate {
         tracing::info!(batch_id = %message.batch_id(), "batch was already recorded");
     }
-    let completion =
-        complete_if_done(deps, &message.job_id, outcome == RecordOutcome::Duplicate).await?;
-    Ok((outcome, completion))
+    check_items(deps, message, &recorded.record).await?;
+    let completion = complete_after_record(deps, job, &recorded).await?;
+    Ok((recorded, completion))
 }

@@ -240,7 +240,8 @@ async fn a_batch_delivered_twice_by_sqs_counts_once() {
         deps.jobs
             .record_batch(&record.job.job_id, 0, &a.record)
             .await
-            .unwrap(),
+            .unwrap()
+            .outcome,
         RecordOutcome::Duplicate
     );
     assert_eq!(
@@ -336,4 +337,101 @@ async fn an_inventory_report_and_inline_items_through_moto_equal_the_embedded_ru
         assert_eq!(embedded.manifest.items.succeeded, total, "{spec}");
         assert_moto_run_equals(&deps, &env, &spec, &embedded).await;
     }
+}
+
+/// A worker that dies between its record's two writes leaves a marker that is not counted. Batch 0's message
+/// comes back, and its worker counts the marker it finds (without processing again); batch 1's message is
+/// gone, and the sweeper counts it. Then the job completes, exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_a_crash_left_uncounted_is_counted_by_its_redelivery_or_the_sweeper() {
+    use dmap_core::ports::PartRef;
+    use dmap_core::sweeper::{Finding, Repair, sweep_job};
+
+    let clients = emulator::clients().await;
+    let stack = emulator::stack(&clients, 30).await;
+    let deps = emulator::stack_deps(&clients, &stack);
+    let table = stack.tables["JobsTable"].clone();
+    let bucket = emulator::bucket(&clients, "uncounted").await;
+    for i in 0..6 {
+        deps.objects
+            .put(&bucket, &format!("u/k{i}.csv"), csv_object(i).into_bytes())
+            .await
+            .unwrap();
+    }
+    let mut spec = csv_spec("u/", 3);
+    spec["item_reader"]["bucket"] = serde_json::json!(bucket);
+    spec["result_writer"]["bucket"] = serde_json::json!(bucket);
+    let record = start_or_resume(
+        &deps,
+        JobSpec::parse(spec.to_string().as_bytes()).unwrap(),
+        Rerun::Resume,
+    )
+    .await
+    .unwrap();
+    let job_id = record.job.job_id.clone();
+    run_listing(&deps, &record, &|| true).await.unwrap();
+    let mut messages = Vec::new();
+    while messages.len() < 2 {
+        for m in deps
+            .work_queue
+            .receive(10, Duration::from_secs(1))
+            .await
+            .unwrap()
+        {
+            messages.push(worker::parse_message(&m.body).unwrap());
+        }
+    }
+    messages.sort_by_key(|m| m.seq);
+
+    // Each batch processed, and its marker written as step 1 of a record writes it (the deps count 4 shards),
+    // with no step 2.
+    for message in &messages {
+        let batch = worker::process(&deps, WorkerConfig::default(), message)
+            .await
+            .unwrap();
+        let PartRef::Inline(part) = &batch.part else {
+            panic!("a small part travels in the record")
+        };
+        let attr = |v: &str| aws_sdk_dynamodb::types::AttributeValue::S(v.to_owned());
+        let num = |v: u64| aws_sdk_dynamodb::types::AttributeValue::N(v.to_string());
+        clients
+            .dynamodb
+            .put_item()
+            .table_name(&table)
+            .item("pk", attr(&format!("JOB#{job_id}#S{:03}", message.seq % 4)))
+            .item("sk", attr(&format!("BATCH#{:020}", message.seq)))
+            .item("succeeded", num(batch.succeeded))
+            .item("failed", num(batch.failed))
+            .item("part", attr(part))
+            .item("digest", attr(&batch.items_digest))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(deps.jobs.progress(&job_id).await.unwrap().batches_done, 0);
+
+    let redelivered = worker::handle(&deps, WorkerConfig::default(), &messages[0])
+        .await
+        .unwrap();
+    assert_eq!(redelivered.outcome, RecordOutcome::Recorded);
+    let p = deps.jobs.progress(&job_id).await.unwrap();
+    assert_eq!((p.batches_done, p.succeeded), (1, 3));
+
+    let stuck = sweep_job(&deps, None, &job_id, 1, Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("stuck: a batch is not counted");
+    assert_eq!(
+        (stuck.finding, stuck.repair),
+        (Finding::Uncounted(1), Repair::Recounted(1))
+    );
+    let p = deps.jobs.progress(&job_id).await.unwrap();
+    assert_eq!(
+        (p.status, p.batches_done, p.succeeded, p.failed),
+        (dmap_core::ports::JobStatus::Finalizing, 2, 6, 0)
+    );
+    let finalized = dmap_core::finalizer::finalize(&deps, Default::default(), &job_id)
+        .await
+        .unwrap();
+    assert_eq!(finalized.manifest.items.succeeded, 6);
 }

@@ -1,12 +1,12 @@
-//! `DynamoJobStore`'s counter shards against moto: a shard count over BatchGetItem's 100-key limit, and a
-//! deployment whose shard count changes while a job runs. A job is counted by the shard count it was created
-//! with, whatever the store that records or reads it is configured with.
+//! `DynamoJobStore`'s counting against moto: a shard count over 100, a deployment whose shard count changes
+//! while a job runs (a job is counted by the shard count it was created with, whatever the store that records
+//! or reads it is configured with), and the group counts that come back with each record.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dmap_core::aws::DynamoJobStore;
-use dmap_core::ports::{BatchRecord, JobRecord, JobStore, RecordOutcome};
+use dmap_core::ports::{BatchRecord, GroupCount, JobRecord, JobStore, PartRef, RecordOutcome};
 use dmap_core::spec::JobSpec;
 use dmap_emulator as emulator;
 
@@ -38,7 +38,7 @@ fn batch(seq: u64) -> BatchRecord {
     BatchRecord {
         succeeded: seq + 1,
         failed: 1,
-        part_key: format!("parts/{seq:010}.json"),
+        part: PartRef::Object(format!("parts/{seq:010}.json")),
         items_digest: String::new(),
     }
 }
@@ -58,12 +58,12 @@ async fn record_all(
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .map(|r| r.expect("recorded"))
+        .map(|r| r.expect("recorded").outcome)
         .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counter_shards_over_100_progress_reads_in_chunks() {
+async fn counter_shards_over_100_progress_reads_every_shard() {
     let (client, table) = table().await;
     let store = store(&client, &table, 150);
     store.create_job(&job("many-shards")).await.expect("create");
@@ -73,7 +73,7 @@ async fn counter_shards_over_100_progress_reads_in_chunks() {
     let p = store
         .progress("many-shards")
         .await
-        .expect("progress reads the job and 150 shards");
+        .expect("progress reads the job and the groups of 150 shards");
     assert_eq!(p.batches_done, 160);
     assert_eq!(p.succeeded, (1..=160).sum::<u64>());
     assert_eq!(p.failed, 160);
@@ -118,4 +118,39 @@ async fn counter_shards_changed_while_a_job_runs_count_each_batch_once() {
         middle.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
         (9..17).collect::<Vec<_>>()
     );
+}
+
+/// Each record comes back with its group's count right after it: exactly one record of a group sees the group
+/// full, and a duplicate sees the count as it stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_record_returns_its_groups_count() {
+    let (client, table) = table().await;
+    let store = store(&client, &table, 3);
+    store.create_job(&job("groups")).await.expect("create");
+    let len = dmap_core::aws::GROUP_BATCHES;
+    for seq in 0..len + 6 {
+        let recorded = store
+            .record_batch("groups", seq, &batch(seq))
+            .await
+            .expect("record");
+        assert_eq!(
+            recorded.group,
+            Some(GroupCount {
+                first: seq / len * len,
+                len,
+                counted: seq % len + 1,
+            }),
+            "batch {seq}"
+        );
+    }
+    let again = store
+        .record_batch("groups", 3, &batch(99))
+        .await
+        .expect("again");
+    assert_eq!(
+        (again.outcome, again.record, again.group.map(|g| g.counted)),
+        (RecordOutcome::Duplicate, batch(3), Some(len))
+    );
+    let p = store.progress("groups").await.expect("progress");
+    assert_eq!(p.batches_done, len + 6);
 }

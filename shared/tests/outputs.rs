@@ -338,3 +338,63 @@ async fn under_chaos_and_faults_every_succeeded_item_has_one_line_in_the_same_fi
     }
     assert!(injected > 0, "chaos injected faults");
 }
+
+/// Where the parts are must not show in the outputs: parts carried in the batch records (the default), parts
+/// written as objects (`inline_part_bytes: 0`), and a mix of the two give byte-identical outputs, and only the
+/// objects' runs write part objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_in_records_and_parts_as_objects_give_byte_identical_outputs() {
+    let mut spec = checksum_spec(
+        "where-parts",
+        "f/",
+        json!({ "kind": "checksum", "algorithm": "sha256" }),
+        3,
+    );
+    spec["tolerated_failure_count"] = json!(DENIED.len());
+    let mut runs = Vec::new();
+    // Parts as objects first: the median of their sizes then makes the mix.
+    let mut inline_sizes = vec![0, dmap_core::worker::INLINE_PART_BYTES];
+    while let Some(inline_part_bytes) = inline_sizes.pop() {
+        let mut config = chaos_config(None);
+        config.worker.inline_part_bytes = inline_part_bytes;
+        let env = chaos_env(&config);
+        let report = env.run(&spec, &config).await;
+        let parts_dir = env.path().join(BUCKET).join("results/where-parts/parts");
+        let mut sizes: Vec<u64> = std::fs::read_dir(&parts_dir)
+            .map(|d| d.map(|e| e.unwrap().metadata().unwrap().len()).collect())
+            .unwrap_or_default();
+        sizes.sort_unstable();
+        if inline_part_bytes == 0 {
+            inline_sizes.push(sizes[sizes.len() / 2] as usize);
+        }
+        runs.push((
+            inline_part_bytes,
+            sizes.len(),
+            env.outputs(&report),
+            output_files(&env, &report.manifest),
+        ));
+    }
+    let (_, in_records, outputs, files) = &runs[0];
+    assert_eq!(*in_records, 0, "parts in the records write no part object");
+    assert!(
+        files.len() > 1 && !outputs[2].is_empty(),
+        "outputs and failures to compare"
+    );
+    for (inline_part_bytes, part_objects, other_outputs, other_files) in &runs[1..] {
+        assert!(
+            *part_objects > 0,
+            "inline_part_bytes {inline_part_bytes}: part objects"
+        );
+        assert_eq!(
+            (other_outputs, other_files),
+            (outputs, files),
+            "inline_part_bytes {inline_part_bytes}: the outputs differ"
+        );
+    }
+    assert!(
+        runs[2].1 < runs[1].1,
+        "a mix: some parts in records, some objects ({} of {})",
+        runs[2].1,
+        runs[1].1
+    );
+}

@@ -3,15 +3,25 @@
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
 //! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `listing_batches`, `listing_items`, `counter_shards`, `input_changed_seq`, `sweep_fp`, `sweep_since_ms` |
-//! | counter shard | `JOB#<job_id>#S<shard>` | `COUNT` | `batches`, `succeeded`, `failed` |
-//! | batch marker | `JOB#<job_id>#S<shard>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `part_key`, `digest` |
+//! | batch marker | `JOB#<job_id>#S<seq % shards>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `digest`, and `part` (the part's JSON, when small) or `part_key` |
+//! | group counter | `JOB#<job_id>#S<group % shards>` | `GROUP#<group, 20 digits>` | `done` (the seqs counted, a number set), `batches`, `succeeded`, `failed` |
 //! | active job | `ACTIVE` | `JOB#<job_id>` | (none): written before the job item, deleted once it is terminal, so the sweeper finds every unfinished job with one Query |
 //!
-//! Every item carries `expires_at` (the table's TTL attribute). Batch `seq` lives in shard `seq % shards`: its
-//! marker and its shard's counter share a partition key, and each shard is its own partition, so the batch rate
-//! is not capped by one item's (or one partition's) write limit. Recording a batch is one `TransactWriteItems`:
-//! put the marker if absent, add to the shard's counter; a duplicate is recognised from the cancellation
-//! reason of the marker's condition, never from an error string.
+//! Every item carries `expires_at` (the table's TTL attribute). Batches are counted in groups of
+//! [`GROUP_BATCHES`] consecutive seqs; markers and groups are spread over `shards` partitions, so the batch
+//! rate is not capped by one partition's write limit.
+//!
+//! Recording a batch is two single-item conditional writes, one write unit each for a small marker, where a
+//! transaction of the two would cost four (a transactional write costs two units per item):
+//! 1. put the marker if absent. The first marker stands: a later recording takes the stored one (returned by
+//!    the failed condition) and counts that;
+//! 2. add the marker's counts to its group, if the group's `done` set lacks the seq (the set makes the step
+//!    idempotent; a group holds at most 64 seqs, so its item stays under a kilobyte).
+//!
+//! A crash between the two leaves a marker not yet counted: the batch's message is redelivered (it was not
+//! deleted), and its recording counts it. The group's count after the write comes back with it, so only the
+//! recorder of a group's last batch reads every group (see [`crate::ports::Recorded::group`]). Conditions are
+//! recognised from their error codes, never from an error string.
 //!
 //! `shards` is the job's own `counter_shards`, stored when it is created: a deployment may change its shard
 //! count while jobs run, and each job goes on being counted (and read) by the count it started with. A store
@@ -22,15 +32,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use futures::{StreamExt, TryStreamExt};
 
 use super::resources::TTL_ATTRIBUTE;
 use super::{boxed, error_code, is_throttling};
 use crate::outcome::TerminalStatus;
 use crate::ports::{
-    BatchRecord, Checkpoint, CreateOutcome, Cut, JobRecord, JobStatus, JobStore, JobStoreError,
-    ListingTotals, Progress, RecordOutcome,
+    BatchRecord, Checkpoint, CreateOutcome, Cut, GroupCount, JobRecord, JobStatus, JobStore,
+    JobStoreError, ListingTotals, PartRef, Progress, RecordOutcome, Recorded,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -38,21 +50,14 @@ type Item = HashMap<String, AttributeValue>;
 const JOB_SK: &str = "JOB";
 /// The partition of the active-job registry.
 const ACTIVE_PK: &str = "ACTIVE";
-const COUNT_SK: &str = "COUNT";
-/// Attempts at a batch record that lost a `TransactionConflict` to a concurrent record of the same shard.
-const CONFLICT_ATTEMPTS: u32 = 10;
-/// Most keys one BatchGetItem may ask for (DynamoDB refuses more with a ValidationException).
-const BATCH_GET_MAX_KEYS: usize = 100;
+/// Consecutive batches counted in one group item. Its `done` set of at most 64 seqs keeps the item under a
+/// kilobyte (one write unit per count), and a job's progress is one item per 64 batches to read.
+pub const GROUP_BATCHES: u64 = 64;
+/// Shard partitions queried at once for a progress read.
+const PROGRESS_QUERIES: usize = 32;
 /// Jobs whose shard count a store remembers; past this the memory starts over (a long-lived process meets
 /// many jobs, and forgetting one costs a single read).
 const REMEMBERED_JOBS: usize = 10_000;
-
-/// What one attempt at recording a batch did.
-enum Attempt {
-    Done(RecordOutcome),
-    /// A concurrent record of the same shard won a `TransactionConflict`: the same write may succeed now.
-    LostConflict,
-}
 
 /// The extra condition a status move may carry.
 #[derive(Clone, Copy)]
@@ -91,15 +96,12 @@ fn shard_pk(job_id: &str, shard: u64) -> String {
     format!("JOB#{job_id}#S{shard:03}")
 }
 
-fn counter_key(job_id: &str, shard: u64) -> Item {
-    HashMap::from([
-        ("pk".to_owned(), s(shard_pk(job_id, shard))),
-        ("sk".to_owned(), s(COUNT_SK)),
-    ])
-}
-
 fn batch_sk(seq: u64) -> String {
     format!("BATCH#{seq:020}")
+}
+
+fn group_sk(group: u64) -> String {
+    format!("GROUP#{group:020}")
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -159,15 +161,21 @@ where
 }
 
 fn marker_record(job_id: &str, item: &Item) -> Result<BatchRecord, JobStoreError> {
+    let part = match (get_s(item, "part"), get_s(item, "part_key")) {
+        (Some(json), _) => PartRef::Inline(json.to_owned()),
+        (None, Some(key)) => PartRef::Object(key.to_owned()),
+        (None, None) => return Err(corrupt(job_id, "part or part key")),
+    };
     Ok(BatchRecord {
         succeeded: get_n(item, "succeeded").ok_or_else(|| corrupt(job_id, "succeeded count"))?,
         failed: get_n(item, "failed").ok_or_else(|| corrupt(job_id, "failed count"))?,
-        part_key: get_s(item, "part_key")
-            .ok_or_else(|| corrupt(job_id, "part key"))?
-            .to_owned(),
+        part,
         items_digest: get_s(item, "digest").unwrap_or_default().to_owned(),
     })
 }
+
+/// The error code of a failed condition.
+const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
 
 /// The job item's `counter_shards`.
 fn shards_from_item(job_id: &str, item: &Item) -> Result<u32, JobStoreError> {
@@ -290,66 +298,106 @@ impl DynamoJobStore {
         }
     }
 
-    async fn try_record(
+    /// Step 1 of a record: writes batch `seq`'s marker unless it has one. `None` if this call wrote it; the
+    /// stored record if one was there.
+    async fn put_marker(
         &self,
         job_id: &str,
         shards: u32,
         seq: u64,
         record: &BatchRecord,
-    ) -> Result<Attempt, JobStoreError> {
+    ) -> Result<Option<BatchRecord>, JobStoreError> {
         let pk = shard_pk(job_id, seq % u64::from(shards));
-        let marker = Put::builder()
+        let (part_name, part_value) = match &record.part {
+            PartRef::Inline(json) => ("part", json),
+            PartRef::Object(key) => ("part_key", key),
+        };
+        let result = self
+            .client
+            .put_item()
             .table_name(&self.table)
             .item("pk", s(&pk))
             .item("sk", s(batch_sk(seq)))
             .item("succeeded", n(record.succeeded))
             .item("failed", n(record.failed))
-            .item("part_key", s(&record.part_key))
+            .item(part_name, s(part_value))
             .item("digest", s(&record.items_digest))
             .item(TTL_ATTRIBUTE, self.expires_at())
             .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| JobStoreError::Other(Box::new(e)))?;
-        let counter = Update::builder()
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(None),
+            Err(err) if error_code(&err) == Some(CONDITION_FAILED) => err,
+            Err(err) => return Err(map_error(err)),
+        };
+        let stored = match err.as_service_error() {
+            Some(PutItemError::ConditionalCheckFailedException(e)) => e.item().cloned(),
+            _ => None,
+        };
+        match stored {
+            Some(item) => marker_record(job_id, &item).map(Some),
+            // An endpoint that does not return the item with the failed condition: read it.
+            None => self
+                .batch_record(job_id, seq)
+                .await?
+                .ok_or_else(|| corrupt(job_id, "batch marker"))
+                .map(Some),
+        }
+    }
+
+    /// Step 2 of a record: adds `record`'s counts to batch `seq`'s group unless the group counted `seq`.
+    async fn count_in_group(
+        &self,
+        job_id: &str,
+        shards: u32,
+        seq: u64,
+        record: &BatchRecord,
+    ) -> Result<(RecordOutcome, Option<GroupCount>), JobStoreError> {
+        let group = seq / GROUP_BATCHES;
+        let result = self
+            .client
+            .update_item()
             .table_name(&self.table)
-            .key("pk", s(&pk))
-            .key("sk", s(COUNT_SK))
+            .key("pk", s(shard_pk(job_id, group % u64::from(shards))))
+            .key("sk", s(group_sk(group)))
             .update_expression(format!(
-                "ADD batches :one, succeeded :s, failed :f SET {TTL_ATTRIBUTE} = :e"
+                "ADD done :seqs, batches :one, succeeded :s, failed :f SET {TTL_ATTRIBUTE} = :e"
             ))
+            .condition_expression("NOT contains(done, :seq)")
+            .expression_attribute_values(":seqs", AttributeValue::Ns(vec![seq.to_string()]))
+            .expression_attribute_values(":seq", n(seq))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":s", n(record.succeeded))
             .expression_attribute_values(":f", n(record.failed))
             .expression_attribute_values(":e", self.expires_at())
-            .build()
-            .map_err(|e| JobStoreError::Other(Box::new(e)))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(marker).build())
-            .transact_items(TransactWriteItem::builder().update(counter).build())
+            .return_values(ReturnValue::UpdatedNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let err = match result {
-            Ok(_) => return Ok(Attempt::Done(RecordOutcome::Recorded)),
-            Err(err) => err,
+        let (outcome, item) = match result {
+            Ok(out) => (RecordOutcome::Recorded, out.attributes().cloned()),
+            Err(err) if error_code(&err) == Some(CONDITION_FAILED) => {
+                let item = match err.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(e)) => e.item().cloned(),
+                    _ => None,
+                };
+                (RecordOutcome::Duplicate, item)
+            }
+            Err(err) => return Err(map_error(err)),
         };
-        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-            err.as_service_error()
-        {
-            let codes: Vec<&str> = cancelled
-                .cancellation_reasons()
-                .iter()
-                .map(|r| r.code().unwrap_or("None"))
-                .collect();
-            if codes.first() == Some(&"ConditionalCheckFailed") {
-                return Ok(Attempt::Done(RecordOutcome::Duplicate));
-            }
-            if codes.contains(&"TransactionConflict") {
-                return Ok(Attempt::LostConflict);
-            }
-        }
-        Err(map_error(err))
+        // Without the item (an endpoint that does not return it) the group's count is unknown, and the caller
+        // reads every group.
+        let group = item
+            .as_ref()
+            .and_then(|i| get_n(i, "batches"))
+            .map(|counted| GroupCount {
+                first: group * GROUP_BATCHES,
+                len: GROUP_BATCHES,
+                counted,
+            });
+        Ok((outcome, group))
     }
 
     /// Every item a Query returns, page after page. `query` has its key condition and values; the table and
@@ -389,16 +437,68 @@ impl DynamoJobStore {
 
     /// The job item, read strongly consistent.
     async fn job_item(&self, job_id: &str) -> Result<Option<Item>, JobStoreError> {
+        self.read_job_item(job_id, true).await
+    }
+
+    async fn read_job_item(
+        &self,
+        job_id: &str,
+        consistent: bool,
+    ) -> Result<Option<Item>, JobStoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(Self::job_key(job_id)))
-            .consistent_read(true)
+            .consistent_read(consistent)
             .send()
             .await
             .map_err(map_error)?;
         Ok(out.item().cloned())
+    }
+
+    /// The job record, read strongly consistent or not.
+    async fn job_record(
+        &self,
+        job_id: &str,
+        consistent: bool,
+    ) -> Result<Option<JobRecord>, JobStoreError> {
+        let Some(item) = self.read_job_item(job_id, consistent).await? else {
+            return Ok(None);
+        };
+        // The item is at hand: remember its shard count, saving the read a first batch record would make.
+        if let Ok(shards) = shards_from_item(job_id, &item) {
+            self.remember_shards(job_id, shards);
+        }
+        record_from_item(job_id, &item).map(Some)
+    }
+
+    /// Batch `seq`'s marker, read strongly consistent or not.
+    async fn marker(
+        &self,
+        job_id: &str,
+        seq: u64,
+        consistent: bool,
+    ) -> Result<Option<BatchRecord>, JobStoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(
+                "pk",
+                s(shard_pk(
+                    job_id,
+                    seq % u64::from(self.shards_of(job_id).await?),
+                )),
+            )
+            .key("sk", s(batch_sk(seq)))
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(map_error)?;
+        out.item()
+            .map(|item| marker_record(job_id, item))
+            .transpose()
     }
 
     /// The update that writes a checkpoint's fields (and its hop, for a hand-over); the caller adds the
@@ -465,71 +565,32 @@ impl DynamoJobStore {
         applied(result)
     }
 
-    /// Reads the job item and its `shards` counter shards, strongly consistent, in BatchGetItems of at most
-    /// [`BATCH_GET_MAX_KEYS`] keys (at once: a few for the largest shard counts). Not one snapshot, and need
-    /// not be: counters only grow and the listing totals are set once, so a read can only lag, never show a
-    /// complete job that is not.
-    async fn read_job_and_counters(
-        &self,
-        job_id: &str,
-        shards: u32,
-    ) -> Result<(Item, Vec<Item>), JobStoreError> {
-        let mut keys = vec![Self::job_key(job_id)];
-        keys.extend((0..u64::from(shards)).map(|shard| counter_key(job_id, shard)));
-        let reads = keys
-            .chunks(BATCH_GET_MAX_KEYS)
-            .map(|chunk| self.batch_get(chunk.to_vec()));
-        let (mut job, mut counters) = (None, Vec::new());
-        for item in futures::future::try_join_all(reads)
-            .await?
-            .into_iter()
-            .flatten()
-        {
-            if get_s(&item, "sk") == Some(JOB_SK) {
-                job = Some(item);
-            } else {
-                counters.push(item);
-            }
-        }
-        let job = job.ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
-        Ok((job, counters))
-    }
-
-    /// The items of `keys` (at most [`BATCH_GET_MAX_KEYS`]) that exist, in one strongly consistent BatchGetItem
-    /// and again for the keys DynamoDB did not get to.
-    async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, JobStoreError> {
-        let mut pending = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(true)
-            .build()
-            .map_err(|e| JobStoreError::Other(Box::new(e)))?;
-        let mut items = Vec::new();
-        let mut delay = Duration::from_millis(20);
-        loop {
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, pending)
-                .send()
-                .await
-                .map_err(map_error)?;
-            items.extend(
-                out.responses()
-                    .and_then(|r| r.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                    .cloned(),
-            );
-            // Keys DynamoDB did not get to (under load) are asked again, after a pause.
-            match out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
-                Some(rest) if !rest.keys().is_empty() => {
-                    pending = rest.clone();
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
+    /// Sums `batches`, `succeeded` and `failed` over the job's group counters: one strongly consistent Query
+    /// (of the groups alone, not the markers beside them) per shard partition. Not one snapshot, and need not
+    /// be: counters only grow, so a read can only lag, never show a complete job that is not.
+    async fn sum_groups(&self, job_id: &str, shards: u32) -> Result<[u64; 3], JobStoreError> {
+        let queries = (0..u64::from(shards)).map(|shard| {
+            self.query_all(
+                self.client
+                    .query()
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :group)")
+                    .expression_attribute_values(":pk", s(shard_pk(job_id, shard)))
+                    .expression_attribute_values(":group", s("GROUP#"))
+                    .projection_expression("batches, succeeded, failed")
+                    .consistent_read(true),
+            )
+        });
+        futures::stream::iter(queries)
+            .buffer_unordered(PROGRESS_QUERIES)
+            .try_fold([0u64; 3], |mut sums, groups| async move {
+                for group in &groups {
+                    for (sum, name) in sums.iter_mut().zip(["batches", "succeeded", "failed"]) {
+                        *sum += get_n(group, name).unwrap_or(0);
+                    }
                 }
-                _ => return Ok(items),
-            }
-        }
+                Ok(sums)
+            })
+            .await
     }
 }
 
@@ -579,14 +640,11 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
-        let Some(item) = self.job_item(job_id).await? else {
-            return Ok(None);
-        };
-        // The item is at hand: remember its shard count, saving the read a first batch record would make.
-        if let Ok(shards) = shards_from_item(job_id, &item) {
-            self.remember_shards(job_id, shards);
-        }
-        record_from_item(job_id, &item).map(Some)
+        self.job_record(job_id, true).await
+    }
+
+    async fn peek_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
+        self.job_record(job_id, false).await
     }
 
     async fn save_checkpoint(
@@ -696,23 +754,18 @@ impl JobStore for DynamoJobStore {
         job_id: &str,
         seq: u64,
         record: &BatchRecord,
-    ) -> Result<RecordOutcome, JobStoreError> {
+    ) -> Result<Recorded, JobStoreError> {
         let shards = self.shards_of(job_id).await?;
-        let mut delay = Duration::from_millis(10);
-        for _ in 1..CONFLICT_ATTEMPTS {
-            match self.try_record(job_id, shards, seq, record).await? {
-                Attempt::Done(outcome) => return Ok(outcome),
-                Attempt::LostConflict => {
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-            }
-        }
-        match self.try_record(job_id, shards, seq, record).await? {
-            Attempt::Done(outcome) => Ok(outcome),
-            // Still contended after every attempt: as good as throttled, and as transient.
-            Attempt::LostConflict => Err(JobStoreError::Throttled),
-        }
+        let record = match self.put_marker(job_id, shards, seq, record).await? {
+            None => record.clone(),
+            Some(stored) => stored,
+        };
+        let (outcome, group) = self.count_in_group(job_id, shards, seq, &record).await?;
+        Ok(Recorded {
+            outcome,
+            record,
+            group,
+        })
     }
 
     async fn batch_record(
@@ -720,25 +773,15 @@ impl JobStore for DynamoJobStore {
         job_id: &str,
         seq: u64,
     ) -> Result<Option<BatchRecord>, JobStoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(
-                "pk",
-                s(shard_pk(
-                    job_id,
-                    seq % u64::from(self.shards_of(job_id).await?),
-                )),
-            )
-            .key("sk", s(batch_sk(seq)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(map_error)?;
-        out.item()
-            .map(|item| marker_record(job_id, item))
-            .transpose()
+        self.marker(job_id, seq, true).await
+    }
+
+    async fn peek_batch_record(
+        &self,
+        job_id: &str,
+        seq: u64,
+    ) -> Result<Option<BatchRecord>, JobStoreError> {
+        self.marker(job_id, seq, false).await
     }
 
     async fn batch_records(
@@ -783,17 +826,22 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn progress(&self, job_id: &str) -> Result<Progress, JobStoreError> {
-        let shards = self.shards_of(job_id).await?;
-        let (job, counters) = self.read_job_and_counters(job_id, shards).await?;
+        // The job item first: the groups read after it are at least as new.
+        let job = self
+            .job_item(job_id)
+            .await?
+            .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
         let record = record_from_item(job_id, &job)?;
-        let sum = |name: &str| counters.iter().filter_map(|c| get_n(c, name)).sum::<u64>();
+        let shards = shards_from_item(job_id, &job)?;
+        self.remember_shards(job_id, shards);
+        let [batches_done, succeeded, failed] = self.sum_groups(job_id, shards).await?;
         Ok(Progress {
             status: record.status,
             listing: record.listing,
             items_sent: record.checkpoint.items_sent,
-            batches_done: sum("batches"),
-            succeeded: sum("succeeded"),
-            failed: sum("failed"),
+            batches_done,
+            succeeded,
+            failed,
         })
     }
 

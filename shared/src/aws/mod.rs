@@ -19,7 +19,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::result::SdkError;
 
-pub use dynamodb::DynamoJobStore;
+pub use dynamodb::{DynamoJobStore, GROUP_BATCHES};
 pub use lambda::LambdaInvoker;
 pub use s3::S3Store;
 pub use sqs::SqsQueue;

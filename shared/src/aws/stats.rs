@@ -1,5 +1,6 @@
 //! Counting AWS requests by operation, through an SDK interceptor: the basis of the cost-per-item figure.
-//! Every attempt is counted (a retried request is billed again).
+//! Every attempt is counted (a retried request is billed again). A DynamoDB read that is not strongly
+//! consistent is counted apart (`DynamoDB.GetItem (eventually consistent)`): it costs half.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -33,14 +34,21 @@ impl Intercept for RequestCounter {
 
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let operation = cfg.load::<Metadata>().map_or_else(
+        let mut operation = cfg.load::<Metadata>().map_or_else(
             || "unknown".to_owned(),
             |m| format!("{}.{}", m.service(), m.name()),
         );
+        let read = matches!(
+            operation.as_str(),
+            "DynamoDB.GetItem" | "DynamoDB.Query" | "DynamoDB.Scan" | "DynamoDB.BatchGetItem"
+        );
+        if read && !strongly_consistent(context.request().body().bytes().unwrap_or_default()) {
+            operation.push_str(" (eventually consistent)");
+        }
         *self
             .counts
             .lock()
@@ -48,5 +56,28 @@ impl Intercept for RequestCounter {
             .entry(operation)
             .or_default() += 1;
         Ok(())
+    }
+}
+
+/// Whether a DynamoDB read's JSON body asks for a strongly consistent read (the default is not).
+fn strongly_consistent(body: &[u8]) -> bool {
+    body.windows(CONSISTENT.len()).any(|w| w == CONSISTENT)
+}
+
+const CONSISTENT: &[u8] = b"\"ConsistentRead\":true";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_explicit_consistent_read_is_strong() {
+        assert!(strongly_consistent(
+            br#"{"ConsistentRead":true,"TableName":"t"}"#
+        ));
+        assert!(!strongly_consistent(
+            br#"{"ConsistentRead":false,"TableName":"t"}"#
+        ));
+        assert!(!strongly_consistent(br#"{"TableName":"t"}"#));
     }
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use crate::outcome::TerminalStatus;
 use crate::ports::{
     BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStatus, JobStore, JobStoreError,
-    ListingTotals, Progress, RecordOutcome,
+    ListingTotals, Progress, RecordOutcome, Recorded,
 };
 
 #[derive(Debug)]
@@ -157,15 +157,24 @@ impl JobStore for MemoryJobStore {
         job_id: &str,
         seq: u64,
         record: &BatchRecord,
-    ) -> Result<RecordOutcome, JobStoreError> {
+    ) -> Result<Recorded, JobStoreError> {
+        // The marker and the counters change under one lock: a marker here is always counted.
         self.with_job(job_id, |job| {
-            if job.batches.contains_key(&seq) {
-                return Ok(RecordOutcome::Duplicate);
+            if let Some(stored) = job.batches.get(&seq) {
+                return Ok(Recorded {
+                    outcome: RecordOutcome::Duplicate,
+                    record: stored.clone(),
+                    group: None,
+                });
             }
             job.batches.insert(seq, record.clone());
             job.succeeded += record.succeeded;
             job.failed += record.failed;
-            Ok(RecordOutcome::Recorded)
+            Ok(Recorded {
+                outcome: RecordOutcome::Recorded,
+                record: record.clone(),
+                group: None,
+            })
         })
     }
 

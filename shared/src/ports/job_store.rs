@@ -2,8 +2,10 @@
 //!
 //! The contract every implementation keeps:
 //! - a job is created once (a second create of the same id returns the existing record);
-//! - a batch is counted once however often it is recorded (a marker written in the same atomic step as the
-//!   counters);
+//! - a batch is counted once however often it is recorded. Its marker is written first, and the first
+//!   marker stands: every later recording counts what it says, not its own record. Counting is a step of its
+//!   own that happens once per batch; a crash between the two leaves a marker that the next recording of the
+//!   same batch (a redelivery, the dead-letter handler, the sweeper) counts;
 //! - exactly one caller wins the claim that moves a job from RUNNING to FINALIZING, and only after the listing
 //!   is complete;
 //! - a job reaches exactly one terminal status.
@@ -75,17 +77,44 @@ impl JobRecord {
     }
 }
 
-/// What a processed batch contributed. `part_key` is the object (in the job's result bucket) holding the
-/// batch's partial result and failures.
+/// What a processed batch contributed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchRecord {
     pub succeeded: u64,
     pub failed: u64,
-    pub part_key: String,
+    /// The batch's partial result and failures ([`crate::outcome::BatchPart`]).
+    pub part: PartRef,
     /// [`crate::message::BatchMessage::items_digest`] of the items this record counted: a batch sent again
     /// with other items (the input changed while it was listed) is told apart from a duplicate by it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub items_digest: String,
+}
+
+/// Where a batch's part is. A small part travels in the record itself: the record is written anyway, and an
+/// object would cost a PUT per batch and a GET at the end (the largest share of the control plane's cost).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartRef {
+    /// The part's JSON.
+    Inline(String),
+    /// The key of an object in the job's result bucket holding the part's JSON.
+    Object(String),
+}
+
+impl Default for PartRef {
+    fn default() -> Self {
+        Self::Inline(String::new())
+    }
+}
+
+impl PartRef {
+    /// How the part is named in errors: its object key, or "batch N's record".
+    pub fn describe(&self, seq: u64) -> String {
+        match self {
+            Self::Inline(_) => format!("the part in batch {seq}'s record"),
+            Self::Object(key) => format!("part {key}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +130,34 @@ pub enum RecordOutcome {
     Recorded,
     /// The batch was counted before; nothing changed.
     Duplicate,
+}
+
+/// What [`JobStore::record_batch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub outcome: RecordOutcome,
+    /// The record that counts for the batch: the one given, or the one a first recording stored.
+    pub record: BatchRecord,
+    /// For a store that counts batches in groups, the group this batch was counted in, as it stood right
+    /// after: a recorder whose group still lacks batches can skip the full progress read, since the recorder
+    /// of the group's last batch makes it.
+    pub group: Option<GroupCount>,
+}
+
+/// A group of consecutive batches `first..first + len` of which `counted` are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCount {
+    pub first: u64,
+    pub len: u64,
+    pub counted: u64,
+}
+
+impl GroupCount {
+    /// Every batch of the group below the listing's total `batches` is counted.
+    pub fn is_full(&self, batches: u64) -> bool {
+        let end = (self.first + self.len).min(batches);
+        self.counted >= end.saturating_sub(self.first)
+    }
 }
 
 /// A consistent read of a job's counters.
@@ -152,6 +209,12 @@ pub trait JobStore: Send + Sync {
     /// Reads the job record (strongly consistent). `None` if there is no such job.
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError>;
 
+    /// Reads the job record as [`Self::get_job`] does, but may return a version a moment old (DynamoDB: an
+    /// eventually consistent read, half the cost). For reads whose staleness is harmless.
+    async fn peek_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
+        self.get_job(job_id).await
+    }
+
     /// Saves the coordinator's checkpoint (all but its `hop`, which stays as stored). Only moves forward: a
     /// checkpoint with a lower `next_seq` than the stored one is ignored. Errors: `NotFound`, `Conflict` once
     /// the listing is complete.
@@ -180,21 +243,33 @@ pub trait JobStore: Send + Sync {
         totals: ListingTotals,
     ) -> Result<(), JobStoreError>;
 
-    /// Counts batch `seq` exactly once: the marker and the counters change together or not at all.
-    /// Only for batches of existing jobs (a backend need not check: the check would cost a request per batch).
+    /// Counts batch `seq` exactly once: writes its marker unless it has one, then counts what the marker says
+    /// unless that was counted (`Recorded` if this call counted it). Only for batches of existing jobs (a
+    /// backend need not check: the check would cost a request per batch).
     async fn record_batch(
         &self,
         job_id: &str,
         seq: u64,
         record: &BatchRecord,
-    ) -> Result<RecordOutcome, JobStoreError>;
+    ) -> Result<Recorded, JobStoreError>;
 
-    /// Batch `seq`'s record, if it has one (a strongly consistent read of its marker).
+    /// Batch `seq`'s record, if it has one (a strongly consistent read of its marker). A batch with a record
+    /// may not be counted yet (see the contract above): [`Self::record_batch`] with it makes sure.
     async fn batch_record(
         &self,
         job_id: &str,
         seq: u64,
     ) -> Result<Option<BatchRecord>, JobStoreError>;
+
+    /// Batch `seq`'s record as [`Self::batch_record`] reads it, but may miss one written a moment ago (DynamoDB:
+    /// an eventually consistent read, half the cost).
+    async fn peek_batch_record(
+        &self,
+        job_id: &str,
+        seq: u64,
+    ) -> Result<Option<BatchRecord>, JobStoreError> {
+        self.batch_record(job_id, seq).await
+    }
 
     /// The recorded batches with `from <= seq < to`, ascending by `seq` (at most `to - from`; callers ask for
     /// ranges of about a thousand).

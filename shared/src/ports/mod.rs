@@ -12,8 +12,9 @@ pub mod tables;
 
 pub use functions::{FunctionInvoker, InvokeError};
 pub use job_store::{
-    BatchRecord, Checkpoint, CreateOutcome, Cut, JobRecord, JobStatus, JobStore, JobStoreError,
-    ListingTotals, Progress, RecordOutcome, TerminalStatus, require_job,
+    BatchRecord, Checkpoint, CreateOutcome, Cut, GroupCount, JobRecord, JobStatus, JobStore,
+    JobStoreError, ListingTotals, PartRef, Progress, RecordOutcome, Recorded, TerminalStatus,
+    require_job,
 };
 pub use object_store::{
     ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError, decode_s3_key, read_all,

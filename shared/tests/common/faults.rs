@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use dmap_core::ports::{
     BatchQueue, BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStore, JobStoreError,
     ListPage, ListingTotals, ObjectReader, ObjectStore, OutgoingMessage, Progress, QueueDepth,
-    QueueError, ReceivedMessage, RecordOutcome, SendFailure, StoreError, TerminalStatus,
+    QueueError, ReceivedMessage, Recorded, SendFailure, StoreError, TerminalStatus,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -357,7 +357,7 @@ impl JobStore for FaultyJobStore {
         job_id: &str,
         seq: u64,
         record: &BatchRecord,
-    ) -> Result<RecordOutcome, JobStoreError> {
+    ) -> Result<Recorded, JobStoreError> {
         self.before("record_batch")?;
         self.after(self.inner.record_batch(job_id, seq, record).await)
     }

@@ -106,7 +106,7 @@ use std::time::Duration;
 use dmap_core::outcome::TerminalStatus;
 use dmap_core::ports::{
     BatchQueue, BatchRecord, Checkpoint, CreateOutcome, Cut, JobRecord, JobStatus, JobStore,
-    JobStoreError, ListingTotals, ObjectStore, OutgoingMessage, QueueError, RecordOutcome,
+    JobStoreError, ListingTotals, ObjectStore, OutgoingMessage, PartRef, QueueError, RecordOutcome,
     StoreError,
 };
 use dmap_core::spec::JobSpec;
@@ -537,7 +537,7 @@ fn batch(succeeded: u64, failed: u64) -> BatchRecord {
     BatchRecord {
         succeeded,
         failed,
-        part_key: format!("parts/{succeeded}-{failed}.json"),
+        part: PartRef::Object(format!("parts/{succeeded}-{failed}.json")),
         items_digest: String::new(),
     }
 }
@@ -566,20 +566,29 @@ pub async fn job_store_creates_once(store: &dyn JobStore, job_id: &str) {
 
 pub async fn job_store_counts_each_batch_once(store: Arc<dyn JobStore>, job_id: &str) {
     store.create_job(&record(job_id)).await.expect("create");
+    let first = store
+        .record_batch(job_id, 0, &batch(3, 1))
+        .await
+        .expect("record");
     assert_eq!(
-        store
-            .record_batch(job_id, 0, &batch(3, 1))
-            .await
-            .expect("record"),
-        RecordOutcome::Recorded
+        (first.outcome, &first.record),
+        (RecordOutcome::Recorded, &batch(3, 1))
     );
+    // Recorded again with another record (a duplicate whose objects changed meanwhile): the first stands.
+    let again = store
+        .record_batch(job_id, 0, &batch(9, 9))
+        .await
+        .expect("again");
     assert_eq!(
-        store
-            .record_batch(job_id, 0, &batch(3, 1))
-            .await
-            .expect("again"),
-        RecordOutcome::Duplicate
+        (again.outcome, &again.record),
+        (RecordOutcome::Duplicate, &batch(3, 1))
     );
+    for group in [first.group, again.group].into_iter().flatten() {
+        assert!(
+            group.first == 0 && group.len > 0 && group.counted == 1,
+            "{group:?}"
+        );
+    }
     // Twenty racing deliveries of batch 1: one counts.
     let racers = (0..20).map(|_| {
         let store = store.clone();
@@ -589,10 +598,14 @@ pub async fn job_store_counts_each_batch_once(store: Arc<dyn JobStore>, job_id: 
     let outcomes = futures::future::try_join_all(racers).await.expect("join");
     let recorded = outcomes
         .iter()
-        .filter(|o| matches!(o, Ok(RecordOutcome::Recorded)))
+        .filter(|o| matches!(o, Ok(r) if r.outcome == RecordOutcome::Recorded))
         .count();
     assert_eq!(recorded, 1, "{outcomes:?}");
-    assert!(outcomes.iter().all(Result::is_ok));
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(r) if r.record == batch(5, 0)))
+    );
     let p = store.progress(job_id).await.expect("progress");
     assert_eq!((p.batches_done, p.succeeded, p.failed), (2, 8, 1));
     let records = store.batch_records(job_id, 0, 1).await.expect("records");
@@ -631,6 +644,24 @@ pub async fn job_store_counts_each_batch_once(store: Arc<dyn JobStore>, job_id: 
     assert_eq!(
         (p.batches_done, p.succeeded),
         (60, 8 + (2..60).sum::<u64>())
+    );
+    // A part in the record itself round-trips byte for byte (JSON with quotes, escapes and non-ASCII).
+    let inline = BatchRecord {
+        part: PartRef::Inline(r#"{"seq":60,"result":{"k\"ey":"väl\n"}}"#.into()),
+        items_digest: "0123abcd".into(),
+        ..batch(1, 0)
+    };
+    store
+        .record_batch(job_id, 60, &inline)
+        .await
+        .expect("record");
+    assert_eq!(
+        store.batch_record(job_id, 60).await.expect("marker"),
+        Some(inline.clone())
+    );
+    assert_eq!(
+        store.batch_records(job_id, 60, 61).await.expect("records"),
+        vec![(60, inline)]
     );
 }
 
@@ -745,7 +776,7 @@ pub async fn job_store_counts_racing_records_exactly(store: Arc<dyn JobStore>, j
     let outcomes = futures::future::try_join_all(racers).await.expect("join");
     let recorded = outcomes
         .iter()
-        .filter(|o| matches!(o, Ok(RecordOutcome::Recorded)))
+        .filter(|o| matches!(o, Ok(r) if r.outcome == RecordOutcome::Recorded))
         .count();
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
     assert_eq!(recorded, 20, "{outcomes:?}");

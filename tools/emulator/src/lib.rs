@@ -246,7 +246,11 @@ pub async fn create_stack(
 /// A full set of AWS-backed ports on a fresh [`stack`], the work queue's dead-letter queue among them (a
 /// batch is dead-lettered after the template's MaxReceiveCount receives).
 pub async fn aws_deps(clients: &AwsClients, visibility_secs: u32) -> dmap_core::Deps {
-    let stack = stack(clients, visibility_secs).await;
+    stack_deps(clients, &stack(clients, visibility_secs).await)
+}
+
+/// The AWS-backed ports on `stack`'s table and queues (4 counter shards).
+pub fn stack_deps(clients: &AwsClients, stack: &dmap_infra::Stack) -> dmap_core::Deps {
     let url = |id: &str| stack.queues[id].url.clone().expect("created queue");
     let resources = dmap_core::aws::AwsResources {
         table: stack.tables["JobsTable"].clone(),

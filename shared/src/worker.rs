@@ -199,23 +199,27 @@ async fn process_items(
         return Ok(fold_values(message));
     }
     let (objects, bucket, processor) = (&deps.objects, &message.bucket, &message.processor);
-    let outcomes: Vec<ItemOutcome> = futures::stream::iter(message.items.clone())
-        .map(|item| {
-            let (objects, bucket, processor) = (objects.clone(), bucket.clone(), processor.clone());
-            async move {
-                match item {
-                    BatchItem::Failed(failed) => Ok(ItemOutcome::Failed(failed.error)),
-                    item => {
-                        let size = item.size();
-                        let key = item.key().to_owned();
-                        process_item_with_retry(objects, bucket, processor, key, size).await
+    let done = process_small_objects(deps, message).await?;
+    let outcomes: Vec<ItemOutcome> =
+        futures::stream::iter(message.items.clone().into_iter().zip(done))
+            .map(|(item, done)| {
+                let (objects, bucket, processor) =
+                    (objects.clone(), bucket.clone(), processor.clone());
+                async move {
+                    match (item, done) {
+                        (_, Some(outcome)) => Ok(outcome),
+                        (BatchItem::Failed(failed), None) => Ok(ItemOutcome::Failed(failed.error)),
+                        (item, None) => {
+                            let size = item.size();
+                            let key = item.key().to_owned();
+                            process_item_with_retry(objects, bucket, processor, key, size).await
+                        }
                     }
                 }
-            }
-        })
-        .buffered(config.item_concurrency.max(1))
-        .try_collect()
-        .await?;
+            })
+            .buffered(config.item_concurrency.max(1))
+            .try_collect()
+            .await?;
     let mut result = message.processor.empty();
     let mut failures = Vec::new();
     let mut outputs = Vec::new();
@@ -242,6 +246,66 @@ async fn process_items(
         }
     }
     Ok(part_of(message, result, failures, outputs))
+}
+
+/// The objects of the batch that the store reads whole for less than one at a time
+/// ([`ObjectStore::read_small`]: small files on a local disk), read and processed [`SMALL_OBJECTS_AT_ONCE`] at a
+/// time, each group in one blocking step of processing. The outcomes by item; `None` for the items left to the
+/// one-by-one path (larger objects, other items, every object of a store that reads one at a time, and any
+/// whose read failed: that path retries, or words the failure).
+async fn process_small_objects(
+    deps: &Deps,
+    message: &BatchMessage,
+) -> Result<Vec<Option<ItemOutcome>>, PipelineError> {
+    let mut done: Vec<Option<ItemOutcome>> = message.items.iter().map(|_| None).collect();
+    let objects: Vec<usize> = message
+        .items
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| match item {
+            BatchItem::Key(_) => true,
+            BatchItem::Object(object) => object.size <= SMALL_OBJECT_BYTES,
+            BatchItem::Value(_) | BatchItem::Failed(_) => false,
+        })
+        .map(|(i, _)| i)
+        .collect();
+    for group in objects.chunks(SMALL_OBJECTS_AT_ONCE) {
+        let keys: Vec<String> = group
+            .iter()
+            .map(|&i| message.items[i].key().to_owned())
+            .collect();
+        let reads = deps
+            .objects
+            .read_small(&message.bucket, &keys, SMALL_OBJECT_BYTES)
+            .await;
+        let read: Vec<(usize, String, Vec<u8>)> = group
+            .iter()
+            .zip(keys)
+            .zip(reads)
+            .filter_map(|((&i, key), read)| Some((i, key, read?.ok()?)))
+            .collect();
+        if read.is_empty() {
+            continue;
+        }
+        let processor = message.processor.clone();
+        let processed = tokio::task::spawn_blocking(move || {
+            read.into_iter()
+                .map(|(i, key, bytes)| {
+                    let processed = processor.process(Item::Object {
+                        key: &key,
+                        size: Some(bytes.len() as u64),
+                        body: &mut bytes.as_slice(),
+                    });
+                    (i, processed)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        for (i, processed) in processed {
+            done[i] = Some(outcome(processed)?);
+        }
+    }
+    Ok(done)
 }
 
 /// Processes a batch of values (rows, JSON values, table items: nothing to read) in one pass, each folded
@@ -360,6 +424,12 @@ async fn process_item_with_retry(
     unreachable!("the loop returns")
 }
 
+/// An object of at most this size may be read whole into memory, with others as small
+/// ([`process_small_objects`]).
+const SMALL_OBJECT_BYTES: u64 = 64 * 1024;
+/// Small objects read and processed at once: at most 2 MiB in memory per batch.
+const SMALL_OBJECTS_AT_ONCE: usize = 32;
+
 /// Owns its inputs so that the future is `'static` (a stream of borrowing futures inside a spawned task trips
 /// the compiler's higher-ranked lifetime checks).
 async fn process_item(
@@ -371,16 +441,7 @@ async fn process_item(
 ) -> Result<ItemOutcome, PipelineError> {
     let mut body = match objects.get(&bucket, &key).await {
         Ok(body) => body,
-        Err(e @ (StoreError::NotFound { .. } | StoreError::NoSuchBucket { .. })) => {
-            return Ok(ItemOutcome::Failed(format!(
-                "\"{key}\": {e} (it was listed, then removed)"
-            )));
-        }
-        // Refused for good (access, encryption key, archived): the same read would be refused again.
-        Err(e @ (StoreError::InvalidKey { .. } | StoreError::Denied { .. })) => {
-            return Ok(ItemOutcome::Failed(e.to_string()));
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => return unreadable(&key, e),
     };
     let processed = tokio::task::spawn_blocking(move || {
         processor.process(Item::Object {
@@ -391,6 +452,21 @@ async fn process_item(
     })
     .await?;
     outcome(processed)
+}
+
+/// What a failed read of an item makes of it: a failed item when the store refuses it for good, else a
+/// transient error that leaves the batch for redelivery.
+fn unreadable(key: &str, error: StoreError) -> Result<ItemOutcome, PipelineError> {
+    match error {
+        e @ (StoreError::NotFound { .. } | StoreError::NoSuchBucket { .. }) => Ok(
+            ItemOutcome::Failed(format!("\"{key}\": {e} (it was listed, then removed)")),
+        ),
+        // Refused for good (access, encryption key, archived): the same read would be refused again.
+        e @ (StoreError::InvalidKey { .. } | StoreError::Denied { .. }) => {
+            Ok(ItemOutcome::Failed(e.to_string()))
+        }
+        e => Err(e.into()),
+    }
 }
 
 /// What a processor's answer for one item makes of it: done, failed for good, or a transient error that

@@ -118,6 +118,32 @@ pub trait ObjectStore: Send + Sync {
     /// Writes a whole object, replacing any previous one atomically (readers see the old or the new body).
     /// Errors: `NoSuchBucket`, `InvalidKey`.
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError>;
+
+    /// Reads the first `limit` bytes of an object (all of it if it is no longer) into memory, off the async
+    /// runtime. Errors as [`ObjectStore::get`].
+    async fn read_up_to(&self, bucket: &str, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
+        let reader = self.get(bucket, key).await?;
+        tokio::task::spawn_blocking(move || {
+            let mut body = Vec::new();
+            reader.take(limit).read_to_end(&mut body).map(|_| body)
+        })
+        .await
+        .map_err(|e| StoreError::Other(Box::new(e)))?
+        .map_err(StoreError::from)
+    }
+
+    /// Reads each of `keys` that is at most `limit` bytes whole, in order, where a store can do that for less
+    /// than opening and reading each object apart: `None` for an object it leaves to [`ObjectStore::get`] (a
+    /// larger one, or every one for a store that reads an object at a time, the default). A local disk reads
+    /// them all in one blocking step: for small objects the thread hand-offs cost more than the reads.
+    async fn read_small(
+        &self,
+        _bucket: &str,
+        keys: &[String],
+        _limit: u64,
+    ) -> Vec<Option<Result<Vec<u8>, StoreError>>> {
+        keys.iter().map(|_| None).collect()
+    }
 }
 
 /// Decodes a key as S3 writes it in event notifications and inventory reports: form encoding, `+` for a space
@@ -146,12 +172,5 @@ pub async fn read_up_to(
     key: &str,
     limit: u64,
 ) -> Result<Vec<u8>, StoreError> {
-    let reader = store.get(bucket, key).await?;
-    tokio::task::spawn_blocking(move || {
-        let mut body = Vec::new();
-        reader.take(limit).read_to_end(&mut body).map(|_| body)
-    })
-    .await
-    .map_err(|e| StoreError::Other(Box::new(e)))?
-    .map_err(StoreError::from)
+    store.read_up_to(bucket, key, limit).await
 }

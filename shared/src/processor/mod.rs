@@ -185,15 +185,36 @@ impl<A> From<A> for Processed<A> {
 /// Reads `body` to its end in chunks, handing each to `chunk`, and returns the bytes read: one streaming read
 /// for every processor, so none holds a whole object in memory. A failed read is [`ItemError::Read`] naming
 /// `key`.
-fn read_chunks(
+fn read_chunks(key: &str, body: &mut dyn Read, chunk: impl FnMut(&[u8])) -> Result<u64, ItemError> {
+    thread_local! {
+        /// A thread's read buffer, kept: allocating and zeroing 256 KiB per object cost more than reading a
+        /// small one.
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut buffer) => {
+            if buffer.is_empty() {
+                buffer.resize(CHUNK_BYTES, 0);
+            }
+            read_chunks_into(key, body, &mut buffer, chunk)
+        }
+        // A read within a read (a processor's chunk handler reading another body): a buffer of its own.
+        Err(_) => read_chunks_into(key, body, &mut vec![0u8; CHUNK_BYTES], chunk),
+    })
+}
+
+/// The size of [`read_chunks`]' reads.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+fn read_chunks_into(
     key: &str,
     body: &mut dyn Read,
+    buf: &mut [u8],
     mut chunk: impl FnMut(&[u8]),
 ) -> Result<u64, ItemError> {
-    let mut buf = vec![0u8; 256 * 1024];
     let mut bytes = 0u64;
     loop {
-        match body.read(&mut buf) {
+        match body.read(buf) {
             Ok(0) => return Ok(bytes),
             Ok(n) => {
                 bytes += n as u64;

@@ -221,6 +221,8 @@ fn key_path(bucket_dir: &Path, key: &str) -> Result<PathBuf, StoreError> {
 struct Bounds {
     root: PathBuf,
     bucket: PathBuf,
+    /// The bucket's directory, open: objects are opened relative to it ([`open_beneath`]).
+    dir: Option<fs::File>,
 }
 
 impl Bounds {
@@ -228,6 +230,7 @@ impl Bounds {
         Ok(Self {
             root: fs::canonicalize(root)?,
             bucket: fs::canonicalize(bucket_dir)?,
+            dir: fs::File::open(bucket_dir).ok(),
         })
     }
 
@@ -251,7 +254,7 @@ fn open_object(
         code: code.to_owned(),
         message: message.to_owned(),
     };
-    if let Some(opened) = open_fast(bounds, path) {
+    if let Some(opened) = open_beneath(bounds, key).or_else(|| open_fast(bounds, path)) {
         return Ok(opened);
     }
     let real = match fs::canonicalize(path) {
@@ -322,6 +325,44 @@ fn open_fast(bounds: &Bounds, path: &Path) -> Option<(fs::File, u64)> {
 
 #[cfg(not(target_os = "linux"))]
 fn open_fast(_bounds: &Bounds, _path: &Path) -> Option<(fs::File, u64)> {
+    None
+}
+
+/// Opens `key` relative to the bucket's open directory, refusing any link on the way (`openat2` with
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, Linux 5.6 and later): a file reached so is within the bounds with
+/// no further check, and the lookup walks the key alone, not the whole path. `None` for a path with a link in
+/// it, anything not a regular file, an error, or a kernel without the call: [`open_fast`] and the careful path
+/// decide.
+#[cfg(target_os = "linux")]
+fn open_beneath(bounds: &Bounds, key: &str) -> Option<(fs::File, u64)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let dir = bounds.dir.as_ref()?;
+    let key = std::ffi::CString::new(key).ok()?;
+    // SAFETY: open_how is plain data, all zeroes a valid (empty) request before the fields set here.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: the pointers are valid for the call; the kernel reads `how` up to the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            key.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor the call just opened, owned by nothing else.
+    let file = unsafe { fs::File::from_raw_fd(fd as i32) };
+    let metadata = file.metadata().ok()?;
+    metadata.is_file().then_some((file, metadata.len()))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_beneath(_bounds: &Bounds, _key: &str) -> Option<(fs::File, u64)> {
     None
 }
 
@@ -499,18 +540,49 @@ enum Entry {
 /// A file as a listed object. Its entity tag is made of its modification time and size, not of an MD5 of its
 /// content as S3's (which would read every file to list it): it changes when the file is rewritten, which is
 /// what an ETag is compared for.
-fn object_meta(key: &str, m: &fs::Metadata) -> ObjectMeta {
+fn object_meta(key: &str, (len, modified): (u64, std::time::Duration)) -> ObjectMeta {
+    ObjectMeta::new(
+        key,
+        len,
+        format!("\"{:x}-{:x}\"", modified.as_nanos(), len),
+        i64::try_from(modified.as_millis()).unwrap_or(i64::MAX),
+    )
+}
+
+/// A file's size and modification time (since the epoch).
+fn size_and_modified(m: &fs::Metadata) -> (u64, std::time::Duration) {
     let modified = m
         .modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .unwrap_or_default();
-    ObjectMeta::new(
-        key,
-        m.len(),
-        format!("\"{:x}-{:x}\"", modified.as_nanos(), m.len()),
-        i64::try_from(modified.as_millis()).unwrap_or(i64::MAX),
-    )
+    (m.len(), modified)
+}
+
+/// [`size_and_modified`] of the file `name` in the open directory `dir`, where the lookup walks the name alone
+/// rather than the whole path (a listing stats every file).
+#[cfg(target_os = "linux")]
+fn stat_in(dir: &fs::File, name: &str) -> std::io::Result<(u64, std::time::Duration)> {
+    use std::os::fd::AsRawFd;
+    let name = std::ffi::CString::new(name)?;
+    // SAFETY: stat is plain data; fstatat fills it, and it is read only when the call succeeded.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    let done = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut stat,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if done != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let modified = std::time::Duration::new(
+        u64::try_from(stat.st_mtime).unwrap_or(0),
+        u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+    );
+    Ok((u64::try_from(stat.st_size).unwrap_or(0), modified))
 }
 
 /// One page of a sorted walk.
@@ -573,6 +645,8 @@ impl Walk<'_> {
             }
             let selected = heap.into_sorted_vec();
             let exhausted = selected.len() < room;
+            #[cfg(target_os = "linux")]
+            let open_dir = fs::File::open(dir).ok();
             for (key, kind) in &selected {
                 let meta = match kind {
                     Entry::Folder(real) => {
@@ -582,8 +656,13 @@ impl Walk<'_> {
                         walked?;
                         None
                     }
-                    Entry::Object(real) => match fs::metadata(real) {
-                        Ok(m) => Some(object_meta(key, &m)),
+                    Entry::Object(real) => match self.stat(
+                        real,
+                        dir,
+                        #[cfg(target_os = "linux")]
+                        open_dir.as_ref(),
+                    ) {
+                        Ok(m) => Some(object_meta(key, m)),
                         Err(e) if e.kind() == ErrorKind::NotFound => None, // removed meanwhile
                         Err(e) => return Err(e.into()),
                     },
@@ -601,6 +680,23 @@ impl Walk<'_> {
             }
             lower = selected.last().map(|(k, _)| k.clone());
         }
+    }
+
+    /// The size and modification time of the object at `real`: through `open_dir` (the folder being walked)
+    /// when the object is a file in it, else by its path.
+    fn stat(
+        &self,
+        real: &Path,
+        dir: &Path,
+        #[cfg(target_os = "linux")] open_dir: Option<&fs::File>,
+    ) -> std::io::Result<(u64, std::time::Duration)> {
+        #[cfg(target_os = "linux")]
+        if let (Some(open_dir), Some(name)) = (open_dir, real.file_name().and_then(|n| n.to_str()))
+            && real.parent() == Some(dir)
+        {
+            return stat_in(open_dir, name);
+        }
+        fs::metadata(real).map(|m| size_and_modified(&m))
     }
 
     /// What `entry` of the folder whose key prefix is `dir_key` is; `None` for what a listing leaves out.

@@ -169,28 +169,45 @@ async fn chaos_through_moto_gives_the_fault_free_result() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_delivered_twice_by_sqs_counts_once() {
-    let clients = emulator::clients().await;
-    let deps = emulator::aws_deps(&clients, 30).await;
-    let bucket = emulator::bucket(&clients, "dup").await;
-    for i in 0..5 {
+/// A job over `objects` CSV objects under `<prefix>/` of a fresh bucket, `max_items` a batch, started and listed
+/// (its batches are in the work queue).
+async fn listed_job(
+    clients: &dmap_core::aws::AwsClients,
+    deps: &dmap_core::Deps,
+    prefix: &str,
+    objects: usize,
+    max_items: u32,
+) -> dmap_core::ports::JobRecord {
+    let bucket = emulator::bucket(clients, prefix).await;
+    for i in 0..objects {
         deps.objects
-            .put(&bucket, &format!("d/k{i}.csv"), csv_object(i).into_bytes())
+            .put(
+                &bucket,
+                &format!("{prefix}/k{i}.csv"),
+                csv_object(i).into_bytes(),
+            )
             .await
             .unwrap();
     }
-    let mut spec = csv_spec("d/", 10);
+    let mut spec = csv_spec(&format!("{prefix}/"), max_items);
     spec["item_reader"]["bucket"] = serde_json::json!(bucket);
     spec["result_writer"]["bucket"] = serde_json::json!(bucket);
     let record = start_or_resume(
-        &deps,
+        deps,
         JobSpec::parse(spec.to_string().as_bytes()).unwrap(),
         Rerun::Resume,
     )
     .await
     .unwrap();
-    run_listing(&deps, &record, &|| true).await.unwrap();
+    run_listing(deps, &record, &|| true).await.unwrap();
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_delivered_twice_by_sqs_counts_once() {
+    let clients = emulator::clients().await;
+    let deps = emulator::aws_deps(&clients, 30).await;
+    let record = listed_job(&clients, &deps, "d", 5, 10).await;
 
     // The coordinator sent one message; send its body again, as a retried send would.
     let first = deps
@@ -351,25 +368,8 @@ async fn a_marker_a_crash_left_uncounted_is_counted_by_its_redelivery_or_the_swe
     let stack = emulator::stack(&clients, 30).await;
     let deps = emulator::stack_deps(&clients, &stack);
     let table = stack.tables["JobsTable"].clone();
-    let bucket = emulator::bucket(&clients, "uncounted").await;
-    for i in 0..6 {
-        deps.objects
-            .put(&bucket, &format!("u/k{i}.csv"), csv_object(i).into_bytes())
-            .await
-            .unwrap();
-    }
-    let mut spec = csv_spec("u/", 3);
-    spec["item_reader"]["bucket"] = serde_json::json!(bucket);
-    spec["result_writer"]["bucket"] = serde_json::json!(bucket);
-    let record = start_or_resume(
-        &deps,
-        JobSpec::parse(spec.to_string().as_bytes()).unwrap(),
-        Rerun::Resume,
-    )
-    .await
-    .unwrap();
+    let record = listed_job(&clients, &deps, "u", 6, 3).await;
     let job_id = record.job.job_id.clone();
-    run_listing(&deps, &record, &|| true).await.unwrap();
     let mut messages = Vec::new();
     while messages.len() < 2 {
         for m in deps

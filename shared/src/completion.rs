@@ -33,7 +33,7 @@ pub async fn complete_if_done(
     job_id: &str,
     retrigger: bool,
 ) -> Result<Completion, PipelineError> {
-    // The job item alone first (one read unit); the counter shards only once the listing is complete, which
+    // The job item alone first (one read unit); the group counters only once the listing is complete, which
     // for most batches of a large job it is not yet. Still exact: a worker records its batch before this read,
     // so if the read shows no listing totals, the coordinator records them later and its own check (the same
     // function, after its totals) sees this batch.
@@ -45,17 +45,9 @@ pub async fn complete_if_done(
             if progress.status != JobStatus::Running {
                 return Ok(Completion::NotYet);
             }
-            let complete = match progress.listing {
-                None => false,
-                Some(_) if progress.is_complete() => true,
-                // More batches counted than the listing has: batches past its total were recorded (an earlier
-                // pass of a listing that changed since). Complete once every batch below it has its record.
-                Some(totals) if progress.batches_done > totals.batches => {
-                    all_recorded(deps, job_id, totals.batches).await?
-                }
-                Some(_) => false,
-            };
-            if !complete {
+            // Batches past the listing's total (an earlier pass of a listing that changed since) do not count
+            // toward it: see `Progress::batches_done`.
+            if !progress.is_complete() {
                 return Ok(Completion::NotYet);
             }
             if deps.jobs.claim_finalization(job_id).await? {
@@ -98,20 +90,6 @@ pub async fn complete_after_record(
         }
     }
     complete_if_done(deps, job_id, recorded.outcome == RecordOutcome::Duplicate).await
-}
-
-/// Whether every batch `0..total` has a record.
-async fn all_recorded(deps: &Deps, job_id: &str, total: u64) -> Result<bool, PipelineError> {
-    const PAGE: u64 = 1000;
-    let mut from = 0;
-    while from < total {
-        let to = (from + PAGE).min(total);
-        if deps.jobs.batch_records(job_id, from, to).await?.len() as u64 != to - from {
-            return Ok(false);
-        }
-        from = to;
-    }
-    Ok(true)
 }
 
 async fn trigger_finalizer(deps: &Deps, job_id: &str) -> Result<(), PipelineError> {

@@ -61,7 +61,8 @@ pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, Pipeli
     tracing::warn!(batch_id = %message.batch_id(), ?outcome, "dead-lettered batch handled");
     Ok(match outcome {
         RecordOutcome::Recorded => DeadLetterOutcome::RecordedFailed {
-            items: part.failed,
+            // What counted: this part's, or a worker's that recorded the batch before a crash.
+            items: recorded.record.failed,
             completion,
         },
         RecordOutcome::Duplicate => DeadLetterOutcome::AlreadyRecorded,

@@ -20,7 +20,9 @@
 //!
 //! A crash between the two leaves a marker not yet counted: the batch's message is redelivered (it was not
 //! deleted), and its recording counts it. The group's count after the write comes back with it, so only the
-//! recorder of a group's last batch reads every group (see [`crate::ports::Recorded::group`]). Conditions are
+//! recorder of a group's last batch reads every group (see [`crate::ports::Recorded::group`]; so does one past
+//! the listing's total, or on an endpoint that does not return the group). A progress read counts, in a group
+//! reaching past the listing's total, only the batches below it. Conditions are
 //! recognised from their error codes, never from an error string.
 //!
 //! `shards` is the job's own `counter_shards`, stored when it is created: a deployment may change its shard
@@ -172,6 +174,24 @@ fn marker_record(job_id: &str, item: &Item) -> Result<BatchRecord, JobStoreError
         part,
         items_digest: get_s(item, "digest").unwrap_or_default().to_owned(),
     })
+}
+
+/// How many of the batches a group counted are at or past `below` (none without it).
+fn past(group: &Item, below: Option<u64>) -> u64 {
+    let Some(below) = below else { return 0 };
+    let first = get_s(group, "sk")
+        .and_then(|sk| sk.strip_prefix("GROUP#"))
+        .and_then(|g| g.parse::<u64>().ok())
+        .map_or(0, |g| g * GROUP_BATCHES);
+    if first + GROUP_BATCHES <= below {
+        return 0;
+    }
+    let done = group.get("done").and_then(|v| v.as_ns().ok());
+    done.into_iter()
+        .flatten()
+        .filter_map(|seq| seq.parse::<u64>().ok())
+        .filter(|seq| *seq >= below)
+        .count() as u64
 }
 
 /// The error code of a failed condition.
@@ -567,8 +587,14 @@ impl DynamoJobStore {
 
     /// Sums `batches`, `succeeded` and `failed` over the job's group counters: one strongly consistent Query
     /// (of the groups alone, not the markers beside them) per shard partition. Not one snapshot, and need not
-    /// be: counters only grow, so a read can only lag, never show a complete job that is not.
-    async fn sum_groups(&self, job_id: &str, shards: u32) -> Result<[u64; 3], JobStoreError> {
+    /// be: counters only grow, so a read can only lag, never show a complete job that is not. With `below` (the
+    /// listing's total), a group reaching past it counts the batches of its `done` set below it.
+    async fn sum_groups(
+        &self,
+        job_id: &str,
+        shards: u32,
+        below: Option<u64>,
+    ) -> Result<[u64; 3], JobStoreError> {
         let queries = (0..u64::from(shards)).map(|shard| {
             self.query_all(
                 self.client
@@ -576,7 +602,8 @@ impl DynamoJobStore {
                     .key_condition_expression("pk = :pk AND begins_with(sk, :group)")
                     .expression_attribute_values(":pk", s(shard_pk(job_id, shard)))
                     .expression_attribute_values(":group", s("GROUP#"))
-                    .projection_expression("batches, succeeded, failed")
+                    .projection_expression("sk, batches, succeeded, failed, #done")
+                    .expression_attribute_names("#done", "done")
                     .consistent_read(true),
             )
         });
@@ -587,6 +614,7 @@ impl DynamoJobStore {
                     for (sum, name) in sums.iter_mut().zip(["batches", "succeeded", "failed"]) {
                         *sum += get_n(group, name).unwrap_or(0);
                     }
+                    sums[0] -= past(group, below);
                 }
                 Ok(sums)
             })
@@ -834,7 +862,8 @@ impl JobStore for DynamoJobStore {
         let record = record_from_item(job_id, &job)?;
         let shards = shards_from_item(job_id, &job)?;
         self.remember_shards(job_id, shards);
-        let [batches_done, succeeded, failed] = self.sum_groups(job_id, shards).await?;
+        let below = record.listing.map(|l| l.batches);
+        let [batches_done, succeeded, failed] = self.sum_groups(job_id, shards, below).await?;
         Ok(Progress {
             status: record.status,
             listing: record.listing,

@@ -1,5 +1,6 @@
-//! An in-process job store with the job store port's conditional semantics (the same ones the DynamoDB adapter
-//! gets from condition expressions and transactions): every operation is one atomic step under a lock.
+//! An in-process job store with the job store port's conditional semantics (the ones the DynamoDB adapter gets
+//! from condition expressions): every operation is one atomic step under a lock, so a marker here is counted
+//! as it is written.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -207,7 +208,10 @@ impl JobStore for MemoryJobStore {
                 status: job.record.status,
                 listing: job.record.listing,
                 items_sent: job.record.checkpoint.items_sent,
-                batches_done: job.batches.len() as u64,
+                batches_done: match job.record.listing {
+                    Some(totals) => job.batches.range(..totals.batches).count() as u64,
+                    None => job.batches.len() as u64,
+                },
                 succeeded: job.succeeded,
                 failed: job.failed,
             })

@@ -12,8 +12,9 @@
 //! (or the bucket's own directory, when the bucket is itself a link): one that leads out of it, to nothing, or
 //! round in a loop is listed, and reading it is refused for good (`StoreError::Denied`), so the job records the
 //! item as failed; a link to a folder that contains it is not entered (the listing would never end). FIFOs,
-//! sockets and devices are not objects: they are left out of listings, with a warning, and never opened (opening
-//! a FIFO would wait for a writer).
+//! sockets and devices are not objects: they are left out of listings, with a warning, and never read. A read of
+//! such a key opens it without waiting (`O_NONBLOCK`: opening a FIFO would otherwise wait for a writer) to learn
+//! what it is from what was opened, then refuses it.
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fs;

@@ -166,7 +166,11 @@ pub struct Progress {
     pub status: JobStatus,
     pub listing: Option<ListingTotals>,
     pub items_sent: u64,
+    /// Batches counted; once the listing's total is known, only those below it. A batch at or past it was cut
+    /// by an earlier pass of a listing that changed since: it is never finalized, and must not make the job
+    /// look complete while a batch below the total is missing.
     pub batches_done: u64,
+    /// Items of every batch counted (past the total too: these are for a progress display).
     pub succeeded: u64,
     pub failed: u64,
 }

@@ -82,6 +82,15 @@ macro_rules! conformance_suite {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn job_store_counts_only_batches_below_the_total() {
+            conformance::job_store_counts_only_batches_below_the_total(
+                job_store().await,
+                "job-past",
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn job_store_counts_racing_records_exactly() {
             conformance::job_store_counts_racing_records_exactly(job_store().await, "job-race")
                 .await;
@@ -761,6 +770,43 @@ pub async fn job_store_claims_once_after_listing(store: Arc<dyn JobStore>, job_i
         JobStatus::Failed
     );
     assert!(!store.claim_finalization(job_id).await.expect("claim"));
+}
+
+/// A batch past the listing's total (cut by an earlier pass of a listing that changed since) is recorded but
+/// does not count toward completion: with batch 2 of 3 missing, the job is not complete, however many batches
+/// past the total were recorded, before or after the total was known.
+pub async fn job_store_counts_only_batches_below_the_total(store: Arc<dyn JobStore>, job_id: &str) {
+    store.create_job(&record(job_id)).await.expect("create");
+    for seq in [0, 1, 3] {
+        store
+            .record_batch(job_id, seq, &batch(1, 0))
+            .await
+            .expect("record");
+    }
+    store
+        .complete_listing(
+            job_id,
+            ListingTotals {
+                batches: 3,
+                items: 3,
+            },
+        )
+        .await
+        .expect("complete the listing");
+    store
+        .record_batch(job_id, 70, &batch(1, 0))
+        .await
+        .expect("record past the total, in another group");
+    let p = store.progress(job_id).await.expect("progress");
+    assert_eq!(p.batches_done, 2, "{p:?}");
+    assert!(!p.is_complete());
+    store
+        .record_batch(job_id, 2, &batch(1, 0))
+        .await
+        .expect("record");
+    let p = store.progress(job_id).await.expect("progress");
+    assert_eq!(p.batches_done, 3, "{p:?}");
+    assert!(p.is_complete());
 }
 
 /// Forty racing records (twenty batches, each delivered twice at once) all land exactly: no lost update, no

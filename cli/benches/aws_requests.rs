@@ -196,7 +196,6 @@ async fn run_and_price(
         "{:<32} {:>9} {:>16}",
         "operation", "requests", "per 1,000 items"
     );
-    let count = |operation: &str| requests.get(operation).and_then(Value::as_u64).unwrap_or(0);
     let mut control_plane = 0.0;
     let mut gets = 0.0;
     for (operation, n) in requests {
@@ -242,10 +241,6 @@ async fn run_and_price(
         "cost per 1M items at {batch} a batch: control plane (SQS, DynamoDB, S3 list/put) ${:.4}; the object GETs ${:.3}",
         control_plane * scale,
         gets * scale
-    );
-    assert!(
-        count("S3.PutObject") <= 3 + batches / 50,
-        "small parts travel in the records"
     );
     (control_plane * scale, gets * scale)
 }

@@ -146,10 +146,21 @@ impl LocalDirStore {
         key: &str,
         limit: u64,
     ) -> Result<Vec<u8>, StoreError> {
+        let (file, size) = self.open_blocking(bucket, bucket_dir, key)?;
+        read_file(file, size, limit)
+    }
+
+    /// Opens object `key` of `bucket` (whose directory is `bucket_dir`) on the calling thread; returns it with
+    /// its size.
+    fn open_blocking(
+        &self,
+        bucket: &str,
+        bucket_dir: &Path,
+        key: &str,
+    ) -> Result<(fs::File, u64), StoreError> {
         let path = key_path(bucket_dir, key)?;
         let bounds = self.bounds_of(bucket, bucket_dir)?;
-        let (file, size) = open_object(&bounds, &path, bucket, key)?;
-        read_file(file, size, limit)
+        open_object(&bounds, &path, bucket, key)
     }
 
     /// A whole object if it is at most `limit` bytes (`None` if it is larger), read on the calling thread.
@@ -160,11 +171,7 @@ impl LocalDirStore {
         key: &str,
         limit: u64,
     ) -> Option<Result<Vec<u8>, StoreError>> {
-        let opened = key_path(bucket_dir, key).and_then(|path| {
-            let bounds = self.bounds_of(bucket, bucket_dir)?;
-            open_object(&bounds, &path, bucket, key)
-        });
-        match opened {
+        match self.open_blocking(bucket, bucket_dir, key) {
             Ok((_, size)) if size > limit => None,
             Ok((file, size)) => Some(read_file(file, size, limit)),
             Err(e) => Some(Err(e)),
@@ -446,11 +453,9 @@ impl ObjectStore for LocalDirStore {
         offset: u64,
     ) -> Result<ObjectReader, StoreError> {
         let bucket_dir = self.bucket_dir(bucket)?;
-        let path = key_path(&bucket_dir, key)?;
         let (store, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
         blocking(move || {
-            let bounds = store.bounds_of(&bucket, &bucket_dir)?;
-            let (mut file, _) = open_object(&bounds, &path, &bucket, &key)?;
+            let (mut file, _) = store.open_blocking(&bucket, &bucket_dir, &key)?;
             if offset > 0 {
                 std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))?;
             }

@@ -4,8 +4,10 @@
 //! `/`), and keeps a bounded number of candidates per directory level in memory, however many files a directory
 //! holds: memory stays flat with the number of objects. One walk reads up to [`LOOKAHEAD_PAGES`] pages and
 //! keeps the pages after the first for the next call, so a flat folder of N files is scanned N / 10,000 times
-//! rather than N / 1,000. (Like an S3 listing, a listing is not a snapshot: objects written meanwhile may be
-//! missed.) Writes go to a temporary file beside the buckets and are renamed into place, so a reader or a
+//! rather than N / 1,000. The first page of a listing is walked alone, since a job's first batch waits for it;
+//! after that a walk is always under way in the background while the pages before it are served, so that the
+//! listing, a job's one sequential step, does not hold the workers up. (Like an S3 listing, a listing is not a
+//! snapshot: objects written meanwhile may be missed.) Writes go to a temporary file beside the buckets and are renamed into place, so a reader or a
 //! listing never sees a half-written object.
 //!
 //! A data directory may hold more than plain files. A link is followed while it stays inside the data directory
@@ -43,6 +45,16 @@ struct Lookahead {
     objects: VecDeque<ObjectMeta>,
     /// The walk reached the end of the listing: nothing follows `objects`.
     complete: bool,
+    /// The walk reading on from the last of `objects`, started as soon as the one before it was taken in, so
+    /// that the listing's reader does not wait for it.
+    next: Option<tokio::task::JoinHandle<Result<Walked, StoreError>>>,
+}
+
+/// What one walk read: up to its limit of objects, and whether the listing ends with them.
+#[derive(Debug)]
+struct Walked {
+    objects: VecDeque<ObjectMeta>,
+    complete: bool,
 }
 
 /// The embedded object store.
@@ -64,50 +76,97 @@ impl LocalDirStore {
         }
     }
 
-    /// Serves a page from the look-ahead if the last walk read past `after` for this listing.
-    fn page_from_lookahead(&self, bucket: &str, prefix: &str, after: &str) -> Option<ListPage> {
+    /// Takes the look-ahead when it continues this listing from `after`.
+    fn take_lookahead(&self, bucket: &str, prefix: &str, after: &str) -> Option<Lookahead> {
         let mut slot = self.lookahead.lock().unwrap_or_else(|p| p.into_inner());
-        let ahead = slot.take()?;
+        let ahead = slot.as_ref()?;
         let hit = ahead.bucket == bucket && ahead.prefix == prefix && ahead.after == after;
-        if !hit || (ahead.objects.len() <= MAX_KEYS_PER_PAGE && !ahead.complete) {
-            return None;
-        }
-        Some(Self::cut_page(
-            &mut slot,
-            ahead.bucket,
-            ahead.prefix,
-            ahead.objects,
-            ahead.complete,
-        ))
+        if hit { slot.take() } else { None }
     }
 
-    /// Returns the first page of `objects` and keeps the rest (if any) as the look-ahead.
-    fn cut_page(
-        slot: &mut Option<Lookahead>,
-        bucket: String,
-        prefix: String,
-        mut objects: VecDeque<ObjectMeta>,
-        complete: bool,
-    ) -> ListPage {
-        if objects.len() <= MAX_KEYS_PER_PAGE && complete {
-            return ListPage {
-                objects: objects.into(),
-                next: None,
+    /// Serves the next page of `ahead` (waiting for the walk reading on when it holds less than one), keeps
+    /// the rest as the look-ahead, and starts the next walk if none is under way.
+    async fn serve(
+        &self,
+        mut ahead: Lookahead,
+        bucket_dir: PathBuf,
+    ) -> Result<ListPage, StoreError> {
+        if ahead.objects.len() < MAX_KEYS_PER_PAGE && !ahead.complete {
+            let from = ahead
+                .objects
+                .back()
+                .map_or(&ahead.after, |o| &o.key)
+                .clone();
+            let walked = match ahead.next.take() {
+                Some(next) => next.await.map_err(other)??,
+                None => {
+                    self.walk(&bucket_dir, &ahead.prefix, Some(from), LOOKAHEAD_PAGES)
+                        .await?
+                }
             };
+            ahead.objects.extend(walked.objects);
+            ahead.complete = walked.complete;
         }
-        let rest = objects.split_off(MAX_KEYS_PER_PAGE.min(objects.len()));
-        let after = objects.back().map(|o| o.key.clone()).unwrap_or_default();
-        *slot = Some(Lookahead {
-            bucket,
-            prefix,
-            after: after.clone(),
-            objects: rest,
-            complete,
-        });
-        ListPage {
-            objects: objects.into(),
-            next: Some(after),
+        if ahead.objects.len() <= MAX_KEYS_PER_PAGE && ahead.complete {
+            return Ok(ListPage {
+                objects: ahead.objects.into(),
+                next: None,
+            });
         }
+        let rest = ahead.objects.split_off(MAX_KEYS_PER_PAGE);
+        let page = std::mem::replace(&mut ahead.objects, rest);
+        ahead.after = page.back().map(|o| o.key.clone()).unwrap_or_default();
+        if !ahead.complete && ahead.next.is_none() {
+            let from = ahead
+                .objects
+                .back()
+                .map_or(&ahead.after, |o| &o.key)
+                .clone();
+            let (store, prefix) = (self.clone(), ahead.prefix.clone());
+            ahead.next = Some(tokio::spawn(async move {
+                store
+                    .walk(&bucket_dir, &prefix, Some(from), LOOKAHEAD_PAGES)
+                    .await
+            }));
+        }
+        let next = Some(ahead.after.clone());
+        *self.lookahead.lock().unwrap_or_else(|p| p.into_inner()) = Some(ahead);
+        Ok(ListPage {
+            objects: page.into(),
+            next,
+        })
+    }
+
+    /// Walks `bucket_dir` for up to `pages` pages of the keys under `prefix` after `after`.
+    async fn walk(
+        &self,
+        bucket_dir: &Path,
+        prefix: &str,
+        after: Option<String>,
+        pages: usize,
+    ) -> Result<Walked, StoreError> {
+        let (root, dir, prefix) = (self.root.clone(), bucket_dir.to_owned(), prefix.to_owned());
+        blocking(move || {
+            let limit = MAX_KEYS_PER_PAGE * pages;
+            let bounds = Bounds::new(&root, &dir)?;
+            let dir = bounds.bucket.clone();
+            let mut walk = Walk {
+                prefix: &prefix,
+                after: after.as_deref(),
+                limit: limit + 1,
+                out: Vec::new(),
+                bounds: &bounds,
+                folders: vec![dir.clone()],
+            };
+            walk.dir(&dir, "")?;
+            let complete = walk.out.len() <= limit;
+            let mut objects = VecDeque::from(walk.out);
+            if !complete {
+                objects.pop_back(); // only there to tell whether more follow
+            }
+            Ok(Walked { objects, complete })
+        })
+        .await
     }
 
     pub fn root(&self) -> &Path {
@@ -412,38 +471,27 @@ impl ObjectStore for LocalDirStore {
         let dir = self.bucket_dir(bucket)?;
         // The continuation token is the last key of the previous page.
         let after = continuation.or(start_after);
-        if let Some(page) = after.and_then(|a| self.page_from_lookahead(bucket, prefix, a)) {
-            return Ok(page);
+        if let Some(ahead) = after.and_then(|a| self.take_lookahead(bucket, prefix, a)) {
+            return self.serve(ahead, dir).await;
         }
-        let (bucket, prefix, after) = (
-            bucket.to_owned(),
-            prefix.to_owned(),
-            after.map(str::to_owned),
-        );
-        let lookahead = self.lookahead.clone();
-        let root = self.root.clone();
-        blocking(move || {
-            let limit = MAX_KEYS_PER_PAGE * LOOKAHEAD_PAGES;
-            let bounds = Bounds::new(&root, &dir)?;
-            let dir = bounds.bucket.clone();
-            let mut walk = Walk {
-                prefix: &prefix,
-                after: after.as_deref(),
-                limit: limit + 1,
-                out: Vec::new(),
-                bounds: &bounds,
-                folders: vec![dir.clone()],
-            };
-            walk.dir(&dir, "")?;
-            let complete = walk.out.len() <= limit;
-            let mut objects = VecDeque::from(walk.out);
-            if !complete {
-                objects.pop_back(); // only there to tell whether more follow
-            }
-            let mut slot = lookahead.lock().unwrap_or_else(|p| p.into_inner());
-            Ok(Self::cut_page(&mut slot, bucket, prefix, objects, complete))
-        })
-        .await
+        // A listing's first page is walked alone: its reader waits for it.
+        let pages = if continuation.is_some() {
+            LOOKAHEAD_PAGES
+        } else {
+            1
+        };
+        let walked = self
+            .walk(&dir, prefix, after.map(str::to_owned), pages)
+            .await?;
+        let ahead = Lookahead {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            after: after.unwrap_or_default().to_owned(),
+            objects: walked.objects,
+            complete: walked.complete,
+            next: None,
+        };
+        self.serve(ahead, dir).await
     }
 
     async fn get_from(
@@ -536,7 +584,9 @@ fn not_found(bucket: &str, key: &str) -> StoreError {
 enum Entry {
     /// A folder to walk, at this real (canonical) path.
     Folder(PathBuf),
-    /// An object: a regular file, or a link to one within the bounds, at this real path.
+    /// A regular file in the folder being walked: its name is the last part of its key.
+    File,
+    /// A link to a regular file within the bounds, at this real path.
     Object(PathBuf),
     /// A link that cannot be read (it leads out of the bounds, to nothing, or round a loop): listed, so that
     /// the read of its key fails the item, as an object S3 lists and then refuses.
@@ -546,7 +596,7 @@ enum Entry {
 /// A file as a listed object. Its entity tag is made of its modification time and size, not of an MD5 of its
 /// content as S3's (which would read every file to list it): it changes when the file is rewritten, which is
 /// what an ETag is compared for.
-fn object_meta(key: &str, (len, modified): (u64, std::time::Duration)) -> ObjectMeta {
+fn object_meta(key: String, (len, modified): (u64, std::time::Duration)) -> ObjectMeta {
     ObjectMeta::new(
         key,
         len,
@@ -563,6 +613,71 @@ fn size_and_modified(m: &fs::Metadata) -> (u64, std::time::Duration) {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .unwrap_or_default();
     (m.len(), modified)
+}
+
+/// Folder entries a thread stats when a walk spreads the stats of one folder's files over threads.
+const STATS_PER_THREAD: usize = 256;
+
+/// [`size_and_modified`] of each regular file ([`Entry::File`]) among `selected`, the entries of the folder
+/// `dir` whose key prefix is `prefix_len` bytes long, in order. The stats are most of a walk's time, and the
+/// listing is a job's one sequential step: a large folder's are spread over up to one thread per core.
+fn stat_files(
+    dir: &Path,
+    prefix_len: usize,
+    selected: &[(String, Entry)],
+) -> Vec<std::io::Result<(u64, std::time::Duration)>> {
+    #[cfg(target_os = "linux")]
+    let open_dir = fs::File::open(dir).ok();
+    #[cfg(not(target_os = "linux"))]
+    let open_dir: Option<fs::File> = None;
+    let files: Vec<&str> = selected
+        .iter()
+        .filter(|(_, kind)| matches!(kind, Entry::File))
+        .map(|(key, _)| &key[prefix_len..])
+        .collect();
+    let stat_all = |names: &[&str]| -> Vec<_> {
+        names
+            .iter()
+            .map(|name| stat_named(dir, name, open_dir.as_ref()))
+            .collect()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = (files.len() / STATS_PER_THREAD).clamp(1, cores);
+    if threads == 1 {
+        return stat_all(&files);
+    }
+    std::thread::scope(|scope| {
+        let mut chunks = files.chunks(files.len().div_ceil(threads));
+        let first = chunks.next().unwrap_or_default();
+        let rest: Vec<_> = chunks
+            .map(|chunk| scope.spawn(move || stat_all(chunk)))
+            .collect();
+        let mut stats = stat_all(first);
+        for chunk in rest {
+            stats.extend(
+                chunk
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        stats
+    })
+}
+
+/// [`size_and_modified`] of the file `name` in the folder `dir`: through `open_dir` (that folder, open) where
+/// there is one.
+fn stat_named(
+    dir: &Path,
+    name: &str,
+    open_dir: Option<&fs::File>,
+) -> std::io::Result<(u64, std::time::Duration)> {
+    #[cfg(target_os = "linux")]
+    if let Some(open_dir) = open_dir {
+        return stat_in(open_dir, name);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = open_dir;
+    fs::metadata(dir.join(name)).map(|m| size_and_modified(&m))
 }
 
 /// [`size_and_modified`] of the file `name` in the open directory `dir`, where the lookup walks the name alone
@@ -651,31 +766,26 @@ impl Walk<'_> {
             }
             let selected = heap.into_sorted_vec();
             let exhausted = selected.len() < room;
-            #[cfg(target_os = "linux")]
-            let open_dir = fs::File::open(dir).ok();
-            for (key, kind) in &selected {
-                let meta = match kind {
+            let last = selected.last().map(|(k, _)| k.clone());
+            let mut files = stat_files(dir, dir_key.len(), &selected).into_iter();
+            for (key, kind) in selected {
+                let stat = match kind {
                     Entry::Folder(real) => {
                         self.folders.push(real.clone());
-                        let walked = self.dir(real, key);
+                        let walked = self.dir(&real, &key);
                         self.folders.pop();
                         walked?;
                         None
                     }
-                    Entry::Object(real) => match self.stat(
-                        real,
-                        dir,
-                        #[cfg(target_os = "linux")]
-                        open_dir.as_ref(),
-                    ) {
-                        Ok(m) => Some(object_meta(key, m)),
-                        Err(e) if e.kind() == ErrorKind::NotFound => None, // removed meanwhile
-                        Err(e) => return Err(e.into()),
-                    },
-                    Entry::Unreadable => Some(ObjectMeta::new(key.clone(), 0, "\"0-0\"", 0)),
+                    Entry::File => files.next(),
+                    Entry::Object(real) => Some(fs::metadata(real).map(|m| size_and_modified(&m))),
+                    Entry::Unreadable => Some(Ok((0, std::time::Duration::ZERO))),
                 };
-                if let Some(meta) = meta {
-                    self.out.push(meta);
+                match stat {
+                    Some(Ok(stat)) => self.out.push(object_meta(key, stat)),
+                    Some(Err(e)) if e.kind() == ErrorKind::NotFound => {} // removed meanwhile
+                    Some(Err(e)) => return Err(e.into()),
+                    None => {}
                 }
                 if self.out.len() == self.limit {
                     return Ok(());
@@ -684,25 +794,8 @@ impl Walk<'_> {
             if exhausted {
                 return Ok(());
             }
-            lower = selected.last().map(|(k, _)| k.clone());
+            lower = last;
         }
-    }
-
-    /// The size and modification time of the object at `real`: through `open_dir` (the folder being walked)
-    /// when the object is a file in it, else by its path.
-    fn stat(
-        &self,
-        real: &Path,
-        dir: &Path,
-        #[cfg(target_os = "linux")] open_dir: Option<&fs::File>,
-    ) -> std::io::Result<(u64, std::time::Duration)> {
-        #[cfg(target_os = "linux")]
-        if let (Some(open_dir), Some(name)) = (open_dir, real.file_name().and_then(|n| n.to_str()))
-            && real.parent() == Some(dir)
-        {
-            return stat_in(open_dir, name);
-        }
-        fs::metadata(real).map(|m| size_and_modified(&m))
     }
 
     /// What `entry` of the folder whose key prefix is `dir_key` is; `None` for what a listing leaves out.
@@ -717,7 +810,7 @@ impl Walk<'_> {
             return Ok(Some(Entry::Folder(entry.path())));
         }
         if file_type.is_file() {
-            return Ok(Some(Entry::Object(entry.path())));
+            return Ok(Some(Entry::File));
         }
         let key = format!("{dir_key}{name}");
         let special = || {

@@ -93,6 +93,10 @@ fn watch(cargo_lambda: &Path, port: u16) -> Child {
 /// returns the response's status line and body.
 fn invoke(port: u16, event: &str) -> (String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // A function that never answers fails the bench rather than hanging it.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     write!(
         stream,
         "POST /2015-03-31/functions/_/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n\

@@ -204,12 +204,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// `mi_option_purge_delay` in mimalloc.h (v3), which the Rust bindings do not name.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Hands memory freed back to the system at once rather than after mimalloc's default 10 ms: with the default,
-/// freed pages across the blocking threads piled up with a run's length (a peak of 37 MiB at 10,000 objects, 63
-/// at 100,000); at once, it stays near 20 to 30 at the same speed.
+/// Hands memory freed back to the system at once rather than after mimalloc's default delay (a second in v3):
+/// with the default, freed pages across the blocking threads piled up with a run's length (a peak of 37 MiB at
+/// 10,000 objects, 63 at 100,000); at once, it stays near 20 to 30 at the same speed. A default, so that
+/// `MIMALLOC_PURGE_DELAY` still overrides it.
 fn purge_freed_memory_at_once() {
     // SAFETY: sets one of mimalloc's tunables, which it reads as it purges.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, 0) };
 }
 
 impl Command {

@@ -2,13 +2,13 @@
 //!
 //! Listing walks the tree in exact S3 key order (UTF-8 byte order, where a directory sorts as its name plus
 //! `/`), and keeps a bounded number of candidates per directory level in memory, however many files a directory
-//! holds: memory stays flat with the number of objects. One walk reads up to [`LOOKAHEAD_PAGES`] pages and
-//! keeps the pages after the first for the next call, so a flat folder of N files is scanned N / 10,000 times
-//! rather than N / 1,000. The first page of a listing is walked alone, since a job's first batch waits for it;
-//! after that a walk is always under way in the background while the pages before it are served, so that the
-//! listing, a job's one sequential step, does not hold the workers up. (Like an S3 listing, a listing is not a
-//! snapshot: objects written meanwhile may be missed.) Writes go to a temporary file beside the buckets and are renamed into place, so a reader or a
-//! listing never sees a half-written object.
+//! holds: memory stays flat with the number of objects. A listing's first page is walked alone, since a job's
+//! first batch waits for it; after that, walks read [`LOOKAHEAD_PAGES`] pages each, in the background while the
+//! pages before them are served (a walk is always under way), so a flat folder of N files is scanned N / 10,000
+//! times rather than N / 1,000, and the listing, a job's one sequential step, does not hold the workers up.
+//! (Like an S3 listing, a listing is not a snapshot: objects written meanwhile may be missed.) Writes go to a
+//! temporary file beside the buckets and are renamed into place, so a reader or a listing never sees a
+//! half-written object.
 //!
 //! A data directory may hold more than plain files. A link is followed while it stays inside the data directory
 //! (or the bucket's own directory, when the bucket is itself a link): one that leads out of it, to nothing, or
@@ -649,16 +649,22 @@ fn stat_files(
     std::thread::scope(|scope| {
         let mut chunks = files.chunks(files.len().div_ceil(threads));
         let first = chunks.next().unwrap_or_default();
+        // A thread that cannot start (a process limit) leaves its chunk to this one.
         let rest: Vec<_> = chunks
-            .map(|chunk| scope.spawn(move || stat_all(chunk)))
+            .map(|chunk| {
+                let thread =
+                    std::thread::Builder::new().spawn_scoped(scope, move || stat_all(chunk));
+                (chunk, thread.ok())
+            })
             .collect();
         let mut stats = stat_all(first);
-        for chunk in rest {
-            stats.extend(
-                chunk
+        for (chunk, thread) in rest {
+            stats.extend(match thread {
+                Some(thread) => thread
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            );
+                None => stat_all(chunk),
+            });
         }
         stats
     })

@@ -22,6 +22,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -47,7 +48,28 @@ struct Lookahead {
     complete: bool,
     /// The walk reading on from the last of `objects`, started as soon as the one before it was taken in, so
     /// that the listing's reader does not wait for it.
-    next: Option<tokio::task::JoinHandle<Result<Walked, StoreError>>>,
+    next: Option<BackgroundWalk>,
+}
+
+impl Lookahead {
+    /// The key the walk after `objects` starts after.
+    fn last_key(&self) -> String {
+        self.objects.back().map_or(&self.after, |o| &o.key).clone()
+    }
+}
+
+/// A walk under way in the background. Dropped unawaited (its look-ahead replaced by another listing's, or
+/// the store dropped), it stops the walk: nobody will read what it finds.
+#[derive(Debug)]
+struct BackgroundWalk {
+    walk: tokio::task::JoinHandle<Result<Walked, StoreError>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for BackgroundWalk {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// What one walk read: up to its limit of objects, and whether the listing ends with them.
@@ -55,6 +77,45 @@ struct Lookahead {
 struct Walked {
     objects: VecDeque<ObjectMeta>,
     complete: bool,
+}
+
+/// One walk to start: the keys of `bucket` under `prefix` after `after` (from the start when empty).
+struct PageWalk {
+    store: LocalDirStore,
+    bucket: String,
+    bucket_dir: PathBuf,
+    prefix: String,
+    after: String,
+    /// Set when nobody will read what the walk finds: it stops at its next folder entry.
+    stop: Arc<AtomicBool>,
+}
+
+impl PageWalk {
+    /// Walks for up to `pages` pages, off the async runtime.
+    async fn run(self, pages: usize) -> Result<Walked, StoreError> {
+        blocking(move || {
+            let limit = MAX_KEYS_PER_PAGE * pages;
+            let bounds = self.store.bounds_of(&self.bucket, &self.bucket_dir)?;
+            let dir = bounds.bucket.clone();
+            let mut walk = Walk {
+                prefix: &self.prefix,
+                after: Some(self.after.as_str()).filter(|a| !a.is_empty()),
+                limit: limit + 1,
+                out: Vec::new(),
+                bounds: &bounds,
+                folders: vec![dir.clone()],
+                stop: &self.stop,
+            };
+            walk.dir(&dir, "")?;
+            let complete = walk.out.len() <= limit;
+            let mut objects = VecDeque::from(walk.out);
+            if !complete {
+                objects.pop_back(); // only there to tell whether more follow
+            }
+            Ok(Walked { objects, complete })
+        })
+        .await
+    }
 }
 
 /// The embedded object store.
@@ -92,16 +153,12 @@ impl LocalDirStore {
         bucket_dir: PathBuf,
     ) -> Result<ListPage, StoreError> {
         if ahead.objects.len() < MAX_KEYS_PER_PAGE && !ahead.complete {
-            let from = ahead
-                .objects
-                .back()
-                .map_or(&ahead.after, |o| &o.key)
-                .clone();
             let walked = match ahead.next.take() {
-                Some(next) => next.await.map_err(other)??,
+                Some(mut next) => (&mut next.walk).await.map_err(other)??,
                 None => {
-                    self.walk(&bucket_dir, &ahead.prefix, Some(from), LOOKAHEAD_PAGES)
-                        .await?
+                    let from = ahead.last_key();
+                    let walk = self.walk(&ahead.bucket, bucket_dir.clone(), &ahead.prefix, from);
+                    walk.run(LOOKAHEAD_PAGES).await?
                 }
             };
             ahead.objects.extend(walked.objects);
@@ -117,17 +174,12 @@ impl LocalDirStore {
         let page = std::mem::replace(&mut ahead.objects, rest);
         ahead.after = page.back().map(|o| o.key.clone()).unwrap_or_default();
         if !ahead.complete && ahead.next.is_none() {
-            let from = ahead
-                .objects
-                .back()
-                .map_or(&ahead.after, |o| &o.key)
-                .clone();
-            let (store, prefix) = (self.clone(), ahead.prefix.clone());
-            ahead.next = Some(tokio::spawn(async move {
-                store
-                    .walk(&bucket_dir, &prefix, Some(from), LOOKAHEAD_PAGES)
-                    .await
-            }));
+            let walk = self.walk(&ahead.bucket, bucket_dir, &ahead.prefix, ahead.last_key());
+            let stop = walk.stop.clone();
+            ahead.next = Some(BackgroundWalk {
+                walk: tokio::spawn(walk.run(LOOKAHEAD_PAGES)),
+                stop,
+            });
         }
         let next = Some(ahead.after.clone());
         *self.lookahead.lock().unwrap_or_else(|p| p.into_inner()) = Some(ahead);
@@ -137,36 +189,16 @@ impl LocalDirStore {
         })
     }
 
-    /// Walks `bucket_dir` for up to `pages` pages of the keys under `prefix` after `after`.
-    async fn walk(
-        &self,
-        bucket_dir: &Path,
-        prefix: &str,
-        after: Option<String>,
-        pages: usize,
-    ) -> Result<Walked, StoreError> {
-        let (root, dir, prefix) = (self.root.clone(), bucket_dir.to_owned(), prefix.to_owned());
-        blocking(move || {
-            let limit = MAX_KEYS_PER_PAGE * pages;
-            let bounds = Bounds::new(&root, &dir)?;
-            let dir = bounds.bucket.clone();
-            let mut walk = Walk {
-                prefix: &prefix,
-                after: after.as_deref(),
-                limit: limit + 1,
-                out: Vec::new(),
-                bounds: &bounds,
-                folders: vec![dir.clone()],
-            };
-            walk.dir(&dir, "")?;
-            let complete = walk.out.len() <= limit;
-            let mut objects = VecDeque::from(walk.out);
-            if !complete {
-                objects.pop_back(); // only there to tell whether more follow
-            }
-            Ok(Walked { objects, complete })
-        })
-        .await
+    /// A walk of `bucket` (whose directory is `bucket_dir`) for the keys under `prefix` after `after`.
+    fn walk(&self, bucket: &str, bucket_dir: PathBuf, prefix: &str, after: String) -> PageWalk {
+        PageWalk {
+            store: self.clone(),
+            bucket: bucket.to_owned(),
+            bucket_dir,
+            prefix: prefix.to_owned(),
+            after,
+            stop: Arc::default(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -481,7 +513,13 @@ impl ObjectStore for LocalDirStore {
             1
         };
         let walked = self
-            .walk(&dir, prefix, after.map(str::to_owned), pages)
+            .walk(
+                bucket,
+                dir.clone(),
+                prefix,
+                after.unwrap_or_default().to_owned(),
+            )
+            .run(pages)
             .await?;
         let ahead = Lookahead {
             bucket: bucket.to_owned(),
@@ -722,6 +760,8 @@ struct Walk<'a> {
     /// The real paths of the folders being walked, outermost first: a link to any of them (or to a folder
     /// holding one) is a loop.
     folders: Vec<PathBuf>,
+    /// Set when nobody will read the walk's result ([`BackgroundWalk`]).
+    stop: &'a AtomicBool,
 }
 
 impl Walk<'_> {
@@ -742,6 +782,9 @@ impl Walk<'_> {
                 Err(e) => return Err(e.into()),
             };
             for entry in entries {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Err(StoreError::Other("the listing's walk was stopped".into()));
+                }
                 let entry = entry?;
                 let Ok(name) = entry.file_name().into_string() else {
                     return Err(StoreError::InvalidKey {

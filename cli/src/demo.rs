@@ -19,6 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::DemoArgs;
+use crate::backend::embedded_jobs_dir;
 use crate::run::{Outputs, print_summary, run_job};
 
 const BUCKET: &str = "dmap-demo";
@@ -36,10 +37,13 @@ const HEADER: &str = "\"STATION\",\"DATE\",\"LATITUDE\",\"LONGITUDE\",\"ELEVATIO
 \"MIN_ATTRIBUTES\",\"PRCP\",\"PRCP_ATTRIBUTES\",\"SNDP\",\"FRSHTT\"\n";
 
 pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    // The demo starts afresh: its dataset, its results and the jobs that made them.
     let bucket_dir = args.data_dir.join(BUCKET);
-    if bucket_dir.exists() {
-        std::fs::remove_dir_all(&bucket_dir)
-            .with_context(|| format!("cannot clear {}", bucket_dir.display()))?;
+    for dir in [&bucket_dir, &embedded_jobs_dir(&args.data_dir)] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot clear {}", dir.display()))?;
+        }
     }
     let (objects, days) = (args.objects, args.days);
     let dataset_dir = bucket_dir.join(PREFIX);

@@ -1,6 +1,8 @@
 //! `dmap`: run a distributed map job on this machine (embedded backends) and try it on synthetic data.
 
+mod backend;
 mod demo;
+mod jobs;
 mod local_up;
 mod pump;
 mod run;
@@ -9,6 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::backend::BackendArgs;
 
 /// A distributed map over S3 objects: list, batch, process in parallel, aggregate once.
 #[derive(Debug, Parser)]
@@ -24,6 +28,15 @@ enum Command {
     /// queue and store), otherwise through S3, SQS and DynamoDB (an emulator with --endpoint-url, or the AWS
     /// account of the environment's credentials).
     Run(RunArgs),
+    /// Start a job and return at once, printing its id: on the embedded backends, in a process of its own
+    /// that outlives this one (its log is under DIR/.dmap/); on AWS, by invoking the stack's coordinator.
+    Submit(SubmitArgs),
+    /// Describe a job, as Step Functions' DescribeMapRun does: status, items listed, succeeded, failed and
+    /// pending, batches, times, rate and ETA. With --watch, a progress bar until the job ends (exit code as
+    /// `run`'s).
+    Status(StatusArgs),
+    /// List the most recent jobs, newest first.
+    Ls(LsArgs),
     /// Generate a synthetic dataset in the schema of NOAA's daily weather summaries (GSOD), run a monthly_high job
     /// over it (each month's hottest station-day), show what it found.
     Demo(DemoArgs),
@@ -42,33 +55,6 @@ enum LocalCommand {
     /// Play the SQS event source mappings and the S3 notification for functions served by `cargo lambda
     /// watch`: poll the queues and the jobs prefix, invoke the functions, honour `batchItemFailures`.
     Pump(PumpArgs),
-}
-
-/// Where the AWS resources are (for `run` without --data-dir).
-#[derive(Debug, Clone, Args)]
-struct AwsArgs {
-    /// Send S3, SQS and DynamoDB requests here (an emulator such as moto's server). Without it the SDK's standard
-    /// configuration applies, AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE> included.
-    #[arg(long)]
-    endpoint_url: Option<String>,
-    /// The job table.
-    #[arg(long, env = "DMAP_TABLE", default_value = "dmap-jobs")]
-    table: String,
-    /// The work queue (its visibility timeout and redrive policy are the queue's own).
-    #[arg(long, env = "DMAP_WORK_QUEUE", default_value = "dmap-work")]
-    work_queue: String,
-    /// The work queue's dead-letter queue.
-    #[arg(long, env = "DMAP_DEAD_LETTER_QUEUE", default_value = "dmap-work-dlq")]
-    dead_letter_queue: String,
-    /// The queue that triggers the finalizer.
-    #[arg(long, env = "DMAP_FINALIZE_QUEUE", default_value = "dmap-finalize")]
-    finalize_queue: String,
-    /// Counter shards for a job this creates in the table (a job keeps the count it was created with).
-    #[arg(long, env = "DMAP_COUNTER_SHARDS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
-    counter_shards: u32,
-    /// Pass ExpectedBucketOwner (this account id) on every S3 call.
-    #[arg(long, env = "DMAP_EXPECTED_BUCKET_OWNER")]
-    expected_bucket_owner: Option<String>,
 }
 
 /// Which stack, as the template resolves it (shared by `local up` and `local pump`).
@@ -147,18 +133,56 @@ struct PoolArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The job spec (JSON).
+    /// The job spec (JSON). Run again after an interrupted run (Ctrl-C, a crash), it resumes the unfinished
+    /// job: by its `job_id`, or for a spec without one, the newest unfinished job of the same spec.
     spec: PathBuf,
-    /// Run on the embedded backends, with this directory playing S3: bucket `b`, key `k` is the file `DIR/b/k`.
-    #[arg(long, conflicts_with_all = ["endpoint_url", "stats"])]
-    data_dir: Option<PathBuf>,
     #[command(flatten)]
-    aws: AwsArgs,
+    backend: BackendArgs,
     /// Count the AWS requests the run made, by operation (the basis of its cost).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "data_dir")]
     stats: bool,
     #[command(flatten)]
     pool: PoolArgs,
+}
+
+#[derive(Debug, Args)]
+struct SubmitArgs {
+    /// The job spec (JSON).
+    spec: PathBuf,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Embedded jobs: how their process runs.
+    #[command(flatten)]
+    pool: PoolArgs,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The job's id.
+    job_id: String,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Follow the job with a progress bar until it ends; exit 0 if it SUCCEEDED, 3 if it FAILED.
+    #[arg(long)]
+    watch: bool,
+    /// Print the description as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct LsArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Only jobs in this status (RUNNING, FINALIZING, SUCCEEDED, FAILED).
+    #[arg(long, value_parser = parse_status)]
+    status: Option<dmap_core::outcome::JobStatus>,
+    /// At most this many jobs.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    limit: u32,
+    /// Print the jobs as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +199,16 @@ struct DemoArgs {
     data_dir: PathBuf,
     #[command(flatten)]
     pool: PoolArgs,
+}
+
+fn parse_status(s: &str) -> Result<dmap_core::outcome::JobStatus, String> {
+    dmap_core::outcome::JobStatus::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
+        let names: Vec<&str> = dmap_core::outcome::JobStatus::ALL
+            .iter()
+            .map(|(_, name)| *name)
+            .collect();
+        format!("\"{s}\" is not a status: one of {}", names.join(", "))
+    })
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -221,9 +255,11 @@ impl Command {
     /// Through AWS, a blocking thread also waits on the network as it reads an object, so there it stays.
     fn blocking_threads(&self) -> Option<usize> {
         let embedded = match self {
-            Command::Run(args) => args.data_dir.is_some(),
+            Command::Run(args) => args.backend.data_dir.is_some(),
             Command::Demo(_) => true,
-            Command::Local { .. } => false,
+            Command::Submit(_) | Command::Status(_) | Command::Ls(_) | Command::Local { .. } => {
+                false
+            }
         };
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         embedded.then(|| (cores * 4).max(8))
@@ -254,6 +290,9 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(&args).await,
+            Command::Submit(args) => jobs::submit(&args).await,
+            Command::Status(args) => jobs::status(&args).await,
+            Command::Ls(args) => jobs::ls(&args).await,
             Command::Demo(args) => demo::demo(&args).await,
             Command::Local {
                 command: LocalCommand::Up(args),

@@ -8,10 +8,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use dmap_core::Deps;
 use dmap_core::aws::resources::DEFAULT_TTL;
 use dmap_core::aws::{AwsClients, AwsResources, LambdaInvoker, SqsQueue};
+use dmap_core::coordinator::unfinished_job_of;
 use dmap_core::embedded::{EmbeddedQueues, LocalDirStore};
 use dmap_core::outcome::TerminalStatus;
 use dmap_core::ports::Progress;
@@ -21,7 +22,8 @@ use dmap_core::worker::WorkerConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::json;
 
-use crate::{AwsArgs, PoolArgs, RunArgs};
+use crate::backend::{AwsArgs, embedded_job_store};
+use crate::{PoolArgs, RunArgs};
 
 /// Receives' worth of batches per worker held in the embedded work queue before the coordinator waits: enough
 /// to keep every worker busy, and it keeps memory flat however many objects the job lists.
@@ -29,6 +31,9 @@ const BACKLOG_PER_WORKER: usize = 4;
 
 /// Exit code of a job that ran and FAILED (by the failure tolerance rule).
 const EXIT_JOB_FAILED: u8 = 3;
+
+/// Exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
 
 /// An SQS long poll: an idle worker waits this long per ReceiveMessage instead of polling in a loop.
 const SQS_RECEIVE_WAIT: Duration = Duration::from_secs(1);
@@ -50,24 +55,81 @@ impl Outputs<'_> {
 
 /// Reads and validates the spec, runs it, prints the summary; the exit code follows the job's status.
 pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let json = std::fs::read(&args.spec)
-        .with_context(|| format!("cannot read the job spec {}", args.spec.display()))?;
-    let job = JobSpec::parse(&json)?;
-    let (report, outputs, requests) = match &args.data_dir {
-        Some(dir) => (
-            run_job(job, dir, &args.pool).await?,
-            Outputs::Dir(dir),
-            None,
-        ),
+    let job = read_spec(&args.spec)?;
+    let (report, outputs, requests) = match &args.backend.data_dir {
+        Some(dir) => {
+            let job = match job {
+                SpecJob::Named(job) => job,
+                SpecJob::Anonymous(job) => resume_anonymous(job, dir).await?,
+            };
+            (
+                run_job(job, dir, &args.pool).await?,
+                Outputs::Dir(dir),
+                None,
+            )
+        }
         None => {
-            let (report, requests) = run_job_aws(job, &args.aws, &args.pool).await?;
+            let (report, requests) =
+                run_job_aws(job.into_job(), &args.backend.aws, &args.pool).await?;
             (report, Outputs::S3, args.stats.then_some(requests))
         }
     };
     print_summary(&report, &outputs, args.pool.json, requests.as_ref());
-    Ok(match report.manifest.status {
+    Ok(exit_code(report.manifest.status))
+}
+
+/// The exit code of a job that ran to its end in `status`.
+pub fn exit_code(status: TerminalStatus) -> ExitCode {
+    match status {
         TerminalStatus::Succeeded => ExitCode::SUCCESS,
         TerminalStatus::Failed => ExitCode::from(EXIT_JOB_FAILED),
+    }
+}
+
+/// A parsed spec, and whether it named its job.
+pub enum SpecJob {
+    Named(Job),
+    /// The spec has no `job_id`; the job got a fresh one.
+    Anonymous(Job),
+}
+
+impl SpecJob {
+    pub fn into_job(self) -> Job {
+        match self {
+            Self::Named(job) | Self::Anonymous(job) => job,
+        }
+    }
+}
+
+/// Reads and validates a spec file.
+pub fn read_spec(path: &Path) -> anyhow::Result<SpecJob> {
+    let json = std::fs::read(path)
+        .with_context(|| format!("cannot read the job spec {}", path.display()))?;
+    let mut fresh = false;
+    let job = JobSpec::parse_with_id(&json, || {
+        fresh = true;
+        dmap_core::job::fresh_job_id()
+    })?;
+    Ok(if fresh {
+        SpecJob::Anonymous(job)
+    } else {
+        SpecJob::Named(job)
+    })
+}
+
+/// For a spec without a `job_id`: the newest unfinished job of the same spec under `data_dir` if there is one
+/// (an interrupted run of it, resumed), else `job`.
+async fn resume_anonymous(job: Job, data_dir: &Path) -> anyhow::Result<Job> {
+    let jobs = embedded_job_store(data_dir)?;
+    Ok(match unfinished_job_of(&jobs, &job.spec).await? {
+        Some(record) => {
+            eprintln!(
+                "resuming job {}, an unfinished run of the same spec",
+                record.job.job_id
+            );
+            record.job
+        }
+        None => job,
     })
 }
 
@@ -96,9 +158,7 @@ fn runner_config(
 
 /// Runs a validated job on the embedded backends over `data_dir`.
 pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Result<RunReport> {
-    if !data_dir.is_dir() {
-        bail!("--data-dir {} is not a directory", data_dir.display());
-    }
+    let jobs = embedded_job_store(data_dir)?;
     let visibility_timeout = Duration::from_secs_f64(pool.visibility_timeout);
     let config = runner_config(pool, visibility_timeout, pool.max_receive_count);
     let mut deps = Deps::embedded(
@@ -111,6 +171,7 @@ pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Resu
             ),
         },
     );
+    deps.jobs = Arc::new(jobs);
     if job.spec.processor.lambda().is_some() {
         // The user's functions are wherever the SDK's standard configuration says: Lambda, or a local Invoke API
         // named by AWS_ENDPOINT_URL_LAMBDA (`cargo lambda watch`).
@@ -126,7 +187,8 @@ pub async fn run_job_aws(
     aws: &AwsArgs,
     pool: &PoolArgs,
 ) -> anyhow::Result<(RunReport, BTreeMap<String, u64>)> {
-    let clients = AwsClients::from_env(aws.endpoint_url.as_deref()).await;
+    let names = aws.names()?;
+    let clients = aws.clients().await;
     let queue = |name: &str| {
         let sqs = clients.sqs.clone();
         let name = name.to_owned();
@@ -138,21 +200,22 @@ pub async fn run_job_aws(
             })
         }
     };
-    let work = queue(&aws.work_queue).await?;
+    let work = queue(&names.work_queue).await?;
     // The heartbeat and the chaos rule follow the queue's own attributes.
     let (visibility_timeout, max_receives) = work.visibility_and_max_receives().await?;
     let mut config = runner_config(pool, visibility_timeout, max_receives.unwrap_or(u32::MAX));
     config.receive_wait = SQS_RECEIVE_WAIT;
+    config.queues_die_with_process = false;
     // Progress reads cost read units: the job item once a second (status), the counters (a Query per shard)
     // every tenth.
     config.poll_interval = Duration::from_secs(1);
     config.count_every = 10;
     let resources = AwsResources {
-        table: aws.table.clone(),
+        table: names.table.clone(),
         counter_shards: aws.counter_shards,
         work_queue_url: work.url().to_owned(),
-        dead_letter_queue_url: Some(queue(&aws.dead_letter_queue).await?.url().to_owned()),
-        finalize_queue_url: queue(&aws.finalize_queue).await?.url().to_owned(),
+        dead_letter_queue_url: Some(queue(&names.dead_letter_queue).await?.url().to_owned()),
+        finalize_queue_url: queue(&names.finalize_queue).await?.url().to_owned(),
         expected_bucket_owner: aws.expected_bucket_owner.clone(),
         ttl: DEFAULT_TTL,
     };
@@ -170,13 +233,24 @@ async fn run_with_progress(
     if !quiet {
         eprintln!("job {}", job.job_id);
     }
+    let job_id = job.job_id.clone();
     let bar = progress_bar();
-    let report = runner::run(deps, job, config, &|p| update(&bar, p)).await;
+    let on_progress = |p: &Progress| update(&bar, p);
+    let report = tokio::select! {
+        report = runner::run(deps, job, config, &on_progress) => report,
+        // The job's state is kept as it goes (a persistent job store, or the AWS services), so stopping here
+        // loses nothing that a run of the same spec does not resume.
+        _ = tokio::signal::ctrl_c() => {
+            bar.abandon();
+            eprintln!("interrupted: job {job_id} is unfinished; run the same command again to resume it");
+            std::process::exit(EXIT_INTERRUPTED.into());
+        }
+    };
     bar.finish_and_clear();
     Ok(report?)
 }
 
-fn progress_bar() -> ProgressBar {
+pub fn progress_bar() -> ProgressBar {
     let target = if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {
@@ -200,7 +274,7 @@ fn progress_bar() -> ProgressBar {
     bar
 }
 
-fn update(bar: &ProgressBar, p: &Progress) {
+pub fn update(bar: &ProgressBar, p: &Progress) {
     let done = p.succeeded + p.failed;
     // Until the listing is complete the total is what has been sent so far; workers can finish batches of a
     // page before the coordinator checkpoints it, so never less than what is done.

@@ -145,6 +145,15 @@ fn missing_inputs_and_existing_results_exit_1() {
     let out = dmap(&["run", &spec, "--data-dir", data]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
+        text(&out.stderr).contains("already ran to its end"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Without the job's record (another data dir's job store, say), its outputs still refuse it.
+    std::fs::remove_dir_all(dir.path().join(".dmap")).unwrap();
+    let out = dmap(&["run", &spec, "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
         text(&out.stderr).contains("already exist"),
         "{}",
         text(&out.stderr)

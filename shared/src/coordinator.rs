@@ -16,11 +16,11 @@ use crate::error::PipelineError;
 use crate::layout::OutputLocation;
 use crate::message::BatchMessage;
 use crate::ports::{
-    Checkpoint, CreateOutcome, Cut, JobRecord, JobStoreError, ListingTotals, OutgoingMessage,
-    StoreError, send_all_with_retry,
+    Checkpoint, CreateOutcome, Cut, JobRecord, JobStore, JobStoreError, ListingTotals,
+    OutgoingMessage, StoreError, send_all_with_retry,
 };
 use crate::reader::{self, Position, ReadPage};
-use crate::spec::Job;
+use crate::spec::{Job, JobSpec};
 
 /// How a listing run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +61,8 @@ pub async fn preflight(deps: &Deps, job: &Job) -> Result<(), PipelineError> {
 pub enum Rerun {
     /// Resume it: a duplicated S3 event or a retried invoke continues the same job (the Lambda coordinator).
     Resume,
-    /// Check before anything else that its outputs are absent, and refuse when they exist (`dmap run`: a
+    /// Resume it if it is not finished (`dmap run` again after an interrupted run, on a persistent job
+    /// store); otherwise refuse it, and check before anything else that a new job's outputs are absent (a
     /// user rerunning a spec would otherwise get the old results back).
     RefuseIfOutputsExist,
 }
@@ -81,7 +82,26 @@ pub async fn start_or_resume(
             Some(_) => return Err(id_reused(&job_id)),
             None => preflight(deps, &job).await?,
         },
-        Rerun::RefuseIfOutputsExist => preflight(deps, &job).await?,
+        Rerun::RefuseIfOutputsExist => match deps.jobs.get_job(&job_id).await? {
+            Some(existing) if existing.spec_digest != job.spec.digest() => {
+                return Err(id_reused(&job_id));
+            }
+            Some(existing) if existing.status.is_terminal() => {
+                let out = OutputLocation::for_job(&job);
+                return Err(PipelineError::Refused(format!(
+                    "job \"{job_id}\" already ran to its end ({}; its results are under s3://{}/{}): choose \
+                     another job_id",
+                    existing.status.as_str(),
+                    out.bucket,
+                    out.dir
+                )));
+            }
+            Some(existing) => {
+                tracing::info!(job_id, "job exists and is not finished; resuming");
+                return Ok(existing);
+            }
+            None => preflight(deps, &job).await?,
+        },
     }
     let record = JobRecord::new(job, now_ms());
     let created = deps.jobs.create_job(&record).await.map_err(|e| match e {
@@ -101,6 +121,35 @@ pub async fn start_or_resume(
         }
         CreateOutcome::Exists(_) => Err(id_reused(&job_id)),
     }
+}
+
+/// The unfinished job that `spec` (a spec without a `job_id`, which gets a fresh id each time it is run)
+/// started before, if there is one: running such a spec again resumes that job rather than starting another.
+/// The newest such job when there are several.
+pub async fn unfinished_job_of(
+    jobs: &dyn JobStore,
+    spec: &JobSpec,
+) -> Result<Option<JobRecord>, JobStoreError> {
+    let anonymous = |spec: &JobSpec| JobSpec {
+        job_id: None,
+        ..spec.clone()
+    };
+    let wanted = anonymous(spec).digest();
+    let mut found: Option<JobRecord> = None;
+    for job_id in jobs.active_jobs().await? {
+        let Some(record) = jobs.get_job(&job_id).await? else {
+            continue;
+        };
+        if !record.status.is_terminal()
+            && anonymous(&record.job.spec).digest() == wanted
+            && found
+                .as_ref()
+                .is_none_or(|f| f.created_at_ms < record.created_at_ms)
+        {
+            found = Some(record);
+        }
+    }
+    Ok(found)
 }
 
 fn id_reused(job_id: &str) -> PipelineError {

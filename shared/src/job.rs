@@ -37,10 +37,15 @@ fn reader_error(message: String) -> SpecError {
     }
 }
 
+/// A fresh, unique job id, for a spec that names none.
+pub fn fresh_job_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 impl JobSpec {
     /// Parses and validates a spec; a missing `job_id` is replaced by a fresh unique one.
     pub fn parse(json: &[u8]) -> Result<Job, SpecError> {
-        Self::parse_with_id(json, || uuid::Uuid::new_v4().simple().to_string())
+        Self::parse_with_id(json, fresh_job_id)
     }
 
     /// Like [`JobSpec::parse`], with the id to use when the spec has none (the Lambda coordinator derives it

@@ -17,7 +17,8 @@
 //! - The pipeline's steps, the same code in Lambda and in one process: [`coordinator`], [`worker`],
 //!   [`completion`], [`dead_letter`], [`finalizer`]; [`function`] (users' Lambda functions, for the `lambda`
 //!   processor) and [`map_results`] (Distributed Map's ResultWriter layout) beside them.
-//! - [`sweeper`]: finds jobs that stopped moving, and repairs what it can.
+//! - [`sweeper`]: finds jobs that stopped moving, and repairs what it can; [`describe`]: a job's status, counts,
+//!   times and rate, as `dmap status` shows them.
 //! - Ways to run them: [`esm`] (the SQS event source mapping, played by this process), [`runner`] (a whole job
 //!   in one process, with optional fault injection), [`lambda`] (the three functions' handlers).
 
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod completion;
 pub mod coordinator;
 pub mod dead_letter;
+pub mod describe;
 pub mod embedded;
 pub mod error;
 pub mod esm;

@@ -31,11 +31,11 @@ use crate::finalizer::{FinalizerConfig, finalize};
 use crate::message::{BatchMessage, FinalizeMessage};
 use crate::outcome::Manifest;
 use crate::ports::{
-    BatchQueue, FunctionInvoker, InvokeError as FunctionError, Progress, ReceivedMessage,
-    require_job,
+    BatchQueue, FunctionInvoker, InvokeError as FunctionError, JobStatus, Progress,
+    ReceivedMessage, require_job,
 };
 use crate::spec::Job;
-use crate::sweeper::{Repair, sweep_job};
+use crate::sweeper::{Repair, resend_unrecorded, sweep_job};
 use crate::worker::{self, WorkerConfig};
 
 /// How the runner plays the event source mappings.
@@ -63,6 +63,9 @@ pub struct RunnerConfig {
     /// How long every queue must be idle, the job unfinished, before the sweeper looks at it. Longer than a
     /// visibility timeout or two: a crashed delivery comes back after one.
     pub idle_before_sweep: Duration,
+    /// The queues die with this process (the embedded ones): a job resumed by a new run sends again the
+    /// batches an earlier run sent and did not record. Durable queues (SQS) still hold them.
+    pub queues_die_with_process: bool,
 }
 
 impl Default for RunnerConfig {
@@ -79,6 +82,7 @@ impl Default for RunnerConfig {
             count_every: 1,
             receive_wait: Duration::from_millis(50),
             idle_before_sweep: Duration::from_secs(6),
+            queues_die_with_process: true,
         }
     }
 }
@@ -185,7 +189,12 @@ pub async fn run(
         PipelineError::Refused("the runner needs the work queue's dead-letter queue".into())
     })?;
     let job_id = job.job_id.clone();
-    retry_transient(|| start_or_resume(deps, job.clone(), Rerun::RefuseIfOutputsExist)).await?;
+    let record =
+        retry_transient(|| start_or_resume(deps, job.clone(), Rerun::RefuseIfOutputsExist)).await?;
+    // A job that had begun (on a persistent job store, in a process that ended before the job did): the
+    // batches that process sent and did not record were lost with its queues.
+    let resumed = config.queues_die_with_process
+        && (record.checkpoint.next_seq > 0 || record.status != JobStatus::Running);
 
     let (stop_tx, stop) = watch::channel(false);
     let counters = Arc::new(Counters::default());
@@ -211,7 +220,7 @@ pub async fn run(
         counters: counters.clone(),
         stop,
     });
-    let coordinator = tokio::spawn(coordinate(deps.clone(), job_id.clone()));
+    let coordinator = tokio::spawn(coordinate(deps.clone(), job_id.clone(), resumed));
     let delivery = WorkerDelivery {
         deps: deps.clone(),
         config: config.worker,
@@ -303,8 +312,21 @@ where
     unreachable!("the loop returns")
 }
 
-/// Runs the listing to its end, resuming from the stored checkpoint after a transient error.
-async fn coordinate(deps: Deps, job_id: String) -> Result<(), PipelineError> {
+/// Runs the listing to its end, resuming from the stored checkpoint after a transient error. For a `resumed`
+/// job, first sends again the batches sent before that have no record.
+async fn coordinate(deps: Deps, job_id: String, resumed: bool) -> Result<(), PipelineError> {
+    if resumed {
+        let resent = retry_transient(|| async {
+            let record = require_job(deps.jobs.as_ref(), &job_id).await?;
+            resend_unrecorded(&deps, &record).await
+        })
+        .await?;
+        tracing::info!(
+            job_id,
+            resent,
+            "resumed: sent again the batches left unrecorded"
+        );
+    }
     retry_transient(|| async {
         let record = require_job(deps.jobs.as_ref(), &job_id).await?;
         run_listing(&deps, &record, &|| true).await

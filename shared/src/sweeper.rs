@@ -224,7 +224,21 @@ async fn recount(
     Ok(recounted)
 }
 
-/// Reads the job's items again and sends the batches (below `total`) that have no record.
+/// Sends again every batch the job's listing has sent so far that has no record: for a run resumed in a new
+/// process, whose queues (and the batches in them) were lost with the old one. Returns how many were sent.
+/// A listing cut at hand-overs cannot be cut the same way again; the in-process runner never hands over.
+pub async fn resend_unrecorded(deps: &Deps, record: &JobRecord) -> Result<u64, PipelineError> {
+    let sent = record
+        .listing
+        .map_or(record.checkpoint.next_seq, |totals| totals.batches);
+    if sent == 0 || record.checkpoint.hop > 0 {
+        return Ok(0);
+    }
+    resend_missing(deps, record, sent).await
+}
+
+/// Reads the job's items again and sends the batches (below `total`) that have no record. Stops reading at
+/// the first batch at or past `total`.
 async fn resend_missing(deps: &Deps, record: &JobRecord, total: u64) -> Result<u64, PipelineError> {
     let job = &record.job;
     let mut batcher = Batcher::new(BatchLimits::for_job(&job.spec), 0);
@@ -234,6 +248,7 @@ async fn resend_missing(deps: &Deps, record: &JobRecord, total: u64) -> Result<u
         let page = source.next_page().await?;
         let last_page = page.last;
         let batches = batch_page(&mut batcher, page, last_page);
+        let past_total = batches.iter().any(|b| b.seq >= total);
         let mut missing = Vec::new();
         for batch in batches.into_iter().filter(|b| b.seq < total) {
             if deps
@@ -247,7 +262,7 @@ async fn resend_missing(deps: &Deps, record: &JobRecord, total: u64) -> Result<u
         }
         resent += missing.len() as u64;
         send_batches(deps, job, source.objects_bucket(), &missing).await?;
-        if last_page {
+        if last_page || past_total {
             return Ok(resent);
         }
     }

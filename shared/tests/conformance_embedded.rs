@@ -38,6 +38,21 @@ async fn job_store() -> Arc<dyn JobStore> {
 
 conformance_suite!();
 
+/// The job store's contracts again, on the persistent store: each test's journals in a folder of its own.
+mod persistent {
+    use super::*;
+
+    async fn job_store() -> Arc<dyn JobStore> {
+        static DIR: std::sync::LazyLock<tempfile::TempDir> =
+            std::sync::LazyLock::new(|| tempfile::tempdir().expect("tempdir"));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(MemoryJobStore::persistent(DIR.path().join(n.to_string())))
+    }
+
+    job_store_suite!();
+}
+
 /// Lists every page of `prefix` by continuation tokens, `between` called after each page.
 async fn list_pages(
     store: &LocalDirStore,

@@ -2,10 +2,11 @@
 //!
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
-//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `listing_batches`, `listing_items`, `counter_shards`, `input_changed_seq`, `sweep_fp`, `sweep_since_ms` |
+//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `finished_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `listing_batches`, `listing_items`, `counter_shards`, `input_changed_seq`, `sweep_fp`, `sweep_since_ms` |
 //! | batch marker | `JOB#<job_id>#S<seq % shards>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `digest`, and `part` (the part's JSON, when small) or `part_key` |
 //! | group counter | `JOB#<job_id>#S<group % shards>` | `GROUP#<group, 20 digits>` | `done` (the seqs counted, a number set), `batches`, `succeeded`, `failed` |
 //! | active job | `ACTIVE` | `JOB#<job_id>` | (none): written before the job item, deleted once it is terminal, so the sweeper finds every unfinished job with one Query |
+//! | job index | `JOBS` | `<created_at_ms, 20 digits>#<job_id>` | (none): written before the job item and kept, so `dmap ls` reads the newest jobs with one Query instead of a Scan |
 //!
 //! Every item carries `expires_at` (the table's TTL attribute). Batches are counted in groups of
 //! [`GROUP_BATCHES`] consecutive seqs; markers and groups are spread over `shards` partitions, so the batch
@@ -52,6 +53,8 @@ type Item = HashMap<String, AttributeValue>;
 const JOB_SK: &str = "JOB";
 /// The partition of the active-job registry.
 const ACTIVE_PK: &str = "ACTIVE";
+/// The partition of the job index, by creation time.
+const JOBS_PK: &str = "JOBS";
 /// Consecutive batches counted in one group item. Its `done` set of at most 64 seqs keeps the item under a
 /// kilobyte (one write unit per count), and a job's progress is one item per 64 batches to read.
 pub const GROUP_BATCHES: u64 = 64;
@@ -100,6 +103,10 @@ fn shard_pk(job_id: &str, shard: u64) -> String {
 
 fn batch_sk(seq: u64) -> String {
     format!("BATCH#{seq:020}")
+}
+
+fn index_sk(created_at_ms: u64, job_id: &str) -> String {
+    format!("{created_at_ms:020}#{job_id}")
 }
 
 fn group_sk(group: u64) -> String {
@@ -236,6 +243,7 @@ fn record_from_item(job_id: &str, item: &Item) -> Result<JobRecord, JobStoreErro
         listing,
         created_at_ms: get_n(item, "created_at_ms").unwrap_or(0),
         input_changed: get_n(item, "input_changed_seq"),
+        finished_at_ms: get_n(item, "finished_at_ms"),
     };
     Ok(record)
 }
@@ -573,15 +581,22 @@ impl DynamoJobStore {
         to: JobStatus,
         condition: MoveCondition,
     ) -> Result<bool, JobStoreError> {
-        let result = self
+        let update = if to.is_terminal() {
+            "SET #status = :to, finished_at_ms = :now"
+        } else {
+            "SET #status = :to"
+        };
+        let mut request = self
             .update_job(job_id)
-            .update_expression("SET #status = :to")
+            .update_expression(update)
             .condition_expression(condition.expression())
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":to", s(to.as_str()))
-            .expression_attribute_values(":from", s(from.as_str()))
-            .send()
-            .await;
+            .expression_attribute_values(":from", s(from.as_str()));
+        if to.is_terminal() {
+            request = request.expression_attribute_values(":now", n(crate::clock::now_ms()));
+        }
+        let result = request.send().await;
         applied(result)
     }
 
@@ -628,17 +643,23 @@ impl JobStore for DynamoJobStore {
         let job_id = record.job.job_id.as_str();
         let job =
             serde_json::to_string(&record.job).map_err(|e| JobStoreError::Other(Box::new(e)))?;
-        // The registry entry first: a crash between the two leaves an entry with no job, which the sweeper
-        // forgets, never a job the sweeper cannot find.
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(ACTIVE_PK))
-            .item("sk", s(job_pk(job_id)))
-            .item(TTL_ATTRIBUTE, self.expires_at())
-            .send()
-            .await
-            .map_err(map_error)?;
+        // The registry and index entries first: a crash before the job item leaves entries with no job, which
+        // the sweeper forgets and `ls` skips, never a job the sweeper cannot find. (A job created again after
+        // such a crash gets a second index entry, of its new creation time; `ls` shows the job once.)
+        for (pk, sk) in [
+            (ACTIVE_PK, job_pk(job_id)),
+            (JOBS_PK, index_sk(record.created_at_ms, job_id)),
+        ] {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(pk))
+                .item("sk", s(sk))
+                .item(TTL_ATTRIBUTE, self.expires_at())
+                .send()
+                .await
+                .map_err(map_error)?;
+        }
         let result = self
             .client
             .put_item()
@@ -897,6 +918,41 @@ impl JobStore for DynamoJobStore {
             .iter()
             .filter_map(|item| get_s(item, "sk")?.strip_prefix("JOB#").map(str::to_owned))
             .collect())
+    }
+
+    async fn recent_jobs(&self, limit: usize) -> Result<Vec<String>, JobStoreError> {
+        let mut ids: Vec<String> = Vec::new();
+        let mut start: Option<Item> = None;
+        while ids.len() < limit {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(JOBS_PK))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit - ids.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(map_error)?;
+            for item in out.items() {
+                let id = get_s(item, "sk")
+                    .and_then(|sk| sk.split_once('#'))
+                    .map(|(_, id)| id);
+                if let Some(id) = id
+                    && !ids.iter().any(|known| known == id)
+                {
+                    ids.push(id.to_owned());
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => break,
+            }
+        }
+        ids.truncate(limit);
+        Ok(ids)
     }
 
     async fn forget_active(&self, job_id: &str) -> Result<(), JobStoreError> {

@@ -1,17 +1,68 @@
-//! An in-process job store with the job store port's conditional semantics (the ones the DynamoDB adapter gets
+//! The embedded job store, with the job store port's conditional semantics (the ones the DynamoDB adapter gets
 //! from condition expressions): every operation is one atomic step under a lock, so a marker here is counted
 //! as it is written.
+//!
+//! In memory only ([`MemoryJobStore::new`], for tests), or persistent ([`MemoryJobStore::persistent`], for
+//! `dmap run --data-dir`): each job then has a journal, `<dir>/<job_id>.jsonl`, one line per change in the
+//! order the changes were made, so that its record, checkpoint, batch records and counters outlive the
+//! process. A run interrupted by Ctrl-C or a crash is resumed from it, and `dmap status` or `dmap ls` read it
+//! from another process while the run goes on.
+//!
+//! - **One writer.** A process changes a job only while it holds an exclusive lock on its journal (taken at
+//!   its first change, kept until the store is dropped), so two runs of one job cannot both count it. Readers
+//!   take no lock.
+//! - **A prefix is a state.** Each change is one `write` of one whole line, made as the change is applied, so
+//!   the journal after a crash is the history up to some change, which is a state the pipeline already
+//!   recovers from (a batch recorded but not yet in the journal is processed again: its message was lost with
+//!   the process anyway). A line cut short by a crash is ignored, and cut off by the next writer.
+//! - **Readers follow.** A store that does not write a job reads the lines appended since its last read
+//!   whenever it is asked about the job, so a `status --watch` sees the run move.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
+use crate::clock::now_ms;
 use crate::outcome::TerminalStatus;
 use crate::ports::{
     BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStatus, JobStore, JobStoreError,
     ListingTotals, Progress, RecordOutcome, Recorded,
 };
+
+/// The file name suffix of a job's journal.
+const JOURNAL_SUFFIX: &str = ".jsonl";
+
+/// One change to a job, as its journal holds it. Applying the changes in order rebuilds the job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+enum Change {
+    Created {
+        record: Box<JobRecord>,
+    },
+    /// The whole checkpoint as it stands after the change.
+    Checkpoint {
+        checkpoint: Checkpoint,
+    },
+    ListingComplete {
+        totals: ListingTotals,
+    },
+    Batch {
+        seq: u64,
+        record: BatchRecord,
+    },
+    Status {
+        status: JobStatus,
+        at_ms: u64,
+    },
+    InputChanged {
+        seq: u64,
+    },
+}
 
 #[derive(Debug)]
 struct JobState {
@@ -21,33 +72,292 @@ struct JobState {
     failed: u64,
     /// The sweeper's last fingerprint of the job and since when it has shown it.
     swept: Option<(String, u64)>,
+    /// The job's journal, when the store is persistent.
+    journal: Option<Journal>,
+}
+
+impl JobState {
+    fn new(record: JobRecord) -> Self {
+        Self {
+            record,
+            batches: BTreeMap::new(),
+            succeeded: 0,
+            failed: 0,
+            swept: None,
+            journal: None,
+        }
+    }
+
+    fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Created { record } => self.record = (**record).clone(),
+            Change::Checkpoint { checkpoint } => self.record.checkpoint = checkpoint.clone(),
+            Change::ListingComplete { totals } => {
+                self.record.listing = Some(*totals);
+                self.record.checkpoint.next_seq = totals.batches;
+                self.record.checkpoint.items_sent = totals.items;
+            }
+            Change::Batch { seq, record } => {
+                if !self.batches.contains_key(seq) {
+                    self.succeeded += record.succeeded;
+                    self.failed += record.failed;
+                    self.batches.insert(*seq, record.clone());
+                }
+            }
+            Change::Status { status, at_ms } => {
+                self.record.status = *status;
+                if status.is_terminal() {
+                    self.record.finished_at_ms = Some(*at_ms);
+                }
+            }
+            Change::InputChanged { seq } => {
+                self.record.input_changed.get_or_insert(*seq);
+            }
+        }
+    }
+
+    /// Applies the change and, for a persistent store, appends it to the journal (which this process must
+    /// be the writer of: see [`MemoryJobStore::writable`]).
+    fn commit(&mut self, change: Change) -> Result<(), JobStoreError> {
+        if let Some(journal) = &mut self.journal {
+            journal.append(&change)?;
+        }
+        self.apply(&change);
+        Ok(())
+    }
+}
+
+/// A job's journal file and how much of it this process has applied.
+#[derive(Debug)]
+struct Journal {
+    path: PathBuf,
+    file: File,
+    /// Bytes of the file applied (always at the end of a whole line).
+    applied: u64,
+    /// This process holds the file's exclusive lock.
+    writer: bool,
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> JobStoreError {
+    JobStoreError::Other(format!("{}: {e}", path.display()).into())
+}
+
+impl Journal {
+    /// Reads the lines appended since the last read and hands each change to `apply`. A last line without its
+    /// newline is being written (or was cut short by a crash): it is left for later.
+    fn follow(&mut self, mut apply: impl FnMut(Change)) -> Result<(), JobStoreError> {
+        let path = self.path.clone();
+        self.file
+            .seek(SeekFrom::Start(self.applied))
+            .map_err(|e| io_error(&path, e))?;
+        let mut bytes = Vec::new();
+        self.file
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_error(&path, e))?;
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        for line in bytes[..whole].split(|b| *b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            let change = serde_json::from_slice(line).map_err(|e| {
+                JobStoreError::Other(
+                    format!(
+                        "{}: a line past byte {} is not a change: {e}",
+                        path.display(),
+                        self.applied
+                    )
+                    .into(),
+                )
+            })?;
+            apply(change);
+        }
+        self.applied += whole as u64;
+        Ok(())
+    }
+
+    fn append(&mut self, change: &Change) -> Result<(), JobStoreError> {
+        debug_assert!(self.writer, "only the journal's writer appends");
+        let mut line = serde_json::to_vec(change).map_err(|e| JobStoreError::Other(Box::new(e)))?;
+        line.push(b'\n');
+        // One write of the whole line: a crash leaves at most this line cut short.
+        self.file
+            .write_all(&line)
+            .map_err(|e| io_error(&self.path, e))?;
+        self.applied += line.len() as u64;
+        Ok(())
+    }
 }
 
 /// The embedded job store.
 #[derive(Debug, Default)]
 pub struct MemoryJobStore {
     jobs: Mutex<HashMap<String, JobState>>,
+    /// The folder of the journals, when persistent.
+    dir: Option<PathBuf>,
 }
 
 impl MemoryJobStore {
+    /// A store whose jobs live as long as it does.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store whose jobs are kept in journals under `dir` (created with the first job), and so outlive the
+    /// process.
+    pub fn persistent(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            jobs: Mutex::default(),
+            dir: Some(dir.into()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, JobState>> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn journal_path(&self, job_id: &str) -> Option<PathBuf> {
+        self.dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{job_id}{JOURNAL_SUFFIX}")))
+    }
+
+    /// Brings the job up to date with its journal (loading it if this process has not seen it): `false` if
+    /// there is no such job.
+    fn refresh(
+        &self,
+        jobs: &mut HashMap<String, JobState>,
+        job_id: &str,
+    ) -> Result<bool, JobStoreError> {
+        if let Some(job) = jobs.get_mut(job_id) {
+            let Some(journal) = job.journal.as_mut().filter(|j| !j.writer) else {
+                return Ok(true); // in memory only, or written by this process: up to date
+            };
+            let mut changes = Vec::new();
+            journal.follow(|c| changes.push(c))?;
+            for change in &changes {
+                job.apply(change);
+            }
+            return Ok(true);
+        }
+        let Some(path) = self.journal_path(job_id) else {
+            return Ok(false);
+        };
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_error(&path, e)),
+        };
+        let mut journal = Journal {
+            path,
+            file,
+            applied: 0,
+            writer: false,
+        };
+        let mut state: Option<JobState> = None;
+        journal.follow(|change| match (&mut state, &change) {
+            (None, Change::Created { record }) => state = Some(JobState::new((**record).clone())),
+            (Some(job), _) => job.apply(&change),
+            // A journal starts with its job's creation; anything else before it is not ours to read.
+            (None, _) => {}
+        })?;
+        let Some(mut state) = state else {
+            return Ok(false); // created a moment ago, its first line not yet whole
+        };
+        state.journal = Some(journal);
+        jobs.insert(job_id.to_owned(), state);
+        Ok(true)
+    }
+
+    /// Runs `f` on the job, up to date, for reading.
+    fn read_job<T>(
+        &self,
+        job_id: &str,
+        f: impl FnOnce(&JobState) -> Result<T, JobStoreError>,
+    ) -> Result<Option<T>, JobStoreError> {
+        let mut jobs = self.lock();
+        if !self.refresh(&mut jobs, job_id)? {
+            return Ok(None);
+        }
+        f(&jobs[job_id]).map(Some)
+    }
+
+    /// Runs `f` on the job, for changing it: a persistent job's journal is locked for this process first.
     fn with_job<T>(
         &self,
         job_id: &str,
         f: impl FnOnce(&mut JobState) -> Result<T, JobStoreError>,
     ) -> Result<T, JobStoreError> {
         let mut jobs = self.lock();
-        let job = jobs
-            .get_mut(job_id)
-            .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))?;
+        if !self.refresh(&mut jobs, job_id)? {
+            return Err(JobStoreError::NotFound(job_id.to_owned()));
+        }
+        let job = jobs.get_mut(job_id).expect("refreshed");
+        Self::writable(job_id, job)?;
         f(job)
+    }
+
+    /// Makes this process the writer of the job's journal: takes its lock (refused while another process
+    /// holds it), reads what was appended before, and cuts off a last line a crash left unfinished.
+    fn writable(job_id: &str, job: &mut JobState) -> Result<(), JobStoreError> {
+        let Some(journal) = job.journal.as_mut().filter(|j| !j.writer) else {
+            return Ok(());
+        };
+        let path = journal.path.clone();
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(JobStoreError::Conflict {
+                    job_id: job_id.to_owned(),
+                    message: format!(
+                        "another process is running it (it holds {}); wait for it, or stop it first",
+                        path.display()
+                    ),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, e)),
+        }
+        journal.file = file;
+        let mut changes = Vec::new();
+        journal.follow(|c| changes.push(c))?;
+        journal
+            .file
+            .set_len(journal.applied)
+            .map_err(|e| io_error(&path, e))?;
+        journal.writer = true;
+        for change in &changes {
+            job.apply(change);
+        }
+        Ok(())
+    }
+
+    /// The ids of the jobs with journals under the store's folder, and of those in memory.
+    fn known_jobs(&self) -> Result<Vec<String>, JobStoreError> {
+        let mut ids: Vec<String> = self.lock().keys().cloned().collect();
+        if let Some(dir) = &self.dir {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+                Err(e) => return Err(io_error(dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| io_error(dir, e))?;
+                if let Some(id) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| name.strip_suffix(JOURNAL_SUFFIX))
+                {
+                    ids.push(id.to_owned());
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 }
 
@@ -61,25 +371,45 @@ fn conflict(job_id: &str, message: impl Into<String>) -> JobStoreError {
 #[async_trait]
 impl JobStore for MemoryJobStore {
     async fn create_job(&self, record: &JobRecord) -> Result<CreateOutcome, JobStoreError> {
+        let job_id = record.job.job_id.as_str();
         let mut jobs = self.lock();
-        if let Some(existing) = jobs.get(&record.job.job_id) {
-            return Ok(CreateOutcome::Exists(Box::new(existing.record.clone())));
+        if self.refresh(&mut jobs, job_id)? {
+            return Ok(CreateOutcome::Exists(Box::new(jobs[job_id].record.clone())));
         }
-        jobs.insert(
-            record.job.job_id.clone(),
-            JobState {
-                record: record.clone(),
-                batches: BTreeMap::new(),
-                succeeded: 0,
-                failed: 0,
-                swept: None,
-            },
-        );
+        let mut state = JobState::new(record.clone());
+        if let (Some(path), Some(dir)) = (self.journal_path(job_id), &self.dir) {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+            // Created and locked as one step's outcome: of two processes creating the job, one creates the
+            // file and the other finds it (and, if the first has not written its line yet, waits for it).
+            let file = match OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(conflict(job_id, "being created by another process"));
+                }
+                Err(e) => return Err(io_error(&path, e)),
+            };
+            file.try_lock().map_err(|e| io_error(&path, e.into()))?;
+            state.journal = Some(Journal {
+                path,
+                file,
+                applied: 0,
+                writer: true,
+            });
+        }
+        state.commit(Change::Created {
+            record: Box::new(record.clone()),
+        })?;
+        jobs.insert(job_id.to_owned(), state);
         Ok(CreateOutcome::Created)
     }
 
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
-        Ok(self.lock().get(job_id).map(|j| j.record.clone()))
+        self.read_job(job_id, |job| Ok(job.record.clone()))
     }
 
     async fn save_checkpoint(
@@ -94,11 +424,13 @@ impl JobStore for MemoryJobStore {
             let stored = &job.record.checkpoint;
             if checkpoint.next_seq >= stored.next_seq {
                 let (hop, hop_sent) = (stored.hop, stored.hop_sent);
-                job.record.checkpoint = Checkpoint {
-                    hop,
-                    hop_sent,
-                    ..checkpoint.clone()
-                };
+                job.commit(Change::Checkpoint {
+                    checkpoint: Checkpoint {
+                        hop,
+                        hop_sent,
+                        ..checkpoint.clone()
+                    },
+                })?;
             }
             Ok(())
         })
@@ -115,10 +447,12 @@ impl JobStore for MemoryJobStore {
                 && checkpoint.hop == stored.hop + 1
                 && checkpoint.next_seq >= stored.next_seq;
             if ok {
-                job.record.checkpoint = Checkpoint {
-                    hop_sent: false,
-                    ..checkpoint.clone()
-                };
+                job.commit(Change::Checkpoint {
+                    checkpoint: Checkpoint {
+                        hop_sent: false,
+                        ..checkpoint.clone()
+                    },
+                })?;
             }
             Ok(ok)
         })
@@ -126,8 +460,14 @@ impl JobStore for MemoryJobStore {
 
     async fn continuation_sent(&self, job_id: &str, hop: u32) -> Result<(), JobStoreError> {
         self.with_job(job_id, |job| {
-            if job.record.checkpoint.hop == hop {
-                job.record.checkpoint.hop_sent = true;
+            let stored = &job.record.checkpoint;
+            if stored.hop == hop && !stored.hop_sent {
+                job.commit(Change::Checkpoint {
+                    checkpoint: Checkpoint {
+                        hop_sent: true,
+                        ..stored.clone()
+                    },
+                })?;
             }
             Ok(())
         })
@@ -144,12 +484,7 @@ impl JobStore for MemoryJobStore {
                 job_id,
                 format!("listing already completed with {existing:?}, not {totals:?}"),
             )),
-            None => {
-                job.record.listing = Some(totals);
-                job.record.checkpoint.next_seq = totals.batches;
-                job.record.checkpoint.items_sent = totals.items;
-                Ok(())
-            }
+            None => job.commit(Change::ListingComplete { totals }),
         })
     }
 
@@ -168,9 +503,10 @@ impl JobStore for MemoryJobStore {
                     group: None,
                 });
             }
-            job.batches.insert(seq, record.clone());
-            job.succeeded += record.succeeded;
-            job.failed += record.failed;
+            job.commit(Change::Batch {
+                seq,
+                record: record.clone(),
+            })?;
             Ok(Recorded {
                 outcome: RecordOutcome::Recorded,
                 record: record.clone(),
@@ -184,7 +520,8 @@ impl JobStore for MemoryJobStore {
         job_id: &str,
         seq: u64,
     ) -> Result<Option<BatchRecord>, JobStoreError> {
-        self.with_job(job_id, |job| Ok(job.batches.get(&seq).cloned()))
+        self.read_job(job_id, |job| Ok(job.batches.get(&seq).cloned()))?
+            .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))
     }
 
     async fn batch_records(
@@ -193,17 +530,18 @@ impl JobStore for MemoryJobStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError> {
-        self.with_job(job_id, |job| {
+        self.read_job(job_id, |job| {
             Ok(job
                 .batches
                 .range(from..to.max(from))
                 .map(|(seq, r)| (*seq, r.clone()))
                 .collect())
-        })
+        })?
+        .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))
     }
 
     async fn progress(&self, job_id: &str) -> Result<Progress, JobStoreError> {
-        self.with_job(job_id, |job| {
+        self.read_job(job_id, |job| {
             Ok(Progress {
                 status: job.record.status,
                 listing: job.record.listing,
@@ -215,13 +553,17 @@ impl JobStore for MemoryJobStore {
                 succeeded: job.succeeded,
                 failed: job.failed,
             })
-        })
+        })?
+        .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))
     }
 
     async fn claim_finalization(&self, job_id: &str) -> Result<bool, JobStoreError> {
         self.with_job(job_id, |job| {
             if job.record.status == JobStatus::Running && job.record.listing.is_some() {
-                job.record.status = JobStatus::Finalizing;
+                job.commit(Change::Status {
+                    status: JobStatus::Finalizing,
+                    at_ms: now_ms(),
+                })?;
                 Ok(true)
             } else {
                 Ok(false)
@@ -230,14 +572,27 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError> {
-        let mut ids: Vec<String> = self
-            .lock()
-            .iter()
-            .filter(|(_, job)| !job.record.status.is_terminal())
-            .map(|(id, _)| id.clone())
-            .collect();
-        ids.sort();
-        Ok(ids)
+        let mut active = Vec::new();
+        for id in self.known_jobs()? {
+            if self
+                .read_job(&id, |job| Ok(!job.record.status.is_terminal()))?
+                .unwrap_or(false)
+            {
+                active.push(id);
+            }
+        }
+        Ok(active)
+    }
+
+    async fn recent_jobs(&self, limit: usize) -> Result<Vec<String>, JobStoreError> {
+        let mut jobs = Vec::new();
+        for id in self.known_jobs()? {
+            if let Some(created) = self.read_job(&id, |job| Ok(job.record.created_at_ms))? {
+                jobs.push((created, id));
+            }
+        }
+        jobs.sort_by(|a, b| b.cmp(a));
+        Ok(jobs.into_iter().take(limit).map(|(_, id)| id).collect())
     }
 
     async fn forget_active(&self, _job_id: &str) -> Result<(), JobStoreError> {
@@ -250,19 +605,27 @@ impl JobStore for MemoryJobStore {
         fingerprint: &str,
         now_ms: u64,
     ) -> Result<u64, JobStoreError> {
-        self.with_job(job_id, |job| match &job.swept {
-            Some((seen, since)) if seen == fingerprint => Ok(*since),
+        // The sweeper's notes are the process's own: a later process starts its count afresh.
+        let mut jobs = self.lock();
+        if !self.refresh(&mut jobs, job_id)? {
+            return Err(JobStoreError::NotFound(job_id.to_owned()));
+        }
+        let job = jobs.get_mut(job_id).expect("refreshed");
+        Ok(match &job.swept {
+            Some((seen, since)) if seen == fingerprint => *since,
             _ => {
                 job.swept = Some((fingerprint.to_owned(), now_ms));
-                Ok(now_ms)
+                now_ms
             }
         })
     }
 
     async fn flag_input_changed(&self, job_id: &str, seq: u64) -> Result<(), JobStoreError> {
         self.with_job(job_id, |job| {
-            job.record.input_changed.get_or_insert(seq);
-            Ok(())
+            if job.record.input_changed.is_some() {
+                return Ok(());
+            }
+            job.commit(Change::InputChanged { seq })
         })
     }
 
@@ -271,7 +634,10 @@ impl JobStore for MemoryJobStore {
             let target = JobStatus::from(status);
             match job.record.status {
                 JobStatus::Finalizing => {
-                    job.record.status = target;
+                    job.commit(Change::Status {
+                        status: target,
+                        at_ms: now_ms(),
+                    })?;
                     Ok(true)
                 }
                 s if s == target => Ok(false),

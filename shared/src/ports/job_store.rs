@@ -61,6 +61,9 @@ pub struct JobRecord {
     /// so). The first such batch's seq.
     #[serde(default)]
     pub input_changed: Option<u64>,
+    /// When the job reached its terminal status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
 }
 
 impl JobRecord {
@@ -73,6 +76,7 @@ impl JobRecord {
             listing: None,
             created_at_ms,
             input_changed: None,
+            finished_at_ms: None,
         }
     }
 }
@@ -294,6 +298,10 @@ pub trait JobStore: Send + Sync {
     /// The ids of the jobs that are not terminal, for the sweeper (it may list a job that just finished, or
     /// whose creation failed midway: the sweeper reads each one).
     async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError>;
+
+    /// The ids of the most recently created jobs, newest first, at most `limit` (for `dmap ls`: without
+    /// reading every job).
+    async fn recent_jobs(&self, limit: usize) -> Result<Vec<String>, JobStoreError>;
 
     /// Forgets a job that [`Self::active_jobs`] listed but that is terminal or does not exist.
     async fn forget_active(&self, job_id: &str) -> Result<(), JobStoreError>;

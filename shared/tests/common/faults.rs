@@ -390,6 +390,10 @@ impl JobStore for FaultyJobStore {
         self.before("active_jobs")?;
         self.inner.active_jobs().await
     }
+    async fn recent_jobs(&self, limit: usize) -> Result<Vec<String>, JobStoreError> {
+        self.before("recent_jobs")?;
+        self.inner.recent_jobs(limit).await
+    }
     async fn forget_active(&self, job_id: &str) -> Result<(), JobStoreError> {
         self.before("forget_active")?;
         self.after(self.inner.forget_active(job_id).await)

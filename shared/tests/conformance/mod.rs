@@ -61,6 +61,14 @@ macro_rules! conformance_suite {
             conformance::queue_refuses_bad_sends(&queues().await).await;
         }
 
+        job_store_suite!();
+    };
+}
+
+/// The job store's part of the suite alone, for a second job store over the same backend (the embedded
+/// store in memory and persistent). Calls `job_store()` in scope.
+macro_rules! job_store_suite {
+    () => {
         #[tokio::test]
         async fn job_store_creates_once() {
             conformance::job_store_creates_once(job_store().await.as_ref(), "job-create").await;

@@ -70,6 +70,8 @@ pub struct StackNames {
     pub dead_letter_queue: String,
     pub finalize_queue: String,
     pub coordinator: String,
+    /// The worker function's timeout: the longest a batch can be in flight.
+    pub worker_timeout_secs: u32,
 }
 
 impl AwsArgs {
@@ -87,6 +89,10 @@ impl AwsArgs {
             .function("coordinator")
             .map(|f| f.name.clone())
             .context("the template has no coordinator function")?;
+        let worker_timeout_secs = stack
+            .function("worker")
+            .map(|f| f.timeout_secs)
+            .context("the template has no worker function")?;
         let table = stack
             .tables
             .get("JobsTable")
@@ -107,6 +113,7 @@ impl AwsArgs {
                 .clone()
                 .map_or_else(|| queue("FinalizeQueue"), Ok)?,
             coordinator,
+            worker_timeout_secs,
         })
     }
 
@@ -170,6 +177,7 @@ mod tests {
                 dead_letter_queue: "my-dlq".into(),
                 finalize_queue: "prod-map-finalize".into(),
                 coordinator: "prod-map-coordinator".into(),
+                worker_timeout_secs: 60,
             }
         );
     }

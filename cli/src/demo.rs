@@ -13,14 +13,13 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use dmap_core::outcome::TerminalStatus;
 use dmap_core::spec::JobSpec;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::DemoArgs;
 use crate::backend::embedded_jobs_dir;
-use crate::run::{Outputs, print_summary, run_job};
+use crate::run::{Outputs, exit_code, print_summary, run_job};
 
 const BUCKET: &str = "dmap-demo";
 const PREFIX: &str = "noaa-gsod/";
@@ -86,10 +85,7 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             args.data_dir.display()
         );
     }
-    Ok(match report.manifest.status {
-        TerminalStatus::Succeeded => ExitCode::SUCCESS,
-        TerminalStatus::Failed => ExitCode::from(3),
-    })
+    Ok(exit_code(report.manifest.status))
 }
 
 /// Writes `objects` files, file `i` being station `i / YEARS`'s for year `FIRST_YEAR + i % YEARS`, each with

@@ -1,24 +1,31 @@
 //! The commands that operate jobs on any backend, as Step Functions operates Map Runs: `submit` (start without
-//! waiting), `status` (DescribeMapRun, with `--watch` for a progress bar) and `ls` (ListMapRuns).
+//! waiting), `status` (DescribeMapRun, with `--watch` for a progress bar), `ls` (ListMapRuns), `abort` and
+//! `update` (UpdateMapRun).
 
 use std::fs::File;
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
+use dmap_core::Deps;
+use dmap_core::aws::SqsQueue;
 use dmap_core::clock::now_ms;
 use dmap_core::describe::{JobDescription, describe};
+use dmap_core::embedded::{EmbeddedQueues, LocalDirStore, MemoryJobStore};
+use dmap_core::finalizer::{FinalizerConfig, finalize};
+use dmap_core::message::FinalizeMessage;
 use dmap_core::outcome::{JobStatus, TerminalStatus};
-use dmap_core::ports::{JobStore, Progress};
+use dmap_core::ports::{ControlChange, JobStore, Progress, SettingsUpdate};
 use dmap_core::spec::Job;
 use serde_json::json;
 
-use crate::backend::{AwsArgs, embedded_jobs_dir};
-use crate::run::{SpecJob, exit_code, progress_bar, read_spec, update};
-use crate::{LsArgs, PoolArgs, StatusArgs, SubmitArgs};
+use crate::backend::{AwsArgs, embedded_job_store, embedded_jobs_dir};
+use crate::run::{SpecJob, exit_code, progress_bar, read_spec, update as show_progress};
+use crate::{AbortArgs, LsArgs, PoolArgs, StatusArgs, SubmitArgs, UpdateArgs};
 
 /// How long `submit` waits for an embedded job's process to create the job (or to refuse its spec).
 const SUBMIT_WAIT: Duration = Duration::from_secs(60);
@@ -63,7 +70,7 @@ async fn submit_embedded(job: &Job, data_dir: &Path, pool: &PoolArgs) -> anyhow:
         .stderr(log)
         .process_group(0);
     let mut child = command.spawn().context("cannot start the job's process")?;
-    let jobs = crate::backend::embedded_job_store(data_dir)?;
+    let jobs = embedded_job_store(data_dir)?;
     let deadline = tokio::time::Instant::now() + SUBMIT_WAIT;
     loop {
         if jobs.get_job(&job.job_id).await?.is_some() {
@@ -138,7 +145,11 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         bail!("no job \"{job_id}\"");
     };
     if args.watch && !description.status.is_terminal() {
-        description = watch(jobs.as_ref(), job_id, args.backend.data_dir.is_some()).await?;
+        let embedded = match &args.backend.data_dir {
+            Some(dir) => Some(embedded_job_store(dir)?),
+            None => None,
+        };
+        description = watch(jobs.as_ref(), job_id, embedded.as_ref()).await?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&description)?);
@@ -148,24 +159,50 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(match description.status {
         JobStatus::Succeeded if args.watch => exit_code(TerminalStatus::Succeeded),
         JobStatus::Failed if args.watch => exit_code(TerminalStatus::Failed),
+        JobStatus::Aborted if args.watch => exit_code(TerminalStatus::Aborted),
         _ => ExitCode::SUCCESS,
     })
 }
 
-/// Shows the job's progress until it ends; returns its final description.
-async fn watch(jobs: &dyn JobStore, job_id: &str, local: bool) -> anyhow::Result<JobDescription> {
+/// How long an embedded job may show no progress before `status --watch` checks that a process runs it.
+const STILL_FOR: Duration = Duration::from_secs(5);
+
+/// Shows the job's progress until it ends; returns its final description. `embedded`: the data dir's job store,
+/// to tell a job no process runs any more (an interrupted run) from a slow one.
+async fn watch(
+    jobs: &dyn JobStore,
+    job_id: &str,
+    embedded: Option<&MemoryJobStore>,
+) -> anyhow::Result<JobDescription> {
     // On DynamoDB a read costs a GetItem and a Query per counter shard: every two seconds, not every tenth.
-    let interval = if local {
+    let interval = if embedded.is_some() {
         Duration::from_millis(200)
     } else {
         Duration::from_secs(2)
     };
     let bar = progress_bar();
+    let mut last: Option<(JobDescription, tokio::time::Instant)> = None;
     loop {
         let Some(d) = describe(jobs, job_id, now_ms()).await? else {
             bail!("job \"{job_id}\" is gone");
         };
-        update(
+        let moved = last.as_ref().is_none_or(|(seen, _)| {
+            (seen.status, seen.items, seen.batches) != (d.status, d.items, d.batches)
+        });
+        if moved {
+            last = Some((d.clone(), tokio::time::Instant::now()));
+        } else if let (Some(store), Some((_, since))) = (embedded, &last)
+            && since.elapsed() > STILL_FOR
+            && !d.status.is_terminal()
+            && !store.held_elsewhere(job_id)?
+        {
+            bar.abandon();
+            bail!(
+                "no process is running job {job_id} (its run was interrupted): run its spec again with \
+                 `dmap run` to resume it, or `dmap abort` it"
+            );
+        }
+        show_progress(
             &bar,
             &Progress {
                 status: d.status,
@@ -225,7 +262,122 @@ fn describe_text(d: &JobDescription) -> String {
         text.push_str(&format!(", about {eta:.0} s to go"));
     }
     text.push('\n');
+    let or_none = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
+    text.push_str(&format!(
+        "settings: max concurrency {}, tolerated failures {} items / {}%\n",
+        or_none(d.max_concurrency.map(|n| n.to_string())),
+        or_none(d.tolerated_failure_count.map(|n| n.to_string())),
+        or_none(d.tolerated_failure_percentage.map(|p| p.to_string())),
+    ));
+    if d.abort_requested && !d.status.is_terminal() {
+        text.push_str("aborting: it ends ABORTED once its batches in flight are done\n");
+    }
     text
+}
+
+/// Extra time an aborted job's finalizer waits past the worker function's timeout, for the batches in flight
+/// at the abort to be recorded.
+const ABORT_GRACE_SECS: u32 = 30;
+
+pub async fn abort(args: &AbortArgs) -> anyhow::Result<ExitCode> {
+    let job_id = args.job_id.as_str();
+    let change = ControlChange::Abort { at_ms: now_ms() };
+    match &args.backend.data_dir {
+        Some(dir) => {
+            let jobs = Arc::new(embedded_job_store(dir)?);
+            jobs.control(job_id, &change).await?;
+            if jobs.running_elsewhere(job_id)? {
+                // Its process takes the abort from the job's inbox, lets its batches in flight end, and
+                // finalizes it.
+                println!(
+                    "job {job_id}: abort requested; the process running it ends it ABORTED once its batches in \
+                     flight are done (dmap status {job_id} --watch)"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            // No process runs it (an interrupted run): nothing is in flight, so it ends now.
+            let mut deps = Deps::embedded(
+                Arc::new(LocalDirStore::new(dir)),
+                EmbeddedQueues {
+                    visibility_timeout: Duration::from_secs(30),
+                    max_receive_count: 5,
+                    backlog_limit: None,
+                },
+            );
+            deps.jobs = jobs;
+            let finalized = finalize(&deps, FinalizerConfig::default(), job_id).await?;
+            let m = &finalized.manifest;
+            println!(
+                "job {job_id}: {} with {} items done ({} succeeded, {} failed)",
+                m.status.as_str(),
+                m.items.total,
+                m.items.succeeded,
+                m.items.failed
+            );
+        }
+        None => {
+            let names = args.backend.aws.names()?;
+            let jobs = args.backend.job_store().await?;
+            jobs.control(job_id, &change).await?;
+            // The finalizer ends the job once the workers' batches in flight at the abort are done: the
+            // longest a worker runs is its function's timeout.
+            let clients = args.backend.aws.clients().await;
+            let delay = args.finalize_after.unwrap_or_else(|| {
+                names
+                    .worker_timeout_secs
+                    .saturating_add(ABORT_GRACE_SECS)
+                    .min(900)
+            });
+            let queue = SqsQueue::by_name(clients.sqs.clone(), &names.finalize_queue)
+                .await
+                .with_context(|| format!("queue \"{}\"", names.finalize_queue))?;
+            clients
+                .sqs
+                .send_message()
+                .queue_url(queue.url())
+                .message_body(
+                    FinalizeMessage {
+                        job_id: job_id.to_owned(),
+                    }
+                    .to_body(),
+                )
+                .delay_seconds(delay as i32)
+                .send()
+                .await
+                .map_err(aws_sdk_sqs::Error::from)
+                .context("sending the aborted job's finalize trigger")?;
+            println!(
+                "job {job_id}: abort acknowledged; it ends ABORTED in about {delay} s, once its batches in flight \
+                 are done (dmap status {job_id} --watch)"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn update(args: &UpdateArgs) -> anyhow::Result<ExitCode> {
+    let jobs = args.backend.job_store().await?;
+    let change = ControlChange::Update(SettingsUpdate {
+        max_concurrency: args.max_concurrency,
+        tolerated_failure_count: args.tolerated_failure_count,
+        tolerated_failure_percentage: args.tolerated_failure_percentage,
+    });
+    let record = jobs.control(&args.job_id, &change).await?;
+    let tolerance = record.tolerance();
+    println!(
+        "job {}: max concurrency {}, tolerated failures {} items / {}%",
+        args.job_id,
+        record
+            .max_concurrency()
+            .map_or_else(|| "none".to_owned(), |n| n.to_string()),
+        tolerance
+            .count
+            .map_or_else(|| "none".to_owned(), |n| n.to_string()),
+        tolerance
+            .percentage
+            .map_or_else(|| "none".to_owned(), |p| p.to_string()),
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn ls(args: &LsArgs) -> anyhow::Result<ExitCode> {

@@ -37,6 +37,11 @@ enum Command {
     Status(StatusArgs),
     /// List the most recent jobs, newest first.
     Ls(LsArgs),
+    /// Stop a running job: no new batch of it is processed, its listing stops, and once the batches in flight
+    /// are done it ends ABORTED with the outputs of what was done.
+    Abort(AbortArgs),
+    /// Change a running job's settings, as Step Functions' UpdateMapRun: they take effect at once.
+    Update(UpdateArgs),
     /// Generate a synthetic dataset in the schema of NOAA's daily weather summaries (GSOD), run a monthly_high job
     /// over it (each month's hottest station-day), show what it found.
     Demo(DemoArgs),
@@ -171,10 +176,41 @@ struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+struct AbortArgs {
+    /// The job's id.
+    job_id: String,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// On AWS: finalize the aborted job this many seconds after the abort, when every batch in flight has
+    /// ended (default: the worker function's timeout plus 30 s, at most 900, SQS's longest delay: a worker
+    /// timeout above 870 s leaves the last batches in flight to the sweeper's 30 minutes).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=900))]
+    finalize_after: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("settings").required(true).multiple(true)))]
+struct UpdateArgs {
+    /// The job's id.
+    job_id: String,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// The most batches of the job in flight at once (0: no limit).
+    #[arg(long, group = "settings")]
+    max_concurrency: Option<u32>,
+    /// Failed items the job tolerates and still succeeds.
+    #[arg(long, group = "settings")]
+    tolerated_failure_count: Option<u64>,
+    /// The share of failed items, in percent, the job tolerates and still succeeds.
+    #[arg(long, group = "settings", value_parser = parse_percentage)]
+    tolerated_failure_percentage: Option<f64>,
+}
+
+#[derive(Debug, Args)]
 struct LsArgs {
     #[command(flatten)]
     backend: BackendArgs,
-    /// Only jobs in this status (RUNNING, FINALIZING, SUCCEEDED, FAILED).
+    /// Only jobs in this status (RUNNING, FINALIZING, SUCCEEDED, FAILED, ABORTED).
     #[arg(long, value_parser = parse_status)]
     status: Option<dmap_core::outcome::JobStatus>,
     /// At most this many jobs.
@@ -209,6 +245,15 @@ fn parse_status(s: &str) -> Result<dmap_core::outcome::JobStatus, String> {
             .collect();
         format!("\"{s}\" is not a status: one of {}", names.join(", "))
     })
+}
+
+fn parse_percentage(s: &str) -> Result<f64, String> {
+    let pct: f64 = s.parse().map_err(|_| format!("\"{s}\" is not a number"))?;
+    if (0.0..=100.0).contains(&pct) {
+        Ok(pct)
+    } else {
+        Err(format!("{pct} is outside 0 to 100"))
+    }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -257,9 +302,12 @@ impl Command {
         let embedded = match self {
             Command::Run(args) => args.backend.data_dir.is_some(),
             Command::Demo(_) => true,
-            Command::Submit(_) | Command::Status(_) | Command::Ls(_) | Command::Local { .. } => {
-                false
-            }
+            Command::Submit(_)
+            | Command::Status(_)
+            | Command::Ls(_)
+            | Command::Abort(_)
+            | Command::Update(_)
+            | Command::Local { .. } => false,
         };
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         embedded.then(|| (cores * 4).max(8))
@@ -293,6 +341,8 @@ fn main() -> ExitCode {
             Command::Submit(args) => jobs::submit(&args).await,
             Command::Status(args) => jobs::status(&args).await,
             Command::Ls(args) => jobs::ls(&args).await,
+            Command::Abort(args) => jobs::abort(&args).await,
+            Command::Update(args) => jobs::update(&args).await,
             Command::Demo(args) => demo::demo(&args).await,
             Command::Local {
                 command: LocalCommand::Up(args),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use dmap_core::Deps;
 use dmap_core::aws::resources::DEFAULT_TTL;
 use dmap_core::aws::{AwsClients, AwsResources, LambdaInvoker, SqsQueue};
@@ -31,6 +31,9 @@ const BACKLOG_PER_WORKER: usize = 4;
 
 /// Exit code of a job that ran and FAILED (by the failure tolerance rule).
 const EXIT_JOB_FAILED: u8 = 3;
+
+/// Exit code of a job that was aborted (`dmap abort`).
+const EXIT_JOB_ABORTED: u8 = 4;
 
 /// Exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
@@ -83,6 +86,7 @@ pub fn exit_code(status: TerminalStatus) -> ExitCode {
     match status {
         TerminalStatus::Succeeded => ExitCode::SUCCESS,
         TerminalStatus::Failed => ExitCode::from(EXIT_JOB_FAILED),
+        TerminalStatus::Aborted => ExitCode::from(EXIT_JOB_ABORTED),
     }
 }
 
@@ -122,6 +126,12 @@ pub fn read_spec(path: &Path) -> anyhow::Result<SpecJob> {
 async fn resume_anonymous(job: Job, data_dir: &Path) -> anyhow::Result<Job> {
     let jobs = embedded_job_store(data_dir)?;
     Ok(match unfinished_job_of(&jobs, &job.spec).await? {
+        Some(record) if jobs.held_elsewhere(&record.job.job_id)? => bail!(
+            "job {id}, an unfinished run of the same spec, is running in another process (dmap status {id} \
+             --data-dir {dir} --watch)",
+            id = record.job.job_id,
+            dir = data_dir.display()
+        ),
         Some(record) => {
             eprintln!(
                 "resuming job {}, an unfinished run of the same spec",
@@ -159,6 +169,13 @@ fn runner_config(
 /// Runs a validated job on the embedded backends over `data_dir`.
 pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Result<RunReport> {
     let jobs = embedded_job_store(data_dir)?;
+    if jobs.held_elsewhere(&job.job_id)? {
+        bail!(
+            "job {id} is running in another process (dmap status {id} --data-dir {dir} --watch)",
+            id = job.job_id,
+            dir = data_dir.display()
+        );
+    }
     let visibility_timeout = Duration::from_secs_f64(pool.visibility_timeout);
     let config = runner_config(pool, visibility_timeout, pool.max_receive_count);
     let mut deps = Deps::embedded(

@@ -126,9 +126,9 @@ async fn local_up_then_run_through_the_emulator_with_stats() {
         format!("s3://{bucket}/out/count-logs/manifest.json")
     );
     let requests = &summary["requests"];
-    // A record per batch: a marker put (beside the job's two) and a group count, no transaction; the parts
+    // A record per batch: a marker put (beside the job's three: registry, index, job) and a group count, no transaction; the parts
     // travel in the markers, so the only objects written are result.json, failed.jsonl and manifest.json.
-    assert_eq!(requests["DynamoDB.PutItem"], 5 + 2, "{requests}");
+    assert_eq!(requests["DynamoDB.PutItem"], 5 + 3, "{requests}");
     assert!(
         requests.get("DynamoDB.TransactWriteItems").is_none(),
         "{requests}"
@@ -352,4 +352,125 @@ async fn monthly_high_through_the_emulator_matches_the_embedded_run() {
         failed.contains("row 19: has 9 fields, the header has 28"),
         "{failed}"
     );
+}
+
+/// `dmap status`, `ls`, `update` and `abort` on a stack named by `--stack-name` alone (no queue or table flags),
+/// while `dmap run` works the job through the emulator in another process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_ls_update_and_abort_a_running_job_by_stack_name() {
+    let endpoint = emulator::endpoint();
+    let stack = emulator::unique("ctl");
+    let bucket = emulator::unique("ctl-data");
+    local_up(endpoint, &stack, &bucket);
+    let store = S3Store::new(emulator::clients().await.s3, None);
+    for i in 0..300 {
+        store
+            .put(
+                &bucket,
+                &format!("in/f{i:03}"),
+                format!("{i}\n").into_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.json");
+    let spec_json = json!({
+        "job_id": "ctl-1",
+        "item_reader": { "bucket": bucket, "prefix": "in/" },
+        "item_batcher": { "max_items_per_batch": 1 },
+        "processor": { "kind": "count" },
+        "result_writer": { "bucket": bucket, "prefix": "out/" }
+    });
+    std::fs::write(&spec, spec_json.to_string()).unwrap();
+    let backend = ["--stack-name", stack.as_str(), "--endpoint-url", endpoint];
+    let with = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .chain(backend.iter())
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let run = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        dmap(&args, &[])
+    };
+    let worker = Command::new(env!("CARGO_BIN_EXE_dmap"))
+        .args(with(&[
+            "run",
+            spec.to_str().unwrap(),
+            "--json",
+            "--concurrency",
+            "2",
+        ]))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until some batches are done.
+    let started = std::time::Instant::now();
+    let described = loop {
+        let status = run(&with(&["status", "ctl-1", "--json"]));
+        if status.status.success() {
+            let d: Value = serde_json::from_slice(&status.stdout).unwrap();
+            if d["batches"]["done"].as_u64().unwrap() >= 5 {
+                break d;
+            }
+        }
+        assert!(started.elapsed().as_secs() < 120, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(described["status"], "RUNNING", "{described}");
+    let items = &described["items"];
+    assert_eq!(
+        items["succeeded"].as_u64().unwrap()
+            + items["failed"].as_u64().unwrap()
+            + items["pending"].as_u64().unwrap(),
+        items["listed"].as_u64().unwrap()
+    );
+
+    let updated = run(&with(&["update", "ctl-1", "--max-concurrency", "1"]));
+    assert!(
+        updated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&updated.stderr)
+    );
+    let ls = run(&with(&["ls", "--json", "--status", "RUNNING"]));
+    let listed: Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(listed[0]["job_id"], "ctl-1", "{listed}");
+    assert_eq!(listed[0]["max_concurrency"], 1, "{listed}");
+
+    // The stack's workers are this test's `dmap run` alone: its batches are done within a second.
+    let aborted = run(&with(&["abort", "ctl-1", "--finalize-after", "2"]));
+    assert!(
+        aborted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&aborted.stderr)
+    );
+    let watched = run(&with(&["status", "ctl-1", "--watch", "--json"]));
+    assert_eq!(
+        watched.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    let d: Value = serde_json::from_slice(&watched.stdout).unwrap();
+    assert_eq!(d["status"], "ABORTED");
+    let out = worker.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["status"], "ABORTED");
+    let done = d["items"]["succeeded"].as_u64().unwrap() + d["items"]["failed"].as_u64().unwrap();
+    assert_eq!(summary["items"]["total"], done);
+    assert!(done < 300, "{summary}");
+    let all = run(&with(&["ls", "--json"]));
+    let listed: Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert_eq!(listed[0]["status"], "ABORTED", "{listed}");
 }

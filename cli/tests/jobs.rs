@@ -282,3 +282,124 @@ fn submit_refuses_a_bad_spec_before_anything_runs() {
     );
     assert!(journals(dir.path()).is_empty(), "no job was created");
 }
+
+#[test]
+fn update_and_abort_a_submitted_job_from_other_processes() {
+    let dir = data_dir(&readings(40_000));
+    let data = dir.path().to_str().unwrap();
+    let spec = write_spec(dir.path(), &rows_spec(Some("ctl"), 2));
+    let submitted = dmap(&["submit", &spec, "--data-dir", data, "--concurrency", "2"]);
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+
+    let updated = dmap(&[
+        "update",
+        "ctl",
+        "--data-dir",
+        data,
+        "--max-concurrency",
+        "1",
+        "--tolerated-failure-count",
+        "40",
+    ]);
+    assert!(updated.status.success(), "{}", text(&updated.stderr));
+    assert_eq!(
+        text(&updated.stdout).trim(),
+        "job ctl: max concurrency 1, tolerated failures 40 items / 5%"
+    );
+    let status = dmap(&["status", "ctl", "--data-dir", data, "--json"]);
+    let d: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        (&d["max_concurrency"], &d["tolerated_failure_count"]),
+        (&json!(1), &json!(40)),
+        "{d}"
+    );
+
+    let aborted = dmap(&["abort", "ctl", "--data-dir", data]);
+    assert!(aborted.status.success(), "{}", text(&aborted.stderr));
+    assert!(
+        text(&aborted.stdout).contains("abort requested"),
+        "{}",
+        text(&aborted.stdout)
+    );
+    let watched = dmap(&["status", "ctl", "--data-dir", data, "--watch", "--json"]);
+    assert_eq!(
+        watched.status.code(),
+        Some(4),
+        "ABORTED: {}",
+        text(&watched.stderr)
+    );
+    let d: Value = serde_json::from_slice(&watched.stdout).unwrap();
+    assert_eq!(d["status"], "ABORTED");
+    let done = d["items"]["succeeded"].as_u64().unwrap() + d["items"]["failed"].as_u64().unwrap();
+    assert!(done < 40_000, "{d}");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("data/out/ctl/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["status"], "ABORTED");
+    assert_eq!(manifest["items"]["total"], done);
+    assert_eq!(
+        manifest["tolerated_failure_count"], 40,
+        "the setting in force"
+    );
+    // The job's process ended with the job, saying so.
+    let log = std::fs::read_to_string(dir.path().join(".dmap/jobs/ctl.log")).unwrap();
+    assert!(log.contains("\"status\":\"ABORTED\""), "{log}");
+
+    // Ended: neither an update nor an abort moves it.
+    let late = dmap(&["abort", "ctl", "--data-dir", data]);
+    assert_eq!(late.status.code(), Some(1));
+    assert!(
+        text(&late.stderr).contains("it is ABORTED"),
+        "{}",
+        text(&late.stderr)
+    );
+}
+
+#[test]
+fn an_interrupted_job_aborted_ends_at_once_with_what_was_done() {
+    let dir = data_dir(&readings(20_000));
+    let data = dir.path().to_str().unwrap();
+    let spec = write_spec(dir.path(), &rows_spec(Some("halted"), 2));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dmap"))
+        .args(["run", &spec, "--data-dir", data, "--concurrency", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = dir.path().join(".dmap/jobs/halted.jsonl");
+    let started = Instant::now();
+    while std::fs::read(&journal).map_or(0, |j| j.split(|b| *b == b'\n').count()) < 100 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // No process runs it: the abort finalizes it there and then.
+    let aborted = dmap(&["abort", "halted", "--data-dir", data]);
+    assert!(aborted.status.success(), "{}", text(&aborted.stderr));
+    assert!(
+        text(&aborted.stdout).starts_with("job halted: ABORTED with "),
+        "{}",
+        text(&aborted.stdout)
+    );
+    let status = dmap(&["status", "halted", "--data-dir", data, "--json"]);
+    let d: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(d["status"], "ABORTED");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("data/out/halted/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["status"], "ABORTED");
+    assert_eq!(manifest["items"]["succeeded"], d["items"]["succeeded"]);
+    assert_eq!(manifest["items"]["failed"], d["items"]["failed"]);
+    assert!(manifest["items"]["total"].as_u64().unwrap() < 20_000);
+    // Running the spec again does not resume an aborted job.
+    let again = dmap(&["run", &spec, "--data-dir", data]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already ran to its end (ABORTED"),
+        "{}",
+        text(&again.stderr)
+    );
+}

@@ -4,12 +4,11 @@
 use crate::Deps;
 use crate::error::PipelineError;
 use crate::message::FinalizeMessage;
-use crate::outcome::{ItemCounts, TerminalStatus};
+use crate::outcome::{ItemCounts, TerminalStatus, Tolerance};
 use crate::ports::{
     JobRecord, JobStatus, OutgoingMessage, RecordOutcome, Recorded, require_job,
     send_all_with_retry,
 };
-use crate::spec::JobSpec;
 
 /// What a completion check did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +91,7 @@ pub async fn complete_after_record(
     complete_if_done(deps, job_id, recorded.outcome == RecordOutcome::Duplicate).await
 }
 
-async fn trigger_finalizer(deps: &Deps, job_id: &str) -> Result<(), PipelineError> {
+pub async fn trigger_finalizer(deps: &Deps, job_id: &str) -> Result<(), PipelineError> {
     let body = FinalizeMessage {
         job_id: job_id.to_owned(),
     }
@@ -107,16 +106,13 @@ async fn trigger_finalizer(deps: &Deps, job_id: &str) -> Result<(), PipelineErro
 
 /// Distributed Map's rule: FAILED when failed items exceed `tolerated_failure_count`, or their share of all
 /// items exceeds `tolerated_failure_percentage`; with neither set, any failed item fails the job.
-pub fn final_status(spec: &JobSpec, items: ItemCounts) -> TerminalStatus {
-    let over_count = spec
-        .tolerated_failure_count
-        .is_some_and(|max| items.failed > max);
-    let over_percentage = spec.tolerated_failure_percentage.is_some_and(|pct| {
+pub fn final_status(tolerance: Tolerance, items: ItemCounts) -> TerminalStatus {
+    let over_count = tolerance.count.is_some_and(|max| items.failed > max);
+    let over_percentage = tolerance.percentage.is_some_and(|pct| {
         items.total > 0 && (items.failed as f64) * 100.0 > pct * items.total as f64
     });
-    let untolerated = spec.tolerated_failure_count.is_none()
-        && spec.tolerated_failure_percentage.is_none()
-        && items.failed > 0;
+    let untolerated =
+        tolerance.count.is_none() && tolerance.percentage.is_none() && items.failed > 0;
     if over_count || over_percentage || untolerated {
         TerminalStatus::Failed
     } else {
@@ -128,21 +124,17 @@ pub fn final_status(spec: &JobSpec, items: ItemCounts) -> TerminalStatus {
 mod tests {
     use super::*;
 
-    fn spec(count: Option<u64>, pct: Option<f64>) -> JobSpec {
-        let json = r#"{"item_reader":{"bucket":"in-b"},"processor":{"kind":"count"},"result_writer":{"bucket":"out-b"}}"#;
-        let mut spec = JobSpec::parse(json.as_bytes()).unwrap().spec;
-        spec.tolerated_failure_count = count;
-        spec.tolerated_failure_percentage = pct;
-        spec
-    }
-
     fn status(count: Option<u64>, pct: Option<f64>, total: u64, failed: u64) -> TerminalStatus {
         let items = ItemCounts {
             total,
             succeeded: total - failed,
             failed,
         };
-        final_status(&spec(count, pct), items)
+        let tolerance = Tolerance {
+            count,
+            percentage: pct,
+        };
+        final_status(tolerance, items)
     }
 
     #[test]

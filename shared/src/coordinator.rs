@@ -32,6 +32,8 @@ pub enum ListingOutcome {
     },
     /// Stopped early at the caller's request; resume from this checkpoint.
     Paused(Checkpoint),
+    /// Stopped because the job was aborted: nothing more is listed.
+    Aborted,
 }
 
 /// Checks what can be checked before anything is written: the reader's input is there ([`reader::preflight`]),
@@ -152,6 +154,28 @@ pub async fn unfinished_job_of(
     Ok(found)
 }
 
+/// Saves the checkpoint; `false` if the job was aborted, which the store's refusal says at no extra request
+/// per page.
+async fn save_unless_aborted(
+    deps: &Deps,
+    job_id: &str,
+    checkpoint: &Checkpoint,
+) -> Result<bool, PipelineError> {
+    match deps.jobs.save_checkpoint(job_id, checkpoint).await {
+        Ok(()) => Ok(true),
+        Err(e @ JobStoreError::Conflict { .. }) => {
+            let record = crate::ports::require_job(deps.jobs.as_ref(), job_id).await?;
+            if record.abort_requested() {
+                tracing::info!(job_id, "job aborted; listing stopped");
+                Ok(false)
+            } else {
+                Err(e.into())
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn id_reused(job_id: &str) -> PipelineError {
     PipelineError::Refused(format!(
         "job id \"{job_id}\" is already used by a different job spec; choose another job_id"
@@ -204,7 +228,9 @@ pub async fn run_listing(
                 .or(checkpoint.start_after);
         }
         if checkpoint != saved {
-            deps.jobs.save_checkpoint(job_id, &checkpoint).await?;
+            if !save_unless_aborted(deps, job_id, &checkpoint).await? {
+                return Ok(ListingOutcome::Aborted);
+            }
             saved = checkpoint.clone();
         }
         match next {
@@ -219,8 +245,8 @@ pub async fn run_listing(
                 .as_ref()
                 .map(Position::encode)
                 .or(checkpoint.start_after);
-            if checkpoint != saved {
-                deps.jobs.save_checkpoint(job_id, &checkpoint).await?;
+            if checkpoint != saved && !save_unless_aborted(deps, job_id, &checkpoint).await? {
+                return Ok(ListingOutcome::Aborted);
             }
             tracing::info!(job_id, next_seq = checkpoint.next_seq, "listing paused");
             return Ok(ListingOutcome::Paused(checkpoint));

@@ -33,6 +33,13 @@ pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, Pipeli
             message.job_id
         )));
     };
+    if job.abort_requested() {
+        // Not processed because the job was aborted: a batch an abort left, not a failed one.
+        return Ok(DeadLetterOutcome::Orphaned(format!(
+            "job \"{}\" was aborted",
+            message.job_id
+        )));
+    }
     let why = format!(
         "batch {} was dead-lettered: it could not be processed within the queue's maximum receive count",
         message.batch_id()

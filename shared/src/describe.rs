@@ -47,6 +47,12 @@ pub struct JobDescription {
     pub items_per_second: f64,
     /// While the job runs and its total is known: the seconds left at the rate so far.
     pub eta_seconds: Option<f64>,
+    /// The settings in force (the spec's, or as `dmap update` changed them), as DescribeMapRun shows them.
+    pub max_concurrency: Option<u32>,
+    pub tolerated_failure_count: Option<u64>,
+    pub tolerated_failure_percentage: Option<f64>,
+    /// `dmap abort` was acknowledged (the job ends ABORTED once its batches in flight are done).
+    pub abort_requested: bool,
 }
 
 impl JobDescription {
@@ -100,6 +106,10 @@ impl JobDescription {
             elapsed_seconds,
             items_per_second,
             eta_seconds,
+            max_concurrency: record.max_concurrency(),
+            tolerated_failure_count: record.tolerance().count,
+            tolerated_failure_percentage: record.tolerance().percentage,
+            abort_requested: record.abort_requested(),
         }
     }
 }

@@ -2,6 +2,9 @@
 //! the executions under `map-results/` (the `lambda` processor's, then invokes its reducer), `result.json`,
 //! `failed.jsonl` and `manifest.json` (last), and moves the job to its terminal status.
 //!
+//! An aborted job (`dmap abort`) is finalized the same way over the batches that were recorded: its outputs hold
+//! what was done, the batches never processed are left out, and its status is ABORTED.
+//!
 //! Idempotent: for a job already terminal it writes nothing and returns the manifest it wrote before; for a job
 //! still FINALIZING (a crash before the status was set) it writes the same bytes again, to the same keys.
 //!
@@ -29,6 +32,9 @@ use crate::ports::{
 const PART_READ_CONCURRENCY: usize = 16;
 /// Batch records read per page.
 const RECORDS_PER_PAGE: usize = 1000;
+/// How far past its checkpoint an aborted job's records are looked for: a page of a reader's items, sent before
+/// its checkpoint, is far smaller.
+const MAX_BATCHES_PAST_CHECKPOINT: u64 = 10_000_000;
 
 /// Finalizer settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +76,13 @@ pub async fn finalize(
     config: FinalizerConfig,
     job_id: &str,
 ) -> Result<Finalized, PipelineError> {
-    let record = require_job(deps.jobs.as_ref(), job_id).await?;
+    let mut record = require_job(deps.jobs.as_ref(), job_id).await?;
+    if record.status == JobStatus::Running && record.abort_requested() {
+        // An aborted job's trigger comes once the batches in flight at the abort have ended: the claim is made
+        // here. Whoever wins it, the job has left RUNNING.
+        deps.jobs.claim_abort(job_id).await?;
+        record = require_job(deps.jobs.as_ref(), job_id).await?;
+    }
     let out = OutputLocation::for_job(&record.job);
     match record.status {
         JobStatus::Running => Err(PipelineError::NotReady {
@@ -78,7 +90,7 @@ pub async fn finalize(
             message: "it is still RUNNING; only the winner of the completion claim triggers the finalizer"
                 .into(),
         }),
-        JobStatus::Succeeded | JobStatus::Failed => {
+        JobStatus::Succeeded | JobStatus::Failed | JobStatus::Aborted => {
             let body = read_all(deps.objects.as_ref(), &out.bucket, &out.manifest_key()).await?;
             let manifest = serde_json::from_slice(&body).map_err(|e| PipelineError::Inconsistent {
                 job_id: job_id.to_owned(),
@@ -121,9 +133,18 @@ async fn write_outputs(
         job_id: job_id.to_owned(),
         message,
     };
-    let totals = record
-        .listing
-        .ok_or_else(|| inconsistent("FINALIZING without listing totals".into()))?;
+    // An aborted job: the batches sent, of which those with a record count. A coordinator checkpoints after a
+    // page's batches are sent, and workers may record some of them before that (or the coordinator died
+    // before it), so the records are read until every counted batch is found, past the checkpoint if need be.
+    let aborted = record.abort_requested();
+    let (mut batches, counted) = match (record.listing, aborted) {
+        (Some(totals), _) => (totals.batches, None),
+        (None, true) => {
+            let progress = deps.jobs.progress(job_id).await?;
+            (record.checkpoint.next_seq, Some(progress.batches_done))
+        }
+        (None, false) => return Err(inconsistent("FINALIZING without listing totals".into())),
+    };
     if let Some(seq) = record.input_changed {
         return Err(inconsistent(format!(
             "the items under item_reader changed while they were listed (batch {seq} was sent again with other \
@@ -141,11 +162,29 @@ async fn write_outputs(
     let lambda = job.spec.processor.lambda();
     let mut map_results = lambda.map(|_| MapResults::new(out, job_id, config.map_results));
     let mut items = ItemCounts::default();
-    // Every batch 0..total must have exactly one record: the record says which part counts. Records are read a
-    // page at a time (they may hold their parts), and the parts of a page in order, some at once.
-    for from in (0..totals.batches).step_by(RECORDS_PER_PAGE) {
-        let to = (from + RECORDS_PER_PAGE as u64).min(totals.batches);
+    let mut recorded = 0;
+    // Every batch 0..total must have exactly one record (but those an abort left unprocessed): the record says
+    // which part counts. Records are read a page at a time (they may hold their parts), and the parts of a page
+    // in order, some at once.
+    let mut from = 0;
+    loop {
+        if from >= batches {
+            match counted {
+                // Counted batches past those read: they are in the next pages of records.
+                Some(counted) if recorded < counted => {
+                    if from > record.checkpoint.next_seq + MAX_BATCHES_PAST_CHECKPOINT {
+                        return Err(inconsistent(format!(
+                            "{counted} batches are counted, {recorded} found by batch {from}"
+                        )));
+                    }
+                    batches = from + RECORDS_PER_PAGE as u64;
+                }
+                _ => break,
+            }
+        }
+        let to = (from + RECORDS_PER_PAGE as u64).min(batches);
         let records = deps.jobs.batch_records(job_id, from, to).await?;
+        recorded += records.len() as u64;
         let mut expected = from;
         for (seq, _) in &records {
             if *seq != expected {
@@ -153,9 +192,10 @@ async fn write_outputs(
             }
             expected += 1;
         }
-        if expected != to {
+        if expected != to && !aborted {
             return Err(inconsistent(format!("batch {expected} has no record")));
         }
+        from = to;
         let mut parts = futures::stream::iter(records)
             .map(|(seq, batch)| {
                 read_part(
@@ -186,7 +226,10 @@ async fn write_outputs(
     }
     let output_keys = outputs.finish(objects).await?;
     items.total = items.succeeded + items.failed;
-    if items.total != totals.items {
+    if let Some(totals) = record.listing
+        && !aborted
+        && items.total != totals.items
+    {
         return Err(inconsistent(format!(
             "parts count {} items, the listing {}",
             items.total, totals.items
@@ -219,9 +262,13 @@ async fn write_outputs(
         ..manifest(
             record,
             out,
-            final_status(&job.spec, items),
+            if aborted {
+                TerminalStatus::Aborted
+            } else {
+                final_status(record.tolerance(), items)
+            },
             items,
-            totals.batches,
+            if aborted { recorded } else { batches },
             None,
         )
     };
@@ -319,8 +366,8 @@ fn manifest(
         map_results: None,
         bucket: out.bucket.clone(),
         processor: spec.processor.clone(),
-        tolerated_failure_count: spec.tolerated_failure_count,
-        tolerated_failure_percentage: spec.tolerated_failure_percentage,
+        tolerated_failure_count: record.tolerance().count,
+        tolerated_failure_percentage: record.tolerance().percentage,
         error,
     }
 }

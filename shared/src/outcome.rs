@@ -16,18 +16,21 @@ pub enum JobStatus {
     Finalizing,
     Succeeded,
     Failed,
+    /// Stopped by `dmap abort`: its outputs hold what was done before.
+    Aborted,
 }
 
 impl JobStatus {
-    pub const ALL: [(Self, &'static str); 4] = [
+    pub const ALL: [(Self, &'static str); 5] = [
         (Self::Running, "RUNNING"),
         (Self::Finalizing, "FINALIZING"),
         (Self::Succeeded, "SUCCEEDED"),
         (Self::Failed, "FAILED"),
+        (Self::Aborted, "ABORTED"),
     ];
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Aborted)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +55,7 @@ impl From<TerminalStatus> for JobStatus {
         match s {
             TerminalStatus::Succeeded => Self::Succeeded,
             TerminalStatus::Failed => Self::Failed,
+            TerminalStatus::Aborted => Self::Aborted,
         }
     }
 }
@@ -62,12 +66,20 @@ impl From<TerminalStatus> for JobStatus {
 pub enum TerminalStatus {
     Succeeded,
     Failed,
+    Aborted,
 }
 
 impl TerminalStatus {
     pub fn as_str(self) -> &'static str {
         JobStatus::from(self).as_str()
     }
+}
+
+/// The failure tolerance of a job: Distributed Map's `ToleratedFailureCount` and `ToleratedFailurePercentage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tolerance {
+    pub count: Option<u64>,
+    pub percentage: Option<f64>,
 }
 
 /// Item counts of a job.

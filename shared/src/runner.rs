@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::Deps;
 use crate::clock::now_ms;
+use crate::completion::trigger_finalizer;
 use crate::coordinator::{Rerun, run_listing, start_or_resume};
 use crate::dead_letter::{self, DeadLetterOutcome};
 use crate::error::PipelineError;
@@ -151,6 +152,9 @@ struct Counters {
     dead_lettered_batches: AtomicU64,
     sweeper_repairs: AtomicU64,
     function_faults: AtomicU64,
+    /// Work and dead-letter deliveries being handled now: an aborted job ends once those in flight at the
+    /// abort have.
+    in_flight: AtomicU64,
 }
 
 impl Counters {
@@ -194,7 +198,9 @@ pub async fn run(
     // A job that had begun (on a persistent job store, in a process that ended before the job did): the
     // batches that process sent and did not record were lost with its queues.
     let resumed = config.queues_die_with_process
-        && (record.checkpoint.next_seq > 0 || record.status != JobStatus::Running);
+        && record.status == JobStatus::Running
+        && !record.abort_requested()
+        && record.checkpoint.next_seq > 0;
 
     let (stop_tx, stop) = watch::channel(false);
     let counters = Arc::new(Counters::default());
@@ -225,6 +231,7 @@ pub async fn run(
         deps: deps.clone(),
         config: config.worker,
         visibility_timeout: config.visibility_timeout,
+        counters: counters.clone(),
     };
     let work: Arc<dyn HandleMessage> = match config.chaos {
         None => Arc::new(delivery),
@@ -406,21 +413,27 @@ impl Pool {
             // failed (its error is returned when it is joined).
             let coordinator_done = coordinator.is_finished();
             let count = idle_since.is_some() || poll % self.config.count_every.max(1) == 0;
-            let read = match (&last, count) {
-                (Some(last), false) => match require_job(self.deps.jobs.as_ref(), job_id).await {
-                    // The last report of a job shows its final counts.
-                    Ok(job) if job.status.is_terminal() => self.deps.jobs.progress(job_id).await,
-                    read => read.map(|job| Progress {
+            let read = match require_job(self.deps.jobs.as_ref(), job_id).await {
+                // The last report of a job shows its final counts.
+                Ok(job) if count || job.status.is_terminal() || last.is_none() => self
+                    .deps
+                    .jobs
+                    .progress(job_id)
+                    .await
+                    .map(|progress| (job, progress)),
+                Ok(job) => {
+                    let progress = Progress {
                         status: job.status,
                         listing: job.listing,
                         items_sent: job.checkpoint.items_sent,
-                        ..*last
-                    }),
-                },
-                _ => self.deps.jobs.progress(job_id).await,
+                        ..last.expect("not the first poll")
+                    };
+                    Ok((job, progress))
+                }
+                Err(e) => Err(e),
             };
-            let progress = match read {
-                Ok(progress) => progress,
+            let (job, progress) = match read {
+                Ok(read) => read,
                 Err(e) if e.is_transient() => {
                     tokio::time::sleep(self.config.poll_interval).await;
                     continue;
@@ -433,9 +446,22 @@ impl Pool {
                 return Ok(());
             }
             if consumers.iter().any(JoinHandle::is_finished)
-                || (coordinator_done && progress.listing.is_none())
+                || (coordinator_done && progress.listing.is_none() && !job.abort_requested())
             {
                 return Ok(()); // the failed task's error is returned when it is joined
+            }
+            // Aborted: the workers drop the job's batches; once the listing has stopped and the batches in flight
+            // at the abort are done, the job is finalized with what they recorded. Only where this process's
+            // workers are all the job's: on durable queues others may hold its batches, and the abort's
+            // delayed trigger ends the job past the longest a worker runs.
+            if job.abort_requested()
+                && progress.status == JobStatus::Running
+                && self.config.queues_die_with_process
+                && coordinator_done
+                && self.counters.in_flight.load(Ordering::SeqCst) == 0
+                && self.deps.jobs.claim_abort(job_id).await?
+            {
+                trigger_finalizer(&self.deps, job_id).await?;
             }
             let idle = coordinator_done && self.queues_empty(dead_letter).await.unwrap_or(false);
             idle_since = if idle {
@@ -506,6 +532,23 @@ struct WorkerDelivery {
     deps: Deps,
     config: WorkerConfig,
     visibility_timeout: Duration,
+    counters: Arc<Counters>,
+}
+
+/// Counts a delivery in flight while it lives.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How far a delivery gets (the chaos wrapper stops some short).
@@ -527,6 +570,7 @@ impl WorkerDelivery {
         steps: Steps,
     ) -> Ack {
         let (deps, config) = (&self.deps, self.config);
+        let _in_flight = InFlight::new(&self.counters.in_flight);
         let succeeded = match steps {
             Steps::CrashBeforeRecord => {
                 let _ = self
@@ -677,6 +721,7 @@ struct DeadLetterDelivery {
 #[async_trait]
 impl HandleMessage for DeadLetterDelivery {
     async fn handle(&self, message: &ReceivedMessage) -> Result<Ack, InvokeError> {
+        let _in_flight = InFlight::new(&self.counters.in_flight);
         match dead_letter::handle(&self.deps, &message.body).await {
             Ok(outcome) => {
                 if let DeadLetterOutcome::Orphaned(why) = &outcome {

@@ -31,6 +31,10 @@ pub struct JobSpec {
     #[serde(default)]
     pub item_batcher: ItemBatcher,
     pub processor: ProcessorSpec,
+    /// The most batches of the job in flight at once across all workers (Distributed Map's `MaxConcurrency`;
+    /// 0 or absent: no limit but the workers'), to protect what the processor calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerated_failure_count: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,8 @@
 //!
 //! - every batch recorded but the completion claim never made (the claimant died): claim it now;
 //! - FINALIZING with no finalizer running (the trigger was lost): trigger the finalizer again;
+//! - aborted and still RUNNING (the abort's delayed trigger was lost): claim the abort and trigger the finalizer
+//!   (its progress has not moved for longer than a worker can run, so no batch is in flight);
 //! - batches whose marker was written but never counted (a recorder died between its two steps, and the
 //!   batch's message is gone): record them again, which counts each once;
 //! - the listing complete, some batches never recorded and nothing left to deliver them (messages expired or
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use crate::Deps;
 use crate::batching::{BatchLimits, Batcher};
-use crate::completion::{Completion, complete_if_done};
+use crate::completion::{Completion, complete_if_done, trigger_finalizer};
 use crate::coordinator::{batch_page, send_batches};
 use crate::error::PipelineError;
 use crate::message::ContinueListing;
@@ -42,6 +44,8 @@ pub enum Finding {
     Uncounted(u64),
     /// The listing stopped before its end.
     ListingStalled { hop: u32 },
+    /// An abort was requested and the job never left RUNNING.
+    AbortUnfinished,
 }
 
 /// What the sweeper did about it.
@@ -136,6 +140,12 @@ async fn repair(
     progress: &Progress,
 ) -> Result<(Finding, Repair), PipelineError> {
     let job_id = record.job.job_id.as_str();
+    if record.abort_requested() && progress.status == JobStatus::Running {
+        if deps.jobs.claim_abort(job_id).await? {
+            trigger_finalizer(deps, job_id).await?;
+        }
+        return Ok((Finding::AbortUnfinished, Repair::FinalizerTriggered));
+    }
     if progress.status == JobStatus::Finalizing {
         complete_if_done(deps, job_id, true).await?;
         return Ok((Finding::FinalizeLost, Repair::FinalizerTriggered));

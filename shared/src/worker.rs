@@ -33,6 +33,11 @@ pub struct WorkerConfig {
     pub functions: FunctionConfig,
     /// A part of up to this many bytes of JSON travels in the batch's record; a larger one is an object.
     pub inline_part_bytes: usize,
+    /// For a job with `max_concurrency`: how long a batch's concurrency slot is leased (longer than a worker
+    /// can run: a lease only ends this way when its worker died), and how long a worker waits for a slot
+    /// before it sends the batch back to the queue and moves on.
+    pub slot_lease: Duration,
+    pub slot_wait: Duration,
 }
 
 /// The default [`WorkerConfig::inline_part_bytes`]. Up to 8 KiB a part in the record (one DynamoDB write unit
@@ -46,6 +51,8 @@ impl Default for WorkerConfig {
             item_concurrency: 8,
             functions: FunctionConfig::default(),
             inline_part_bytes: INLINE_PART_BYTES,
+            slot_lease: Duration::from_secs(15 * 60),
+            slot_wait: Duration::from_secs(10),
         }
     }
 }
@@ -86,6 +93,11 @@ pub async fn handle(
         Some(job) => job,
         None => require_job(deps.jobs.as_ref(), job_id).await?,
     };
+    // An aborted job's batches are dropped unprocessed (a stale read only lets through a batch that was in
+    // flight at the abort anyway: the job's end waits for those).
+    if job.abort_requested() || job.status.is_terminal() {
+        return Ok(dropped(message));
+    }
     if let Some(totals) = job.listing
         && seq >= totals.batches
     {
@@ -101,14 +113,36 @@ pub async fn handle(
             tracing::info!(batch_id = %message.batch_id(), "batch was already recorded; not processed again");
             stored
         }
-        None => match process(deps, config, message).await {
-            Err(PipelineError::Function { error, .. })
-                if error.is_transient() && message.requeued < MAX_REQUEUES =>
+        None => {
+            // A job with `max_concurrency` processes a batch only in one of its slots.
+            let slot = match job.max_concurrency() {
+                None => None,
+                Some(max) => match take_slot(deps, config, job_id, max).await? {
+                    Slot::Taken(slot, holder) => Some((slot, holder)),
+                    Slot::Unlimited => None,
+                    Slot::Busy => {
+                        return requeue(deps, message, "no concurrency slot free", false).await;
+                    }
+                    Slot::Aborted => return Ok(dropped(message)),
+                },
+            };
+            let processed = process(deps, config, message).await;
+            if let Some((slot, holder)) = slot
+                && let Err(e) = deps.jobs.release_slot(job_id, slot, &holder).await
             {
-                return requeue(deps, message, &error).await;
+                // The lease ends on its own; until then the job runs one batch short of its limit.
+                tracing::warn!(batch_id = %message.batch_id(), slot, error = %e, "could not give back a concurrency slot");
             }
-            record => record?,
-        },
+            match processed {
+                Err(PipelineError::Function { error, .. })
+                    if error.is_transient() && message.requeued < MAX_REQUEUES =>
+                {
+                    let why = format!("function throttled: {error}");
+                    return requeue(deps, message, &why, true).await;
+                }
+                record => record?,
+            }
+        }
     };
     let (recorded, completion) = record_done(deps, &job, message, &record).await?;
     Ok(Handled {
@@ -118,19 +152,95 @@ pub async fn handle(
     })
 }
 
-/// Sends a batch whose function Lambda kept throttling again, as a fresh message, and lets this delivery
-/// succeed: the queue's redelivery would spend one of the message's receives, and dead-letter in the end
-/// items that never ran. Nothing is counted; a duplicate of the batch is absorbed by its record as always.
+/// What waiting for a concurrency slot came to.
+enum Slot {
+    /// This slot, leased to this holder.
+    Taken(u32, String),
+    /// The limit was lifted while waiting.
+    Unlimited,
+    /// Every slot stayed taken.
+    Busy,
+    /// The job was aborted while waiting.
+    Aborted,
+}
+
+/// Waits up to [`WorkerConfig::slot_wait`] for one of the job's concurrency slots, reading the job again as it
+/// waits (`dmap update` may change the limit, `dmap abort` end the job).
+async fn take_slot(
+    deps: &Deps,
+    config: WorkerConfig,
+    job_id: &str,
+    mut max: u32,
+) -> Result<Slot, PipelineError> {
+    let holder = uuid::Uuid::new_v4().simple().to_string();
+    let deadline = tokio::time::Instant::now() + config.slot_wait;
+    let mut pause = Duration::from_millis(10);
+    let mut waited = false;
+    loop {
+        let now = crate::clock::now_ms();
+        let until = now + config.slot_lease.as_millis() as u64;
+        if let Some(slot) = deps
+            .jobs
+            .acquire_slot(job_id, max, &holder, now, until)
+            .await?
+        {
+            // An abort while this worker waited: the batch is no longer in flight.
+            if waited
+                && deps
+                    .jobs
+                    .peek_job(job_id)
+                    .await?
+                    .is_some_and(|job| job.abort_requested() || job.status.is_terminal())
+            {
+                deps.jobs.release_slot(job_id, slot, &holder).await?;
+                return Ok(Slot::Aborted);
+            }
+            return Ok(Slot::Taken(slot, holder));
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            return Ok(Slot::Busy);
+        }
+        tokio::time::sleep(pause).await;
+        waited = true;
+        pause = (pause * 2).min(Duration::from_millis(500));
+        match deps.jobs.peek_job(job_id).await? {
+            Some(job) if job.abort_requested() || job.status.is_terminal() => {
+                return Ok(Slot::Aborted);
+            }
+            Some(job) => match job.max_concurrency() {
+                Some(now_max) => max = now_max,
+                None => return Ok(Slot::Unlimited),
+            },
+            None => {} // a read a moment old, of a job just created: wait on
+        }
+    }
+}
+
+/// What handling a batch that is dropped unprocessed did: nothing.
+fn dropped(message: &BatchMessage) -> Handled {
+    tracing::info!(batch_id = %message.batch_id(), "job aborted or ended; batch dropped");
+    Handled {
+        record: BatchRecord::default(),
+        outcome: RecordOutcome::Duplicate,
+        completion: Completion::NotYet,
+    }
+}
+
+/// Sends the batch again, as a fresh message, and lets this delivery succeed: the queue's redelivery would
+/// spend one of the message's receives, and dead-letter in the end items that never ran. For a function
+/// Lambda kept throttling (`throttled`: counted, up to [`MAX_REQUEUES`]) or a job whose concurrency slots
+/// stayed taken. Nothing is counted; a duplicate of the batch is absorbed by its record as always.
 async fn requeue(
     deps: &Deps,
     message: &BatchMessage,
-    error: &crate::ports::InvokeError,
+    why: &str,
+    throttled: bool,
 ) -> Result<Handled, PipelineError> {
     let again = BatchMessage {
-        requeued: message.requeued + 1,
+        requeued: message.requeued + u32::from(throttled),
         ..message.clone()
     };
-    tracing::warn!(batch_id = %message.batch_id(), requeued = again.requeued, %error, "function throttled; batch sent again");
+    tracing::warn!(batch_id = %message.batch_id(), requeued = again.requeued, why, "batch sent again");
     send_all_with_retry(
         deps.work_queue.as_ref(),
         vec![OutgoingMessage {

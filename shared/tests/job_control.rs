@@ -5,7 +5,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
 
 use common::{BUCKET, Env, csv_object, csv_spec, fast_config};
 use dmap_core::Deps;
@@ -14,12 +17,16 @@ use dmap_core::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume
 use dmap_core::describe::{BatchesView, ItemsView, JobDescription, describe};
 use dmap_core::embedded::MemoryJobStore;
 use dmap_core::finalizer::{FinalizerConfig, finalize};
-use dmap_core::outcome::JobStatus;
-use dmap_core::ports::{JobRecord, JobStore, ReceivedMessage};
+use dmap_core::outcome::{JobStatus, TerminalStatus};
+use dmap_core::ports::{
+    ControlChange, JobRecord, JobStore, ListPage, ObjectReader, ObjectStore, ReceivedMessage,
+    SettingsUpdate, StoreError, read_all,
+};
+use dmap_core::runner::{self, RunnerConfig};
 use dmap_core::spec::JobSpec;
 use dmap_core::worker::{self, WorkerConfig};
 use dmap_emulator as emulator;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Good objects and broken ones (a header without the aggregated columns: each fails its item).
 const GOOD: usize = 20;
@@ -340,4 +347,310 @@ async fn a_persistent_job_is_found_as_it_was_left_by_another_store() {
         p.succeeded + p.failed,
         left.items.succeeded + left.items.failed + record.succeeded + record.failed
     );
+}
+
+/// An object store that holds every read for `delay`, and counts reads: in flight now, the most at once
+/// since the last reset, all of them.
+struct Gauge {
+    inner: Arc<dyn ObjectStore>,
+    delay: Duration,
+    now: AtomicUsize,
+    peak: AtomicUsize,
+    reads: AtomicU64,
+}
+
+impl Gauge {
+    fn wrap(deps: &mut Deps, delay: Duration) -> Arc<Self> {
+        let gauge = Arc::new(Self {
+            inner: deps.objects.clone(),
+            delay,
+            now: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            reads: AtomicU64::new(0),
+        });
+        deps.objects = gauge.clone();
+        gauge
+    }
+
+    fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    /// The most reads at once since the last call.
+    fn take_peak(&self) -> usize {
+        self.peak
+            .swap(self.now.load(Ordering::SeqCst), Ordering::SeqCst)
+    }
+
+    async fn wait_for_reads(&self, n: u64) {
+        let start = Instant::now();
+        while self.reads() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "reads stalled at {}",
+                self.reads()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Gauge {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        continuation: Option<&str>,
+    ) -> Result<ListPage, StoreError> {
+        self.inner
+            .list_page(bucket, prefix, start_after, continuation)
+            .await
+    }
+
+    async fn get_from(
+        &self,
+        bucket: &str,
+        key: &str,
+        offset: u64,
+    ) -> Result<ObjectReader, StoreError> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        let read = self.inner.get_from(bucket, key, offset).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        read
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        self.inner.put(bucket, key, body).await
+    }
+}
+
+/// `objects` small objects under `<prefix>/`, and a `count` job over them, one object a batch unless `per_batch`.
+async fn count_job(
+    deps: &Deps,
+    bucket: &str,
+    prefix: &str,
+    objects: usize,
+    per_batch: u32,
+) -> Value {
+    for i in 0..objects {
+        deps.objects
+            .put(
+                bucket,
+                &format!("{prefix}/o{i:04}"),
+                csv_object(i).into_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+    json!({
+        "job_id": format!("{prefix}-job"),
+        "item_reader": { "bucket": bucket, "prefix": format!("{prefix}/") },
+        "item_batcher": { "max_items_per_batch": per_batch },
+        "processor": { "kind": "count" },
+        "result_writer": { "bucket": bucket, "prefix": "results/" }
+    })
+}
+
+fn pool(concurrency: usize, visibility: Duration) -> RunnerConfig {
+    RunnerConfig {
+        concurrency,
+        // One message a delivery: a worker has one batch in flight.
+        receive_batch_size: 1,
+        visibility_timeout: visibility,
+        poll_interval: Duration::from_millis(20),
+        receive_wait: Duration::from_millis(20),
+        worker: WorkerConfig {
+            item_concurrency: 1,
+            ..WorkerConfig::default()
+        },
+        ..RunnerConfig::default()
+    }
+}
+
+/// `max_concurrency` 3 holds under 16 workers, and `update` to 6 takes effect while the job runs.
+async fn max_concurrency_holds_and_changes_mid_run(
+    mut deps: Deps,
+    control: Arc<dyn JobStore>,
+    bucket: &str,
+    config: RunnerConfig,
+    read_delay: Duration,
+) {
+    const OBJECTS: usize = 160;
+    let mut spec = count_job(&deps, bucket, "limited", OBJECTS, 1).await;
+    spec["max_concurrency"] = json!(3);
+    // Reads held long enough that a batch's time is its read's: reads at once are batches at once.
+    let gauge = Gauge::wrap(&mut deps, read_delay);
+    let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
+    let job_id = job.job_id.clone();
+    let run = tokio::spawn(async move { runner::run(&deps, job, &config, &|_| {}).await });
+
+    gauge.wait_for_reads(40).await;
+    let limited = gauge.take_peak();
+    let changed = control
+        .control(
+            &job_id,
+            &ControlChange::Update(SettingsUpdate {
+                max_concurrency: Some(6),
+                ..SettingsUpdate::default()
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.max_concurrency(), Some(6));
+    // Workers waiting for a slot read the limit again within half a second; then the peak over 40 reads.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    gauge.take_peak();
+    let reads = gauge.reads();
+    assert!(
+        reads + 40 < OBJECTS as u64,
+        "the job ran ahead of the test: {reads} reads"
+    );
+    gauge.wait_for_reads(reads + 40).await;
+    let raised = gauge.take_peak();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.manifest.items.succeeded, OBJECTS as u64);
+    assert!(
+        (2..=3).contains(&limited),
+        "16 workers, at most 3 batches at once (and the limit, not the workers, held them): {limited}"
+    );
+    assert!(
+        (4..=6).contains(&raised),
+        "after the update, at most 6 at once and more than 3: {raised}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_concurrency_holds_and_changes_mid_run_on_the_embedded_backends() {
+    let mut env = Env::new(&fast_config());
+    let journals = env.path().join(".dmap/jobs");
+    persistent(&mut env, &journals);
+    // `dmap update` from another process: a store of its own over the same journals.
+    let control = Arc::new(MemoryJobStore::persistent(&journals));
+    max_concurrency_holds_and_changes_mid_run(
+        env.deps.clone(),
+        control,
+        BUCKET,
+        pool(16, Duration::from_secs(2)),
+        Duration::from_millis(60),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_concurrency_holds_and_changes_mid_run_through_moto() {
+    let clients = emulator::clients().await;
+    let deps = emulator::aws_deps(&clients, 30).await;
+    let bucket = emulator::bucket(&clients, "mc").await;
+    let mut config = pool(16, Duration::from_secs(30));
+    config.receive_wait = Duration::from_secs(1);
+    config.poll_interval = Duration::from_millis(200);
+    max_concurrency_holds_and_changes_mid_run(
+        deps.clone(),
+        deps.jobs.clone(),
+        &bucket,
+        config,
+        Duration::from_millis(250),
+    )
+    .await;
+}
+
+/// An abort during a large job: one terminal status, ABORTED; the outputs count exactly the batches recorded;
+/// after the abort is acknowledged, only the batches in flight are processed.
+async fn an_abort_ends_a_large_job(
+    mut deps: Deps,
+    control: Arc<dyn JobStore>,
+    bucket: &str,
+    config: RunnerConfig,
+) {
+    const OBJECTS: usize = 600;
+    let spec = count_job(&deps, bucket, "aborted", OBJECTS, 2).await;
+    let gauge = Gauge::wrap(&mut deps, Duration::from_millis(20));
+    let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
+    let job_id = job.job_id.clone();
+    // Batches in flight at most: each worker's deliveries are handled at once.
+    let in_flight = (config.concurrency * config.receive_batch_size) as u64;
+    let running = deps.clone();
+    let run = tokio::spawn(async move { runner::run(&running, job, &config, &|_| {}).await });
+
+    gauge.wait_for_reads(60).await;
+    let acknowledged = control
+        .control(&job_id, &ControlChange::Abort { at_ms: now_ms() })
+        .await
+        .unwrap();
+    assert!(acknowledged.abort_requested());
+    let reads_at_abort = gauge.reads();
+    let report = run.await.unwrap().unwrap();
+    let m = &report.manifest;
+    assert_eq!(m.status, TerminalStatus::Aborted);
+
+    let records = deps.jobs.batch_records(&job_id, 0, 10_000).await.unwrap();
+    let recorded: u64 = records.iter().map(|(_, r)| r.succeeded + r.failed).sum();
+    assert_eq!(
+        m.items.total, recorded,
+        "the outputs count what was recorded"
+    );
+    assert_eq!(m.batches.total, records.len() as u64);
+    assert!(
+        m.items.total < OBJECTS as u64 && m.items.total >= 58,
+        "{:?}",
+        m.items
+    );
+    let p = deps.jobs.progress(&job_id).await.unwrap();
+    assert_eq!(
+        (p.status, p.succeeded + p.failed),
+        (JobStatus::Aborted, recorded)
+    );
+    // Only the batches in flight at the abort read after it, two objects a batch.
+    let after = gauge.reads() - reads_at_abort;
+    assert!(after <= 2 * in_flight, "{after} reads after the abort");
+    let result = read_all(deps.objects.as_ref(), bucket, &m.result)
+        .await
+        .unwrap();
+    let result: Value = serde_json::from_slice(&result).unwrap();
+    assert_eq!(result["objects"], recorded, "{result}");
+    let d = described(&deps, &job_id).await;
+    assert_eq!(d.status, JobStatus::Aborted);
+    assert!(d.ended_at_ms.is_some());
+    // One terminal status: no abort, update or second finalize moves it.
+    let again = control
+        .control(&job_id, &ControlChange::Abort { at_ms: now_ms() })
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("only a RUNNING job"), "{again}");
+    let refinalized = finalize(&deps, FinalizerConfig::default(), &job_id)
+        .await
+        .unwrap();
+    assert!(!refinalized.wrote);
+    assert_eq!(refinalized.manifest, *m);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abort_ends_a_large_job_on_the_embedded_backends() {
+    let mut env = Env::new(&fast_config());
+    let journals = env.path().join(".dmap/jobs");
+    persistent(&mut env, &journals);
+    let control = Arc::new(MemoryJobStore::persistent(&journals));
+    an_abort_ends_a_large_job(
+        env.deps.clone(),
+        control,
+        BUCKET,
+        pool(4, Duration::from_secs(2)),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abort_ends_a_large_job_through_moto() {
+    let clients = emulator::clients().await;
+    let deps = emulator::aws_deps(&clients, 30).await;
+    let bucket = emulator::bucket(&clients, "ab").await;
+    let mut config = pool(4, Duration::from_secs(30));
+    config.receive_wait = Duration::from_secs(1);
+    config.poll_interval = Duration::from_millis(200);
+    an_abort_ends_a_large_job(deps.clone(), deps.jobs.clone(), &bucket, config).await;
 }

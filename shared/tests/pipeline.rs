@@ -493,7 +493,7 @@ async fn entries_the_queue_refuses_are_sent_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_is_refused_before_writing_when_results_exist_or_buckets_are_missing() {
     let config = fast_config();
-    let env = Env::new(&config);
+    let mut env = Env::new(&config);
     for i in 0..5 {
         env.write(&format!("x/k{i}.csv"), csv_object(i));
     }
@@ -501,6 +501,14 @@ async fn a_run_is_refused_before_writing_when_results_exist_or_buckets_are_missi
     let first = env.run(&spec, &config).await;
     let before = env.outputs(&first);
     let puts = env.store.puts.lock().unwrap().len();
+    // The job store has the job: it ran to its end.
+    let err = env.try_run(&spec, &config).await.unwrap_err().to_string();
+    assert!(
+        err.contains("already ran to its end (SUCCEEDED") && err.contains("job_id"),
+        "{err}"
+    );
+    // A job store without it (another data dir's, say): the outputs refuse it.
+    env.deps.jobs = std::sync::Arc::new(dmap_core::embedded::MemoryJobStore::new());
     let err = env.try_run(&spec, &config).await.unwrap_err().to_string();
     assert!(
         err.contains("already exist") && err.contains("job_id"),

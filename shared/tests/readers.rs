@@ -254,6 +254,7 @@ async fn a_hand_over_mid_object_resumes_at_a_record_boundary_and_counts_every_ro
                 assert_eq!(totals.items, 4000 + ragged.len() as u64);
                 break;
             }
+            ListingOutcome::Aborted => panic!("nothing aborted the job"),
         }
     }
     assert!(hops >= 4, "{hops} hops");

@@ -6,6 +6,7 @@
 //! | batch marker | `JOB#<job_id>#S<seq % shards>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `digest`, and `part` (the part's JSON, when small) or `part_key` |
 //! | group counter | `JOB#<job_id>#S<group % shards>` | `GROUP#<group, 20 digits>` | `done` (the seqs counted, a number set), `batches`, `succeeded`, `failed` |
 //! | active job | `ACTIVE` | `JOB#<job_id>` | (none): written before the job item, deleted once it is terminal, so the sweeper finds every unfinished job with one Query |
+//! | concurrency slot | `JOB#<job_id>` | `SLOT#<slot, 5 digits>` | `holder`, `until_ms`: a worker's lease, for a job with `max_concurrency` |
 //! | job index | `JOBS` | `<created_at_ms, 20 digits>#<job_id>` | (none): written before the job item and kept, so `dmap ls` reads the newest jobs with one Query instead of a Scan |
 //!
 //! Every item carries `expires_at` (the table's TTL attribute). Batches are counted in groups of
@@ -44,8 +45,8 @@ use super::resources::TTL_ATTRIBUTE;
 use super::{boxed, error_code, is_throttling};
 use crate::outcome::TerminalStatus;
 use crate::ports::{
-    BatchRecord, Checkpoint, CreateOutcome, Cut, GroupCount, JobRecord, JobStatus, JobStore,
-    JobStoreError, ListingTotals, PartRef, Progress, RecordOutcome, Recorded,
+    BatchRecord, Checkpoint, ControlChange, CreateOutcome, Cut, GroupCount, JobControl, JobRecord,
+    JobStatus, JobStore, JobStoreError, ListingTotals, PartRef, Progress, RecordOutcome, Recorded,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -68,15 +69,20 @@ const REMEMBERED_JOBS: usize = 10_000;
 #[derive(Clone, Copy)]
 enum MoveCondition {
     None,
-    /// The listing totals are recorded (no claim before the listing is complete).
+    /// The listing totals are recorded (no claim before the listing is complete) and no abort was requested.
     ListingComplete,
+    /// An abort was requested.
+    AbortRequested,
 }
 
 impl MoveCondition {
     fn expression(self) -> &'static str {
         match self {
             Self::None => "#status = :from",
-            Self::ListingComplete => "#status = :from AND attribute_exists(listing_batches)",
+            Self::ListingComplete => {
+                "#status = :from AND attribute_exists(listing_batches) AND attribute_not_exists(ctl_aborted_at_ms)"
+            }
+            Self::AbortRequested => "#status = :from AND attribute_exists(ctl_aborted_at_ms)",
         }
     }
 }
@@ -107,6 +113,10 @@ fn batch_sk(seq: u64) -> String {
 
 fn index_sk(created_at_ms: u64, job_id: &str) -> String {
     format!("{created_at_ms:020}#{job_id}")
+}
+
+fn slot_sk(slot: u32) -> String {
+    format!("SLOT#{slot:05}")
 }
 
 fn group_sk(group: u64) -> String {
@@ -244,6 +254,12 @@ fn record_from_item(job_id: &str, item: &Item) -> Result<JobRecord, JobStoreErro
         created_at_ms: get_n(item, "created_at_ms").unwrap_or(0),
         input_changed: get_n(item, "input_changed_seq"),
         finished_at_ms: get_n(item, "finished_at_ms"),
+        control: JobControl {
+            aborted_at_ms: get_n(item, "ctl_aborted_at_ms"),
+            max_concurrency: get_n(item, "ctl_max_concurrency").map(|n| n as u32),
+            tolerated_failure_count: get_n(item, "ctl_tol_count"),
+            tolerated_failure_percentage: get_s(item, "ctl_tol_pct").and_then(|p| p.parse().ok()),
+        },
     };
     Ok(record)
 }
@@ -706,16 +722,28 @@ impl JobStore for DynamoJobStore {
             .condition_expression(
                 "attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n",
             )
+            // The item as written, to tell an aborted job at no extra request (the write costs the same).
+            .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        if applied(result)? {
-            return Ok(());
+        match result {
+            Ok(out)
+                if out
+                    .attributes()
+                    .is_some_and(|a| a.contains_key("ctl_aborted_at_ms")) =>
+            {
+                return Err(Self::conflict(job_id, "the job was aborted"));
+            }
+            Ok(_) => return Ok(()),
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => {}
+            Err(e) => return Err(map_error(e)),
         }
         match self.get_job(job_id).await? {
             None => Err(JobStoreError::NotFound(job_id.to_owned())),
             Some(r) if r.listing.is_some() => {
                 Err(Self::conflict(job_id, "the listing is already complete"))
             }
+            Some(r) if r.abort_requested() => Err(Self::conflict(job_id, "the job was aborted")),
             Some(_) => Ok(()), // an older checkpoint than the stored one: ignored
         }
     }
@@ -903,6 +931,154 @@ impl JobStore for DynamoJobStore {
             MoveCondition::ListingComplete,
         )
         .await
+    }
+
+    async fn claim_abort(&self, job_id: &str) -> Result<bool, JobStoreError> {
+        self.move_status(
+            job_id,
+            JobStatus::Running,
+            JobStatus::Finalizing,
+            MoveCondition::AbortRequested,
+        )
+        .await
+    }
+
+    async fn acquire_slot(
+        &self,
+        job_id: &str,
+        max: u32,
+        holder: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Option<u32>, JobStoreError> {
+        // One strongly consistent Query for the leases, then a conditional write on a free slot: a worker that
+        // finds every slot taken pays a read, not a failed write per slot.
+        let leases = self
+            .query_all(
+                self.client
+                    .query()
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :slot)")
+                    .expression_attribute_values(":pk", s(job_pk(job_id)))
+                    .expression_attribute_values(":slot", s("SLOT#"))
+                    .projection_expression("sk, holder, until_ms")
+                    .consistent_read(true),
+            )
+            .await?;
+        let live: Vec<String> = leases
+            .iter()
+            .filter(|l| l.contains_key("holder") && get_n(l, "until_ms").unwrap_or(0) > now_ms)
+            .filter_map(|l| get_s(l, "sk").map(str::to_owned))
+            .collect();
+        if live.len() >= max as usize {
+            return Ok(None);
+        }
+        for slot in (0..max).filter(|k| !live.contains(&slot_sk(*k))) {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(job_pk(job_id)))
+                .key("sk", s(slot_sk(slot)))
+                .update_expression("SET holder = :h, until_ms = :until, #ttl = :expires")
+                .condition_expression("attribute_not_exists(holder) OR until_ms < :now")
+                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                .expression_attribute_values(":h", s(holder))
+                .expression_attribute_values(":until", n(until_ms))
+                .expression_attribute_values(":now", n(now_ms))
+                .expression_attribute_values(":expires", self.expires_at())
+                .send()
+                .await;
+            if applied(result)? {
+                return Ok(Some(slot));
+            }
+        }
+        Ok(None) // taken by others since the read
+    }
+
+    async fn release_slot(
+        &self,
+        job_id: &str,
+        slot: u32,
+        holder: &str,
+    ) -> Result<(), JobStoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(slot_sk(slot)))
+            .update_expression("REMOVE holder, until_ms")
+            .condition_expression("holder = :h")
+            .expression_attribute_values(":h", s(holder))
+            .send()
+            .await;
+        applied(result)?; // a lease gone to another stays with it
+        Ok(())
+    }
+
+    async fn control(
+        &self,
+        job_id: &str,
+        change: &ControlChange,
+    ) -> Result<JobRecord, JobStoreError> {
+        let mut sets = Vec::new();
+        let mut values: Item =
+            HashMap::from([(":running".to_owned(), s(JobStatus::Running.as_str()))]);
+        match change {
+            ControlChange::Abort { at_ms } => {
+                // The first abort's time stands.
+                sets.push("ctl_aborted_at_ms = if_not_exists(ctl_aborted_at_ms, :aborted)");
+                values.insert(":aborted".into(), n(*at_ms));
+            }
+            ControlChange::Update(update) => {
+                if let Some(max) = update.max_concurrency {
+                    sets.push("ctl_max_concurrency = :max");
+                    values.insert(":max".into(), n(max.into()));
+                }
+                if let Some(count) = update.tolerated_failure_count {
+                    sets.push("ctl_tol_count = :count");
+                    values.insert(":count".into(), n(count));
+                }
+                if let Some(pct) = update.tolerated_failure_percentage {
+                    // A string: the percentage as given, not a number's rounding of it.
+                    sets.push("ctl_tol_pct = :pct");
+                    values.insert(":pct".into(), s(pct.to_string()));
+                }
+            }
+        }
+        if sets.is_empty() {
+            return self
+                .get_job(job_id)
+                .await?
+                .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()));
+        }
+        let result = self
+            .update_job(job_id)
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression("attribute_exists(pk) AND #status = :running")
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                record_from_item(job_id, &item)
+            }
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => match self.get_job(job_id).await?
+            {
+                None => Err(JobStoreError::NotFound(job_id.to_owned())),
+                Some(r) => Err(Self::conflict(
+                    job_id,
+                    format!(
+                        "it is {}: only a RUNNING job can be aborted or updated",
+                        r.status.as_str()
+                    ),
+                )),
+            },
+            Err(e) => Err(map_error(e)),
+        }
     }
 
     async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError> {

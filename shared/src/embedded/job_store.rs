@@ -14,9 +14,14 @@
 //! - **A prefix is a state.** Each change is one `write` of one whole line, made as the change is applied, so
 //!   the journal after a crash is the history up to some change, which is a state the pipeline already
 //!   recovers from (a batch recorded but not yet in the journal is processed again: its message was lost with
-//!   the process anyway). A line cut short by a crash is ignored, and cut off by the next writer.
+//!   the process anyway). A line cut short by a crash is ignored, and cut off by the next writer. The journal
+//!   is not synced to disk: it outlives the process, not the machine (a laptop's run, not a database).
 //! - **Readers follow.** A store that does not write a job reads the lines appended since its last read
 //!   whenever it is asked about the job, so a `status --watch` sees the run move.
+//! - **Operators write to an inbox.** `dmap abort` and `dmap update` from another process cannot write the
+//!   journal while a run holds it: they append their change to the job's inbox, `<dir>/<job_id>.control`.
+//!   The writer reads the inbox whenever it is asked about the job and journals each change it takes, with
+//!   how far into the inbox it has read, so a change is taken once, in order, and survives a crash.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -30,12 +35,14 @@ use serde::{Deserialize, Serialize};
 use crate::clock::now_ms;
 use crate::outcome::TerminalStatus;
 use crate::ports::{
-    BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStatus, JobStore, JobStoreError,
-    ListingTotals, Progress, RecordOutcome, Recorded,
+    BatchRecord, Checkpoint, ControlChange, CreateOutcome, JobRecord, JobStatus, JobStore,
+    JobStoreError, ListingTotals, Progress, RecordOutcome, Recorded,
 };
 
 /// The file name suffix of a job's journal.
 const JOURNAL_SUFFIX: &str = ".jsonl";
+/// The file name suffix of a job's inbox of operators' changes.
+const INBOX_SUFFIX: &str = ".control";
 
 /// One change to a job, as its journal holds it. Applying the changes in order rebuilds the job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +69,11 @@ enum Change {
     InputChanged {
         seq: u64,
     },
+    /// An operator's change, taken from the inbox up to its byte `inbox_end` (or made by the writer itself).
+    Control {
+        control: ControlChange,
+        inbox_end: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -74,6 +86,12 @@ struct JobState {
     swept: Option<(String, u64)>,
     /// The job's journal, when the store is persistent.
     journal: Option<Journal>,
+    /// The job's inbox, when the store is persistent, and how many of its bytes the journal has taken.
+    inbox: Option<PathBuf>,
+    inbox_taken: u64,
+    /// The concurrency slots' leases (holder, until), by slot. Not journaled: a lease lives no longer than
+    /// the process of its holder.
+    slots: Vec<Option<(String, u64)>>,
 }
 
 impl JobState {
@@ -85,6 +103,9 @@ impl JobState {
             failed: 0,
             swept: None,
             journal: None,
+            inbox: None,
+            inbox_taken: 0,
+            slots: Vec::new(),
         }
     }
 
@@ -113,7 +134,50 @@ impl JobState {
             Change::InputChanged { seq } => {
                 self.record.input_changed.get_or_insert(*seq);
             }
+            Change::Control { control, inbox_end } => {
+                self.take_control(control);
+                self.inbox_taken = self.inbox_taken.max(*inbox_end);
+            }
         }
+    }
+
+    /// Applies an operator's change: too late once the job has left RUNNING (one arriving then is dropped).
+    fn take_control(&mut self, change: &ControlChange) {
+        if self.record.status == JobStatus::Running {
+            self.record.control.apply(change);
+        }
+    }
+
+    /// The inbox's changes past what the journal has taken, each with the inbox's length after it. A last line
+    /// not yet whole is left for later.
+    fn inbox(&self) -> Result<Vec<(ControlChange, u64)>, JobStoreError> {
+        let Some(path) = &self.inbox else {
+            return Ok(Vec::new());
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(path, e)),
+        };
+        let mut changes = Vec::new();
+        let mut at = usize::try_from(self.inbox_taken).unwrap_or(usize::MAX);
+        while let Some(len) = bytes
+            .get(at..)
+            .and_then(|rest| rest.iter().position(|b| *b == b'\n'))
+        {
+            let line = &bytes[at..at + len];
+            at += len + 1;
+            if line.is_empty() {
+                continue;
+            }
+            let change = serde_json::from_slice(line).map_err(|e| {
+                JobStoreError::Other(
+                    format!("{}: a line is not a change: {e}", path.display()).into(),
+                )
+            })?;
+            changes.push((change, at as u64));
+        }
+        Ok(changes)
     }
 
     /// Applies the change and, for a persistent store, appends it to the journal (which this process must
@@ -215,6 +279,12 @@ impl MemoryJobStore {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn inbox_path(&self, job_id: &str) -> Option<PathBuf> {
+        self.dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{job_id}{INBOX_SUFFIX}")))
+    }
+
     fn journal_path(&self, job_id: &str) -> Option<PathBuf> {
         self.dir
             .as_ref()
@@ -229,14 +299,25 @@ impl MemoryJobStore {
         job_id: &str,
     ) -> Result<bool, JobStoreError> {
         if let Some(job) = jobs.get_mut(job_id) {
-            let Some(journal) = job.journal.as_mut().filter(|j| !j.writer) else {
-                return Ok(true); // in memory only, or written by this process: up to date
+            let Some(journal) = job.journal.as_mut() else {
+                return Ok(true); // in memory only: up to date
             };
+            if journal.writer {
+                // Up to date but for operators' changes: take them.
+                for (change, inbox_end) in job.inbox()? {
+                    job.commit(Change::Control {
+                        control: change,
+                        inbox_end,
+                    })?;
+                }
+                return Ok(true);
+            }
             let mut changes = Vec::new();
             journal.follow(|c| changes.push(c))?;
             for change in &changes {
                 job.apply(change);
             }
+            view_inbox(job)?;
             return Ok(true);
         }
         let Some(path) = self.journal_path(job_id) else {
@@ -264,6 +345,8 @@ impl MemoryJobStore {
             return Ok(false); // created a moment ago, its first line not yet whole
         };
         state.journal = Some(journal);
+        state.inbox = self.inbox_path(job_id);
+        view_inbox(&mut state)?;
         jobs.insert(job_id.to_owned(), state);
         Ok(true)
     }
@@ -299,8 +382,25 @@ impl MemoryJobStore {
     /// Makes this process the writer of the job's journal: takes its lock (refused while another process
     /// holds it), reads what was appended before, and cuts off a last line a crash left unfinished.
     fn writable(job_id: &str, job: &mut JobState) -> Result<(), JobStoreError> {
-        let Some(journal) = job.journal.as_mut().filter(|j| !j.writer) else {
+        if Self::try_writable(job)? {
             return Ok(());
+        }
+        let path = job.journal.as_ref().map(|j| j.path.display().to_string());
+        Err(JobStoreError::Conflict {
+            job_id: job_id.to_owned(),
+            message: format!(
+                "another process is running it (it holds {}); wait for it, or stop it first",
+                path.unwrap_or_default()
+            ),
+        })
+    }
+
+    /// [`Self::writable`], but `false` rather than an error when another process holds the journal. The new
+    /// writer then takes the inbox's waiting changes (its view already shows them: taking them changes nothing
+    /// but the journal).
+    fn try_writable(job: &mut JobState) -> Result<bool, JobStoreError> {
+        let Some(journal) = job.journal.as_mut().filter(|j| !j.writer) else {
+            return Ok(true);
         };
         let path = journal.path.clone();
         let file = OpenOptions::new()
@@ -310,15 +410,7 @@ impl MemoryJobStore {
             .map_err(|e| io_error(&path, e))?;
         match file.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(JobStoreError::Conflict {
-                    job_id: job_id.to_owned(),
-                    message: format!(
-                        "another process is running it (it holds {}); wait for it, or stop it first",
-                        path.display()
-                    ),
-                });
-            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
             Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, e)),
         }
         journal.file = file;
@@ -332,7 +424,51 @@ impl MemoryJobStore {
         for change in &changes {
             job.apply(change);
         }
-        Ok(())
+        for (change, inbox_end) in job.inbox()? {
+            job.commit(Change::Control {
+                control: change,
+                inbox_end,
+            })?;
+        }
+        Ok(true)
+    }
+
+    /// Whether another process holds the job's journal (runs the job), without becoming its writer: the lock is
+    /// tried and let go at once. `false` for a job this store writes, or that has no journal.
+    pub fn held_elsewhere(&self, job_id: &str) -> Result<bool, JobStoreError> {
+        if self
+            .lock()
+            .get(job_id)
+            .and_then(|job| job.journal.as_ref())
+            .is_some_and(|j| j.writer)
+        {
+            return Ok(false);
+        }
+        let Some(path) = self.journal_path(job_id) else {
+            return Ok(false);
+        };
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_error(&path, e)),
+        };
+        match file.try_lock() {
+            Ok(()) => Ok(false), // and let go as the file closes
+            Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_error(&path, e)),
+        }
+    }
+
+    /// Whether another process is running the job (holds its journal). Otherwise this store becomes its
+    /// writer, so that what it does next (finalizing an abort, say) is not refused. `NotFound` for no job.
+    pub fn running_elsewhere(&self, job_id: &str) -> Result<bool, JobStoreError> {
+        let mut jobs = self.lock();
+        if !self.refresh(&mut jobs, job_id)? {
+            return Err(JobStoreError::NotFound(job_id.to_owned()));
+        }
+        Ok(!Self::try_writable(
+            jobs.get_mut(job_id).expect("refreshed"),
+        )?)
     }
 
     /// The ids of the jobs with journals under the store's folder, and of those in memory.
@@ -361,6 +497,15 @@ impl MemoryJobStore {
     }
 }
 
+/// For a reader: shows the inbox's changes that the writer has not taken yet, as it will take them. Only in the
+/// view: the journal's record of them, when it comes, applies them again (which changes nothing).
+fn view_inbox(job: &mut JobState) -> Result<(), JobStoreError> {
+    for (change, _) in job.inbox()? {
+        job.take_control(&change);
+    }
+    Ok(())
+}
+
 fn conflict(job_id: &str, message: impl Into<String>) -> JobStoreError {
     JobStoreError::Conflict {
         job_id: job_id.to_owned(),
@@ -379,27 +524,43 @@ impl JobStore for MemoryJobStore {
         let mut state = JobState::new(record.clone());
         if let (Some(path), Some(dir)) = (self.journal_path(job_id), &self.dir) {
             std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-            // Created and locked as one step's outcome: of two processes creating the job, one creates the
-            // file and the other finds it (and, if the first has not written its line yet, waits for it).
-            let file = match OpenOptions::new()
+            // Of two processes creating the job, one creates the file and the other finds it. The creator
+            // holds its lock until (and after) its first line is written; a file that nobody holds and whose
+            // first line is not whole was left by a creator that died: it is taken over.
+            let busy = || conflict(job_id, "being created by another process");
+            let opened = OpenOptions::new()
                 .read(true)
                 .append(true)
                 .create_new(true)
-                .open(&path)
-            {
+                .open(&path);
+            let file = match opened {
                 Ok(file) => file,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Err(conflict(job_id, "being created by another process"));
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| io_error(&path, e))?,
                 Err(e) => return Err(io_error(&path, e)),
             };
-            file.try_lock().map_err(|e| io_error(&path, e.into()))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Err(busy()),
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, e)),
+            }
+            let whole_line = std::fs::read(&path)
+                .map_err(|e| io_error(&path, e))?
+                .contains(&b'\n');
+            if whole_line {
+                return Err(busy()); // created a moment ago, by another process
+            }
+            file.set_len(0).map_err(|e| io_error(&path, e))?;
             state.journal = Some(Journal {
                 path,
                 file,
                 applied: 0,
                 writer: true,
             });
+            state.inbox = self.inbox_path(job_id);
         }
         state.commit(Change::Created {
             record: Box::new(record.clone()),
@@ -431,6 +592,9 @@ impl JobStore for MemoryJobStore {
                         ..checkpoint.clone()
                     },
                 })?;
+            }
+            if job.record.abort_requested() {
+                return Err(conflict(job_id, "the job was aborted"));
             }
             Ok(())
         })
@@ -559,7 +723,10 @@ impl JobStore for MemoryJobStore {
 
     async fn claim_finalization(&self, job_id: &str) -> Result<bool, JobStoreError> {
         self.with_job(job_id, |job| {
-            if job.record.status == JobStatus::Running && job.record.listing.is_some() {
+            if job.record.status == JobStatus::Running
+                && job.record.listing.is_some()
+                && !job.record.abort_requested()
+            {
                 job.commit(Change::Status {
                     status: JobStatus::Finalizing,
                     at_ms: now_ms(),
@@ -569,6 +736,104 @@ impl JobStore for MemoryJobStore {
                 Ok(false)
             }
         })
+    }
+
+    async fn claim_abort(&self, job_id: &str) -> Result<bool, JobStoreError> {
+        self.with_job(job_id, |job| {
+            if job.record.status == JobStatus::Running && job.record.abort_requested() {
+                job.commit(Change::Status {
+                    status: JobStatus::Finalizing,
+                    at_ms: now_ms(),
+                })?;
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        })
+    }
+
+    async fn acquire_slot(
+        &self,
+        job_id: &str,
+        max: u32,
+        holder: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Option<u32>, JobStoreError> {
+        let mut jobs = self.lock();
+        if !self.refresh(&mut jobs, job_id)? {
+            return Err(JobStoreError::NotFound(job_id.to_owned()));
+        }
+        let slots = &mut jobs.get_mut(job_id).expect("refreshed").slots;
+        let live =
+            |slot: &Option<(String, u64)>| slot.as_ref().is_some_and(|(_, until)| *until > now_ms);
+        if slots.iter().filter(|s| live(s)).count() >= max as usize {
+            return Ok(None);
+        }
+        slots.resize(slots.len().max(max as usize), None);
+        let free = (0..max as usize).find(|k| !live(&slots[*k]));
+        Ok(free.map(|k| {
+            slots[k] = Some((holder.to_owned(), until_ms));
+            k as u32
+        }))
+    }
+
+    async fn release_slot(
+        &self,
+        job_id: &str,
+        slot: u32,
+        holder: &str,
+    ) -> Result<(), JobStoreError> {
+        let mut jobs = self.lock();
+        if let Some(lease) = jobs
+            .get_mut(job_id)
+            .and_then(|job| job.slots.get_mut(slot as usize))
+            .filter(|lease| lease.as_ref().is_some_and(|(h, _)| h == holder))
+        {
+            *lease = None;
+        }
+        Ok(())
+    }
+
+    async fn control(
+        &self,
+        job_id: &str,
+        change: &ControlChange,
+    ) -> Result<JobRecord, JobStoreError> {
+        let mut jobs = self.lock();
+        if !self.refresh(&mut jobs, job_id)? {
+            return Err(JobStoreError::NotFound(job_id.to_owned()));
+        }
+        let job = jobs.get_mut(job_id).expect("refreshed");
+        if job.record.status != JobStatus::Running {
+            return Err(conflict(
+                job_id,
+                format!(
+                    "it is {}: only a RUNNING job can be aborted or updated",
+                    job.record.status.as_str()
+                ),
+            ));
+        }
+        if Self::try_writable(job)? {
+            let inbox_end = job.inbox_taken;
+            job.commit(Change::Control {
+                control: change.clone(),
+                inbox_end,
+            })?;
+            return Ok(job.record.clone());
+        }
+        // Another process runs the job: leave the change in its inbox, in one write of one line.
+        let path = job.inbox.clone().expect("a journaled job has an inbox");
+        let mut line = serde_json::to_vec(change).map_err(|e| JobStoreError::Other(Box::new(e)))?;
+        line.push(b'\n');
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&line))
+            .map_err(|e| io_error(&path, e))?;
+        job.take_control(change);
+        Ok(job.record.clone())
     }
 
     async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError> {

@@ -451,6 +451,10 @@ impl Coordinator {
                 job_id,
                 listing: "complete",
             }),
+            ListingOutcome::Aborted => Ok(Started {
+                job_id,
+                listing: "stopped: the job was aborted",
+            }),
             ListingOutcome::Paused(checkpoint) => {
                 if hop >= MAX_HOPS {
                     return Err(PipelineError::Inconsistent {

@@ -64,6 +64,68 @@ pub struct JobRecord {
     /// When the job reached its terminal status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<u64>,
+    /// What operators changed while it ran (`dmap abort`, `dmap update`).
+    #[serde(default, skip_serializing_if = "JobControl::is_empty")]
+    pub control: JobControl,
+}
+
+/// A running job's settings as operators changed them, over its spec's: Step Functions' `UpdateMapRun`
+/// (`MaxConcurrency`, `ToleratedFailureCount`, `ToleratedFailurePercentage`) and the abort.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobControl {
+    /// When the abort was acknowledged: no batch of the job is processed after it but those already in flight,
+    /// the listing stops, and the job ends ABORTED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerated_failure_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerated_failure_percentage: Option<f64>,
+}
+
+impl JobControl {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Applies `change` (the first abort's time stands).
+    pub fn apply(&mut self, change: &ControlChange) {
+        match change {
+            ControlChange::Abort { at_ms } => {
+                self.aborted_at_ms.get_or_insert(*at_ms);
+            }
+            ControlChange::Update(update) => {
+                if let Some(n) = update.max_concurrency {
+                    self.max_concurrency = Some(n);
+                }
+                if let Some(n) = update.tolerated_failure_count {
+                    self.tolerated_failure_count = Some(n);
+                }
+                if let Some(p) = update.tolerated_failure_percentage {
+                    self.tolerated_failure_percentage = Some(p);
+                }
+            }
+        }
+    }
+}
+
+/// A change an operator makes to a running job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlChange {
+    Abort { at_ms: u64 },
+    Update(SettingsUpdate),
+}
+
+/// `dmap update`'s settings: each one given replaces the job's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SettingsUpdate {
+    /// 0: no limit.
+    pub max_concurrency: Option<u32>,
+    pub tolerated_failure_count: Option<u64>,
+    pub tolerated_failure_percentage: Option<f64>,
 }
 
 impl JobRecord {
@@ -77,9 +139,41 @@ impl JobRecord {
             created_at_ms,
             input_changed: None,
             finished_at_ms: None,
+            control: JobControl::default(),
+        }
+    }
+
+    /// An abort was acknowledged for the job.
+    pub fn abort_requested(&self) -> bool {
+        self.control.aborted_at_ms.is_some()
+    }
+
+    /// The most batches of the job in flight at once, if limited: the operators' setting, else the spec's
+    /// (0 is no limit, as `MaxConcurrency` has it).
+    pub fn max_concurrency(&self) -> Option<u32> {
+        self.control
+            .max_concurrency
+            .or(self.job.spec.max_concurrency)
+            .filter(|n| *n > 0)
+    }
+
+    /// The failure tolerance that decides the job's status: each setting as operators last set it, else the
+    /// spec's.
+    pub fn tolerance(&self) -> Tolerance {
+        Tolerance {
+            count: self
+                .control
+                .tolerated_failure_count
+                .or(self.job.spec.tolerated_failure_count),
+            percentage: self
+                .control
+                .tolerated_failure_percentage
+                .or(self.job.spec.tolerated_failure_percentage),
         }
     }
 }
+
+pub use crate::outcome::Tolerance;
 
 /// What a processed batch contributed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,7 +319,8 @@ pub trait JobStore: Send + Sync {
 
     /// Saves the coordinator's checkpoint (all but its `hop`, which stays as stored). Only moves forward: a
     /// checkpoint with a lower `next_seq` than the stored one is ignored. Errors: `NotFound`, `Conflict` once
-    /// the listing is complete.
+    /// the listing is complete, or once an abort was requested: then the checkpoint is saved all the same (it
+    /// says which batches were sent, which the aborted job's outputs hold) and the listing stops.
     async fn save_checkpoint(
         &self,
         job_id: &str,
@@ -291,16 +386,49 @@ pub trait JobStore: Send + Sync {
     /// A strongly consistent read of status, totals and counters. Errors: `NotFound`.
     async fn progress(&self, job_id: &str) -> Result<Progress, JobStoreError>;
 
-    /// Moves the job from RUNNING to FINALIZING if the listing is complete. Exactly one caller gets `true`.
-    /// Callers must first have seen [`Progress::is_complete`].
+    /// Moves the job from RUNNING to FINALIZING if the listing is complete and no abort was requested. Exactly
+    /// one caller gets `true`. Callers must first have seen [`Progress::is_complete`].
     async fn claim_finalization(&self, job_id: &str) -> Result<bool, JobStoreError>;
+
+    /// Moves the job from RUNNING to FINALIZING if an abort was requested (its finalizer then writes what was
+    /// done, and the status ABORTED). Exactly one caller gets `true`. Callers must first have let the batches
+    /// in flight at the abort end.
+    async fn claim_abort(&self, job_id: &str) -> Result<bool, JobStoreError>;
+
+    /// Takes one of the job's `max` concurrency slots for `holder` (a lease until `until_ms`, for a holder
+    /// that dies without giving it back): `None` while `max` or more leases are live. How `max_concurrency`
+    /// is kept across every worker; a lower `max` than before is kept once the leases above it end.
+    async fn acquire_slot(
+        &self,
+        job_id: &str,
+        max: u32,
+        holder: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Option<u32>, JobStoreError>;
+
+    /// Gives back a slot `holder` took (nothing if its lease has gone to another).
+    async fn release_slot(
+        &self,
+        job_id: &str,
+        slot: u32,
+        holder: &str,
+    ) -> Result<(), JobStoreError>;
+
+    /// Changes a RUNNING job's settings or aborts it; returns the record after the change. `Conflict` when the
+    /// job is not RUNNING (FINALIZING is too late to abort or change), `NotFound` when there is none.
+    async fn control(
+        &self,
+        job_id: &str,
+        change: &ControlChange,
+    ) -> Result<JobRecord, JobStoreError>;
 
     /// The ids of the jobs that are not terminal, for the sweeper (it may list a job that just finished, or
     /// whose creation failed midway: the sweeper reads each one).
     async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError>;
 
-    /// The ids of the most recently created jobs, newest first, at most `limit` (for `dmap ls`: without
-    /// reading every job).
+    /// The ids of the most recently created jobs, newest first, at most `limit` (for `dmap ls`; on DynamoDB
+    /// from an index, never a Scan).
     async fn recent_jobs(&self, limit: usize) -> Result<Vec<String>, JobStoreError>;
 
     /// Forgets a job that [`Self::active_jobs`] listed but that is terminal or does not exist.

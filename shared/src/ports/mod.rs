@@ -12,9 +12,9 @@ pub mod tables;
 
 pub use functions::{FunctionInvoker, InvokeError};
 pub use job_store::{
-    BatchRecord, Checkpoint, CreateOutcome, Cut, GroupCount, JobRecord, JobStatus, JobStore,
-    JobStoreError, ListingTotals, PartRef, Progress, RecordOutcome, Recorded, TerminalStatus,
-    require_job,
+    BatchRecord, Checkpoint, ControlChange, CreateOutcome, Cut, GroupCount, JobControl, JobRecord,
+    JobStatus, JobStore, JobStoreError, ListingTotals, PartRef, Progress, RecordOutcome, Recorded,
+    SettingsUpdate, TerminalStatus, Tolerance, require_job,
 };
 pub use object_store::{
     ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError, decode_s3_key, read_all,

@@ -390,6 +390,40 @@ impl JobStore for FaultyJobStore {
         self.before("active_jobs")?;
         self.inner.active_jobs().await
     }
+    async fn claim_abort(&self, job_id: &str) -> Result<bool, JobStoreError> {
+        self.before("claim_abort")?;
+        self.inner.claim_abort(job_id).await
+    }
+    async fn control(
+        &self,
+        job_id: &str,
+        change: &dmap_core::ports::ControlChange,
+    ) -> Result<JobRecord, JobStoreError> {
+        self.before("control")?;
+        self.inner.control(job_id, change).await
+    }
+    async fn acquire_slot(
+        &self,
+        job_id: &str,
+        max: u32,
+        holder: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Option<u32>, JobStoreError> {
+        self.before("acquire_slot")?;
+        self.inner
+            .acquire_slot(job_id, max, holder, now_ms, until_ms)
+            .await
+    }
+    async fn release_slot(
+        &self,
+        job_id: &str,
+        slot: u32,
+        holder: &str,
+    ) -> Result<(), JobStoreError> {
+        self.before("release_slot")?;
+        self.inner.release_slot(job_id, slot, holder).await
+    }
     async fn recent_jobs(&self, limit: usize) -> Result<Vec<String>, JobStoreError> {
         self.before("recent_jobs")?;
         self.inner.recent_jobs(limit).await

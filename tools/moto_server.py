@@ -11,6 +11,11 @@ cancelled, restores them, with no lock. Under concurrent requests a cancelled tr
 record, say) then erases writes that other requests committed meanwhile: lost updates real DynamoDB never
 makes. Every DynamoDB backend operation is serialized here, which makes the rollback atomic, as the service's
 transactions are.
+
+One addition: SQS fair queues. A standard queue's messages that carry a MessageGroupId are delivered so that a
+group with a backlog does not hold back the others (AWS's fair queues, 2025); moto 5.2 stores the group and
+delivers in arrival order. Here the visible messages are offered in turns of their groups, each group's in
+arrival order: the first message of a group that just arrived is among the next receive's.
 """
 
 import functools
@@ -21,6 +26,7 @@ import threading
 
 from moto.dynamodb.models import DynamoDBBackend
 from moto.server import ThreadedMotoServer
+from moto.sqs.models import Queue
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log per request
 
@@ -39,6 +45,24 @@ def _serialized(method):
 for _name, _method in inspect.getmembers(DynamoDBBackend, inspect.isfunction):
     if not _name.startswith("_"):
         setattr(DynamoDBBackend, _name, _serialized(_method))
+
+_visible_messages = Queue.messages.fget
+
+
+def _fair_messages(queue):
+    messages = _visible_messages(queue)
+    if queue.fifo_queue or not any(m.group_id for m in messages):
+        return messages
+    groups = {}
+    for message in messages:
+        groups.setdefault(message.group_id, []).append(message)
+    turns = []
+    for i in range(max(len(g) for g in groups.values())):
+        turns.extend(g[i] for g in groups.values() if i < len(g))
+    return turns
+
+
+Queue.messages = property(_fair_messages)
 
 fixed_port = int(sys.argv[1]) if len(sys.argv) > 1 else None
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=fixed_port or 0, verbose=False)

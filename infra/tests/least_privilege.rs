@@ -318,6 +318,7 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         .send_batch(&[dmap_core::ports::OutgoingMessage {
             id: "0".into(),
             body: dead.body.clone(),
+            group: None,
         }])
         .await
         .unwrap();

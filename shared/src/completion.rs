@@ -99,6 +99,7 @@ pub async fn trigger_finalizer(deps: &Deps, job_id: &str) -> Result<(), Pipeline
     let message = OutgoingMessage {
         id: "finalize".into(),
         body,
+        group: None,
     };
     send_all_with_retry(deps.finalize_queue.as_ref(), vec![message]).await?;
     Ok(())

@@ -325,6 +325,7 @@ pub(crate) async fn send_batches(
         .iter()
         .map(|b| OutgoingMessage {
             id: format!("b{}", b.seq),
+            group: Some(job.job_id.clone()),
             body: {
                 let mut message = BatchMessage::new(job, b.seq, b.items.clone());
                 if let Some(bucket) = bucket {

@@ -183,6 +183,7 @@ mod tests {
             .map(|(i, b)| OutgoingMessage {
                 id: format!("m{i}"),
                 body: (*b).to_owned(),
+                group: None,
             })
             .collect();
         assert!(queue.send_batch(&messages).await.unwrap().is_empty());

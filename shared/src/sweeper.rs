@@ -163,6 +163,7 @@ async fn repair(
                 let message = OutgoingMessage {
                     id: "continue".into(),
                     body,
+                    group: None,
                 };
                 send_all_with_retry(queue, vec![message]).await?;
                 (Finding::ListingStalled { hop }, Repair::ContinuationResent)

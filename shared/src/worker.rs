@@ -246,6 +246,7 @@ async fn requeue(
         vec![OutgoingMessage {
             id: format!("b{}", message.seq),
             body: again.to_body(),
+            group: Some(message.job_id.clone()),
         }],
     )
     .await?;

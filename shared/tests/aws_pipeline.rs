@@ -221,6 +221,7 @@ async fn a_batch_delivered_twice_by_sqs_counts_once() {
         .send_batch(&[OutgoingMessage {
             id: "again".into(),
             body: body.clone(),
+            group: None,
         }])
         .await
         .unwrap();

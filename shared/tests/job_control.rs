@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use common::faults::{Faults, FaultyJobStore, NO_FAULTS};
 use common::{BUCKET, Env, csv_object, csv_spec, fast_config};
 use dmap_core::Deps;
 use dmap_core::clock::now_ms;
@@ -653,4 +654,102 @@ async fn an_abort_ends_a_large_job_through_moto() {
     config.receive_wait = Duration::from_secs(1);
     config.poll_interval = Duration::from_millis(200);
     an_abort_ends_a_large_job(deps.clone(), deps.jobs.clone(), &bucket, config).await;
+}
+
+/// Fair share: with a 100,000-item job running, a 100-item job started after it finishes before the big one
+/// is a quarter done: the queue delivers the jobs' batches in turns, not the big one's backlog first.
+async fn a_small_job_is_not_held_behind_a_big_ones_backlog(
+    mut deps: Deps,
+    bucket: &str,
+    config: RunnerConfig,
+) {
+    const BIG: usize = 100_000;
+    // Each record takes 10 ms (a slow store): the big job's backlog builds as its listing runs ahead.
+    let faults = Faults::new(0, NO_FAULTS);
+    faults.slow("record_batch", Duration::from_millis(10));
+    deps.jobs = Arc::new(FaultyJobStore {
+        inner: deps.jobs.clone(),
+        faults,
+    });
+    let rows = |n: usize| {
+        let mut csv = String::from("station,v\n");
+        for i in 0..n {
+            csv.push_str(&format!("s{},{}\n", i % 13, i % 97));
+        }
+        csv.into_bytes()
+    };
+    deps.objects
+        .put(bucket, "fair/big.csv", rows(BIG))
+        .await
+        .unwrap();
+    deps.objects
+        .put(bucket, "fair/small.csv", rows(100))
+        .await
+        .unwrap();
+    let spec = |id: &str, key: &str, per_batch: u32| {
+        json!({
+            "job_id": id,
+            "item_reader": { "kind": "s3_object", "bucket": bucket, "key": key, "format": "csv" },
+            "item_batcher": { "max_items_per_batch": per_batch },
+            "processor": { "kind": "csv_aggregate", "group_by": "station", "columns": ["v"] },
+            "result_writer": { "bucket": bucket, "prefix": "results/" }
+        })
+    };
+    let big = JobSpec::parse(spec("fair-big", "fair/big.csv", 100).to_string().as_bytes()).unwrap();
+    let small = JobSpec::parse(
+        spec("fair-small", "fair/small.csv", 100)
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let (big_deps, big_config) = (deps.clone(), config.clone());
+    let big_run =
+        tokio::spawn(async move { runner::run(&big_deps, big, &big_config, &|_| {}).await });
+    // The small job starts once the big one runs and has a backlog of a third of its items.
+    let start = Instant::now();
+    loop {
+        let p = deps.jobs.progress("fair-big").await;
+        if p.is_ok_and(|p| p.batches_done > 0 && p.items_sent >= BIG as u64 / 3) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the big job did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let small_report = runner::run(&deps, small, &config, &|_| {}).await.unwrap();
+    let big_then = deps.jobs.progress("fair-big").await.unwrap();
+    assert_eq!(small_report.manifest.items.succeeded, 100);
+    let big_done = big_then.succeeded + big_then.failed;
+    assert!(
+        big_done < BIG as u64 / 4,
+        "the small job ended with the big one {big_done} of {BIG} items done"
+    );
+    // The big job has shown what it had to: it is aborted rather than waited for.
+    deps.jobs
+        .control("fair-big", &ControlChange::Abort { at_ms: now_ms() })
+        .await
+        .unwrap();
+    let big_report = big_run.await.unwrap().unwrap();
+    assert_eq!(big_report.manifest.status, TerminalStatus::Aborted);
+    assert!(big_report.manifest.items.succeeded >= big_done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_job_is_not_held_behind_a_big_ones_backlog_on_the_embedded_backends() {
+    let env = Env::new(&fast_config());
+    let config = pool(2, Duration::from_secs(2));
+    a_small_job_is_not_held_behind_a_big_ones_backlog(env.deps.clone(), BUCKET, config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_job_is_not_held_behind_a_big_ones_backlog_through_moto() {
+    let clients = emulator::clients().await;
+    let deps = emulator::aws_deps(&clients, 30).await;
+    let bucket = emulator::bucket(&clients, "fair").await;
+    let mut config = pool(2, Duration::from_secs(30));
+    config.receive_wait = Duration::from_secs(1);
+    config.poll_interval = Duration::from_millis(100);
+    a_small_job_is_not_held_behind_a_big_ones_backlog(deps, &bucket, config).await;
 }

@@ -111,9 +111,12 @@ impl SqsQueue {
         let entries = chunk
             .iter()
             .map(|m| {
+                // A group on a standard queue makes it a fair queue for that message: SQS delivers the groups'
+                // messages in turn when one group has a backlog.
                 SendMessageBatchRequestEntry::builder()
                     .id(&m.id)
                     .message_body(&m.body)
+                    .set_message_group_id(m.group.clone())
                     .build()
                     .map_err(|e| QueueError::Other(Box::new(e)))
             })

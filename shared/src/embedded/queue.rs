@@ -2,10 +2,14 @@
 //! each receive, redelivery of what is not deleted in time, receive counts, and a dead-letter queue that takes
 //! a message received more than `max_receive_count` times.
 //!
+//! Fair, as an SQS standard queue is for messages with a group id (fair queues): the visible messages of the
+//! groups are delivered in turn, so a group with a large backlog (a big job's batches) does not hold back the
+//! others' (a small job started after it). Messages without a group form one group.
+//!
 //! One addition SQS does not have: an optional backlog limit that makes `send_batch` wait while the queue is
 //! full, so an embedded run's memory does not grow with the number of batches.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -43,6 +47,7 @@ impl QueueConfig {
 #[derive(Debug)]
 struct Stored {
     body: String,
+    group: String,
     receive_count: u32,
     receipt: Option<String>,
     visible_at: Instant,
@@ -51,9 +56,54 @@ struct Stored {
 #[derive(Debug, Default)]
 struct State {
     messages: HashMap<u64, Stored>,
-    /// Every message, by the time it is (or becomes again) visible; in-flight ones sit in the future.
-    schedule: BTreeSet<(Instant, u64)>,
+    /// Each group's messages, by the time each is (or becomes again) visible; in-flight ones sit in the future.
+    schedules: HashMap<String, BTreeSet<(Instant, u64)>>,
+    /// The groups with messages, in the order they take their turns: a group served goes to the back.
+    turns: VecDeque<String>,
     next_id: u64,
+}
+
+impl State {
+    fn schedule(&mut self, group: &str, visible_at: Instant, id: u64) {
+        if !self.schedules.contains_key(group) {
+            self.turns.push_back(group.to_owned());
+        }
+        self.schedules
+            .entry(group.to_owned())
+            .or_default()
+            .insert((visible_at, id));
+    }
+
+    fn unschedule(&mut self, group: &str, visible_at: Instant, id: u64) {
+        if let Some(schedule) = self.schedules.get_mut(group) {
+            schedule.remove(&(visible_at, id));
+            if schedule.is_empty() {
+                self.schedules.remove(group);
+                self.turns.retain(|g| g != group);
+            }
+        }
+    }
+
+    /// The next message to deliver at `now`: the first visible one of the first group in turn that has one.
+    fn next_visible(&mut self, now: Instant) -> Option<(String, Instant, u64)> {
+        let turn = self.turns.iter().position(|group| {
+            self.schedules[group]
+                .first()
+                .is_some_and(|&(visible_at, _)| visible_at <= now)
+        })?;
+        let group = self.turns.remove(turn).expect("a position in the turns");
+        self.turns.push_back(group.clone());
+        let &(visible_at, id) = self.schedules[&group].first().expect("a visible message");
+        Some((group, visible_at, id))
+    }
+
+    /// When the next message becomes visible.
+    fn next_time(&self) -> Option<Instant> {
+        self.schedules
+            .values()
+            .filter_map(|s| s.first().map(|&(t, _)| t))
+            .min()
+    }
 }
 
 /// The embedded queue.
@@ -83,21 +133,23 @@ impl EmbeddedQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn enqueue(&self, body: String) {
+    fn enqueue(&self, body: String, group: Option<&str>) {
         let mut state = self.lock();
         let id = state.next_id;
         state.next_id += 1;
         let now = Instant::now();
+        let group = group.unwrap_or_default().to_owned();
+        state.schedule(&group, now, id);
         state.messages.insert(
             id,
             Stored {
                 body,
+                group,
                 receive_count: 0,
                 receipt: None,
                 visible_at: now,
             },
         );
-        state.schedule.insert((now, id));
         drop(state);
         self.arrived.notify_waiters();
     }
@@ -123,13 +175,10 @@ impl EmbeddedQueue {
         let mut out = Vec::new();
         let mut dead = Vec::new();
         while out.len() < max {
-            let Some(&(visible_at, id)) = state.schedule.first() else {
+            let Some((group, visible_at, id)) = state.next_visible(now) else {
                 break;
             };
-            if visible_at > now {
-                break;
-            }
-            state.schedule.pop_first();
+            state.unschedule(&group, visible_at, id);
             let stored = state
                 .messages
                 .get_mut(&id)
@@ -139,7 +188,7 @@ impl EmbeddedQueue {
                 && stored.receive_count > *max_receives
             {
                 let stored = state.messages.remove(&id).expect("present");
-                dead.push(stored.body);
+                dead.push((stored.body, stored.group));
                 continue;
             }
             let receipt = format!(
@@ -156,14 +205,17 @@ impl EmbeddedQueue {
                 receive_count: stored.receive_count,
             });
             let visible_at = stored.visible_at;
-            state.schedule.insert((visible_at, id));
+            state.schedule(&group, visible_at, id);
         }
-        let next = state.schedule.first().map(|&(t, _)| t);
+        let next = state.next_time();
         drop(state);
         if !dead.is_empty() {
             if let Some((_, dlq)) = &self.config.dead_letter {
-                for body in dead {
-                    dlq.enqueue(body);
+                for (body, group) in dead {
+                    dlq.enqueue(
+                        body,
+                        Some(&group).filter(|g| !g.is_empty()).map(String::as_str),
+                    );
                 }
             }
             self.freed.notify_waiters();
@@ -197,7 +249,7 @@ impl BatchQueue for EmbeddedQueue {
                 continue;
             }
             self.wait_for_room().await;
-            self.enqueue(message.body.clone());
+            self.enqueue(message.body.clone(), message.group.as_deref());
         }
         Ok(failures)
     }
@@ -230,7 +282,7 @@ impl BatchQueue for EmbeddedQueue {
         // A stale handle (the message was received again since) deletes nothing: the newer delivery owns it.
         if let Some(id) = Self::current(&state, receipt_handle) {
             let stored = state.messages.remove(&id).expect("current");
-            state.schedule.remove(&(stored.visible_at, id));
+            state.unschedule(&stored.group, stored.visible_at, id);
             drop(state);
             self.freed.notify_waiters();
         }
@@ -251,9 +303,9 @@ impl BatchQueue for EmbeddedQueue {
         }
         let old = stored.visible_at;
         stored.visible_at = now + timeout;
-        let new = stored.visible_at;
-        state.schedule.remove(&(old, id));
-        state.schedule.insert((new, id));
+        let (new, group) = (stored.visible_at, stored.group.clone());
+        state.unschedule(&group, old, id);
+        state.schedule(&group, new, id);
         drop(state);
         if timeout.is_zero() {
             self.arrived.notify_waiters();
@@ -264,7 +316,11 @@ impl BatchQueue for EmbeddedQueue {
     async fn depth(&self) -> Result<QueueDepth, QueueError> {
         let state = self.lock();
         let now = Instant::now();
-        let visible = state.schedule.iter().take_while(|(t, _)| *t <= now).count() as u64;
+        let visible = state
+            .schedules
+            .values()
+            .map(|s| s.iter().take_while(|(t, _)| *t <= now).count() as u64)
+            .sum();
         Ok(QueueDepth {
             visible,
             in_flight: state.messages.len() as u64 - visible,

@@ -501,6 +501,7 @@ impl Coordinator {
             vec![OutgoingMessage {
                 id: "continue".into(),
                 body,
+                group: None,
             }],
         )
         .await?;

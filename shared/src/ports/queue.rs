@@ -14,6 +14,10 @@ pub const MAX_ENTRIES_PER_SEND: usize = 10;
 pub struct OutgoingMessage {
     pub id: String,
     pub body: String,
+    /// The message's group, for fairness: a queue delivers the groups' messages in turn, so a group with a
+    /// backlog does not hold back the others' (SQS fair queues: the MessageGroupId of a standard queue). A
+    /// batch's group is its job.
+    pub group: Option<String>,
 }
 
 /// One entry the queue did not accept.

@@ -46,6 +46,8 @@ pub struct Faults {
     pub counts: Mutex<FaultCounts>,
     /// Forced faults: the operation, and how many of its calls to let through first.
     forced: Mutex<Vec<(&'static str, u32)>>,
+    /// Job store operations that take this long (a slow service), besides any fault.
+    latency: Mutex<Vec<(&'static str, Duration)>>,
 }
 
 /// No random faults: only the forced ones.
@@ -99,7 +101,18 @@ impl Faults {
             rates,
             counts: Mutex::default(),
             forced: Mutex::default(),
+            latency: Mutex::default(),
         })
+    }
+
+    /// Every call of the job store's `op` takes `delay` first.
+    pub fn slow(&self, op: &'static str, delay: Duration) {
+        self.latency.lock().unwrap().push((op, delay));
+    }
+
+    fn latency(&self, op: &str) -> Option<Duration> {
+        let latency = self.latency.lock().unwrap();
+        latency.iter().find(|(o, _)| *o == op).map(|(_, d)| *d)
     }
 
     /// The next call of `op` fails before doing anything (`"save_checkpoint"`, `"list_page"`…), or, for
@@ -266,6 +279,7 @@ impl BatchQueue for FaultyQueue {
                 let copy = OutgoingMessage {
                     id: "dup".into(),
                     body: m.body.clone(),
+                    group: None,
                 };
                 self.inner.send_batch(&[copy]).await?;
             }
@@ -304,7 +318,10 @@ pub struct FaultyJobStore {
 }
 
 impl FaultyJobStore {
-    fn before(&self, op: &str) -> Result<(), JobStoreError> {
+    async fn before(&self, op: &str) -> Result<(), JobStoreError> {
+        if let Some(delay) = self.faults.latency(op) {
+            tokio::time::sleep(delay).await;
+        }
         if self.faults.before(op) {
             Err(JobStoreError::Throttled)
         } else {
@@ -325,23 +342,23 @@ impl FaultyJobStore {
 #[async_trait]
 impl JobStore for FaultyJobStore {
     async fn create_job(&self, record: &JobRecord) -> Result<CreateOutcome, JobStoreError> {
-        self.before("create_job")?;
+        self.before("create_job").await?;
         self.after(self.inner.create_job(record).await)
     }
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
-        self.before("get_job")?;
+        self.before("get_job").await?;
         self.inner.get_job(job_id).await
     }
     async fn save_checkpoint(&self, job_id: &str, cp: &Checkpoint) -> Result<(), JobStoreError> {
-        self.before("save_checkpoint")?;
+        self.before("save_checkpoint").await?;
         self.after(self.inner.save_checkpoint(job_id, cp).await)
     }
     async fn hand_over(&self, job_id: &str, cp: &Checkpoint) -> Result<bool, JobStoreError> {
-        self.before("hand_over")?;
+        self.before("hand_over").await?;
         self.after(self.inner.hand_over(job_id, cp).await)
     }
     async fn continuation_sent(&self, job_id: &str, hop: u32) -> Result<(), JobStoreError> {
-        self.before("continuation_sent")?;
+        self.before("continuation_sent").await?;
         self.after(self.inner.continuation_sent(job_id, hop).await)
     }
     async fn complete_listing(
@@ -349,7 +366,7 @@ impl JobStore for FaultyJobStore {
         job_id: &str,
         totals: ListingTotals,
     ) -> Result<(), JobStoreError> {
-        self.before("complete_listing")?;
+        self.before("complete_listing").await?;
         self.after(self.inner.complete_listing(job_id, totals).await)
     }
     async fn record_batch(
@@ -358,7 +375,7 @@ impl JobStore for FaultyJobStore {
         seq: u64,
         record: &BatchRecord,
     ) -> Result<Recorded, JobStoreError> {
-        self.before("record_batch")?;
+        self.before("record_batch").await?;
         self.after(self.inner.record_batch(job_id, seq, record).await)
     }
     async fn batch_record(
@@ -366,7 +383,7 @@ impl JobStore for FaultyJobStore {
         job_id: &str,
         seq: u64,
     ) -> Result<Option<BatchRecord>, JobStoreError> {
-        self.before("batch_record")?;
+        self.before("batch_record").await?;
         self.inner.batch_record(job_id, seq).await
     }
     async fn batch_records(
@@ -375,23 +392,23 @@ impl JobStore for FaultyJobStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError> {
-        self.before("batch_records")?;
+        self.before("batch_records").await?;
         self.inner.batch_records(job_id, from, to).await
     }
     async fn progress(&self, job_id: &str) -> Result<Progress, JobStoreError> {
-        self.before("progress")?;
+        self.before("progress").await?;
         self.inner.progress(job_id).await
     }
     async fn claim_finalization(&self, job_id: &str) -> Result<bool, JobStoreError> {
-        self.before("claim_finalization")?;
+        self.before("claim_finalization").await?;
         self.after(self.inner.claim_finalization(job_id).await)
     }
     async fn active_jobs(&self) -> Result<Vec<String>, JobStoreError> {
-        self.before("active_jobs")?;
+        self.before("active_jobs").await?;
         self.inner.active_jobs().await
     }
     async fn claim_abort(&self, job_id: &str) -> Result<bool, JobStoreError> {
-        self.before("claim_abort")?;
+        self.before("claim_abort").await?;
         self.inner.claim_abort(job_id).await
     }
     async fn control(
@@ -399,7 +416,7 @@ impl JobStore for FaultyJobStore {
         job_id: &str,
         change: &dmap_core::ports::ControlChange,
     ) -> Result<JobRecord, JobStoreError> {
-        self.before("control")?;
+        self.before("control").await?;
         self.inner.control(job_id, change).await
     }
     async fn acquire_slot(
@@ -410,7 +427,7 @@ impl JobStore for FaultyJobStore {
         now_ms: u64,
         until_ms: u64,
     ) -> Result<Option<u32>, JobStoreError> {
-        self.before("acquire_slot")?;
+        self.before("acquire_slot").await?;
         self.inner
             .acquire_slot(job_id, max, holder, now_ms, until_ms)
             .await
@@ -421,15 +438,15 @@ impl JobStore for FaultyJobStore {
         slot: u32,
         holder: &str,
     ) -> Result<(), JobStoreError> {
-        self.before("release_slot")?;
+        self.before("release_slot").await?;
         self.inner.release_slot(job_id, slot, holder).await
     }
     async fn recent_jobs(&self, limit: usize) -> Result<Vec<String>, JobStoreError> {
-        self.before("recent_jobs")?;
+        self.before("recent_jobs").await?;
         self.inner.recent_jobs(limit).await
     }
     async fn forget_active(&self, job_id: &str) -> Result<(), JobStoreError> {
-        self.before("forget_active")?;
+        self.before("forget_active").await?;
         self.after(self.inner.forget_active(job_id).await)
     }
     async fn note_progress(
@@ -438,15 +455,15 @@ impl JobStore for FaultyJobStore {
         fingerprint: &str,
         now_ms: u64,
     ) -> Result<u64, JobStoreError> {
-        self.before("note_progress")?;
+        self.before("note_progress").await?;
         self.inner.note_progress(job_id, fingerprint, now_ms).await
     }
     async fn flag_input_changed(&self, job_id: &str, seq: u64) -> Result<(), JobStoreError> {
-        self.before("flag_input_changed")?;
+        self.before("flag_input_changed").await?;
         self.after(self.inner.flag_input_changed(job_id, seq).await)
     }
     async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {
-        self.before("finish")?;
+        self.before("finish").await?;
         self.after(self.inner.finish(job_id, status).await)
     }
 }

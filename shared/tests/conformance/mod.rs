@@ -372,6 +372,7 @@ fn message(id: &str, body: &str) -> OutgoingMessage {
     OutgoingMessage {
         id: id.into(),
         body: body.into(),
+        group: None,
     }
 }
 

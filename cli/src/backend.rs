@@ -54,6 +54,10 @@ pub struct AwsArgs {
     /// The queue that triggers the finalizer, instead of the stack's.
     #[arg(long, env = "DMAP_FINALIZE_QUEUE")]
     pub finalize_queue: Option<String>,
+    /// The coordinator function `submit` invokes, instead of the stack's (`cargo lambda watch` serves it as
+    /// `coordinator`).
+    #[arg(long, env = "DMAP_COORDINATOR")]
+    pub coordinator: Option<String>,
     /// Counter shards for a job this creates in the table (a job keeps the count it was created with).
     #[arg(long, env = "DMAP_COUNTER_SHARDS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub counter_shards: u32,
@@ -85,10 +89,13 @@ impl AwsArgs {
                 .map(|q| q.name.clone())
                 .with_context(|| format!("the template has no queue {id}"))
         };
-        let coordinator = stack
-            .function("coordinator")
-            .map(|f| f.name.clone())
-            .context("the template has no coordinator function")?;
+        let coordinator = match &self.coordinator {
+            Some(name) => name.clone(),
+            None => stack
+                .function("coordinator")
+                .map(|f| f.name.clone())
+                .context("the template has no coordinator function")?,
+        };
         let worker_timeout_secs = stack
             .function("worker")
             .map(|f| f.timeout_secs)
@@ -165,6 +172,7 @@ mod tests {
             work_queue: None,
             dead_letter_queue: Some("my-dlq".into()),
             finalize_queue: None,
+            coordinator: None,
             counter_shards: 16,
             expected_bucket_owner: None,
         };

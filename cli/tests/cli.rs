@@ -1,20 +1,11 @@
 //! The `dmap` binary as a user runs it: exit codes, messages, the JSON summary, and the demo.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
+use common::{dmap, text};
 use serde_json::{Value, json};
-
-fn dmap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dmap"))
-        .args(args)
-        .output()
-        .expect("dmap runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn write(root: &Path, rel: &str, body: &str) {
     let path = root.join(rel);

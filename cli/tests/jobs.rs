@@ -1,22 +1,14 @@
 //! Operating jobs with the `dmap` binary on the embedded backend: a run stopped by Ctrl-C and run again ends
 //! with the outputs of a run never stopped, and `submit`, `status` and `ls` work across processes.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{dmap, text};
 use serde_json::{Value, json};
-
-fn dmap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dmap"))
-        .args(args)
-        .output()
-        .expect("dmap runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Rows of a CSV: `rows` readings over 7 stations, every 997th reading not a number (a failed item).
 fn readings(rows: usize) -> String {

@@ -202,6 +202,15 @@ struct Journal {
     writer: bool,
 }
 
+/// Takes the file's exclusive lock if no other open file holds it: `false` if one does.
+fn lock(file: &File, path: &Path) -> Result<bool, JobStoreError> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error(path, e)),
+    }
+}
+
 fn io_error(path: &Path, e: std::io::Error) -> JobStoreError {
     JobStoreError::Other(format!("{}: {e}", path.display()).into())
 }
@@ -408,10 +417,8 @@ impl MemoryJobStore {
             .append(true)
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
-            Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, e)),
+        if !lock(&file, &path)? {
+            return Ok(false);
         }
         journal.file = file;
         let mut changes = Vec::new();
@@ -452,11 +459,8 @@ impl MemoryJobStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io_error(&path, e)),
         };
-        match file.try_lock() {
-            Ok(()) => Ok(false), // and let go as the file closes
-            Err(std::fs::TryLockError::WouldBlock) => Ok(true),
-            Err(std::fs::TryLockError::Error(e)) => Err(io_error(&path, e)),
-        }
+        // Taken, it is let go as the file closes.
+        Ok(!lock(&file, &path)?)
     }
 
     /// Whether another process is running the job (holds its journal). Otherwise this store becomes its
@@ -542,10 +546,8 @@ impl JobStore for MemoryJobStore {
                     .map_err(|e| io_error(&path, e))?,
                 Err(e) => return Err(io_error(&path, e)),
             };
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => return Err(busy()),
-                Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, e)),
+            if !lock(&file, &path)? {
+                return Err(busy());
             }
             let whole_line = std::fs::read(&path)
                 .map_err(|e| io_error(&path, e))?

@@ -294,6 +294,18 @@ impl MemoryJobStore {
             .map(|dir| dir.join(format!("{job_id}{INBOX_SUFFIX}")))
     }
 
+    /// The job's journal, opened for reading: `None` in memory, or when the job has none.
+    fn open_journal(&self, job_id: &str) -> Result<Option<(PathBuf, File)>, JobStoreError> {
+        let Some(path) = self.journal_path(job_id) else {
+            return Ok(None);
+        };
+        match File::open(&path) {
+            Ok(file) => Ok(Some((path, file))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&path, e)),
+        }
+    }
+
     fn journal_path(&self, job_id: &str) -> Option<PathBuf> {
         self.dir
             .as_ref()
@@ -329,13 +341,8 @@ impl MemoryJobStore {
             view_inbox(job)?;
             return Ok(true);
         }
-        let Some(path) = self.journal_path(job_id) else {
+        let Some((path, file)) = self.open_journal(job_id)? else {
             return Ok(false);
-        };
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io_error(&path, e)),
         };
         let mut journal = Journal {
             path,
@@ -451,13 +458,8 @@ impl MemoryJobStore {
         {
             return Ok(false);
         }
-        let Some(path) = self.journal_path(job_id) else {
+        let Some((path, file)) = self.open_journal(job_id)? else {
             return Ok(false);
-        };
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io_error(&path, e)),
         };
         // Taken, it is let go as the file closes.
         Ok(!lock(&file, &path)?)

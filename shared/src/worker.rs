@@ -65,6 +65,20 @@ pub struct Handled {
     pub completion: Completion,
 }
 
+impl Handled {
+    /// A delivery that counted nothing: a batch dropped, sent back to the queue, or past the listing's total.
+    const NOTHING: Self = Self {
+        record: BatchRecord {
+            succeeded: 0,
+            failed: 0,
+            part: PartRef::Inline(String::new()),
+            items_digest: String::new(),
+        },
+        outcome: RecordOutcome::Duplicate,
+        completion: Completion::NotYet,
+    };
+}
+
 /// Parses a work-queue message body.
 pub fn parse_message(body: &str) -> Result<BatchMessage, PipelineError> {
     BatchMessage::from_body(body).map_err(|e| PipelineError::MalformedMessage(e.to_string()))
@@ -102,11 +116,7 @@ pub async fn handle(
         && seq >= totals.batches
     {
         tracing::warn!(batch_id = %message.batch_id(), total = totals.batches, "batch past the listing's total; not counted");
-        return Ok(Handled {
-            record: BatchRecord::default(),
-            outcome: RecordOutcome::Duplicate,
-            completion: Completion::NotYet,
-        });
+        return Ok(Handled::NOTHING);
     }
     let record = match deps.jobs.peek_batch_record(job_id, seq).await? {
         Some(stored) => {
@@ -216,14 +226,10 @@ async fn take_slot(
     }
 }
 
-/// What handling a batch that is dropped unprocessed did: nothing.
+/// Drops a batch of a job aborted or ended, unprocessed.
 fn dropped(message: &BatchMessage) -> Handled {
     tracing::info!(batch_id = %message.batch_id(), "job aborted or ended; batch dropped");
-    Handled {
-        record: BatchRecord::default(),
-        outcome: RecordOutcome::Duplicate,
-        completion: Completion::NotYet,
-    }
+    Handled::NOTHING
 }
 
 /// Sends the batch again, as a fresh message, and lets this delivery succeed: the queue's redelivery would
@@ -250,11 +256,7 @@ async fn requeue(
         }],
     )
     .await?;
-    Ok(Handled {
-        record: BatchRecord::default(),
-        outcome: RecordOutcome::Duplicate,
-        completion: Completion::NotYet,
-    })
+    Ok(Handled::NOTHING)
 }
 
 enum ItemOutcome {

@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::DemoArgs;
 use crate::backend::embedded_jobs_dir;
-use crate::run::{Outputs, exit_code, print_summary, run_job};
+use crate::run::{Begin, Outputs, exit_code, print_summary, run_job};
 
 const BUCKET: &str = "dmap-demo";
 const PREFIX: &str = "noaa-gsod/";
@@ -67,7 +67,7 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let spec_path = args.data_dir.join("demo-spec.json");
     std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
     let job = JobSpec::parse(spec.to_string().as_bytes())?;
-    let report = run_job(job, &args.data_dir, &args.pool).await?;
+    let report = run_job(job, &args.data_dir, &args.pool, Begin::Start).await?;
     print_summary(&report, &Outputs::Dir(&args.data_dir), args.pool.json, None);
     if !args.pool.json {
         let result_path = args.data_dir.join(BUCKET).join(&report.manifest.result);

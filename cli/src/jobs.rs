@@ -1,6 +1,6 @@
 //! The commands that operate jobs on any backend, as Step Functions operates Map Runs: `submit` (start without
 //! waiting), `status` (DescribeMapRun, with `--watch` for a progress bar), `ls` (ListMapRuns), `abort` and
-//! `update` (UpdateMapRun).
+//! `update` (UpdateMapRun), `redrive` (a map run's redrive).
 
 use std::fs::File;
 use std::path::Path;
@@ -17,15 +17,18 @@ use dmap_core::clock::now_ms;
 use dmap_core::describe::{JobDescription, describe};
 use dmap_core::embedded::{EmbeddedQueues, LocalDirStore, MemoryJobStore};
 use dmap_core::finalizer::{FinalizerConfig, finalize};
-use dmap_core::message::FinalizeMessage;
+use dmap_core::message::{ContinueListing, FinalizeMessage};
 use dmap_core::outcome::{JobStatus, TerminalStatus};
 use dmap_core::ports::{ControlChange, JobStore, Progress, SettingsUpdate};
 use dmap_core::spec::Job;
 use serde_json::json;
 
 use crate::backend::{AwsArgs, embedded_job_store, embedded_jobs_dir};
-use crate::run::{SpecJob, exit_code, progress_bar, read_spec, update as show_progress};
-use crate::{AbortArgs, LsArgs, PoolArgs, StatusArgs, SubmitArgs, UpdateArgs};
+use crate::run::{
+    Begin, Outputs, SpecJob, aws_deps, exit_code, print_summary, progress_bar, read_spec, run_job,
+    run_job_aws, update as show_progress,
+};
+use crate::{AbortArgs, LsArgs, PoolArgs, RedriveArgs, StatusArgs, SubmitArgs, UpdateArgs};
 
 /// How long `submit` waits for an embedded job's process to create the job (or to refuse its spec).
 const SUBMIT_WAIT: Duration = Duration::from_secs(60);
@@ -121,9 +124,15 @@ fn pool_flags(pool: &PoolArgs) -> Vec<String> {
 /// Hands the spec to the stack's coordinator in an asynchronous invocation (Lambda queues it and retries it;
 /// the coordinator's conditional create makes a retry resume the same job).
 async fn submit_aws(job: &Job, aws: &AwsArgs) -> anyhow::Result<()> {
+    let coordinator = invoke_coordinator(aws, serde_json::to_vec(&job.spec)?).await?;
+    eprintln!("job {} submitted to {coordinator}", job.job_id);
+    Ok(())
+}
+
+/// Invokes the stack's coordinator asynchronously with `payload`; returns the function's name.
+async fn invoke_coordinator(aws: &AwsArgs, payload: Vec<u8>) -> anyhow::Result<String> {
     let names = aws.names()?;
     let clients = aws.clients().await;
-    let payload = serde_json::to_vec(&job.spec)?;
     clients
         .lambda
         .invoke()
@@ -134,8 +143,60 @@ async fn submit_aws(job: &Job, aws: &AwsArgs) -> anyhow::Result<()> {
         .await
         .map_err(aws_sdk_lambda::Error::from)
         .with_context(|| format!("invoking {}", names.coordinator))?;
-    eprintln!("job {} submitted to {}", job.job_id, names.coordinator);
-    Ok(())
+    Ok(names.coordinator)
+}
+
+/// `dmap redrive`: a FAILED or ABORTED job runs again over its failed and unprocessed items, as `run` runs a
+/// job (progress bar, summary, exit code); with `--detach` on AWS, the stack's coordinator runs its listing.
+pub async fn redrive(args: &RedriveArgs) -> anyhow::Result<ExitCode> {
+    let job_id = args.job_id.as_str();
+    let record = args
+        .backend
+        .job_store()
+        .await?
+        .get_job(job_id)
+        .await?
+        .with_context(|| format!("no job \"{job_id}\""))?;
+    // Refused here, before a runner starts.
+    if let Err(why) = record.redrivable() {
+        bail!("job \"{job_id}\" cannot be redriven: {why}");
+    }
+    let job = record.job;
+    let aws = &args.backend.aws;
+    match &args.backend.data_dir {
+        Some(dir) => {
+            let report = run_job(job, dir, &args.pool, Begin::Redrive).await?;
+            print_summary(&report, &Outputs::Dir(dir), args.pool.json, None);
+            Ok(exit_code(report.manifest.status))
+        }
+        None if args.detach => {
+            let clients = aws.clients().await;
+            let (deps, _) = aws_deps(aws, &clients).await?;
+            let record = dmap_core::redrive::reopen(&deps, job_id, true).await?;
+            // The coordinator resumes the job's listing as it resumes a handed-over one.
+            let resume = ContinueListing {
+                continue_listing: job_id.to_owned(),
+                next_seq: record.checkpoint.next_seq,
+                hop: record.checkpoint.hop,
+            };
+            let coordinator = invoke_coordinator(aws, resume.to_body().into_bytes()).await?;
+            println!(
+                "job {job_id}: redrive {} started by {coordinator} (dmap status {job_id} --watch)",
+                record.redrives
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let (report, requests) = run_job_aws(job, aws, &args.pool, Begin::Redrive).await?;
+            print_summary(
+                &report,
+                &Outputs::S3,
+                args.pool.json,
+                args.stats.then_some(&requests),
+            );
+            Ok(exit_code(report.manifest.status))
+        }
+    }
 }
 
 pub async fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
@@ -269,6 +330,9 @@ fn describe_text(d: &JobDescription) -> String {
         or_none(d.tolerated_failure_count.map(|n| n.to_string())),
         or_none(d.tolerated_failure_percentage.map(|p| p.to_string())),
     ));
+    if d.redrives > 0 {
+        text.push_str(&format!("redrives: {}\n", d.redrives));
+    }
     if d.abort_requested && !d.status.is_terminal() {
         text.push_str("aborting: it ends ABORTED once its batches in flight are done\n");
     }

@@ -42,6 +42,10 @@ enum Command {
     Abort(AbortArgs),
     /// Change a running job's settings, as Step Functions' UpdateMapRun: they take effect at once.
     Update(UpdateArgs),
+    /// Run a FAILED or ABORTED job again over only its failed and unprocessed items, as the same job (its
+    /// redrive count goes up); its outputs are rewritten as if those items had succeeded or failed on their
+    /// own. Runs as `run` does, or with --detach through the stack's coordinator.
+    Redrive(RedriveArgs),
     /// Generate a synthetic dataset in the schema of NOAA's daily weather summaries (GSOD), run a monthly_high job
     /// over it (each month's hottest station-day), show what it found.
     Demo(DemoArgs),
@@ -207,6 +211,22 @@ struct UpdateArgs {
 }
 
 #[derive(Debug, Args)]
+struct RedriveArgs {
+    /// The job's id.
+    job_id: String,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// On AWS: start the redrive and return, the stack's coordinator listing (as `submit`).
+    #[arg(long, conflicts_with = "data_dir")]
+    detach: bool,
+    /// Count the AWS requests the redrive made, by operation.
+    #[arg(long, conflicts_with_all = ["data_dir", "detach"])]
+    stats: bool,
+    #[command(flatten)]
+    pool: PoolArgs,
+}
+
+#[derive(Debug, Args)]
 struct LsArgs {
     #[command(flatten)]
     backend: BackendArgs,
@@ -301,6 +321,7 @@ impl Command {
     fn blocking_threads(&self) -> Option<usize> {
         let embedded = match self {
             Command::Run(args) => args.backend.data_dir.is_some(),
+            Command::Redrive(args) => args.backend.data_dir.is_some(),
             Command::Demo(_) => true,
             Command::Submit(_)
             | Command::Status(_)
@@ -343,6 +364,7 @@ fn main() -> ExitCode {
             Command::Ls(args) => jobs::ls(&args).await,
             Command::Abort(args) => jobs::abort(&args).await,
             Command::Update(args) => jobs::update(&args).await,
+            Command::Redrive(args) => jobs::redrive(&args).await,
             Command::Demo(args) => demo::demo(&args).await,
             Command::Local {
                 command: LocalCommand::Up(args),

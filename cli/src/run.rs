@@ -16,6 +16,7 @@ use dmap_core::coordinator::unfinished_job_of;
 use dmap_core::embedded::{EmbeddedQueues, LocalDirStore};
 use dmap_core::outcome::TerminalStatus;
 use dmap_core::ports::Progress;
+use dmap_core::redrive;
 use dmap_core::runner::{self, Chaos, RunReport, RunnerConfig};
 use dmap_core::spec::{Job, JobSpec};
 use dmap_core::worker::WorkerConfig;
@@ -66,14 +67,14 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 SpecJob::Anonymous(job) => resume_anonymous(job, dir).await?,
             };
             (
-                run_job(job, dir, &args.pool).await?,
+                run_job(job, dir, &args.pool, Begin::Start).await?,
                 Outputs::Dir(dir),
                 None,
             )
         }
         None => {
             let (report, requests) =
-                run_job_aws(job.into_job(), &args.backend.aws, &args.pool).await?;
+                run_job_aws(job.into_job(), &args.backend.aws, &args.pool, Begin::Start).await?;
             (report, Outputs::S3, args.stats.then_some(requests))
         }
     };
@@ -166,8 +167,20 @@ fn runner_config(
     }
 }
 
+/// How a run begins: a job started (or resumed), or a FAILED or ABORTED job redriven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    Start,
+    Redrive,
+}
+
 /// Runs a validated job on the embedded backends over `data_dir`.
-pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Result<RunReport> {
+pub async fn run_job(
+    job: Job,
+    data_dir: &Path,
+    pool: &PoolArgs,
+    begin: Begin,
+) -> anyhow::Result<RunReport> {
     let jobs = embedded_job_store(data_dir)?;
     if jobs.held_elsewhere(&job.job_id)? {
         bail!(
@@ -195,6 +208,10 @@ pub async fn run_job(job: Job, data_dir: &Path, pool: &PoolArgs) -> anyhow::Resu
         let lambda = AwsClients::from_env(None).await.lambda;
         deps.functions = Some(Arc::new(LambdaInvoker::new(lambda)));
     }
+    if begin == Begin::Redrive {
+        // The runner sends again what an earlier process left unrecorded, as for any resumed job.
+        redrive::reopen(&deps, &job.job_id, false).await?;
+    }
     run_with_progress(&deps, job, &config, pool.json).await
 }
 
@@ -203,9 +220,29 @@ pub async fn run_job_aws(
     job: Job,
     aws: &AwsArgs,
     pool: &PoolArgs,
+    begin: Begin,
 ) -> anyhow::Result<(RunReport, BTreeMap<String, u64>)> {
-    let names = aws.names()?;
     let clients = aws.clients().await;
+    let (deps, work) = aws_deps(aws, &clients).await?;
+    // The heartbeat and the chaos rule follow the queue's own attributes.
+    let (visibility_timeout, max_receives) = work.visibility_and_max_receives().await?;
+    let mut config = runner_config(pool, visibility_timeout, max_receives.unwrap_or(u32::MAX));
+    config.receive_wait = SQS_RECEIVE_WAIT;
+    config.queues_die_with_process = false;
+    // Progress reads cost read units: the job item once a second (status), the counters (a Query per shard)
+    // every tenth.
+    config.poll_interval = Duration::from_secs(1);
+    config.count_every = 10;
+    if begin == Begin::Redrive {
+        redrive::reopen(&deps, &job.job_id, true).await?;
+    }
+    let report = run_with_progress(&deps, job, &config, pool.json).await?;
+    Ok((report, clients.requests.snapshot()))
+}
+
+/// The pipeline's ports on the stack's S3, SQS and DynamoDB, and its work queue.
+pub async fn aws_deps(aws: &AwsArgs, clients: &AwsClients) -> anyhow::Result<(Deps, SqsQueue)> {
+    let names = aws.names()?;
     let queue = |name: &str| {
         let sqs = clients.sqs.clone();
         let name = name.to_owned();
@@ -218,15 +255,6 @@ pub async fn run_job_aws(
         }
     };
     let work = queue(&names.work_queue).await?;
-    // The heartbeat and the chaos rule follow the queue's own attributes.
-    let (visibility_timeout, max_receives) = work.visibility_and_max_receives().await?;
-    let mut config = runner_config(pool, visibility_timeout, max_receives.unwrap_or(u32::MAX));
-    config.receive_wait = SQS_RECEIVE_WAIT;
-    config.queues_die_with_process = false;
-    // Progress reads cost read units: the job item once a second (status), the counters (a Query per shard)
-    // every tenth.
-    config.poll_interval = Duration::from_secs(1);
-    config.count_every = 10;
     let resources = AwsResources {
         table: names.table.clone(),
         counter_shards: aws.counter_shards,
@@ -236,9 +264,7 @@ pub async fn run_job_aws(
         expected_bucket_owner: aws.expected_bucket_owner.clone(),
         ttl: DEFAULT_TTL,
     };
-    let deps = Deps::aws(&clients, &resources);
-    let report = run_with_progress(&deps, job, &config, pool.json).await?;
-    Ok((report, clients.requests.snapshot()))
+    Ok((Deps::aws(clients, &resources), work))
 }
 
 async fn run_with_progress(

@@ -358,12 +358,13 @@ async fn monthly_high_through_the_emulator_matches_the_embedded_run() {
 /// while `dmap run` works the job through the emulator in another process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_ls_update_and_abort_a_running_job_by_stack_name() {
+    const OBJECTS: u64 = 100;
     let endpoint = emulator::endpoint();
     let stack = emulator::unique("ctl");
     let bucket = emulator::unique("ctl-data");
     local_up(endpoint, &stack, &bucket);
     let store = S3Store::new(emulator::clients().await.s3, None);
-    for i in 0..300 {
+    for i in 0..OBJECTS {
         store
             .put(
                 &bucket,
@@ -431,7 +432,7 @@ async fn status_ls_update_and_abort_a_running_job_by_stack_name() {
         items["listed"].as_u64().unwrap()
     );
 
-    let updated = run(&with(&["update", "ctl-1", "--max-concurrency", "1"]));
+    let updated = run(&with(&["update", "ctl-1", "--max-concurrency", "2"]));
     assert!(
         updated.status.success(),
         "{}",
@@ -440,7 +441,7 @@ async fn status_ls_update_and_abort_a_running_job_by_stack_name() {
     let ls = run(&with(&["ls", "--json", "--status", "RUNNING"]));
     let listed: Value = serde_json::from_slice(&ls.stdout).unwrap();
     assert_eq!(listed[0]["job_id"], "ctl-1", "{listed}");
-    assert_eq!(listed[0]["max_concurrency"], 1, "{listed}");
+    assert_eq!(listed[0]["max_concurrency"], 2, "{listed}");
 
     // The stack's workers are this test's `dmap run` alone: its batches are done within a second.
     let aborted = run(&with(&["abort", "ctl-1", "--finalize-after", "2"]));
@@ -469,8 +470,46 @@ async fn status_ls_update_and_abort_a_running_job_by_stack_name() {
     assert_eq!(summary["status"], "ABORTED");
     let done = d["items"]["succeeded"].as_u64().unwrap() + d["items"]["failed"].as_u64().unwrap();
     assert_eq!(summary["items"]["total"], done);
-    assert!(done < 300, "{summary}");
+    assert!(done < OBJECTS, "{summary}");
     let all = run(&with(&["ls", "--json"]));
     let listed: Value = serde_json::from_slice(&all.stdout).unwrap();
     assert_eq!(listed[0]["status"], "ABORTED", "{listed}");
+
+    // Redriven, the same job runs the objects the abort left, and only those, to its end.
+    let redriven = run(&with(&[
+        "redrive",
+        "ctl-1",
+        "--json",
+        "--concurrency",
+        "2",
+        "--stats",
+    ]));
+    assert_eq!(
+        redriven.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&redriven.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&redriven.stdout).unwrap();
+    assert_eq!(summary["status"], "SUCCEEDED", "{summary}");
+    assert_eq!(summary["items"]["total"], OBJECTS, "{summary}");
+    // One GetObject per object the abort left (none read twice), and one of the manifest, read back once the
+    // job has ended.
+    assert_eq!(
+        summary["requests"]["S3.GetObject"].as_u64().unwrap_or(0),
+        OBJECTS - done + 1,
+        "{summary}"
+    );
+    let d: Value =
+        serde_json::from_slice(&run(&with(&["status", "ctl-1", "--json"])).stdout).unwrap();
+    assert_eq!(
+        (&d["status"], &d["redrives"]),
+        (&json!("SUCCEEDED"), &json!(1)),
+        "{d}"
+    );
+    let result = read_all(&store, &bucket, "out/ctl-1/result.json")
+        .await
+        .unwrap();
+    let result: Value = serde_json::from_slice(&result).unwrap();
+    assert_eq!(result["objects"], OBJECTS, "{result}");
 }

@@ -1,5 +1,6 @@
 //! Operating jobs with the `dmap` binary on the embedded backend: a run stopped by Ctrl-C and run again ends
-//! with the outputs of a run never stopped, and `submit`, `status` and `ls` work across processes.
+//! with the outputs of a run never stopped, `submit`, `status` and `ls` work across processes, and an aborted
+//! job redriven ends with the outputs of a run never aborted.
 
 mod common;
 
@@ -391,6 +392,61 @@ fn an_interrupted_job_aborted_ends_at_once_with_what_was_done() {
     assert_eq!(again.status.code(), Some(1));
     assert!(
         text(&again.stderr).contains("already ran to its end (ABORTED"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // Redriven, it runs the rows the abort left and its failed ones again, and ends as a run never aborted.
+    let redriven = dmap(&["redrive", "halted", "--data-dir", data, "--json"]);
+    assert_eq!(
+        redriven.status.code(),
+        Some(0),
+        "{}",
+        text(&redriven.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&redriven.stdout).unwrap();
+    assert_eq!(summary["status"], "SUCCEEDED", "{summary}");
+    let status = dmap(&["status", "halted", "--data-dir", data]);
+    assert!(
+        text(&status.stdout).contains("redrives: 1"),
+        "{}",
+        text(&status.stdout)
+    );
+    let clean = write_spec(dir.path(), &rows_spec(Some("clean"), 2));
+    let clean = dmap(&["run", &clean, "--data-dir", data]);
+    assert!(clean.status.success(), "{}", text(&clean.stderr));
+    let (redriven, clean) = (outputs(dir.path(), "halted"), outputs(dir.path(), "clean"));
+    let names = |files: &[(String, Vec<u8>)]| files.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&redriven),
+        ["failed.jsonl", "manifest.json", "result.json"]
+    );
+    assert_eq!(names(&redriven), names(&clean));
+    for ((name, a), (_, b)) in redriven.iter().zip(&clean) {
+        if name == "manifest.json" {
+            let mut a: Value = serde_json::from_slice(a).unwrap();
+            let b: Value = serde_json::from_slice(b).unwrap();
+            assert_eq!(a["redrives"], 1);
+            a["redrives"].take();
+            let strip = |mut m: Value| {
+                let o = m.as_object_mut().unwrap();
+                o.retain(|k, v| !v.is_null() && k != "job_id" && k != "result" && k != "failures");
+                m
+            };
+            // Batches differ (the redo batches), the counts and status do not.
+            let (mut a, mut b) = (strip(a), strip(b));
+            a["batches"].take();
+            b["batches"].take();
+            assert_eq!(a, b);
+        } else {
+            assert!(a == b, "{name} differs from a clean run's");
+        }
+    }
+    // It SUCCEEDED: there is nothing left to redrive.
+    let again = dmap(&["redrive", "halted", "--data-dir", data]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("it is SUCCEEDED"),
         "{}",
         text(&again.stderr)
     );

@@ -6,6 +6,8 @@
 //! deterministic, so the batches re-sent after a crash carry the same sequence numbers: the workers'
 //! exactly-once record absorbs them.
 
+use std::collections::HashSet;
+
 use futures::future::OptionFuture;
 
 use crate::Deps;
@@ -13,6 +15,7 @@ use crate::batching::{Batch, BatchLimits, Batcher};
 use crate::clock::now_ms;
 use crate::completion::{Completion, complete_if_done};
 use crate::error::PipelineError;
+use crate::finalizer::standing_failures;
 use crate::layout::OutputLocation;
 use crate::message::BatchMessage;
 use crate::ports::{
@@ -185,71 +188,41 @@ fn id_reused(job_id: &str) -> PipelineError {
 /// Lists, batches and sends from the record's checkpoint to the end of the listing, then records the totals
 /// and checks for completion. `keep_going` is asked after each page; when it says no, the run stops at a
 /// checkpoint (a Lambda coordinator running out of time hands over to its continuation).
+///
+/// A redriven job's listing has a second pass (see [`crate::redrive`]): once every item is listed, the items
+/// read again from the start, and those whose failures still stand are sent as redo batches, numbered on.
 pub async fn run_listing(
     deps: &Deps,
     record: &JobRecord,
     keep_going: &(dyn Fn() -> bool + Sync),
 ) -> Result<ListingOutcome, PipelineError> {
-    let job = &record.job;
-    let job_id = job.job_id.as_str();
+    let job_id = record.job.job_id.as_str();
     if let Some(totals) = record.listing {
         let completion = complete_if_done(deps, job_id, true).await?;
         return Ok(ListingOutcome::Complete { totals, completion });
     }
     let mut checkpoint = record.checkpoint.clone();
-    let mut saved = checkpoint.clone();
-    let mut batcher = Batcher::new(BatchLimits::for_job(&job.spec), checkpoint.next_seq);
-    if let Some(cut) = checkpoint.cut.clone() {
-        batcher.cut_after(cut);
-    }
-    let mut source = reader::open(deps, job, checkpoint.start_after.as_deref()).await?;
-    let bucket = source.objects_bucket().map(str::to_owned);
-    let mut page: ReadPage = source.next_page().await?;
     loop {
-        let (end, last_page) = (page.end.take(), page.last);
-        let batches = batch_page(&mut batcher, page, last_page);
-        // Read the next page while this one's batches are sent: enqueueing keeps pace with reading.
-        let next: OptionFuture<_> = (!last_page).then(|| source.next_page()).into();
-        let (next, sent) = tokio::join!(next, send_batches(deps, job, bucket.as_deref(), &batches));
-        sent?;
-        if let Some(last) = batches.last() {
-            checkpoint.start_after = Some(last.after.encode());
-            checkpoint.next_seq = last.seq + 1;
-            checkpoint.items_sent += batches.iter().map(|b| b.items.len() as u64).sum::<u64>();
-            // A replayed cut is spent once its batch is sent.
-            checkpoint.cut = checkpoint.cut.take().filter(|c| c.seq > last.seq);
-        }
-        // With nothing pending, the whole page is done: the position moves past it even when it held no
-        // item (a sparse suffix), so a resumed read does not read it again.
-        if batcher.is_empty() {
-            checkpoint.start_after = end
-                .as_ref()
-                .map(Position::encode)
-                .or(checkpoint.start_after);
-        }
-        if checkpoint != saved {
-            if !save_unless_aborted(deps, job_id, &checkpoint).await? {
-                return Ok(ListingOutcome::Aborted);
+        let redo = match checkpoint.redo_from {
+            Some(from) => Some(standing_failures(deps, record, from).await?.into_keys()),
+            None => None,
+        };
+        match list_pass(deps, record, &mut checkpoint, redo, keep_going).await? {
+            Pass::Ended if record.redrives > 0 && checkpoint.redo_from.is_none() => {
+                // Every item is listed: the redo pass reads them again from the start.
+                checkpoint = Checkpoint {
+                    start_after: None,
+                    cut: None,
+                    redo_from: Some(checkpoint.next_seq),
+                    ..checkpoint
+                };
+                if !save_unless_aborted(deps, job_id, &checkpoint).await? {
+                    return Ok(ListingOutcome::Aborted);
+                }
             }
-            saved = checkpoint.clone();
-        }
-        match next {
-            None => break,
-            Some(next) => page = next?,
-        }
-        if !keep_going() {
-            let bucket = bucket.as_deref();
-            cut_at_hand_over(deps, job, bucket, &mut batcher, &mut checkpoint).await?;
-            // The page just read is wholly sent: the next hop starts after it.
-            checkpoint.start_after = end
-                .as_ref()
-                .map(Position::encode)
-                .or(checkpoint.start_after);
-            if checkpoint != saved && !save_unless_aborted(deps, job_id, &checkpoint).await? {
-                return Ok(ListingOutcome::Aborted);
-            }
-            tracing::info!(job_id, next_seq = checkpoint.next_seq, "listing paused");
-            return Ok(ListingOutcome::Paused(checkpoint));
+            Pass::Ended => break,
+            Pass::Paused => return Ok(ListingOutcome::Paused(checkpoint)),
+            Pass::Aborted => return Ok(ListingOutcome::Aborted),
         }
     }
     let totals = ListingTotals {
@@ -265,6 +238,102 @@ pub async fn run_listing(
     );
     let completion = complete_if_done(deps, job_id, false).await?;
     Ok(ListingOutcome::Complete { totals, completion })
+}
+
+/// How one pass of a listing ended.
+enum Pass {
+    Ended,
+    Paused,
+    Aborted,
+}
+
+/// One pass over the items from `checkpoint`, which it moves. With `redo`, only the items of those keys are
+/// batched, as redo batches (they were listed before: `items_sent` stays).
+async fn list_pass(
+    deps: &Deps,
+    record: &JobRecord,
+    checkpoint: &mut Checkpoint,
+    redo: Option<HashSet<String>>,
+    keep_going: &(dyn Fn() -> bool + Sync),
+) -> Result<Pass, PipelineError> {
+    let job = &record.job;
+    let job_id = job.job_id.as_str();
+    let sending = Sending {
+        generation: record.redrives,
+        redo: redo.is_some(),
+    };
+    let mut saved = checkpoint.clone();
+    let mut batcher = Batcher::new(BatchLimits::for_job(&job.spec), checkpoint.next_seq);
+    if let Some(cut) = checkpoint.cut.clone() {
+        batcher.cut_after(cut);
+    }
+    let mut source = reader::open(deps, job, checkpoint.start_after.as_deref()).await?;
+    let bucket = source.objects_bucket().map(str::to_owned);
+    let mut page: ReadPage = source.next_page().await?;
+    loop {
+        if let Some(keys) = &redo {
+            page.items.retain(|(item, _)| keys.contains(item.key()));
+        }
+        let (end, last_page) = (page.end.take(), page.last);
+        let batches = batch_page(&mut batcher, page, last_page);
+        // Read the next page while this one's batches are sent: enqueueing keeps pace with reading.
+        let next: OptionFuture<_> = (!last_page).then(|| source.next_page()).into();
+        let (next, sent) = tokio::join!(
+            next,
+            send_batches(deps, job, bucket.as_deref(), &batches, sending)
+        );
+        sent?;
+        if let Some(last) = batches.last() {
+            checkpoint.start_after = Some(last.after.encode());
+            checkpoint.next_seq = last.seq + 1;
+            if !sending.redo {
+                checkpoint.items_sent += batches.iter().map(|b| b.items.len() as u64).sum::<u64>();
+            }
+            // A replayed cut is spent once its batch is sent.
+            checkpoint.cut = checkpoint.cut.take().filter(|c| c.seq > last.seq);
+        }
+        // With nothing pending, the whole page is done: the position moves past it even when it held no
+        // item (a sparse suffix), so a resumed read does not read it again.
+        if batcher.is_empty() {
+            checkpoint.start_after = end
+                .as_ref()
+                .map(Position::encode)
+                .or(checkpoint.start_after.take());
+        }
+        if *checkpoint != saved {
+            if !save_unless_aborted(deps, job_id, checkpoint).await? {
+                return Ok(Pass::Aborted);
+            }
+            saved = checkpoint.clone();
+        }
+        match next {
+            None => return Ok(Pass::Ended),
+            Some(next) => page = next?,
+        }
+        if !keep_going() {
+            let bucket = bucket.as_deref();
+            cut_at_hand_over(deps, job, bucket, &mut batcher, checkpoint, sending).await?;
+            // The page just read is wholly sent: the next hop starts after it.
+            checkpoint.start_after = end
+                .as_ref()
+                .map(Position::encode)
+                .or(checkpoint.start_after.take());
+            if *checkpoint != saved && !save_unless_aborted(deps, job_id, checkpoint).await? {
+                return Ok(Pass::Aborted);
+            }
+            tracing::info!(job_id, next_seq = checkpoint.next_seq, "listing paused");
+            return Ok(Pass::Paused);
+        }
+    }
+}
+
+/// What the batches a coordinator sends say of the run they belong to.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Sending {
+    /// The job's redrive count.
+    pub generation: u32,
+    /// Redo batches of a redrive.
+    pub redo: bool,
 }
 
 /// The batches one page of items completes (and the partial batch too, after the last page).
@@ -289,6 +358,7 @@ async fn cut_at_hand_over(
     bucket: Option<&str>,
     batcher: &mut Batcher,
     checkpoint: &mut Checkpoint,
+    sending: Sending,
 ) -> Result<(), PipelineError> {
     let Some(partial) = batcher.flush() else {
         return Ok(());
@@ -303,10 +373,12 @@ async fn cut_at_hand_over(
         last_key,
     });
     deps.jobs.save_checkpoint(&job.job_id, checkpoint).await?;
-    send_batches(deps, job, bucket, std::slice::from_ref(&partial)).await?;
+    send_batches(deps, job, bucket, std::slice::from_ref(&partial), sending).await?;
     checkpoint.cut = None;
     checkpoint.next_seq = partial.seq + 1;
-    checkpoint.items_sent += partial.items.len() as u64;
+    if !sending.redo {
+        checkpoint.items_sent += partial.items.len() as u64;
+    }
     checkpoint.start_after = Some(partial.after.encode());
     Ok(())
 }
@@ -317,6 +389,7 @@ pub(crate) async fn send_batches(
     job: &Job,
     bucket: Option<&str>,
     batches: &[Batch],
+    sending: Sending,
 ) -> Result<(), PipelineError> {
     if batches.is_empty() {
         return Ok(());
@@ -328,6 +401,8 @@ pub(crate) async fn send_batches(
             group: Some(job.job_id.clone()),
             body: {
                 let mut message = BatchMessage::new(job, b.seq, b.items.clone());
+                message.generation = sending.generation;
+                message.redo = sending.redo;
                 if let Some(bucket) = bucket {
                     message.bucket = bucket.to_owned();
                 }

@@ -7,7 +7,7 @@ use crate::Deps;
 use crate::completion::Completion;
 use crate::error::PipelineError;
 use crate::function;
-use crate::ports::{BatchRecord, RecordOutcome};
+use crate::ports::RecordOutcome;
 use crate::worker::{INLINE_PART_BYTES, parse_message, record_done, store_part};
 
 /// What handling a dead letter did.
@@ -40,15 +40,23 @@ pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, Pipeli
             message.job_id
         )));
     }
+    if message.generation < job.redrives {
+        // A batch of a run before the job's redrive, which sent again what that run left.
+        return Ok(DeadLetterOutcome::Orphaned(format!(
+            "batch {} belongs to a run before the job's redrive {}",
+            message.batch_id(),
+            job.redrives
+        )));
+    }
     let why = format!(
         "batch {} was dead-lettered: it could not be processed within the queue's maximum receive count",
         message.batch_id()
     );
     // A batch of the `lambda` processor fails with the function's own error, as Step Functions reports it.
-    let part = match message.processor.lambda() {
+    let part = message.with_redone(match message.processor.lambda() {
         Some(lambda) => function::dead_part(deps, lambda, &message, &why).await?,
         None => message.failed_part(&why),
-    };
+    });
     let part_ref = store_part(
         deps,
         INLINE_PART_BYTES,
@@ -57,12 +65,7 @@ pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, Pipeli
         || message.output.dead_part_key(message.seq),
     )
     .await?;
-    let record = BatchRecord {
-        succeeded: 0,
-        failed: part.failed,
-        part: part_ref,
-        items_digest: message.items_digest(),
-    };
+    let record = crate::worker::record_of(&message, &part, part_ref);
     let (recorded, completion) = record_done(deps, &job, &message, &record).await?;
     let outcome = recorded.outcome;
     tracing::warn!(batch_id = %message.batch_id(), ?outcome, "dead-lettered batch handled");

@@ -53,6 +53,8 @@ pub struct JobDescription {
     pub tolerated_failure_percentage: Option<f64>,
     /// `dmap abort` was acknowledged (the job ends ABORTED once its batches in flight are done).
     pub abort_requested: bool,
+    /// How many times the job was redriven.
+    pub redrives: u32,
 }
 
 impl JobDescription {
@@ -110,6 +112,7 @@ impl JobDescription {
             tolerated_failure_count: record.tolerance().count,
             tolerated_failure_percentage: record.tolerance().percentage,
             abort_requested: record.abort_requested(),
+            redrives: record.redrives,
         }
     }
 }

@@ -21,7 +21,9 @@ use crate::error::PipelineError;
 use crate::function::{self, FunctionConfig};
 use crate::layout::OutputLocation;
 use crate::map_results::{MapResults, MapResultsConfig};
-use crate::outcome::{BatchCounts, BatchPart, ItemCounts, Manifest, OutputLine, TerminalStatus};
+use crate::outcome::{
+    BatchCounts, BatchPart, ItemCounts, LiveFailures, Manifest, OutputLine, TerminalStatus,
+};
 use std::sync::Arc;
 
 use crate::ports::{
@@ -157,7 +159,7 @@ async fn write_outputs(
         .spec
         .processor
         .empty_for(job.spec.item_reader.item_kind());
-    let mut failures = Vec::new();
+    let mut failures = LiveFailures::default();
     let mut outputs = OutputFiles::new(out, config.output_file_bytes);
     let lambda = job.spec.processor.lambda();
     let mut map_results = lambda.map(|_| MapResults::new(out, job_id, config.map_results));
@@ -209,12 +211,8 @@ async fn write_outputs(
             .buffered(PART_READ_CONCURRENCY);
         while let Some(part) = parts.try_next().await? {
             items.succeeded += part.succeeded;
-            items.failed += part.failed;
+            failures.add(&part);
             result.merge(part.result)?;
-            for failure in &part.failures {
-                serde_json::to_writer(&mut failures, failure).expect("a failure line serializes");
-                failures.push(b'\n');
-            }
             outputs.add(objects, part.seq, &part.outputs).await?;
             if let Some(map_results) = &mut map_results {
                 let execution = part.execution.as_ref().ok_or_else(|| {
@@ -225,6 +223,8 @@ async fn write_outputs(
         }
     }
     let output_keys = outputs.finish(objects).await?;
+    // Each item's last outcome: a failure a redrive redid is gone, whatever the redo made of it.
+    items.failed = failures.len();
     items.total = items.succeeded + items.failed;
     if let Some(totals) = record.listing
         && !aborted
@@ -278,7 +278,7 @@ async fn write_outputs(
         .put(&out.bucket, &out.result_key(), result_json)
         .await?;
     objects
-        .put(&out.bucket, &out.failures_key(), failures)
+        .put(&out.bucket, &out.failures_key(), failures.to_jsonl())
         .await?;
     objects
         .put(&out.bucket, &out.manifest_key(), manifest_json)
@@ -368,6 +368,7 @@ fn manifest(
         processor: spec.processor.clone(),
         tolerated_failure_count: record.tolerance().count,
         tolerated_failure_percentage: record.tolerance().percentage,
+        redrives: record.redrives,
         error,
     }
 }
@@ -402,9 +403,50 @@ async fn write_failure(
     Ok(manifest)
 }
 
+/// The failures that stand in the records of the job's runs before its current redrive (batches below
+/// `below` of an earlier generation): the items a redrive's redo pass runs again. The same whenever the pass
+/// resumes: those records no longer change (a batch of an earlier run is dropped, not processed).
+pub(crate) async fn standing_failures(
+    deps: &Deps,
+    record: &JobRecord,
+    below: u64,
+) -> Result<LiveFailures, PipelineError> {
+    let job_id = record.job.job_id.as_str();
+    let bucket = OutputLocation::for_job(&record.job).bucket;
+    let mut live = LiveFailures::default();
+    for from in (0..below).step_by(RECORDS_PER_PAGE) {
+        let to = (from + RECORDS_PER_PAGE as u64).min(below);
+        let records = deps.jobs.batch_records(job_id, from, to).await?;
+        let mut parts = futures::stream::iter(
+            records
+                .into_iter()
+                .filter(|(_, r)| r.generation < record.redrives && (r.failed > 0 || r.redone > 0)),
+        )
+        .map(|(seq, batch)| {
+            read_part(
+                deps.objects.clone(),
+                bucket.clone(),
+                job_id.to_owned(),
+                seq,
+                batch,
+            )
+        })
+        .buffered(PART_READ_CONCURRENCY);
+        while let Some(part) = parts.try_next().await? {
+            live.add(&part);
+        }
+    }
+    tracing::info!(
+        job_id,
+        items = live.len(),
+        "failures standing before the redrive"
+    );
+    Ok(live)
+}
+
 /// Reads (from the record, or its object) and checks one part against its batch record. Owns its inputs so the
 /// future is `'static`.
-async fn read_part(
+pub(crate) async fn read_part(
     objects: Arc<dyn ObjectStore>,
     bucket: String,
     job_id: String,
@@ -426,6 +468,7 @@ async fn read_part(
         || part.succeeded != batch.succeeded
         || part.failed != batch.failed
         || part.outputs.len() as u64 > part.succeeded
+        || part.redone.len() as u64 != batch.redone
     {
         return Err(inconsistent(format!(
             "{} disagrees with its batch record",

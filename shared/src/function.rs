@@ -175,6 +175,7 @@ pub async fn process_batch(
                 result: message.processor.empty(),
                 failures,
                 outputs: Vec::new(),
+                redone: Vec::new(),
                 execution: Some(Execution {
                     status: TerminalStatus::Succeeded,
                     input: String::from_utf8(payload).expect("a payload is JSON"),

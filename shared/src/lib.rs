@@ -43,6 +43,7 @@ pub mod outcome;
 pub mod ports;
 pub mod processor;
 pub mod reader;
+pub mod redrive;
 pub mod runner;
 pub mod spec;
 pub mod sweeper;

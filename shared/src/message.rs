@@ -27,6 +27,14 @@ pub struct BatchMessage {
     /// [`crate::function`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub requeued: u32,
+    /// The job's redrive this batch was sent by (0: its first run). A worker drops a batch of an earlier
+    /// redrive than the job's: one an abort left in the queue, which the redrive sent again itself.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+    /// A redrive's batch of items that failed before (see [`crate::redrive`]): its part names them all as
+    /// redone, and its record takes their earlier failures back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redo: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -43,7 +51,18 @@ impl BatchMessage {
             output: OutputLocation::for_job(job),
             items,
             requeued: 0,
+            generation: 0,
+            redo: false,
         }
+    }
+
+    /// `part` with the keys this batch re-runs (all of a redo batch's items, none of another's): see
+    /// [`crate::worker::record_of`].
+    pub fn with_redone(&self, mut part: BatchPart) -> BatchPart {
+        if self.redo {
+            part.redone = self.items.iter().map(|i| i.key().to_owned()).collect();
+        }
+        part
     }
 
     /// A digest of the batch's items (16 hex digits of SHA-256 over the keys, each ended by a newline): what
@@ -82,6 +101,7 @@ impl BatchMessage {
             failures,
             outputs: Vec::new(),
             execution: None,
+            redone: Vec::new(),
         }
     }
 

@@ -2,6 +2,8 @@
 //! output lines, and the batch parts the finalizer merges. The shapes of the files a job writes; where they
 //! live is [`crate::layout`].
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 
 use crate::processor::Aggregate;
@@ -122,12 +124,20 @@ pub struct Manifest {
     pub processor: ProcessorSpec,
     pub tolerated_failure_count: Option<u64>,
     pub tolerated_failure_percentage: Option<f64>,
+    /// How many times the job was redriven (`dmap redrive`): its outputs are those of its last run, over
+    /// every item.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redrives: u32,
     /// Why the job FAILED without outputs: finalizing it failed for good (a result that overflows, parts that
     /// disagree with their records). `result.json` and `failed.jsonl` are then not written, and `outputs` is
     /// empty (files already written under `outputs/` before the failure are not the job's outputs); `items` are
     /// the job's counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One line of `failed.jsonl`.
@@ -163,6 +173,10 @@ pub struct BatchPart {
     /// `map-results/` records for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution: Option<Execution>,
+    /// The keys of the items this batch ran again in a redrive, each counted failed by an earlier batch: their
+    /// earlier failures no longer stand (see [`crate::redrive`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redone: Vec<String>,
 }
 
 /// One batch's run through a user's function, as Step Functions records a child execution: its status, its
@@ -179,4 +193,109 @@ pub struct Execution {
     pub cause: Option<String>,
     pub start_date: String,
     pub stop_date: String,
+}
+
+/// The failures that stand, in listing order: a failure is taken back when a later batch redoes its item
+/// (whatever that batch's own outcome for it), and an item that fails again keeps its first failure's place,
+/// so the order is a first run's. One implementation for the finalizer (`failed.jsonl`) and the redo pass
+/// (what to run again).
+#[derive(Debug, Default)]
+pub struct LiveFailures {
+    /// Failures by their place: the seq of the batch that first failed the item, and its index there.
+    by_position: BTreeMap<(u64, usize), FailedItem>,
+    position: HashMap<String, (u64, usize)>,
+}
+
+impl LiveFailures {
+    /// Takes a batch's part in: its redone items' earlier failures go, its own failures stand. Parts come in
+    /// ascending seq (a redo batch comes after the batches whose items it redoes).
+    pub fn add(&mut self, part: &BatchPart) {
+        let mut places = HashMap::new();
+        for key in &part.redone {
+            if let Some(at) = self.position.remove(key) {
+                self.by_position.remove(&at);
+                places.insert(key.as_str(), at);
+            }
+        }
+        for (i, failure) in part.failures.iter().enumerate() {
+            let at = places
+                .get(failure.key.as_str())
+                .copied()
+                .unwrap_or((part.seq, i));
+            if let Some(old) = self.position.insert(failure.key.clone(), at) {
+                self.by_position.remove(&old);
+            }
+            self.by_position.insert(at, failure.clone());
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.by_position.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_position.is_empty()
+    }
+
+    /// `failed.jsonl`: one failure per line, in order.
+    pub fn to_jsonl(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for failure in self.by_position.values() {
+            serde_json::to_writer(&mut out, failure).expect("a failure line serializes");
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// The keys of the items whose failure stands.
+    pub fn into_keys(self) -> HashSet<String> {
+        self.position.into_keys().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ProcessorSpec;
+
+    fn part(seq: u64, failures: &[&str], redone: &[&str]) -> BatchPart {
+        BatchPart {
+            job_id: "j".into(),
+            seq,
+            succeeded: 0,
+            failed: failures.len() as u64,
+            result: serde_json::from_str::<ProcessorSpec>(r#"{"kind":"count"}"#)
+                .unwrap()
+                .empty(),
+            failures: failures
+                .iter()
+                .map(|k| FailedItem {
+                    key: (*k).into(),
+                    error: format!("e{seq}"),
+                })
+                .collect(),
+            outputs: Vec::new(),
+            execution: None,
+            redone: redone.iter().map(|k| (*k).into()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_failure_stands_until_a_later_batch_redoes_its_item() {
+        let mut live = LiveFailures::default();
+        live.add(&part(0, &["a", "b"], &[]));
+        live.add(&part(1, &["c"], &[]));
+        // The redo batch ran a and b again: b failed again (in its first place, with its new error), a
+        // succeeded.
+        live.add(&part(2, &["b"], &["a", "b"]));
+        assert_eq!(live.len(), 2);
+        let text = String::from_utf8(live.to_jsonl()).unwrap();
+        assert_eq!(
+            text,
+            "{\"key\":\"b\",\"error\":\"e2\"}\n{\"key\":\"c\",\"error\":\"e1\"}\n"
+        );
+        // A second redrive ran c and b again; both succeeded.
+        live.add(&part(3, &[], &["b", "c"]));
+        assert!(live.is_empty());
+    }
 }

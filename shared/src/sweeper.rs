@@ -17,13 +17,16 @@
 //!
 //! Every repair is idempotent: it only re-sends what the pipeline already absorbs when it arrives twice.
 
+use std::collections::HashSet;
+
 use std::time::Duration;
 
 use crate::Deps;
 use crate::batching::{BatchLimits, Batcher};
 use crate::completion::{Completion, complete_if_done, trigger_finalizer};
-use crate::coordinator::{batch_page, send_batches};
+use crate::coordinator::{Sending, batch_page, send_batches};
 use crate::error::PipelineError;
+use crate::finalizer::standing_failures;
 use crate::message::ContinueListing;
 use crate::outcome::JobStatus;
 use crate::ports::{
@@ -248,15 +251,53 @@ pub async fn resend_unrecorded(deps: &Deps, record: &JobRecord) -> Result<u64, P
     resend_missing(deps, record, sent).await
 }
 
-/// Reads the job's items again and sends the batches (below `total`) that have no record. Stops reading at
-/// the first batch at or past `total`.
-async fn resend_missing(deps: &Deps, record: &JobRecord, total: u64) -> Result<u64, PipelineError> {
+/// Reads the job's items again and sends the batches (below `total`) that have no record: the listing's batches
+/// from 0, and in a redrive's redo pass, the redo batches from `redo_from` (the same standing failures, read
+/// again from the records of the earlier runs, batch the same way).
+pub(crate) async fn resend_missing(
+    deps: &Deps,
+    record: &JobRecord,
+    total: u64,
+) -> Result<u64, PipelineError> {
+    let first = record.checkpoint.redo_from.map_or(total, |r| total.min(r));
+    let mut resent = replay(deps, record, 0, first, None).await?;
+    if let Some(redo_from) = record.checkpoint.redo_from
+        && total > redo_from
+    {
+        let keys = standing_failures(deps, record, redo_from)
+            .await?
+            .into_keys();
+        resent += replay(deps, record, redo_from, total, Some(keys)).await?;
+    }
+    Ok(resent)
+}
+
+/// One pass of the listing, batched from seq `from` (with `redo`, only the items of those keys, as redo
+/// batches): sends the batches below `total` that have no record. Stops reading at the first batch at or past
+/// `total`.
+async fn replay(
+    deps: &Deps,
+    record: &JobRecord,
+    from: u64,
+    total: u64,
+    redo: Option<HashSet<String>>,
+) -> Result<u64, PipelineError> {
+    if total <= from {
+        return Ok(0);
+    }
+    let sending = Sending {
+        generation: record.redrives,
+        redo: redo.is_some(),
+    };
     let job = &record.job;
-    let mut batcher = Batcher::new(BatchLimits::for_job(&job.spec), 0);
+    let mut batcher = Batcher::new(BatchLimits::for_job(&job.spec), from);
     let mut source = reader::open(deps, job, None).await?;
     let mut resent = 0;
     loop {
-        let page = source.next_page().await?;
+        let mut page = source.next_page().await?;
+        if let Some(keys) = &redo {
+            page.items.retain(|(item, _)| keys.contains(item.key()));
+        }
         let last_page = page.last;
         let batches = batch_page(&mut batcher, page, last_page);
         let past_total = batches.iter().any(|b| b.seq >= total);
@@ -272,7 +313,7 @@ async fn resend_missing(deps: &Deps, record: &JobRecord, total: u64) -> Result<u
             }
         }
         resent += missing.len() as u64;
-        send_batches(deps, job, source.objects_bucket(), &missing).await?;
+        send_batches(deps, job, source.objects_bucket(), &missing, sending).await?;
         if last_page || past_total {
             return Ok(resent);
         }

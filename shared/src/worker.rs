@@ -73,6 +73,8 @@ impl Handled {
             failed: 0,
             part: PartRef::Inline(String::new()),
             items_digest: String::new(),
+            generation: 0,
+            redone: 0,
         },
         outcome: RecordOutcome::Duplicate,
         completion: Completion::NotYet,
@@ -103,13 +105,16 @@ pub async fn handle(
     // A batch at or past the total of a complete listing was cut by an earlier pass of a listing that has
     // changed since (the coordinator died between sending and its checkpoint): it must never count.
     // A job created a moment ago may not show in a stale read yet: then read again, strongly.
+    // So may one of a batch sent by a redrive (of a later generation than the read shows): read strongly, or
+    // the redriven job would look ended and its batch be dropped.
     let job = match deps.jobs.peek_job(job_id).await? {
-        Some(job) => job,
-        None => require_job(deps.jobs.as_ref(), job_id).await?,
+        Some(job) if message.generation <= job.redrives => job,
+        _ => require_job(deps.jobs.as_ref(), job_id).await?,
     };
     // An aborted job's batches are dropped unprocessed (a stale read only lets through a batch that was in
-    // flight at the abort anyway: the job's end waits for those).
-    if job.abort_requested() || job.status.is_terminal() {
+    // flight at the abort anyway: the job's end waits for those), and so are those of a run before the job's
+    // redrive (the redrive sent again those it needs).
+    if job.abort_requested() || job.status.is_terminal() || message.generation < job.redrives {
         return Ok(dropped(message));
     }
     if let Some(totals) = job.listing
@@ -259,6 +264,23 @@ async fn requeue(
     Ok(Handled::NOTHING)
 }
 
+/// The record of `message`'s batch for its part (as [`BatchMessage::with_redone`] made it), stored at
+/// `part_ref`: a redo batch's record says how many earlier failures it takes back.
+pub(crate) fn record_of(
+    message: &BatchMessage,
+    part: &BatchPart,
+    part_ref: PartRef,
+) -> BatchRecord {
+    BatchRecord {
+        succeeded: part.succeeded,
+        failed: part.failed,
+        part: part_ref,
+        items_digest: message.items_digest(),
+        generation: message.generation,
+        redone: part.redone.len() as u64,
+    }
+}
+
 enum ItemOutcome {
     Done(Processed<Aggregate>),
     Failed(String),
@@ -272,10 +294,10 @@ pub async fn process(
     config: WorkerConfig,
     message: &BatchMessage,
 ) -> Result<BatchRecord, PipelineError> {
-    let part = match message.processor.lambda() {
+    let part = message.with_redone(match message.processor.lambda() {
         Some(lambda) => function::process_batch(deps, config.functions, lambda, message).await?,
         None => process_items(deps, config, message).await?,
-    };
+    });
     let part_ref = store_part(
         deps,
         config.inline_part_bytes,
@@ -289,12 +311,7 @@ pub async fn process(
         },
     )
     .await?;
-    Ok(BatchRecord {
-        succeeded: part.succeeded,
-        failed: part.failed,
-        part: part_ref,
-        items_digest: message.items_digest(),
-    })
+    Ok(record_of(message, &part, part_ref))
 }
 
 /// Processes every item of the batch. Items that fail for good (bad data, object gone or refused by the store)
@@ -480,6 +497,7 @@ fn part_of(
         failures,
         outputs,
         execution: None,
+        redone: Vec::new(),
     }
 }
 

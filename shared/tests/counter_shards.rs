@@ -39,7 +39,7 @@ fn batch(seq: u64) -> BatchRecord {
         succeeded: seq + 1,
         failed: 1,
         part: PartRef::Object(format!("parts/{seq:010}.json")),
-        items_digest: String::new(),
+        ..BatchRecord::default()
     }
 }
 

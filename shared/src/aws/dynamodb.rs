@@ -2,9 +2,9 @@
 //!
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
-//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `finished_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `listing_batches`, `listing_items`, `counter_shards`, `input_changed_seq`, `sweep_fp`, `sweep_since_ms` |
-//! | batch marker | `JOB#<job_id>#S<seq % shards>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `digest`, and `part` (the part's JSON, when small) or `part_key` |
-//! | group counter | `JOB#<job_id>#S<group % shards>` | `GROUP#<group, 20 digits>` | `done` (the seqs counted, a number set), `batches`, `succeeded`, `failed` |
+//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `finished_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `cp_redo_from`, `listing_batches`, `listing_items`, `counter_shards`, `input_changed_seq`, `redrives`, `sweep_fp`, `sweep_since_ms` |
+//! | batch marker | `JOB#<job_id>#S<seq % shards>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `digest`, and `part` (the part's JSON, when small) or `part_key`; a redrive's batch also `gen` and, a redo batch, `redone` |
+//! | group counter | `JOB#<job_id>#S<group % shards>` | `GROUP#<group, 20 digits>` | `done` (the seqs counted, a number set), `batches`, `succeeded`, `failed` (negative in a group of redo batches whose items had failed before: see [`crate::redrive`]) |
 //! | active job | `ACTIVE` | `JOB#<job_id>` | (none): written before the job item, deleted once it is terminal, so the sweeper finds every unfinished job with one Query |
 //! | concurrency slot | `JOB#<job_id>` | `SLOT#<slot, 5 digits>` | `holder`, `until_ms`: a worker's lease, for a job with `max_concurrency` |
 //! | job index | `JOBS` | `<created_at_ms, 20 digits>#<job_id>` | (none): written before the job item and kept, so `dmap ls` reads the newest jobs with one Query instead of a Scan |
@@ -137,6 +137,13 @@ fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// A number that may be negative: a group's `failed` sum, which a redrive's redo batches lower.
+fn get_i(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 fn get_n(item: &Item, name: &str) -> Option<u64> {
     item.get(name)
         .and_then(|v| v.as_n().ok())
@@ -190,6 +197,8 @@ fn marker_record(job_id: &str, item: &Item) -> Result<BatchRecord, JobStoreError
         failed: get_n(item, "failed").ok_or_else(|| corrupt(job_id, "failed count"))?,
         part,
         items_digest: get_s(item, "digest").unwrap_or_default().to_owned(),
+        generation: get_n(item, "gen").map_or(0, |g| g as u32),
+        redone: get_n(item, "redone").unwrap_or(0),
     })
 }
 
@@ -249,6 +258,7 @@ fn record_from_item(job_id: &str, item: &Item) -> Result<JobRecord, JobStoreErro
                     seq,
                     last_key: key.to_owned(),
                 }),
+            redo_from: get_n(item, "cp_redo_from"),
         },
         listing,
         created_at_ms: get_n(item, "created_at_ms").unwrap_or(0),
@@ -260,6 +270,7 @@ fn record_from_item(job_id: &str, item: &Item) -> Result<JobRecord, JobStoreErro
             tolerated_failure_count: get_n(item, "ctl_tol_count"),
             tolerated_failure_percentage: get_s(item, "ctl_tol_pct").and_then(|p| p.parse().ok()),
         },
+        redrives: get_n(item, "redrives").map_or(0, |r| r as u32),
     };
     Ok(record)
 }
@@ -356,7 +367,7 @@ impl DynamoJobStore {
             PartRef::Inline(json) => ("part", json),
             PartRef::Object(key) => ("part_key", key),
         };
-        let result = self
+        let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -366,7 +377,15 @@ impl DynamoJobStore {
             .item("failed", n(record.failed))
             .item(part_name, s(part_value))
             .item("digest", s(&record.items_digest))
-            .item(TTL_ATTRIBUTE, self.expires_at())
+            .item(TTL_ATTRIBUTE, self.expires_at());
+        // Only a redrive's batches carry these: a first run's markers keep their size.
+        if record.generation > 0 {
+            put = put.item("gen", n(record.generation.into()));
+        }
+        if record.redone > 0 {
+            put = put.item("redone", n(record.redone));
+        }
+        let result = put
             .condition_expression("attribute_not_exists(pk)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -414,7 +433,7 @@ impl DynamoJobStore {
             .expression_attribute_values(":seq", n(seq))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":s", n(record.succeeded))
-            .expression_attribute_values(":f", n(record.failed))
+            .expression_attribute_values(":f", AttributeValue::N(record.failed_delta().to_string()))
             .expression_attribute_values(":e", self.expires_at())
             .return_values(ReturnValue::UpdatedNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -574,6 +593,13 @@ impl DynamoJobStore {
             }
             None => remove.extend(["cp_cut_seq", "cp_cut_key"]),
         }
+        match checkpoint.redo_from {
+            Some(seq) => {
+                set.push("cp_redo_from = :r");
+                values.insert(":r".to_owned(), n(seq));
+            }
+            None => remove.push("cp_redo_from"),
+        }
         if with_hop {
             set.extend(["cp_hop = :h", "cp_hop_sent = :false"]);
             values.insert(":h".to_owned(), n(checkpoint.hop.into()));
@@ -626,6 +652,18 @@ impl DynamoJobStore {
         shards: u32,
         below: Option<u64>,
     ) -> Result<[u64; 3], JobStoreError> {
+        let [batches, succeeded, failed] = self.sum_signed(job_id, shards, below).await?;
+        Ok([batches, succeeded, failed].map(|n| u64::try_from(n).unwrap_or(0)))
+    }
+
+    /// [`Self::sum_groups`] in signed numbers: a group's `failed` may be negative (a redo batch takes back
+    /// failures another group counted), the job's sum never is.
+    async fn sum_signed(
+        &self,
+        job_id: &str,
+        shards: u32,
+        below: Option<u64>,
+    ) -> Result<[i64; 3], JobStoreError> {
         let queries = (0..u64::from(shards)).map(|shard| {
             self.query_all(
                 self.client
@@ -640,12 +678,12 @@ impl DynamoJobStore {
         });
         futures::stream::iter(queries)
             .buffer_unordered(PROGRESS_QUERIES)
-            .try_fold([0u64; 3], |mut sums, groups| async move {
+            .try_fold([0i64; 3], |mut sums, groups| async move {
                 for group in &groups {
                     for (sum, name) in sums.iter_mut().zip(["batches", "succeeded", "failed"]) {
-                        *sum += get_n(group, name).unwrap_or(0);
+                        *sum += get_i(group, name).unwrap_or(0);
                     }
-                    sums[0] -= past(group, below);
+                    sums[0] -= past(group, below) as i64;
                 }
                 Ok(sums)
             })
@@ -1181,6 +1219,82 @@ impl JobStore for DynamoJobStore {
             Ok(())
         } else {
             Err(JobStoreError::NotFound(job_id.to_owned()))
+        }
+    }
+
+    async fn redrive(&self, expected: &JobRecord) -> Result<JobRecord, JobStoreError> {
+        let job_id = expected.job.job_id.as_str();
+        // The condition below holds the stored job to `expected`, so `expected` must be redrivable.
+        expected
+            .redrivable()
+            .map_err(|why| Self::conflict(job_id, why))?;
+        let next = expected.redriven();
+        // Listed active again first, as at creation: a crash before the job item is updated leaves an entry
+        // the sweeper forgets.
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(ACTIVE_PK))
+            .item("sk", s(job_pk(job_id)))
+            .item(TTL_ATTRIBUTE, self.expires_at())
+            .send()
+            .await
+            .map_err(map_error)?;
+        let cp = &next.checkpoint;
+        let mut sets = vec![
+            "#status = :running",
+            "redrives = :next",
+            "cp_next_seq = :n",
+            "cp_items_sent = :i",
+        ];
+        let mut removes = vec!["finished_at_ms", "ctl_aborted_at_ms"];
+        let mut request = self
+            .update_job(job_id)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":running", s(JobStatus::Running.as_str()))
+            .expression_attribute_values(":from", s(expected.status.as_str()))
+            .expression_attribute_values(":next", n(next.redrives.into()))
+            .expression_attribute_values(":n", n(cp.next_seq))
+            .expression_attribute_values(":i", n(cp.items_sent));
+        if let Some(seq) = cp.redo_from {
+            // The listing was complete: it is read again for the redo batches.
+            sets.push("cp_redo_from = :r");
+            removes.extend([
+                "listing_batches",
+                "listing_items",
+                "cp_start_after",
+                "cp_cut_seq",
+                "cp_cut_key",
+            ]);
+            request = request.expression_attribute_values(":r", n(seq));
+        }
+        let condition = if expected.redrives == 0 {
+            "attribute_exists(pk) AND #status = :from AND attribute_not_exists(redrives) \
+             AND attribute_not_exists(input_changed_seq)"
+        } else {
+            request = request.expression_attribute_values(":prev", n(expected.redrives.into()));
+            "attribute_exists(pk) AND #status = :from AND redrives = :prev \
+             AND attribute_not_exists(input_changed_seq)"
+        };
+        let result = request
+            .update_expression(format!(
+                "SET {} REMOVE {}",
+                sets.join(", "),
+                removes.join(", ")
+            ))
+            .condition_expression(condition)
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => record_from_item(job_id, &out.attributes.unwrap_or_default()),
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => {
+                match self.get_job(job_id).await? {
+                    None => Err(JobStoreError::NotFound(job_id.to_owned())),
+                    Some(r) => Err(Self::conflict(job_id, r.redrive_conflict(expected))),
+                }
+            }
+            Err(e) => Err(map_error(e)),
         }
     }
 

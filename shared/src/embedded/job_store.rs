@@ -74,6 +74,10 @@ enum Change {
         control: ControlChange,
         inbox_end: u64,
     },
+    /// `dmap redrive`: the record as [`JobRecord::redriven`] made it.
+    Redriven {
+        record: Box<JobRecord>,
+    },
 }
 
 #[derive(Debug)]
@@ -121,7 +125,7 @@ impl JobState {
             Change::Batch { seq, record } => {
                 if !self.batches.contains_key(seq) {
                     self.succeeded += record.succeeded;
-                    self.failed += record.failed;
+                    self.failed = self.failed.saturating_add_signed(record.failed_delta());
                     self.batches.insert(*seq, record.clone());
                 }
             }
@@ -138,6 +142,7 @@ impl JobState {
                 self.take_control(control);
                 self.inbox_taken = self.inbox_taken.max(*inbox_end);
             }
+            Change::Redriven { record } => self.record = (**record).clone(),
         }
     }
 
@@ -895,6 +900,21 @@ impl JobStore for MemoryJobStore {
                 return Ok(());
             }
             job.commit(Change::InputChanged { seq })
+        })
+    }
+
+    async fn redrive(&self, expected: &JobRecord) -> Result<JobRecord, JobStoreError> {
+        let job_id = expected.job.job_id.as_str();
+        self.with_job(job_id, |job| {
+            let now = &job.record;
+            if now.status != expected.status || now.redrives != expected.redrives {
+                return Err(conflict(job_id, now.redrive_conflict(expected)));
+            }
+            now.redrivable().map_err(|why| conflict(job_id, why))?;
+            job.commit(Change::Redriven {
+                record: Box::new(now.redriven()),
+            })?;
+            Ok(job.record.clone())
         })
     }
 

@@ -3,7 +3,9 @@
 //!   a spec without `job_id` gets one derived from bucket, key and the object's version (or ETag), so a
 //!   duplicated S3 event resumes the same job instead of starting a second one;
 //! - a direct invoke whose payload is a job spec: the job is started and its id returned;
-//! - an SQS event from its continuation queue: a listing handed over by an earlier invocation resumes;
+//! - an SQS event from its continuation queue: a listing handed over by an earlier invocation resumes (so does
+//!   a direct invoke of the same message, `{"continue_listing": ID, "next_seq": N, "hop": H}`: how `dmap
+//!   redrive --detach` hands a redriven job's listing to the stack);
 //! - its schedule's `{"sweep": {"stale_after_minutes": N}}`: the [`crate::sweeper`] looks at every unfinished
 //!   job and repairs the ones whose progress has not moved for N minutes.
 //!
@@ -208,6 +210,10 @@ impl Coordinator {
                     })
                     .collect();
                 Ok(json!({ "stuck": stuck }))
+            }
+            None if payload.get("continue_listing").is_some() => {
+                self.resume(&payload.to_string(), keep_going).await?;
+                Ok(json!({ "resumed": payload["continue_listing"] }))
             }
             None => {
                 let body = payload.to_string();

@@ -35,6 +35,10 @@ pub struct Checkpoint {
     /// (after a crash) cuts the same batch at the same key, so its sequence number keeps its items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut: Option<Cut>,
+    /// In a redrive, the seq of the first batch of items that failed before (see [`crate::redrive`]): the
+    /// listing is being read again from the start for them, and batches from here on are redo batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redo_from: Option<u64>,
 }
 
 pub use crate::batching::Cut;
@@ -67,6 +71,9 @@ pub struct JobRecord {
     /// What operators changed while it ran (`dmap abort`, `dmap update`).
     #[serde(default, skip_serializing_if = "JobControl::is_empty")]
     pub control: JobControl,
+    /// How many times the job was redriven (`dmap redrive`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redrives: u32,
 }
 
 /// A running job's settings as operators changed them, over its spec's: Step Functions' `UpdateMapRun`
@@ -140,7 +147,64 @@ impl JobRecord {
             input_changed: None,
             finished_at_ms: None,
             control: JobControl::default(),
+            redrives: 0,
         }
+    }
+
+    /// Whether the job can be redriven, and if not why (for the refusal's message).
+    pub fn redrivable(&self) -> Result<(), String> {
+        if !matches!(self.status, JobStatus::Failed | JobStatus::Aborted) {
+            return Err(format!(
+                "it is {}; only a FAILED or ABORTED job is redriven",
+                self.status.as_str()
+            ));
+        }
+        if self.listing.is_none() && self.checkpoint.redo_from.is_some() {
+            // Its redo batches left unrecorded could not be told from the items the next pass would batch.
+            return Err(
+                "it was aborted during a redrive's second pass over its failed items; start a new job".into(),
+            );
+        }
+        if let Some(seq) = self.input_changed {
+            return Err(format!(
+                "its items changed while they were listed (batch {seq} was sent again with other items); \
+                 start a new job"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Why a redrive that expected the job as `expected` found it as this record instead.
+    pub fn redrive_conflict(&self, expected: &JobRecord) -> String {
+        format!(
+            "it is {} after {} redrives, not {} after {}",
+            self.status.as_str(),
+            self.redrives,
+            expected.status.as_str(),
+            expected.redrives
+        )
+    }
+
+    /// The record of the job redriven: RUNNING again with one more redrive, the abort and end cleared. A job
+    /// whose listing was complete reads its items again from the start for the redo batches, numbered on from
+    /// the listing's total; one aborted while listing goes on listing first (see [`crate::redrive`]).
+    pub fn redriven(&self) -> Self {
+        let mut next = self.clone();
+        next.status = JobStatus::Running;
+        next.redrives += 1;
+        next.finished_at_ms = None;
+        next.control.aborted_at_ms = None;
+        if let Some(totals) = next.listing.take() {
+            next.checkpoint = Checkpoint {
+                start_after: None,
+                next_seq: totals.batches,
+                items_sent: totals.items,
+                cut: None,
+                redo_from: Some(totals.batches),
+                ..next.checkpoint
+            };
+        }
+        next
     }
 
     /// An abort was acknowledged for the job.
@@ -186,6 +250,25 @@ pub struct BatchRecord {
     /// with other items (the input changed while it was listed) is told apart from a duplicate by it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub items_digest: String,
+    /// The job's redrive that processed the batch (0: its first run).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+    /// Items of the batch that an earlier batch counted failed (a redrive's redo batch): counting this record
+    /// takes those failures back, so `failed` adds `failed - redone`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redone: u64,
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
+}
+
+impl BatchRecord {
+    /// What counting this record adds to the job's failed items (negative when a redo batch succeeded with
+    /// items that had failed).
+    pub fn failed_delta(&self) -> i64 {
+        self.failed as i64 - self.redone as i64
+    }
 }
 
 /// Where a batch's part is. A small part travels in the record itself: the record is written anyway, and an
@@ -446,6 +529,11 @@ pub trait JobStore: Send + Sync {
     /// Records that batch `seq` was sent again with other items than its record counted (sets
     /// [`JobRecord::input_changed`] if it is not set). Errors: `NotFound`.
     async fn flag_input_changed(&self, job_id: &str, seq: u64) -> Result<(), JobStoreError>;
+
+    /// Redrives a FAILED or ABORTED job: stores [`JobRecord::redriven`] if the job is still in the status
+    /// `expected` shows (its `status` and `redrives`), and returns it. `Conflict` when it is not (another
+    /// redrive, or a job not ended), `NotFound` when there is none. The job is listed active again.
+    async fn redrive(&self, expected: &JobRecord) -> Result<JobRecord, JobStoreError>;
 
     /// Moves the job from FINALIZING to a terminal status. `true` if this call did it, `false` if the job was
     /// already in that status; `Conflict` if it is in another status.

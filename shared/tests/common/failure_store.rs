@@ -11,18 +11,24 @@ use dmap_core::ports::{ListPage, ObjectReader, ObjectStore, StoreError};
 /// Makes the error for a failed read of `(bucket, key)` (a `StoreError` is not `Clone`: one is made per read).
 pub type MakeError = Arc<dyn Fn(&str, &str) -> StoreError + Send + Sync>;
 
-pub struct FailureStore<S> {
-    pub inner: S,
+pub struct FailureStore {
+    pub inner: Arc<dyn ObjectStore>,
     failures: Mutex<HashMap<String, MakeError>>,
     attempts: Mutex<HashMap<String, u32>>,
+    delay: Mutex<std::time::Duration>,
 }
 
-impl<S: ObjectStore> FailureStore<S> {
-    pub fn new(inner: S) -> Self {
+impl FailureStore {
+    pub fn new(inner: impl ObjectStore + 'static) -> Self {
+        Self::wrap(Arc::new(inner))
+    }
+
+    pub fn wrap(inner: Arc<dyn ObjectStore>) -> Self {
         Self {
             inner,
             failures: Mutex::default(),
             attempts: Mutex::default(),
+            delay: Mutex::default(),
         }
     }
 
@@ -38,6 +44,21 @@ impl<S: ObjectStore> FailureStore<S> {
             .insert(key.to_owned(), Arc::new(make));
     }
 
+    /// Reads of `key` succeed again (the object was fixed).
+    pub fn heal(&self, key: &str) {
+        self.failures.lock().unwrap().remove(key);
+    }
+
+    /// Every read takes `delay` more (a slow store, so that a test can act while a job runs).
+    pub fn slow(&self, delay: std::time::Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
+
+    /// Every key's `get` count so far.
+    pub fn all_attempts(&self) -> HashMap<String, u32> {
+        self.attempts.lock().unwrap().clone()
+    }
+
     /// How many times `get` was asked for `key`, failed or not.
     pub fn get_attempts(&self, key: &str) -> u32 {
         self.attempts.lock().unwrap().get(key).copied().unwrap_or(0)
@@ -45,7 +66,7 @@ impl<S: ObjectStore> FailureStore<S> {
 }
 
 #[async_trait]
-impl<S: ObjectStore> ObjectStore for FailureStore<S> {
+impl ObjectStore for FailureStore {
     async fn list_page(
         &self,
         bucket: &str,
@@ -70,6 +91,10 @@ impl<S: ObjectStore> ObjectStore for FailureStore<S> {
             .unwrap()
             .entry(key.to_owned())
             .or_default() += 1;
+        let delay = *self.delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let failure = self.failures.lock().unwrap().get(key).cloned();
         match failure {
             Some(make) => Err(make(bucket, key)),

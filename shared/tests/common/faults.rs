@@ -48,6 +48,8 @@ pub struct Faults {
     forced: Mutex<Vec<(&'static str, u32)>>,
     /// Job store operations that take this long (a slow service), besides any fault.
     latency: Mutex<Vec<(&'static str, Duration)>>,
+    /// What eventually consistent reads of a job return (a version a moment old), by job id.
+    stale: Mutex<std::collections::HashMap<String, JobRecord>>,
 }
 
 /// No random faults: only the forced ones.
@@ -102,7 +104,16 @@ impl Faults {
             counts: Mutex::default(),
             forced: Mutex::default(),
             latency: Mutex::default(),
+            stale: Mutex::default(),
         })
+    }
+
+    /// Eventually consistent reads of `record`'s job return `record` from now on, whatever is stored.
+    pub fn stale_reads(&self, record: JobRecord) {
+        self.stale
+            .lock()
+            .unwrap()
+            .insert(record.job.job_id.clone(), record);
     }
 
     /// Every call of the job store's `op` takes `delay` first.
@@ -341,6 +352,13 @@ impl FaultyJobStore {
 
 #[async_trait]
 impl JobStore for FaultyJobStore {
+    async fn peek_job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
+        let stale = self.faults.stale.lock().unwrap().get(job_id).cloned();
+        match stale {
+            Some(record) => Ok(Some(record)),
+            None => self.inner.peek_job(job_id).await,
+        }
+    }
     async fn create_job(&self, record: &JobRecord) -> Result<CreateOutcome, JobStoreError> {
         self.before("create_job").await?;
         self.after(self.inner.create_job(record).await)
@@ -418,6 +436,10 @@ impl JobStore for FaultyJobStore {
     ) -> Result<JobRecord, JobStoreError> {
         self.before("control").await?;
         self.inner.control(job_id, change).await
+    }
+    async fn redrive(&self, expected: &JobRecord) -> Result<JobRecord, JobStoreError> {
+        self.before("redrive").await?;
+        self.inner.redrive(expected).await
     }
     async fn acquire_slot(
         &self,

@@ -99,6 +99,12 @@ macro_rules! job_store_suite {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn job_store_redrives_an_ended_job_once() {
+            conformance::job_store_redrives_an_ended_job_once(job_store().await, "job-redrive")
+                .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn job_store_counts_racing_records_exactly() {
             conformance::job_store_counts_racing_records_exactly(job_store().await, "job-race")
                 .await;
@@ -556,7 +562,7 @@ fn batch(succeeded: u64, failed: u64) -> BatchRecord {
         succeeded,
         failed,
         part: PartRef::Object(format!("parts/{succeeded}-{failed}.json")),
-        items_digest: String::new(),
+        ..BatchRecord::default()
     }
 }
 
@@ -779,6 +785,113 @@ pub async fn job_store_claims_once_after_listing(store: Arc<dyn JobStore>, job_i
         JobStatus::Failed
     );
     assert!(!store.claim_finalization(job_id).await.expect("claim"));
+}
+
+/// A FAILED job redriven: RUNNING again once (a second redrive of the same state is refused), listed active,
+/// its listing reopened for redo batches from the old total; a redo batch's record takes back the failures of
+/// its items, once, and keeps its generation and redone count.
+pub async fn job_store_redrives_an_ended_job_once(store: Arc<dyn JobStore>, job_id: &str) {
+    store.create_job(&record(job_id)).await.expect("create");
+    let totals = ListingTotals {
+        batches: 2,
+        items: 6,
+    };
+    store
+        .complete_listing(job_id, totals)
+        .await
+        .expect("complete");
+    store
+        .record_batch(job_id, 0, &batch(3, 1))
+        .await
+        .expect("record");
+    store
+        .record_batch(job_id, 1, &batch(2, 0))
+        .await
+        .expect("record");
+    let running = store.get_job(job_id).await.expect("get").expect("job");
+    assert!(matches!(
+        store.redrive(&running).await,
+        Err(JobStoreError::Conflict { .. })
+    ));
+    assert!(store.claim_finalization(job_id).await.expect("claim"));
+    store
+        .finish(job_id, TerminalStatus::Failed)
+        .await
+        .expect("finish");
+    let failed = store.get_job(job_id).await.expect("get").expect("job");
+    assert!(failed.finished_at_ms.is_some());
+
+    let racers = (0..8).map(|_| {
+        let store = store.clone();
+        let failed = failed.clone();
+        tokio::spawn(async move { store.redrive(&failed).await })
+    });
+    let redrives = futures::future::try_join_all(racers).await.expect("join");
+    let won: Vec<_> = redrives.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{redrives:?}");
+    let redriven = won[0].clone();
+    assert_eq!(redriven, failed.redriven());
+    assert_eq!(
+        store.get_job(job_id).await.expect("get").expect("job"),
+        redriven
+    );
+    assert_eq!(
+        (
+            redriven.status,
+            redriven.redrives,
+            redriven.listing,
+            redriven.finished_at_ms
+        ),
+        (JobStatus::Running, 1, None, None)
+    );
+    assert_eq!(
+        (
+            redriven.checkpoint.next_seq,
+            redriven.checkpoint.items_sent,
+            redriven.checkpoint.redo_from
+        ),
+        (2, 6, Some(2))
+    );
+    assert!(
+        store
+            .active_jobs()
+            .await
+            .expect("active")
+            .contains(&job_id.to_owned())
+    );
+
+    // The redo batch of the failed item: it succeeded.
+    let redo = BatchRecord {
+        generation: 1,
+        redone: 1,
+        ..batch(1, 0)
+    };
+    for _ in 0..2 {
+        store.record_batch(job_id, 2, &redo).await.expect("record");
+    }
+    assert_eq!(
+        store.batch_record(job_id, 2).await.expect("marker"),
+        Some(redo)
+    );
+    let p = store.progress(job_id).await.expect("progress");
+    assert_eq!((p.batches_done, p.succeeded, p.failed), (3, 6, 0));
+    store
+        .complete_listing(
+            job_id,
+            ListingTotals {
+                batches: 3,
+                items: 6,
+            },
+        )
+        .await
+        .expect("complete");
+    assert!(
+        store
+            .progress(job_id)
+            .await
+            .expect("progress")
+            .is_complete()
+    );
 }
 
 /// A batch past the listing's total (cut by an earlier pass of a listing that changed since) is recorded but

@@ -14,8 +14,9 @@ transactions are.
 
 One addition: SQS fair queues. A standard queue's messages that carry a MessageGroupId are delivered so that a
 group with a backlog does not hold back the others (AWS's fair queues, 2025); moto 5.2 stores the group and
-delivers in arrival order. Here the visible messages are offered in turns of their groups, each group's in
-arrival order: the first message of a group that just arrived is among the next receive's.
+delivers in arrival order. Here the visible messages are offered in turns of their groups, those with the
+fewest messages in flight first, each group's in arrival order: the first message of a group that just arrived
+is the next receive's.
 """
 
 import functools
@@ -53,12 +54,20 @@ def _fair_messages(queue):
     messages = _visible_messages(queue)
     if queue.fifo_queue or not any(m.group_id for m in messages):
         return messages
+    # As AWS's fair queues do, the groups with the fewest messages in flight come first (a receive of one
+    # message would otherwise always take the first group's, however many of them are in flight); then the
+    # groups take turns, each group's messages in arrival order.
+    in_flight = {}
+    for message in queue._messages:
+        if not message.visible and not message.delayed:
+            in_flight[message.group_id] = in_flight.get(message.group_id, 0) + 1
     groups = {}
     for message in messages:
         groups.setdefault(message.group_id, []).append(message)
+    order = sorted(groups.values(), key=lambda g: in_flight.get(g[0].group_id, 0))
     turns = []
-    for i in range(max(len(g) for g in groups.values())):
-        turns.extend(g[i] for g in groups.values() if i < len(g))
+    for i in range(max(len(g) for g in order)):
+        turns.extend(g[i] for g in order if i < len(g))
     return turns
 
 

@@ -26,7 +26,7 @@ use serde_json::json;
 use crate::backend::{AwsArgs, embedded_job_store, embedded_jobs_dir};
 use crate::run::{
     Begin, Outputs, SpecJob, aws_deps, exit_code, print_summary, progress_bar, read_spec, run_job,
-    run_job_aws, update as show_progress,
+    run_job_aws, update as show_progress, usage_line,
 };
 use crate::{AbortArgs, LsArgs, PoolArgs, RedriveArgs, StatusArgs, SubmitArgs, UpdateArgs};
 
@@ -187,12 +187,12 @@ pub async fn redrive(args: &RedriveArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         None => {
-            let (report, requests) = run_job_aws(job, aws, &args.pool, Begin::Redrive).await?;
+            let (report, meter) = run_job_aws(job, aws, &args.pool, Begin::Redrive).await?;
             print_summary(
                 &report,
                 &Outputs::S3,
                 args.pool.json,
-                args.stats.then_some(&requests),
+                args.stats.then_some(&meter),
             );
             Ok(exit_code(report.manifest.status))
         }
@@ -276,6 +276,7 @@ async fn watch(
                 batches_done: d.batches.done,
                 succeeded: d.items.succeeded,
                 failed: d.items.failed,
+                usage: Default::default(),
             },
         );
         if d.status.is_terminal() {
@@ -333,6 +334,14 @@ fn describe_text(d: &JobDescription) -> String {
     if d.redrives > 0 {
         text.push_str(&format!("redrives: {}\n", d.redrives));
     }
+    // While the job runs: what the job's writes have carried to the store so far (a Lambda worker's last
+    // requests for the job after its last write are not in it).
+    let label = if d.status.is_terminal() {
+        "usage:   "
+    } else {
+        "so far:  "
+    };
+    text.push_str(&format!("{label} {}\n", usage_line(d.usage.as_ref())));
     if d.abort_requested && !d.status.is_terminal() {
         text.push_str("aborting: it ends ABORTED once its batches in flight are done\n");
     }

@@ -1,7 +1,6 @@
 //! `dmap run`: assembles the backends (embedded, or S3/SQS/DynamoDB), runs the job with a progress bar, prints
 //! the summary.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,6 +18,7 @@ use dmap_core::ports::Progress;
 use dmap_core::redrive;
 use dmap_core::runner::{self, Chaos, RunReport, RunnerConfig};
 use dmap_core::spec::{Job, JobSpec};
+use dmap_core::usage::{Meter, PricedUsage, Prices};
 use dmap_core::worker::WorkerConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::json;
@@ -215,14 +215,17 @@ pub async fn run_job(
     run_with_progress(&deps, job, &config, pool.json).await
 }
 
-/// Runs a validated job through S3, SQS and DynamoDB; returns the report and the requests made, by operation.
+/// Runs a validated job through S3, SQS and DynamoDB; returns the report and the meter that counted the
+/// requests this process made.
 pub async fn run_job_aws(
     job: Job,
     aws: &AwsArgs,
     pool: &PoolArgs,
     begin: Begin,
-) -> anyhow::Result<(RunReport, BTreeMap<String, u64>)> {
+) -> anyhow::Result<(RunReport, Meter)> {
     let clients = aws.clients().await;
+    // Every request of this process is the job's, from the first.
+    clients.usage.run_job(&job.job_id);
     let (deps, work) = aws_deps(aws, &clients).await?;
     // The heartbeat and the chaos rule follow the queue's own attributes.
     let (visibility_timeout, max_receives) = work.visibility_and_max_receives().await?;
@@ -237,7 +240,7 @@ pub async fn run_job_aws(
         redrive::reopen(&deps, &job.job_id, true).await?;
     }
     let report = run_with_progress(&deps, job, &config, pool.json).await?;
-    Ok((report, clients.requests.snapshot()))
+    Ok((report, clients.usage))
 }
 
 /// The pipeline's ports on the stack's S3, SQS and DynamoDB, and its work queue.
@@ -337,17 +340,25 @@ pub fn peak_memory_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Prints the one-line summary (or JSON on stdout with `--json`), and the request counts when asked.
-pub fn print_summary(
-    report: &RunReport,
-    outputs: &Outputs,
-    as_json: bool,
-    requests: Option<&BTreeMap<String, u64>>,
-) {
+/// A job's usage in one line, priced as its manifest says.
+pub fn usage_line(usage: Option<&PricedUsage>) -> String {
+    match usage {
+        Some(priced) => priced.usage.line(&Prices::for_region(&priced.prices)),
+        None => "no AWS requests".into(),
+    }
+}
+
+/// Prints the summary, its usage line included (or JSON on stdout with `--json`), and with `meter` (`--stats`)
+/// every request this process made, by operation: the manifest's usage, and those it sent after the manifest
+/// was written (the manifest's own write, the job's final status, reading the manifest back).
+pub fn print_summary(report: &RunReport, outputs: &Outputs, as_json: bool, meter: Option<&Meter>) {
     let m = &report.manifest;
     let secs = report.elapsed.as_secs_f64();
     let rate = m.items.total as f64 / secs.max(1e-9);
     let manifest = outputs.locate(&m.bucket, &m.result.replace("result.json", "manifest.json"));
+    let requests = meter.map(Meter::requests);
+    let requests = requests.as_ref();
+    let after_manifest = meter.map(|meter| meter.after(&m.job_id).requests);
     let total_requests: u64 = requests.map_or(0, |r| r.values().sum());
     let per_thousand = total_requests as f64 * 1000.0 / (m.items.total.max(1) as f64);
     let s = &report.stats;
@@ -373,9 +384,11 @@ pub fn print_summary(
             },
             "dead_lettered_batches": s.dead_lettered_batches,
             "peak_memory_bytes": peak_memory_bytes(),
+            "usage": m.usage,
         });
         if let Some(requests) = requests {
             summary["requests"] = json!(requests);
+            summary["requests_after_manifest"] = json!(after_manifest);
             summary["requests_total"] = json!(total_requests);
             summary["requests_per_1000_items"] = json!(per_thousand);
         }
@@ -401,6 +414,7 @@ pub fn print_summary(
         m.items.failed,
         m.batches.total,
     );
+    println!("usage: {}", usage_line(m.usage.as_ref()));
     if let Some(requests) = requests {
         let by_operation: Vec<String> =
             requests.iter().map(|(op, n)| format!("{op} {n}")).collect();

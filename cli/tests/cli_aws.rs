@@ -1,5 +1,6 @@
 //! `dmap local up` and `dmap run` through S3, SQS and DynamoDB on moto's server, as a user runs them.
 
+use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
 use dmap_core::aws::S3Store;
@@ -143,6 +144,49 @@ async fn local_up_then_run_through_the_emulator_with_stats() {
         "{requests}"
     );
     assert!(summary["requests_per_1000_items"].as_f64().unwrap() > 1000.0);
+
+    // The job's usage, as its manifest records it, is every request of the run up to the manifest's own
+    // write, counted per job in the workers', coordinator's and finalizer's writes to DynamoDB and summed
+    // there: with the requests sent after the manifest, it is exactly what `--stats` counted.
+    let usage = &summary["usage"];
+    let after = &summary["requests_after_manifest"];
+    let count = |v: &Value, op: &str| v.get(op).and_then(Value::as_u64).unwrap_or(0);
+    let ops: BTreeSet<&String> = requests
+        .as_object()
+        .unwrap()
+        .keys()
+        .chain(usage["requests"].as_object().unwrap().keys())
+        .chain(after.as_object().unwrap().keys())
+        .collect();
+    for op in ops {
+        assert_eq!(
+            count(&usage["requests"], op) + count(after, op),
+            count(requests, op),
+            "{op}: usage {usage}, after the manifest {after}, all {requests}"
+        );
+    }
+    // Every object's read is in it; after it, the manifest's write and its read back, the job's final status,
+    // and the last polls of the queues and the progress.
+    assert_eq!(count(&usage["requests"], "S3.GetObject"), 120, "{usage}");
+    assert_eq!(
+        (
+            count(after, "S3.PutObject"),
+            count(after, "S3.GetObject"),
+            count(after, "DynamoDB.UpdateItem")
+        ),
+        (1, 1, 1),
+        "{after}"
+    );
+    let cost = usage["estimated_cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.0 && cost < 0.01, "{usage}");
+    assert_eq!(usage["prices"], "us-east-1");
+    let manifest: Value = serde_json::from_slice(
+        &read_all(&store, &bucket, "out/count-logs/manifest.json")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(&manifest["usage"], usage);
 
     let result: Value = serde_json::from_slice(
         &read_all(&store, &bucket, "out/count-logs/result.json")
@@ -424,6 +468,18 @@ async fn status_ls_update_and_abort_a_running_job_by_stack_name() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert_eq!(described["status"], "RUNNING", "{described}");
+    // The cost so far: the requests the recorded batches carried.
+    assert!(
+        described["usage"]["requests"]["S3.GetObject"]
+            .as_u64()
+            .unwrap()
+            >= 5,
+        "{described}"
+    );
+    assert!(
+        described["usage"]["estimated_cost_usd"].as_f64().unwrap() > 0.0,
+        "{described}"
+    );
     let items = &described["items"];
     assert_eq!(
         items["succeeded"].as_u64().unwrap()
@@ -505,6 +561,13 @@ async fn status_ls_update_and_abort_a_running_job_by_stack_name() {
     assert_eq!(
         (&d["status"], &d["redrives"]),
         (&json!("SUCCEEDED"), &json!(1)),
+        "{d}"
+    );
+    // Both runs' usage, in the manifest and in the store alike; every object read once in all.
+    assert_eq!(d["usage"], summary["usage"], "{d}");
+    assert_eq!(
+        d["usage"]["requests"]["S3.GetObject"].as_u64().unwrap(),
+        OBJECTS,
         "{d}"
     );
     let result = read_all(&store, &bucket, "out/ctl-1/result.json")

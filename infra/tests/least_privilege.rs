@@ -78,8 +78,8 @@ fn actions(operation: &str) -> Vec<String> {
 
 fn recorded(clients: &AwsClients) -> BTreeSet<String> {
     clients
-        .requests
-        .snapshot()
+        .usage
+        .requests()
         .keys()
         .flat_map(|op| actions(op))
         .collect()
@@ -590,8 +590,7 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
             &granted(&stack, role),
             actions,
             "{role}: granted (left) vs called (right); calls recorded: {:?}",
-            [&coordinator_clients, &worker_clients, &finalizer_clients]
-                .map(|c| c.requests.snapshot())
+            [&coordinator_clients, &worker_clients, &finalizer_clients].map(|c| c.usage.requests())
         );
     }
 }

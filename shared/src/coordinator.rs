@@ -162,8 +162,9 @@ pub async fn unfinished_job_of(
 async fn save_unless_aborted(
     deps: &Deps,
     job_id: &str,
-    checkpoint: &Checkpoint,
+    checkpoint: &mut Checkpoint,
 ) -> Result<bool, PipelineError> {
+    carry_usage(deps, job_id, checkpoint);
     match deps.jobs.save_checkpoint(job_id, checkpoint).await {
         Ok(()) => Ok(true),
         Err(e @ JobStoreError::Conflict { .. }) => {
@@ -177,6 +178,12 @@ async fn save_unless_aborted(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Adds what this process sent for the job to the checkpoint's usage, which the next save carries (kept in the
+/// checkpoint should that save fail: the one after carries it).
+pub fn carry_usage(deps: &Deps, job_id: &str, checkpoint: &mut Checkpoint) {
+    checkpoint.usage.add(&deps.usage.take(job_id));
 }
 
 fn id_reused(job_id: &str) -> PipelineError {
@@ -216,7 +223,7 @@ pub async fn run_listing(
                     redo_from: Some(checkpoint.next_seq),
                     ..checkpoint
                 };
-                if !save_unless_aborted(deps, job_id, &checkpoint).await? {
+                if !save_unless_aborted(deps, job_id, &mut checkpoint).await? {
                     return Ok(ListingOutcome::Aborted);
                 }
             }
@@ -372,6 +379,7 @@ async fn cut_at_hand_over(
         seq: partial.seq,
         last_key,
     });
+    carry_usage(deps, &job.job_id, checkpoint);
     deps.jobs.save_checkpoint(&job.job_id, checkpoint).await?;
     send_batches(deps, job, bucket, std::slice::from_ref(&partial), sending).await?;
     checkpoint.cut = None;

@@ -7,6 +7,7 @@ use crate::Deps;
 use crate::completion::Completion;
 use crate::error::PipelineError;
 use crate::function;
+use crate::message::BatchMessage;
 use crate::ports::RecordOutcome;
 use crate::worker::{INLINE_PART_BYTES, parse_message, record_done, store_part};
 
@@ -27,6 +28,13 @@ pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, Pipeli
         Ok(message) => message,
         Err(e) => return Ok(DeadLetterOutcome::Orphaned(e.to_string())),
     };
+    crate::usage::scoped(&message.job_id, record_dead(deps, &message)).await
+}
+
+async fn record_dead(
+    deps: &Deps,
+    message: &BatchMessage,
+) -> Result<DeadLetterOutcome, PipelineError> {
     let Some(job) = deps.jobs.get_job(&message.job_id).await? else {
         return Ok(DeadLetterOutcome::Orphaned(format!(
             "no job \"{}\"",
@@ -54,7 +62,7 @@ pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, Pipeli
     );
     // A batch of the `lambda` processor fails with the function's own error, as Step Functions reports it.
     let part = message.with_redone(match message.processor.lambda() {
-        Some(lambda) => function::dead_part(deps, lambda, &message, &why).await?,
+        Some(lambda) => function::dead_part(deps, lambda, message, &why).await?,
         None => message.failed_part(&why),
     });
     let part_ref = store_part(
@@ -65,8 +73,8 @@ pub async fn handle(deps: &Deps, body: &str) -> Result<DeadLetterOutcome, Pipeli
         || message.output.dead_part_key(message.seq),
     )
     .await?;
-    let record = crate::worker::record_of(&message, &part, part_ref);
-    let (recorded, completion) = record_done(deps, &job, &message, &record).await?;
+    let record = crate::worker::record_of(message, &part, part_ref);
+    let (recorded, completion) = record_done(deps, &job, message, &record).await?;
     let outcome = recorded.outcome;
     tracing::warn!(batch_id = %message.batch_id(), ?outcome, "dead-lettered batch handled");
     Ok(match outcome {

@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use crate::ports::{JobRecord, JobStatus, JobStore, JobStoreError, Progress};
+use crate::usage::{PricedUsage, Prices};
 
 /// Items of the job, as far as they are known.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -55,6 +56,9 @@ pub struct JobDescription {
     pub abort_requested: bool,
     /// How many times the job was redriven.
     pub redrives: u32,
+    /// Its AWS requests and their estimated cost so far, as far as they were carried to the job store (see
+    /// [`crate::usage`]); absent for a job that sent none.
+    pub usage: Option<PricedUsage>,
 }
 
 impl JobDescription {
@@ -113,6 +117,7 @@ impl JobDescription {
             tolerated_failure_percentage: record.tolerance().percentage,
             abort_requested: record.abort_requested(),
             redrives: record.redrives,
+            usage: (!progress.usage.is_empty()).then(|| progress.usage.priced(&Prices::from_env())),
         }
     }
 }

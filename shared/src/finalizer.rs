@@ -24,6 +24,7 @@ use crate::map_results::{MapResults, MapResultsConfig};
 use crate::outcome::{
     BatchCounts, BatchPart, ItemCounts, LiveFailures, Manifest, OutputLine, TerminalStatus,
 };
+use crate::usage::{PricedUsage, Prices, Usage};
 use std::sync::Arc;
 
 use crate::ports::{
@@ -78,6 +79,14 @@ pub async fn finalize(
     config: FinalizerConfig,
     job_id: &str,
 ) -> Result<Finalized, PipelineError> {
+    crate::usage::scoped(job_id, finalize_job(deps, config, job_id)).await
+}
+
+async fn finalize_job(
+    deps: &Deps,
+    config: FinalizerConfig,
+    job_id: &str,
+) -> Result<Finalized, PipelineError> {
     let mut record = require_job(deps.jobs.as_ref(), job_id).await?;
     if record.status == JobStatus::Running && record.abort_requested() {
         // An aborted job's trigger comes once the batches in flight at the abort have ended: the claim is made
@@ -104,8 +113,8 @@ pub async fn finalize(
             })
         }
         JobStatus::Finalizing => {
-            let manifest = match write_outputs(deps, config, &record, &out).await {
-                Ok(manifest) => manifest,
+            let (manifest, closed) = match write_outputs(deps, config, &record, &out).await {
+                Ok(written) => written,
                 Err(e) if e.is_transient() => return Err(e),
                 // Retrying cannot help: the job must still end, FAILED, with the reason where users look.
                 Err(e) => {
@@ -113,7 +122,7 @@ pub async fn finalize(
                     write_failure(deps, &record, &out, &e).await?
                 }
             };
-            deps.jobs.finish(job_id, manifest.status).await?;
+            deps.jobs.finish(job_id, manifest.status, &closed).await?;
             tracing::info!(job_id, status = manifest.status.as_str(), "job finished");
             Ok(Finalized {
                 manifest,
@@ -128,7 +137,7 @@ async fn write_outputs(
     config: FinalizerConfig,
     record: &JobRecord,
     out: &OutputLocation,
-) -> Result<Manifest, PipelineError> {
+) -> Result<(Manifest, Usage), PipelineError> {
     let job = &record.job;
     let job_id = job.job_id.as_str();
     let inconsistent = |message: String| PipelineError::Inconsistent {
@@ -272,18 +281,32 @@ async fn write_outputs(
             None,
         )
     };
-    let mut manifest_json = serde_json::to_vec_pretty(&manifest).expect("serializes");
-    manifest_json.push(b'\n');
     objects
         .put(&out.bucket, &out.result_key(), result_json)
         .await?;
     objects
         .put(&out.bucket, &out.failures_key(), failures.to_jsonl())
         .await?;
+    let stored = deps.jobs.progress(job_id).await?.usage;
+    let (usage, closed) = closing_usage(deps, job_id, stored);
+    let manifest = Manifest { usage, ..manifest };
+    let mut manifest_json = serde_json::to_vec_pretty(&manifest).expect("serializes");
+    manifest_json.push(b'\n');
     objects
         .put(&out.bucket, &out.manifest_key(), manifest_json)
         .await?;
-    Ok(manifest)
+    Ok((manifest, closed))
+}
+
+/// The job's usage for its manifest: `stored` (what the job store holds) and what this process sent for the
+/// job and has not carried, which is closed here (see [`crate::usage`]) and returned apart, for
+/// [`JobStore::finish`] to add to the store. `None` for a job that sent no AWS request.
+fn closing_usage(deps: &Deps, job_id: &str, stored: Usage) -> (Option<PricedUsage>, Usage) {
+    let closed = deps.usage.close(job_id);
+    let mut usage = stored;
+    usage.add(&closed);
+    let priced = (!usage.is_empty()).then(|| usage.priced(&Prices::from_env()));
+    (priced, closed)
 }
 
 /// The files under `outputs/` being written, in batch order: each holds the lines of consecutive batches, from
@@ -370,6 +393,7 @@ fn manifest(
         tolerated_failure_percentage: record.tolerance().percentage,
         redrives: record.redrives,
         error,
+        usage: None,
     }
 }
 
@@ -379,7 +403,7 @@ async fn write_failure(
     record: &JobRecord,
     out: &OutputLocation,
     error: &PipelineError,
-) -> Result<Manifest, PipelineError> {
+) -> Result<(Manifest, Usage), PipelineError> {
     let progress = deps.jobs.progress(&record.job.job_id).await?;
     let items = ItemCounts {
         total: progress.succeeded + progress.failed,
@@ -395,12 +419,14 @@ async fn write_failure(
         batches,
         Some(error.to_string()),
     );
+    let (usage, closed) = closing_usage(deps, &record.job.job_id, progress.usage);
+    let manifest = Manifest { usage, ..manifest };
     let mut body = serde_json::to_vec_pretty(&manifest).expect("serializes");
     body.push(b'\n');
     deps.objects
         .put(&out.bucket, &out.manifest_key(), body)
         .await?;
-    Ok(manifest)
+    Ok((manifest, closed))
 }
 
 /// The failures that stand in the records of the job's runs before its current redrive (batches below

@@ -47,6 +47,7 @@ pub mod redrive;
 pub mod runner;
 pub mod spec;
 pub mod sweeper;
+pub mod usage;
 pub mod worker;
 
 use std::sync::Arc;
@@ -71,4 +72,6 @@ pub struct Deps {
     /// Where users' DynamoDB tables are read (the `dynamodb_scan` reader): DynamoDB's API on AWS or an
     /// emulator; none on the embedded backends.
     pub tables: Option<Arc<dyn TableReader>>,
+    /// Counts the AWS requests sent for each job (see [`usage`]); the embedded backends send none.
+    pub usage: usage::Meter,
 }

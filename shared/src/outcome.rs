@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::processor::Aggregate;
 use crate::spec::ProcessorSpec;
+use crate::usage::PricedUsage;
 
 /// Where a job is in its life. The one table of status names: [`Self::as_str`] and [`Self::parse`] both read
 /// [`Self::ALL`], and serde writes the same names.
@@ -134,6 +135,10 @@ pub struct Manifest {
     /// the job's counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the job sent to AWS, over all its runs, up to this manifest's own write, and its estimated cost
+    /// (see [`crate::usage`]). Absent for a job that sent nothing (the embedded backends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<PricedUsage>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -193,6 +193,9 @@ pub async fn run(
         PipelineError::Refused("the runner needs the work queue's dead-letter queue".into())
     })?;
     let job_id = job.job_id.clone();
+    // This process runs this job: what it sends outside a job's handler (queue polls, progress reads) is the
+    // job's.
+    deps.usage.run_job(&job_id);
     let record =
         retry_transient(|| start_or_resume(deps, job.clone(), Rerun::RefuseIfOutputsExist)).await?;
     // A job that had begun (on a persistent job store, in a process that ended before the job did): the
@@ -426,7 +429,7 @@ impl Pool {
                         status: job.status,
                         listing: job.listing,
                         items_sent: job.checkpoint.items_sent,
-                        ..last.expect("not the first poll")
+                        ..last.clone().expect("not the first poll")
                     };
                     Ok((job, progress))
                 }
@@ -441,7 +444,7 @@ impl Pool {
                 Err(e) => return Err(e.into()),
             };
             on_progress(&progress);
-            last = Some(progress);
+            last = Some(progress.clone());
             if progress.status.is_terminal() {
                 return Ok(());
             }

@@ -33,6 +33,7 @@ use crate::ports::{
     BatchQueue, JobRecord, OutgoingMessage, Progress, RecordOutcome, send_all_with_retry,
 };
 use crate::reader;
+use crate::usage::Usage;
 
 /// What the sweeper found wrong with a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,7 +225,10 @@ async fn recount(
     for from in (0..total).step_by(PAGE as usize) {
         let to = (from + PAGE).min(total);
         for (seq, record) in deps.jobs.batch_records(job_id, from, to).await? {
-            let recorded = deps.jobs.record_batch(job_id, seq, &record).await?;
+            let recorded = deps
+                .jobs
+                .record_batch(job_id, seq, &record, &Usage::NONE)
+                .await?;
             if recorded.outcome == RecordOutcome::Recorded {
                 tracing::warn!(
                     job_id,

@@ -101,6 +101,14 @@ pub async fn handle(
     config: WorkerConfig,
     message: &BatchMessage,
 ) -> Result<Handled, PipelineError> {
+    crate::usage::scoped(&message.job_id, handle_batch(deps, config, message)).await
+}
+
+async fn handle_batch(
+    deps: &Deps,
+    config: WorkerConfig,
+    message: &BatchMessage,
+) -> Result<Handled, PipelineError> {
     let (job_id, seq) = (&message.job_id, message.seq);
     // A batch at or past the total of a complete listing was cut by an earlier pass of a listing that has
     // changed since (the coordinator died between sending and its checkpoint): it must never count.
@@ -641,10 +649,17 @@ pub async fn record_done(
     message: &BatchMessage,
     record: &BatchRecord,
 ) -> Result<(Recorded, Completion), PipelineError> {
+    // What this process sent for the job rides on the record; kept for the next write when this one does
+    // not count it.
+    let usage = deps.usage.take(&message.job_id);
     let recorded = deps
         .jobs
-        .record_batch(&message.job_id, message.seq, record)
-        .await?;
+        .record_batch(&message.job_id, message.seq, record, &usage)
+        .await;
+    if !matches!(&recorded, Ok(r) if r.outcome == RecordOutcome::Recorded) {
+        deps.usage.put_back(&message.job_id, usage);
+    }
+    let recorded = recorded?;
     if recorded.outcome == RecordOutcome::Duplicate {
         tracing::info!(batch_id = %message.batch_id(), "batch was already recorded");
     }

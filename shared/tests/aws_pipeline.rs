@@ -11,6 +11,7 @@ use dmap_core::coordinator::{Rerun, run_listing, start_or_resume};
 use dmap_core::ports::{OutgoingMessage, RecordOutcome, read_all};
 use dmap_core::runner::{self, Chaos, RunnerConfig};
 use dmap_core::spec::JobSpec;
+use dmap_core::usage::Usage;
 use dmap_core::worker::{self, WorkerConfig};
 use dmap_emulator as emulator;
 
@@ -256,7 +257,7 @@ async fn a_batch_delivered_twice_by_sqs_counts_once() {
     // The same record twice, straight to DynamoDB: still once.
     assert_eq!(
         deps.jobs
-            .record_batch(&record.job.job_id, 0, &a.record)
+            .record_batch(&record.job.job_id, 0, &a.record, &Usage::NONE)
             .await
             .unwrap()
             .outcome,

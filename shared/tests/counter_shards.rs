@@ -8,6 +8,7 @@ use std::time::Duration;
 use dmap_core::aws::DynamoJobStore;
 use dmap_core::ports::{BatchRecord, GroupCount, JobRecord, JobStore, PartRef, RecordOutcome};
 use dmap_core::spec::JobSpec;
+use dmap_core::usage::Usage;
 use dmap_emulator as emulator;
 
 /// A store over a fresh table of the template's shape, and the client and table to build more over it.
@@ -52,7 +53,11 @@ async fn record_all(
     futures::stream::iter(seqs)
         .map(|seq| {
             let store = store.clone();
-            async move { store.record_batch(job_id, seq, &batch(seq)).await }
+            async move {
+                store
+                    .record_batch(job_id, seq, &batch(seq), &Usage::NONE)
+                    .await
+            }
         })
         .buffered(8)
         .collect::<Vec<_>>()
@@ -130,7 +135,7 @@ async fn each_record_returns_its_groups_count() {
     let len = dmap_core::aws::GROUP_BATCHES;
     for seq in 0..len + 6 {
         let recorded = store
-            .record_batch("groups", seq, &batch(seq))
+            .record_batch("groups", seq, &batch(seq), &Usage::NONE)
             .await
             .expect("record");
         assert_eq!(
@@ -144,7 +149,7 @@ async fn each_record_returns_its_groups_count() {
         );
     }
     let again = store
-        .record_batch("groups", 3, &batch(99))
+        .record_batch("groups", 3, &batch(99), &Usage::NONE)
         .await
         .expect("again");
     assert_eq!(

@@ -228,8 +228,8 @@ async fn a_throttled_scan_spends_capacity_at_the_rate_asked() {
     let scans = || {
         // Strongly consistent or not, a Scan (an eventually consistent one is counted apart).
         clients
-            .requests
-            .snapshot()
+            .usage
+            .requests()
             .iter()
             .filter(|(operation, _)| operation.starts_with("DynamoDB.Scan"))
             .map(|(_, n)| n)

@@ -25,6 +25,7 @@ use dmap_core::ports::{
 };
 use dmap_core::runner::{self, RunnerConfig};
 use dmap_core::spec::JobSpec;
+use dmap_core::usage::Usage;
 use dmap_core::worker::{self, WorkerConfig};
 use dmap_emulator as emulator;
 use serde_json::{Value, json};
@@ -317,7 +318,7 @@ async fn a_persistent_job_is_found_as_it_was_left_by_another_store() {
     );
     // It cannot write while the writer holds the job.
     let refused = reader
-        .record_batch(&job_id, 99, &left_batches[0].1)
+        .record_batch(&job_id, 99, &left_batches[0].1, &Usage::NONE)
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("another process"), "{refused}");
@@ -336,7 +337,9 @@ async fn a_persistent_job_is_found_as_it_was_left_by_another_store() {
         left_batches
     );
     let (seq, record) = (left_batches[0].0 + 100, left_batches[0].1.clone());
-    next.record_batch(&job_id, seq, &record).await.unwrap();
+    next.record_batch(&job_id, seq, &record, &Usage::NONE)
+        .await
+        .unwrap();
     // Written after the cut: a third store reads every line.
     let third = MemoryJobStore::persistent(&journals);
     assert_eq!(

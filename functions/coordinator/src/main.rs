@@ -17,17 +17,19 @@ async fn main() -> Result<(), Error> {
     let clients = AwsClients::from_env(None).await;
     let coordinator = Coordinator::from_config(&clients, config);
     let coordinator = &coordinator;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let deadline = event.context.deadline();
-        let keep_going = move || time_for_another_page(deadline, SystemTime::now());
-        coordinator
-            .handle_invocation(
-                event.payload,
-                Some(event.context.request_id.as_str()),
-                &keep_going,
-            )
-            .await
-            .map_err(FunctionError::from)
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        dmap_core::lambda::metered(async move {
+            let deadline = event.context.deadline();
+            let keep_going = move || time_for_another_page(deadline, SystemTime::now());
+            coordinator
+                .handle_invocation(
+                    event.payload,
+                    Some(event.context.request_id.as_str()),
+                    &keep_going,
+                )
+                .await
+                .map_err(FunctionError::from)
+        })
     }))
     .await
 }

@@ -14,10 +14,12 @@ async fn main() -> Result<(), Error> {
     let clients = AwsClients::from_env(None).await;
     let deps = dmap_core::Deps::aws(&clients, &config.resources());
     let deps = &deps;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        dmap_core::lambda::finalizer::handle(deps, &event.payload)
-            .await
-            .map_err(FunctionError::from)
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        dmap_core::lambda::metered(async move {
+            dmap_core::lambda::finalizer::handle(deps, &event.payload)
+                .await
+                .map_err(FunctionError::from)
+        })
     }))
     .await
 }

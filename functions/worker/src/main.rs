@@ -21,13 +21,15 @@ async fn main() -> Result<(), Error> {
         ..WorkerConfig::default()
     };
     let deps = &deps;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let deadline = event.context.deadline();
-        let started = SystemTime::now();
-        let time_left = move || worker_time_left(deadline, started, SystemTime::now());
-        dmap_core::lambda::worker::handle_until(deps, worker, &event.payload, &time_left)
-            .await
-            .map_err(FunctionError::from)
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        dmap_core::lambda::metered(async move {
+            let deadline = event.context.deadline();
+            let started = SystemTime::now();
+            let time_left = move || worker_time_left(deadline, started, SystemTime::now());
+            dmap_core::lambda::worker::handle_until(deps, worker, &event.payload, &time_left)
+                .await
+                .map_err(FunctionError::from)
+        })
     }))
     .await
 }

@@ -2,9 +2,9 @@
 //!
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
-//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `finished_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `cp_redo_from`, `listing_batches`, `listing_items`, `counter_shards`, `input_changed_seq`, `redrives`, `sweep_fp`, `sweep_since_ms` |
+//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `finished_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `cp_redo_from`, `cp_usage` (the coordinators' usage, JSON), `u:<counter>` (the finalizer's usage), `listing_batches`, `listing_items`, `counter_shards`, `input_changed_seq`, `redrives`, `sweep_fp`, `sweep_since_ms` |
 //! | batch marker | `JOB#<job_id>#S<seq % shards>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `digest`, and `part` (the part's JSON, when small) or `part_key`; a redrive's batch also `gen` and, a redo batch, `redone` |
-//! | group counter | `JOB#<job_id>#S<group % shards>` | `GROUP#<group, 20 digits>` | `done` (the seqs counted, a number set), `batches`, `succeeded`, `failed` (negative in a group of redo batches whose items had failed before: see [`crate::redrive`]) |
+//! | group counter | `JOB#<job_id>#S<group % shards>` | `GROUP#<group, 20 digits>` | `done` (the seqs counted, a number set), `batches`, `succeeded`, `failed` (negative in a group of redo batches whose items had failed before: see [`crate::redrive`]), `u:<counter>` (the usage its batches' recorders carried: see [`crate::usage`]) |
 //! | active job | `ACTIVE` | `JOB#<job_id>` | (none): written before the job item, deleted once it is terminal, so the sweeper finds every unfinished job with one Query |
 //! | concurrency slot | `JOB#<job_id>` | `SLOT#<slot, 5 digits>` | `holder`, `until_ms`: a worker's lease, for a job with `max_concurrency` |
 //! | job index | `JOBS` | `<created_at_ms, 20 digits>#<job_id>` | (none): written before the job item and kept, so `dmap ls` reads the newest jobs with one Query instead of a Scan |
@@ -18,7 +18,7 @@
 //! 1. put the marker if absent. The first marker stands: a later recording takes the stored one (returned by
 //!    the failed condition) and counts that;
 //! 2. add the marker's counts to its group, if the group's `done` set lacks the seq (the set makes the step
-//!    idempotent; a group holds at most 64 seqs, so its item stays under a kilobyte).
+//!    idempotent; a group holds at most 64 seqs, so its item, usage counters and all, stays about a kilobyte).
 //!
 //! A crash between the two leaves a marker not yet counted: the batch's message is redelivered (it was not
 //! deleted), and its recording counts it. The group's count after the write comes back with it, so only the
@@ -48,6 +48,7 @@ use crate::ports::{
     BatchRecord, Checkpoint, ControlChange, CreateOutcome, Cut, GroupCount, JobControl, JobRecord,
     JobStatus, JobStore, JobStoreError, ListingTotals, PartRef, Progress, RecordOutcome, Recorded,
 };
+use crate::usage::Usage;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -223,6 +224,36 @@ fn past(group: &Item, below: Option<u64>) -> u64 {
 /// The error code of a failed condition.
 const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
 
+/// The prefix of the attributes a usage's counters are added to, on group items (the workers') and the job
+/// item (the finalizer's); the coordinators' sum is the job item's `cp_usage`.
+const USAGE_PREFIX: &str = "u:";
+
+type UpdateItem = aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+
+/// Gives `request` the names (`#u0`, ...) and values (`:u0`, ...) that add `usage`'s counters to its item,
+/// and returns the `ADD` clauses that use them, for the request's update expression.
+fn add_usage(mut request: UpdateItem, usage: &Usage) -> (UpdateItem, Vec<String>) {
+    let mut clauses = Vec::new();
+    for (i, (counter, count)) in usage.counters().enumerate() {
+        clauses.push(format!("#u{i} :u{i}"));
+        request = request
+            .expression_attribute_names(format!("#u{i}"), format!("{USAGE_PREFIX}{counter}"))
+            .expression_attribute_values(format!(":u{i}"), n(count));
+    }
+    (request, clauses)
+}
+
+/// The usage counters an item holds.
+fn usage_of(item: &Item, usage: &mut Usage) {
+    for (name, value) in item {
+        if let Some(counter) = name.strip_prefix(USAGE_PREFIX)
+            && let Ok(count) = value.as_n().map(|v| v.parse::<u64>())
+        {
+            usage.add_counter(counter, count.unwrap_or(0));
+        }
+    }
+}
+
 /// The job item's `counter_shards`.
 fn shards_from_item(job_id: &str, item: &Item) -> Result<u32, JobStoreError> {
     get_n(item, "counter_shards")
@@ -259,6 +290,9 @@ fn record_from_item(job_id: &str, item: &Item) -> Result<JobRecord, JobStoreErro
                     last_key: key.to_owned(),
                 }),
             redo_from: get_n(item, "cp_redo_from"),
+            usage: get_s(item, "cp_usage")
+                .and_then(|u| serde_json::from_str(u).ok())
+                .unwrap_or_default(),
         },
         listing,
         created_at_ms: get_n(item, "created_at_ms").unwrap_or(0),
@@ -417,17 +451,21 @@ impl DynamoJobStore {
         shards: u32,
         seq: u64,
         record: &BatchRecord,
+        usage: &Usage,
     ) -> Result<(RecordOutcome, Option<GroupCount>), JobStoreError> {
         let group = seq / GROUP_BATCHES;
-        let result = self
-            .client
-            .update_item()
+        // The usage rides on the count: no request of its own, and added exactly when the batch is counted.
+        let (request, usage_clauses) = add_usage(self.client.update_item(), usage);
+        let adds = ["done :seqs, batches :one, succeeded :s, failed :f".to_owned()]
+            .into_iter()
+            .chain(usage_clauses)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let result = request
             .table_name(&self.table)
             .key("pk", s(shard_pk(job_id, group % u64::from(shards))))
             .key("sk", s(group_sk(group)))
-            .update_expression(format!(
-                "ADD done :seqs, batches :one, succeeded :s, failed :f SET {TTL_ATTRIBUTE} = :e"
-            ))
+            .update_expression(format!("ADD {adds} SET {TTL_ATTRIBUTE} = :e"))
             .condition_expression("NOT contains(done, :seq)")
             .expression_attribute_values(":seqs", AttributeValue::Ns(vec![seq.to_string()]))
             .expression_attribute_values(":seq", n(seq))
@@ -600,6 +638,14 @@ impl DynamoJobStore {
             }
             None => remove.push("cp_redo_from"),
         }
+        // Never removed: a checkpoint's usage only grows.
+        if !checkpoint.usage.is_empty() {
+            set.push("cp_usage = :u");
+            values.insert(
+                ":u".to_owned(),
+                s(serde_json::to_string(&checkpoint.usage).expect("serializes")),
+            );
+        }
         if with_hop {
             set.extend(["cp_hop = :h", "cp_hop_sent = :false"]);
             values.insert(":h".to_owned(), n(checkpoint.hop.into()));
@@ -622,14 +668,18 @@ impl DynamoJobStore {
         from: JobStatus,
         to: JobStatus,
         condition: MoveCondition,
+        usage: &Usage,
     ) -> Result<bool, JobStoreError> {
-        let update = if to.is_terminal() {
-            "SET #status = :to, finished_at_ms = :now"
+        let mut update = if to.is_terminal() {
+            "SET #status = :to, finished_at_ms = :now".to_owned()
         } else {
-            "SET #status = :to"
+            "SET #status = :to".to_owned()
         };
-        let mut request = self
-            .update_job(job_id)
+        let (request, usage_clauses) = add_usage(self.update_job(job_id), usage);
+        if !usage_clauses.is_empty() {
+            update.push_str(&format!(" ADD {}", usage_clauses.join(", ")));
+        }
+        let mut request = request
             .update_expression(update)
             .condition_expression(condition.expression())
             .expression_attribute_names("#status", "status")
@@ -651,9 +701,12 @@ impl DynamoJobStore {
         job_id: &str,
         shards: u32,
         below: Option<u64>,
-    ) -> Result<[u64; 3], JobStoreError> {
-        let [batches, succeeded, failed] = self.sum_signed(job_id, shards, below).await?;
-        Ok([batches, succeeded, failed].map(|n| u64::try_from(n).unwrap_or(0)))
+    ) -> Result<([u64; 3], Usage), JobStoreError> {
+        let ([batches, succeeded, failed], usage) = self.sum_signed(job_id, shards, below).await?;
+        Ok((
+            [batches, succeeded, failed].map(|n| u64::try_from(n).unwrap_or(0)),
+            usage,
+        ))
     }
 
     /// [`Self::sum_groups`] in signed numbers: a group's `failed` may be negative (a redo batch takes back
@@ -663,7 +716,9 @@ impl DynamoJobStore {
         job_id: &str,
         shards: u32,
         below: Option<u64>,
-    ) -> Result<[i64; 3], JobStoreError> {
+    ) -> Result<([i64; 3], Usage), JobStoreError> {
+        // Whole items: the usage counters' names are not known in advance (a projection would not make the
+        // read cheaper anyway; DynamoDB bills the items' size).
         let queries = (0..u64::from(shards)).map(|shard| {
             self.query_all(
                 self.client
@@ -671,22 +726,24 @@ impl DynamoJobStore {
                     .key_condition_expression("pk = :pk AND begins_with(sk, :group)")
                     .expression_attribute_values(":pk", s(shard_pk(job_id, shard)))
                     .expression_attribute_values(":group", s("GROUP#"))
-                    .projection_expression("sk, batches, succeeded, failed, #done")
-                    .expression_attribute_names("#done", "done")
                     .consistent_read(true),
             )
         });
         futures::stream::iter(queries)
             .buffer_unordered(PROGRESS_QUERIES)
-            .try_fold([0i64; 3], |mut sums, groups| async move {
-                for group in &groups {
-                    for (sum, name) in sums.iter_mut().zip(["batches", "succeeded", "failed"]) {
-                        *sum += get_i(group, name).unwrap_or(0);
+            .try_fold(
+                ([0i64; 3], Usage::default()),
+                |(mut sums, mut usage), groups| async move {
+                    for group in &groups {
+                        for (sum, name) in sums.iter_mut().zip(["batches", "succeeded", "failed"]) {
+                            *sum += get_i(group, name).unwrap_or(0);
+                        }
+                        usage_of(group, &mut usage);
+                        sums[0] -= past(group, below) as i64;
                     }
-                    sums[0] -= past(group, below) as i64;
-                }
-                Ok(sums)
-            })
+                    Ok((sums, usage))
+                },
+            )
             .await
     }
 }
@@ -869,13 +926,16 @@ impl JobStore for DynamoJobStore {
         job_id: &str,
         seq: u64,
         record: &BatchRecord,
+        usage: &Usage,
     ) -> Result<Recorded, JobStoreError> {
         let shards = self.shards_of(job_id).await?;
         let record = match self.put_marker(job_id, shards, seq, record).await? {
             None => record.clone(),
             Some(stored) => stored,
         };
-        let (outcome, group) = self.count_in_group(job_id, shards, seq, &record).await?;
+        let (outcome, group) = self
+            .count_in_group(job_id, shards, seq, &record, usage)
+            .await?;
         Ok(Recorded {
             outcome,
             record,
@@ -950,7 +1010,10 @@ impl JobStore for DynamoJobStore {
         let shards = shards_from_item(job_id, &job)?;
         self.remember_shards(job_id, shards);
         let below = record.listing.map(|l| l.batches);
-        let [batches_done, succeeded, failed] = self.sum_groups(job_id, shards, below).await?;
+        let ([batches_done, succeeded, failed], mut usage) =
+            self.sum_groups(job_id, shards, below).await?;
+        usage_of(&job, &mut usage);
+        usage.add(&record.checkpoint.usage);
         Ok(Progress {
             status: record.status,
             listing: record.listing,
@@ -958,6 +1021,7 @@ impl JobStore for DynamoJobStore {
             batches_done,
             succeeded,
             failed,
+            usage,
         })
     }
 
@@ -967,6 +1031,7 @@ impl JobStore for DynamoJobStore {
             JobStatus::Running,
             JobStatus::Finalizing,
             MoveCondition::ListingComplete,
+            &Usage::NONE,
         )
         .await
     }
@@ -977,6 +1042,7 @@ impl JobStore for DynamoJobStore {
             JobStatus::Running,
             JobStatus::Finalizing,
             MoveCondition::AbortRequested,
+            &Usage::NONE,
         )
         .await
     }
@@ -1298,10 +1364,21 @@ impl JobStore for DynamoJobStore {
         }
     }
 
-    async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {
+    async fn finish(
+        &self,
+        job_id: &str,
+        status: TerminalStatus,
+        usage: &Usage,
+    ) -> Result<bool, JobStoreError> {
         let target = JobStatus::from(status);
         if self
-            .move_status(job_id, JobStatus::Finalizing, target, MoveCondition::None)
+            .move_status(
+                job_id,
+                JobStatus::Finalizing,
+                target,
+                MoveCondition::None,
+                usage,
+            )
             .await?
         {
             // Off the active registry; should this fail, the sweeper forgets the entry when it sees the job

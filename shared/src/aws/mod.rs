@@ -23,23 +23,23 @@ pub use dynamodb::{DynamoJobStore, GROUP_BATCHES};
 pub use lambda::LambdaInvoker;
 pub use s3::S3Store;
 pub use sqs::SqsQueue;
-pub use stats::RequestCounter;
 pub use tables::DynamoTableReader;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Deps;
+use crate::usage::Meter;
 
-/// The SDK clients, built once per process, each counting its requests: the three stores', and Lambda's for
-/// users' functions.
+/// The SDK clients, built once per process, each counting its requests into `usage`: the three stores', and
+/// Lambda's for users' functions.
 #[derive(Debug, Clone)]
 pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub lambda: aws_sdk_lambda::Client,
-    pub requests: RequestCounter,
+    pub usage: Meter,
 }
 
 impl AwsClients {
@@ -54,7 +54,8 @@ impl AwsClients {
     /// client keeps the standard configuration (`AWS_ENDPOINT_URL_LAMBDA`, `AWS_ENDPOINT_URL`, or AWS): an
     /// emulator of the stores is rarely where users' functions run.
     pub fn new(config: &SdkConfig, stores_endpoint: Option<&str>) -> Self {
-        let requests = RequestCounter::default();
+        let usage = Meter::default();
+        let requests = stats::RequestCounter(usage.clone());
         // Emulators serve buckets under the path, not as subdomains.
         let custom_s3_endpoint = stores_endpoint.is_some()
             || config.endpoint_url().is_some()
@@ -86,7 +87,7 @@ impl AwsClients {
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
             lambda: aws_sdk_lambda::Client::from_conf(lambda),
-            requests,
+            usage,
         }
     }
 }
@@ -178,6 +179,7 @@ impl Deps {
             )),
             functions: Some(Arc::new(LambdaInvoker::new(clients.lambda.clone()))),
             tables: Some(Arc::new(DynamoTableReader::new(clients.dynamodb.clone()))),
+            usage: clients.usage.clone(),
         }
     }
 }

@@ -1,9 +1,7 @@
-//! Counting AWS requests by operation, through an SDK interceptor: the basis of the cost-per-item figure.
-//! Every attempt is counted (a retried request is billed again). A DynamoDB read that is not strongly
-//! consistent is counted apart (`DynamoDB.GetItem (eventually consistent)`): it costs half.
-
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+//! Counting AWS requests by operation, through an SDK interceptor, into a [`Meter`] that keeps them per job:
+//! the basis of a job's usage and of the cost-per-item figure. Every attempt is counted (a retried request is
+//! billed again). A DynamoDB read that is not strongly consistent is counted apart
+//! (`DynamoDB.GetItem (eventually consistent)`): it costs half.
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -12,20 +10,11 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
-/// Requests sent, by `service.Operation`.
-#[derive(Debug, Clone, Default)]
-pub struct RequestCounter {
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
-}
+use crate::usage::Meter;
 
-impl RequestCounter {
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
+/// Counts every request its clients send into the meter.
+#[derive(Debug, Clone)]
+pub struct RequestCounter(pub Meter);
 
 impl Intercept for RequestCounter {
     fn name(&self) -> &'static str {
@@ -49,12 +38,7 @@ impl Intercept for RequestCounter {
         if read && !strongly_consistent(context.request().body().bytes().unwrap_or_default()) {
             operation.push_str(" (eventually consistent)");
         }
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(operation)
-            .or_default() += 1;
+        self.0.count(&operation);
         Ok(())
     }
 }

@@ -38,6 +38,7 @@ use crate::ports::{
     BatchRecord, Checkpoint, ControlChange, CreateOutcome, JobRecord, JobStatus, JobStore,
     JobStoreError, ListingTotals, Progress, RecordOutcome, Recorded,
 };
+use crate::usage::Usage;
 
 /// The file name suffix of a job's journal.
 const JOURNAL_SUFFIX: &str = ".jsonl";
@@ -61,10 +62,14 @@ enum Change {
     Batch {
         seq: u64,
         record: BatchRecord,
+        #[serde(default, skip_serializing_if = "Usage::is_empty")]
+        usage: Usage,
     },
     Status {
         status: JobStatus,
         at_ms: u64,
+        #[serde(default, skip_serializing_if = "Usage::is_empty")]
+        usage: Usage,
     },
     InputChanged {
         seq: u64,
@@ -86,6 +91,8 @@ struct JobState {
     batches: BTreeMap<u64, BatchRecord>,
     succeeded: u64,
     failed: u64,
+    /// The usage its batch records and its finish carried (the coordinators' is in the checkpoint).
+    usage: Usage,
     /// The sweeper's last fingerprint of the job and since when it has shown it.
     swept: Option<(String, u64)>,
     /// The job's journal, when the store is persistent.
@@ -105,6 +112,7 @@ impl JobState {
             batches: BTreeMap::new(),
             succeeded: 0,
             failed: 0,
+            usage: Usage::default(),
             swept: None,
             journal: None,
             inbox: None,
@@ -122,14 +130,20 @@ impl JobState {
                 self.record.checkpoint.next_seq = totals.batches;
                 self.record.checkpoint.items_sent = totals.items;
             }
-            Change::Batch { seq, record } => {
+            Change::Batch { seq, record, usage } => {
                 if !self.batches.contains_key(seq) {
                     self.succeeded += record.succeeded;
                     self.failed = self.failed.saturating_add_signed(record.failed_delta());
                     self.batches.insert(*seq, record.clone());
+                    self.usage.add(usage);
                 }
             }
-            Change::Status { status, at_ms } => {
+            Change::Status {
+                status,
+                at_ms,
+                usage,
+            } => {
+                self.usage.add(usage);
                 self.record.status = *status;
                 if status.is_terminal() {
                     self.record.finished_at_ms = Some(*at_ms);
@@ -666,6 +680,7 @@ impl JobStore for MemoryJobStore {
         job_id: &str,
         seq: u64,
         record: &BatchRecord,
+        usage: &Usage,
     ) -> Result<Recorded, JobStoreError> {
         // The marker and the counters change under one lock: a marker here is always counted.
         self.with_job(job_id, |job| {
@@ -679,6 +694,7 @@ impl JobStore for MemoryJobStore {
             job.commit(Change::Batch {
                 seq,
                 record: record.clone(),
+                usage: usage.clone(),
             })?;
             Ok(Recorded {
                 outcome: RecordOutcome::Recorded,
@@ -725,6 +741,11 @@ impl JobStore for MemoryJobStore {
                 },
                 succeeded: job.succeeded,
                 failed: job.failed,
+                usage: {
+                    let mut usage = job.usage.clone();
+                    usage.add(&job.record.checkpoint.usage);
+                    usage
+                },
             })
         })?
         .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))
@@ -739,6 +760,7 @@ impl JobStore for MemoryJobStore {
                 job.commit(Change::Status {
                     status: JobStatus::Finalizing,
                     at_ms: now_ms(),
+                    usage: Usage::default(),
                 })?;
                 Ok(true)
             } else {
@@ -753,6 +775,7 @@ impl JobStore for MemoryJobStore {
                 job.commit(Change::Status {
                     status: JobStatus::Finalizing,
                     at_ms: now_ms(),
+                    usage: Usage::default(),
                 })?;
                 Ok(true)
             } else {
@@ -918,7 +941,12 @@ impl JobStore for MemoryJobStore {
         })
     }
 
-    async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {
+    async fn finish(
+        &self,
+        job_id: &str,
+        status: TerminalStatus,
+        usage: &Usage,
+    ) -> Result<bool, JobStoreError> {
         self.with_job(job_id, |job| {
             let target = JobStatus::from(status);
             match job.record.status {
@@ -926,6 +954,7 @@ impl JobStore for MemoryJobStore {
                     job.commit(Change::Status {
                         status: target,
                         at_ms: now_ms(),
+                        usage: usage.clone(),
                     })?;
                     Ok(true)
                 }

@@ -44,6 +44,7 @@ impl Deps {
             jobs: Arc::new(MemoryJobStore::new()),
             functions: None,
             tables: None,
+            usage: Default::default(),
         }
     }
 }

@@ -428,6 +428,15 @@ impl Coordinator {
         job: Job,
         keep_going: &(dyn Fn() -> bool + Sync),
     ) -> Result<Started, PipelineError> {
+        let job_id = job.job_id.clone();
+        crate::usage::scoped(&job_id, self.start_job(job, keep_going)).await
+    }
+
+    async fn start_job(
+        &self,
+        job: Job,
+        keep_going: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Started, PipelineError> {
         self.check_allowed(&job)?;
         self.check_inventory_source(&job).await?;
         let record = start_or_resume(&self.deps, job, Rerun::Resume).await?;
@@ -473,10 +482,11 @@ impl Coordinator {
                 // Only one invocation of a hop hands it over (a duplicate delivery may list the same pages);
                 // the hand-over is saved before its message is sent, so a failed send comes back as a
                 // redelivery of this hop, which sends it again (see `resume`).
-                let next = Checkpoint {
+                let mut next = Checkpoint {
                     hop: hop + 1,
                     ..checkpoint
                 };
+                crate::coordinator::carry_usage(&self.deps, &job_id, &mut next);
                 if !self.deps.jobs.hand_over(&job_id, &next).await? {
                     tracing::warn!(
                         job_id,
@@ -536,6 +546,15 @@ impl Coordinator {
     ) -> Result<(), PipelineError> {
         let message: ContinueListing = serde_json::from_str(body)
             .map_err(|e| PipelineError::MalformedMessage(e.to_string()))?;
+        let job_id = message.continue_listing.clone();
+        crate::usage::scoped(&job_id, self.resume_listing(message, keep_going)).await
+    }
+
+    async fn resume_listing(
+        &self,
+        message: ContinueListing,
+        keep_going: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(), PipelineError> {
         let job_id = message.continue_listing.as_str();
         let Some(record) = self.deps.jobs.get_job(job_id).await? else {
             tracing::error!(

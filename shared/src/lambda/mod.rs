@@ -49,6 +49,17 @@ pub fn log_filter(rust_log: Option<String>, lambda_level: Option<String>) -> Str
     }
 }
 
+/// Runs one invocation's handling with its time charged to the jobs it serves (see [`crate::usage`]), at the
+/// function's memory size as Lambda gives it (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`; 128 MB, Lambda's least,
+/// where it is not set).
+pub async fn metered<F: Future>(handling: F) -> F::Output {
+    let memory_mb = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(128);
+    crate::usage::invocation(memory_mb, handling).await
+}
+
 /// A handler's error as the function reports it to Lambda: the `errorType` says whether a retry can help, so
 /// an operator (or a Step Functions `Retry` on `ErrorEquals`) can tell a throttle from a bad event.
 #[derive(Debug, thiserror::Error)]

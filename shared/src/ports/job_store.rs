@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::outcome::{JobStatus, TerminalStatus};
 use crate::spec::Job;
+use crate::usage::Usage;
 
 /// How far the coordinator got: every batch before `next_seq` was sent, and the listing resumes after
 /// `start_after` (the last key of the last sent batch, or of a listed page with nothing pending).
@@ -39,6 +40,10 @@ pub struct Checkpoint {
     /// listing is being read again from the start for them, and batches from here on are redo batches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redo_from: Option<u64>,
+    /// What the coordinators of the job have sent so far (see [`crate::usage`]): each checkpoint carries the
+    /// sum, so that a checkpoint that moves forward never loses what an earlier one said.
+    #[serde(default, skip_serializing_if = "Usage::is_empty")]
+    pub usage: Usage,
 }
 
 pub use crate::batching::Cut;
@@ -342,7 +347,7 @@ impl GroupCount {
 }
 
 /// A consistent read of a job's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
     pub status: JobStatus,
     pub listing: Option<ListingTotals>,
@@ -354,6 +359,8 @@ pub struct Progress {
     /// Items of every batch counted (past the total too: these are for a progress display).
     pub succeeded: u64,
     pub failed: u64,
+    /// The job's usage as far as it was carried to the store (see [`crate::usage`]).
+    pub usage: Usage,
 }
 
 impl Progress {
@@ -430,13 +437,15 @@ pub trait JobStore: Send + Sync {
     ) -> Result<(), JobStoreError>;
 
     /// Counts batch `seq` exactly once: writes its marker unless it has one, then counts what the marker says
-    /// unless that was counted (`Recorded` if this call counted it). Only for batches of existing jobs (a
-    /// backend need not check: the check would cost a request per batch).
+    /// unless that was counted (`Recorded` if this call counted it), and with it adds `usage` to the job's.
+    /// `usage` is added only by the call that counts (on `Duplicate`, the caller keeps it). Only for batches
+    /// of existing jobs (a backend need not check: the check would cost a request per batch).
     async fn record_batch(
         &self,
         job_id: &str,
         seq: u64,
         record: &BatchRecord,
+        usage: &Usage,
     ) -> Result<Recorded, JobStoreError>;
 
     /// Batch `seq`'s record, if it has one (a strongly consistent read of its marker). A batch with a record
@@ -535,9 +544,15 @@ pub trait JobStore: Send + Sync {
     /// redrive, or a job not ended), `NotFound` when there is none. The job is listed active again.
     async fn redrive(&self, expected: &JobRecord) -> Result<JobRecord, JobStoreError>;
 
-    /// Moves the job from FINALIZING to a terminal status. `true` if this call did it, `false` if the job was
-    /// already in that status; `Conflict` if it is in another status.
-    async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError>;
+    /// Moves the job from FINALIZING to a terminal status, adding `usage` (the finalizer's, see
+    /// [`crate::usage::Meter::close`]) to the job's. `true` if this call did it, `false` if the job was
+    /// already in that status (and nothing was added); `Conflict` if it is in another status.
+    async fn finish(
+        &self,
+        job_id: &str,
+        status: TerminalStatus,
+        usage: &Usage,
+    ) -> Result<bool, JobStoreError>;
 }
 
 /// The job record, or `NotFound`: for the steps that only run for a job that exists.

@@ -13,6 +13,7 @@ use dmap_core::ports::{
     ListPage, ListingTotals, ObjectReader, ObjectStore, OutgoingMessage, Progress, QueueDepth,
     QueueError, ReceivedMessage, Recorded, SendFailure, StoreError, TerminalStatus,
 };
+use dmap_core::usage::Usage;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -392,9 +393,10 @@ impl JobStore for FaultyJobStore {
         job_id: &str,
         seq: u64,
         record: &BatchRecord,
+        usage: &Usage,
     ) -> Result<Recorded, JobStoreError> {
         self.before("record_batch").await?;
-        self.after(self.inner.record_batch(job_id, seq, record).await)
+        self.after(self.inner.record_batch(job_id, seq, record, usage).await)
     }
     async fn batch_record(
         &self,
@@ -484,8 +486,13 @@ impl JobStore for FaultyJobStore {
         self.before("flag_input_changed").await?;
         self.after(self.inner.flag_input_changed(job_id, seq).await)
     }
-    async fn finish(&self, job_id: &str, status: TerminalStatus) -> Result<bool, JobStoreError> {
+    async fn finish(
+        &self,
+        job_id: &str,
+        status: TerminalStatus,
+        usage: &Usage,
+    ) -> Result<bool, JobStoreError> {
         self.before("finish").await?;
-        self.after(self.inner.finish(job_id, status).await)
+        self.after(self.inner.finish(job_id, status, usage).await)
     }
 }

@@ -105,6 +105,11 @@ macro_rules! job_store_suite {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn job_store_keeps_a_jobs_usage() {
+            conformance::job_store_keeps_a_jobs_usage(job_store().await, "job-usage").await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn job_store_counts_racing_records_exactly() {
             conformance::job_store_counts_racing_records_exactly(job_store().await, "job-race")
                 .await;
@@ -133,6 +138,7 @@ use dmap_core::ports::{
     StoreError,
 };
 use dmap_core::spec::JobSpec;
+use dmap_core::usage::Usage;
 
 // ---------------------------------------------------------------- object store
 
@@ -566,6 +572,96 @@ fn batch(succeeded: u64, failed: u64) -> BatchRecord {
     }
 }
 
+fn usage(counters: &[(&str, u64)]) -> Usage {
+    let mut usage = Usage::default();
+    for (name, n) in counters {
+        usage.add_counter(name, *n);
+    }
+    usage
+}
+
+/// A job's usage is what its checkpoints say (the coordinators' sum: the latest counts), what its batches'
+/// records carried (once each, a duplicate's not) and what its finish carried (once).
+pub async fn job_store_keeps_a_jobs_usage(store: Arc<dyn JobStore>, job_id: &str) {
+    store.create_job(&record(job_id)).await.expect("create");
+    let usage_now = || async { store.progress(job_id).await.expect("progress").usage };
+    assert_eq!(usage_now().await, Usage::NONE);
+    let mut checkpoint = Checkpoint {
+        next_seq: 1,
+        items_sent: 1,
+        usage: usage(&[("S3.ListObjectsV2", 1), ("SQS.SendMessageBatch", 1)]),
+        ..Checkpoint::default()
+    };
+    store
+        .save_checkpoint(job_id, &checkpoint)
+        .await
+        .expect("checkpoint");
+    let recorded = store
+        .record_batch(job_id, 0, &batch(1, 0), &usage(&[("S3.GetObject", 3)]))
+        .await
+        .expect("record");
+    assert_eq!(recorded.outcome, RecordOutcome::Recorded);
+    let duplicate = store
+        .record_batch(job_id, 0, &batch(1, 0), &usage(&[("S3.GetObject", 5)]))
+        .await
+        .expect("record again");
+    assert_eq!(duplicate.outcome, RecordOutcome::Duplicate);
+    let lambda = usage(&[
+        ("DynamoDB.GetItem (eventually consistent)", 2),
+        (dmap_core::usage::LAMBDA_INVOCATIONS, 1),
+        (dmap_core::usage::LAMBDA_MB_MS, 512_000),
+    ]);
+    store
+        .record_batch(job_id, 70, &batch(1, 0), &lambda)
+        .await
+        .expect("record in another group");
+    checkpoint.next_seq = 2;
+    checkpoint.usage = usage(&[("S3.ListObjectsV2", 2), ("SQS.SendMessageBatch", 3)]);
+    store
+        .save_checkpoint(job_id, &checkpoint)
+        .await
+        .expect("checkpoint");
+    let mut expected = usage(&[
+        ("S3.ListObjectsV2", 2),
+        ("SQS.SendMessageBatch", 3),
+        ("S3.GetObject", 3),
+    ]);
+    expected.add(&lambda);
+    assert_eq!(usage_now().await, expected);
+
+    store
+        .complete_listing(
+            job_id,
+            ListingTotals {
+                batches: 71,
+                items: 71,
+            },
+        )
+        .await
+        .expect("complete");
+    // The claim trusts its caller to have seen every batch counted.
+    assert!(store.claim_finalization(job_id).await.expect("claim"));
+    let finalizer = usage(&[("S3.PutObject", 2)]);
+    assert!(
+        store
+            .finish(job_id, TerminalStatus::Succeeded, &finalizer)
+            .await
+            .expect("finish")
+    );
+    assert!(
+        !store
+            .finish(
+                job_id,
+                TerminalStatus::Succeeded,
+                &usage(&[("S3.PutObject", 9)])
+            )
+            .await
+            .expect("finish again")
+    );
+    expected.add(&finalizer);
+    assert_eq!(usage_now().await, expected);
+}
+
 /// Each job-store check gets its own job id, so backends can share one table.
 pub async fn job_store_creates_once(store: &dyn JobStore, job_id: &str) {
     let rec = record(job_id);
@@ -591,7 +687,7 @@ pub async fn job_store_creates_once(store: &dyn JobStore, job_id: &str) {
 pub async fn job_store_counts_each_batch_once(store: Arc<dyn JobStore>, job_id: &str) {
     store.create_job(&record(job_id)).await.expect("create");
     let first = store
-        .record_batch(job_id, 0, &batch(3, 1))
+        .record_batch(job_id, 0, &batch(3, 1), &Usage::NONE)
         .await
         .expect("record");
     assert_eq!(
@@ -600,7 +696,7 @@ pub async fn job_store_counts_each_batch_once(store: Arc<dyn JobStore>, job_id: 
     );
     // Recorded again with another record (a duplicate whose objects changed meanwhile): the first stands.
     let again = store
-        .record_batch(job_id, 0, &batch(9, 9))
+        .record_batch(job_id, 0, &batch(9, 9), &Usage::NONE)
         .await
         .expect("again");
     assert_eq!(
@@ -617,7 +713,11 @@ pub async fn job_store_counts_each_batch_once(store: Arc<dyn JobStore>, job_id: 
     let racers = (0..20).map(|_| {
         let store = store.clone();
         let job_id = job_id.to_owned();
-        tokio::spawn(async move { store.record_batch(&job_id, 1, &batch(5, 0)).await })
+        tokio::spawn(async move {
+            store
+                .record_batch(&job_id, 1, &batch(5, 0), &Usage::NONE)
+                .await
+        })
     });
     let outcomes = futures::future::try_join_all(racers).await.expect("join");
     let recorded = outcomes
@@ -652,7 +752,7 @@ pub async fn job_store_counts_each_batch_once(store: Arc<dyn JobStore>, job_id: 
     );
     for seq in 2..60 {
         store
-            .record_batch(job_id, seq, &batch(seq, 0))
+            .record_batch(job_id, seq, &batch(seq, 0), &Usage::NONE)
             .await
             .expect("record");
     }
@@ -676,7 +776,7 @@ pub async fn job_store_counts_each_batch_once(store: Arc<dyn JobStore>, job_id: 
         ..batch(1, 0)
     };
     store
-        .record_batch(job_id, 60, &inline)
+        .record_batch(job_id, 60, &inline, &Usage::NONE)
         .await
         .expect("record");
     assert_eq!(
@@ -766,18 +866,20 @@ pub async fn job_store_claims_once_after_listing(store: Arc<dyn JobStore>, job_i
 
     assert!(
         store
-            .finish(job_id, TerminalStatus::Failed)
+            .finish(job_id, TerminalStatus::Failed, &Usage::NONE)
             .await
             .expect("finish")
     );
     assert!(
         !store
-            .finish(job_id, TerminalStatus::Failed)
+            .finish(job_id, TerminalStatus::Failed, &Usage::NONE)
             .await
             .expect("finish again")
     );
     assert!(matches!(
-        store.finish(job_id, TerminalStatus::Succeeded).await,
+        store
+            .finish(job_id, TerminalStatus::Succeeded, &Usage::NONE)
+            .await,
         Err(JobStoreError::Conflict { .. })
     ));
     assert_eq!(
@@ -801,11 +903,11 @@ pub async fn job_store_redrives_an_ended_job_once(store: Arc<dyn JobStore>, job_
         .await
         .expect("complete");
     store
-        .record_batch(job_id, 0, &batch(3, 1))
+        .record_batch(job_id, 0, &batch(3, 1), &Usage::NONE)
         .await
         .expect("record");
     store
-        .record_batch(job_id, 1, &batch(2, 0))
+        .record_batch(job_id, 1, &batch(2, 0), &Usage::NONE)
         .await
         .expect("record");
     let running = store.get_job(job_id).await.expect("get").expect("job");
@@ -815,7 +917,7 @@ pub async fn job_store_redrives_an_ended_job_once(store: Arc<dyn JobStore>, job_
     ));
     assert!(store.claim_finalization(job_id).await.expect("claim"));
     store
-        .finish(job_id, TerminalStatus::Failed)
+        .finish(job_id, TerminalStatus::Failed, &Usage::NONE)
         .await
         .expect("finish");
     let failed = store.get_job(job_id).await.expect("get").expect("job");
@@ -867,7 +969,10 @@ pub async fn job_store_redrives_an_ended_job_once(store: Arc<dyn JobStore>, job_
         ..batch(1, 0)
     };
     for _ in 0..2 {
-        store.record_batch(job_id, 2, &redo).await.expect("record");
+        store
+            .record_batch(job_id, 2, &redo, &Usage::NONE)
+            .await
+            .expect("record");
     }
     assert_eq!(
         store.batch_record(job_id, 2).await.expect("marker"),
@@ -901,7 +1006,7 @@ pub async fn job_store_counts_only_batches_below_the_total(store: Arc<dyn JobSto
     store.create_job(&record(job_id)).await.expect("create");
     for seq in [0, 1, 3] {
         store
-            .record_batch(job_id, seq, &batch(1, 0))
+            .record_batch(job_id, seq, &batch(1, 0), &Usage::NONE)
             .await
             .expect("record");
     }
@@ -916,14 +1021,14 @@ pub async fn job_store_counts_only_batches_below_the_total(store: Arc<dyn JobSto
         .await
         .expect("complete the listing");
     store
-        .record_batch(job_id, 70, &batch(1, 0))
+        .record_batch(job_id, 70, &batch(1, 0), &Usage::NONE)
         .await
         .expect("record past the total, in another group");
     let p = store.progress(job_id).await.expect("progress");
     assert_eq!(p.batches_done, 2, "{p:?}");
     assert!(!p.is_complete());
     store
-        .record_batch(job_id, 2, &batch(1, 0))
+        .record_batch(job_id, 2, &batch(1, 0), &Usage::NONE)
         .await
         .expect("record");
     let p = store.progress(job_id).await.expect("progress");
@@ -939,7 +1044,11 @@ pub async fn job_store_counts_racing_records_exactly(store: Arc<dyn JobStore>, j
         let store = store.clone();
         let job_id = job_id.to_owned();
         let seq = i / 2;
-        tokio::spawn(async move { store.record_batch(&job_id, seq, &batch(seq + 1, 1)).await })
+        tokio::spawn(async move {
+            store
+                .record_batch(&job_id, seq, &batch(seq + 1, 1), &Usage::NONE)
+                .await
+        })
     });
     let outcomes = futures::future::try_join_all(racers).await.expect("join");
     let recorded = outcomes

@@ -19,16 +19,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use dmap_core::aws::S3Store;
 use dmap_core::ports::ObjectStore;
+use dmap_core::usage::Prices;
 use dmap_emulator as emulator;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-/// us-east-1 on-demand prices (late 2026).
-const SQS_PER_REQUEST: f64 = 0.40e-6;
-const DYNAMODB_PER_WRU: f64 = 0.625e-6;
-const DYNAMODB_PER_RRU: f64 = 0.125e-6;
-const S3_PER_LIST_OR_PUT: f64 = 0.005e-3;
-const S3_PER_GET: f64 = 0.0004e-3;
 /// Step Functions: a Standard state transition per child execution, and an Express request per child.
 const SFN_PER_TRANSITION: f64 = 0.025e-3;
 const SFN_EXPRESS_PER_REQUEST: f64 = 1.0e-6;
@@ -196,6 +191,13 @@ async fn run_and_price(
         "{:<32} {:>9} {:>16}",
         "operation", "requests", "per 1,000 items"
     );
+    // dmap's prices, from its one table (us-east-1, on demand); DynamoDB's by the sizes read back.
+    let prices = Prices::us_east_1();
+    let (sqs_per_request, dynamodb_per_wru, dynamodb_per_rru) = (
+        prices.sqs_per_request,
+        prices.dynamodb_per_write_unit,
+        prices.dynamodb_per_read_unit,
+    );
     let mut control_plane = 0.0;
     let mut gets = 0.0;
     for (operation, n) in requests {
@@ -203,32 +205,32 @@ async fn run_and_price(
         println!("{operation:<32} {n:>9} {:>16.2}", per_thousand(n));
         let n = n as f64;
         control_plane += match operation.as_str() {
-            op if op.starts_with("SQS.") => n * SQS_PER_REQUEST,
+            op if op.starts_with("SQS.") => n * sqs_per_request,
             // The markers, then the job's own items at the job item's size.
             "DynamoDB.PutItem" => {
                 let markers = (sizes.markers.len() as f64).min(n);
-                (markers * sizes.marker_wru() + (n - markers) * wru(sizes.job)) * DYNAMODB_PER_WRU
+                (markers * sizes.marker_wru() + (n - markers) * wru(sizes.job)) * dynamodb_per_wru
             }
             // A group count per batch, then checkpoints and status moves of the job item.
             "DynamoDB.UpdateItem" => {
                 let groups = (batches as f64).min(n);
                 (groups * wru(sizes.group_bytes()) + (n - groups) * wru(sizes.job))
-                    * DYNAMODB_PER_WRU
+                    * dynamodb_per_wru
             }
-            "DynamoDB.DeleteItem" => n * DYNAMODB_PER_WRU,
-            "DynamoDB.TransactWriteItems" => n * 4.0 * DYNAMODB_PER_WRU,
+            "DynamoDB.DeleteItem" => n * dynamodb_per_wru,
+            "DynamoDB.TransactWriteItems" => n * 4.0 * dynamodb_per_wru,
             // Reads of items under 4 KB: a unit strongly consistent, half a unit eventually.
-            "DynamoDB.GetItem" => n * DYNAMODB_PER_RRU,
-            "DynamoDB.GetItem (eventually consistent)" => n * 0.5 * DYNAMODB_PER_RRU,
-            "DynamoDB.BatchGetItem" => n * 17.0 * DYNAMODB_PER_RRU,
+            "DynamoDB.GetItem" => n * dynamodb_per_rru,
+            "DynamoDB.GetItem (eventually consistent)" => n * 0.5 * dynamodb_per_rru,
+            "DynamoDB.BatchGetItem" => n * 17.0 * dynamodb_per_rru,
             // A unit a Query at least; the finalizer's Queries also read every marker once, parts and all.
             "DynamoDB.Query" => {
                 let markers: f64 = sizes.markers.iter().sum();
-                (n + (markers / 4096.0).ceil()) * DYNAMODB_PER_RRU
+                (n + (markers / 4096.0).ceil()) * dynamodb_per_rru
             }
-            "S3.ListObjectsV2" | "S3.PutObject" => n * S3_PER_LIST_OR_PUT,
+            "S3.ListObjectsV2" | "S3.PutObject" => n * prices.s3_per_put_or_list,
             "S3.GetObject" => {
-                gets += n * S3_PER_GET;
+                gets += n * prices.s3_per_get;
                 0.0
             }
             _ => 0.0,

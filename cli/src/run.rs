@@ -406,15 +406,16 @@ pub fn print_summary(report: &RunReport, outputs: &Outputs, as_json: bool, meter
         String::new()
     };
     println!(
-        "{} {}: {} items ({} succeeded, {} failed) in {} batches, {secs:.2} s, {rate:.0} items/s{chaos}; manifest: {manifest}",
+        "{} {}: {} items ({} succeeded, {} failed) in {} batches, {secs:.2} s, {rate:.0} items/s{chaos}; usage: {}; \
+         manifest: {manifest}",
         m.job_id,
         m.status.as_str(),
         m.items.total,
         m.items.succeeded,
         m.items.failed,
         m.batches.total,
+        usage_line(m.usage.as_ref()),
     );
-    println!("usage: {}", usage_line(m.usage.as_ref()));
     if let Some(requests) = requests {
         let by_operation: Vec<String> =
             requests.iter().map(|(op, n)| format!("{op} {n}")).collect();

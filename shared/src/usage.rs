@@ -106,7 +106,7 @@ impl Usage {
             + self.lambda.gb_seconds() * prices.lambda_per_gb_second
     }
 
-    /// The usage in one line: `1234 AWS requests (DynamoDB 334, S3 600, SQS 300); estimated cost $0.0012 at
+    /// The usage in one line: `1234 AWS requests (DynamoDB 334, S3 600, SQS 300), estimated cost $0.0012 at
     /// us-east-1 list prices`.
     pub fn line(&self, prices: &Prices) -> String {
         if self.is_empty() {
@@ -132,7 +132,7 @@ impl Usage {
             )
         };
         format!(
-            "{} AWS requests ({}){lambda}; estimated cost ${:.4} at {} list prices",
+            "{} AWS requests ({}){lambda}, estimated cost ${:.4} at {} list prices",
             self.total_requests(),
             services.join(", "),
             self.cost(prices),
@@ -496,7 +496,7 @@ mod tests {
         assert_eq!(
             usage.line(&prices),
             "3000000 AWS requests (DynamoDB 1000000, S3 1000000, SQS 1000000), 1000000 Lambda invocations, \
-             1000.0 GB-s; estimated cost $1.0758 at us-east-1 list prices"
+             1000.0 GB-s, estimated cost $1.0758 at us-east-1 list prices"
         );
         assert_eq!(Usage::NONE.line(&prices), "no AWS requests");
     }

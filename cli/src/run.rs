@@ -205,8 +205,10 @@ pub async fn run_job(
     if job.spec.processor.lambda().is_some() {
         // The user's functions are wherever the SDK's standard configuration says: Lambda, or a local Invoke API
         // named by AWS_ENDPOINT_URL_LAMBDA (`cargo lambda watch`).
-        let lambda = AwsClients::from_env(None).await.lambda;
-        deps.functions = Some(Arc::new(LambdaInvoker::new(lambda)));
+        let clients = AwsClients::from_env(None).await;
+        deps.functions = Some(Arc::new(LambdaInvoker::new(clients.lambda)));
+        // Its Invoke requests are the job's usage.
+        deps.usage = clients.usage;
     }
     if begin == Begin::Redrive {
         // The runner sends again what an earlier process left unrecorded, as for any resumed job.

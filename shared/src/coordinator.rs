@@ -24,6 +24,7 @@ use crate::ports::{
 };
 use crate::reader::{self, Position, ReadPage};
 use crate::spec::{Job, JobSpec};
+use crate::usage::Usage;
 
 /// How a listing run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,26 +165,34 @@ async fn save_unless_aborted(
     job_id: &str,
     checkpoint: &mut Checkpoint,
 ) -> Result<bool, PipelineError> {
-    carry_usage(deps, job_id, checkpoint);
+    let carried = carry_usage(deps, job_id, checkpoint);
     match deps.jobs.save_checkpoint(job_id, checkpoint).await {
         Ok(()) => Ok(true),
         Err(e @ JobStoreError::Conflict { .. }) => {
             let record = crate::ports::require_job(deps.jobs.as_ref(), job_id).await?;
             if record.abort_requested() {
+                // Saved all the same, usage and all.
                 tracing::info!(job_id, "job aborted; listing stopped");
                 Ok(false)
             } else {
+                deps.usage.put_back(job_id, carried);
                 Err(e.into())
             }
         }
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            // The listing ends here, and this checkpoint with it: its usage goes back for another write.
+            deps.usage.put_back(job_id, carried);
+            Err(e.into())
+        }
     }
 }
 
-/// Adds what this process sent for the job to the checkpoint's usage, which the next save carries (kept in the
-/// checkpoint should that save fail: the one after carries it).
-pub fn carry_usage(deps: &Deps, job_id: &str, checkpoint: &mut Checkpoint) {
-    checkpoint.usage.add(&deps.usage.take(job_id));
+/// Adds what this process sent for the job to the checkpoint's usage, the sum the next save carries; returns
+/// what it added, for the caller to [`crate::usage::Meter::put_back`] should the save fail.
+pub fn carry_usage(deps: &Deps, job_id: &str, checkpoint: &mut Checkpoint) -> Usage {
+    let taken = deps.usage.take(job_id);
+    checkpoint.usage.add(&taken);
+    taken
 }
 
 fn id_reused(job_id: &str) -> PipelineError {
@@ -379,8 +388,11 @@ async fn cut_at_hand_over(
         seq: partial.seq,
         last_key,
     });
-    carry_usage(deps, &job.job_id, checkpoint);
-    deps.jobs.save_checkpoint(&job.job_id, checkpoint).await?;
+    let carried = carry_usage(deps, &job.job_id, checkpoint);
+    if let Err(e) = deps.jobs.save_checkpoint(&job.job_id, checkpoint).await {
+        deps.usage.put_back(&job.job_id, carried);
+        return Err(e.into());
+    }
     send_batches(deps, job, bucket, std::slice::from_ref(&partial), sending).await?;
     checkpoint.cut = None;
     checkpoint.next_seq = partial.seq + 1;

@@ -24,7 +24,7 @@ use crate::map_results::{MapResults, MapResultsConfig};
 use crate::outcome::{
     BatchCounts, BatchPart, ItemCounts, LiveFailures, Manifest, OutputLine, TerminalStatus,
 };
-use crate::usage::{PricedUsage, Prices, Usage};
+use crate::usage::{Prices, Usage};
 use std::sync::Arc;
 
 use crate::ports::{
@@ -113,6 +113,8 @@ async fn finalize_job(
             })
         }
         JobStatus::Finalizing => {
+            // A process that finalized the job before (a redrive's, warm) counts it as pending again.
+            deps.usage.reopen(job_id);
             let (manifest, closed) = match write_outputs(deps, config, &record, &out).await {
                 Ok(written) => written,
                 Err(e) if e.is_transient() => return Err(e),
@@ -122,7 +124,12 @@ async fn finalize_job(
                     write_failure(deps, &record, &out, &e).await?
                 }
             };
-            deps.jobs.finish(job_id, manifest.status, &closed).await?;
+            if let Err(e) = deps.jobs.finish(job_id, manifest.status, &closed).await {
+                // The manifest holds `closed`, the store not yet: the retry's manifest is written again.
+                deps.usage.reopen(job_id);
+                deps.usage.put_back(job_id, closed);
+                return Err(e.into());
+            }
             tracing::info!(job_id, status = manifest.status.as_str(), "job finished");
             Ok(Finalized {
                 manifest,
@@ -287,26 +294,41 @@ async fn write_outputs(
     objects
         .put(&out.bucket, &out.failures_key(), failures.to_jsonl())
         .await?;
+    // The one read the usage costs: the job store's sum, at the end.
     let stored = deps.jobs.progress(job_id).await?.usage;
-    let (usage, closed) = closing_usage(deps, job_id, stored);
-    let manifest = Manifest { usage, ..manifest };
-    let mut manifest_json = serde_json::to_vec_pretty(&manifest).expect("serializes");
-    manifest_json.push(b'\n');
-    objects
-        .put(&out.bucket, &out.manifest_key(), manifest_json)
-        .await?;
-    Ok((manifest, closed))
+    write_manifest(deps, out, manifest, stored).await
 }
 
-/// The job's usage for its manifest: `stored` (what the job store holds) and what this process sent for the
-/// job and has not carried, which is closed here (see [`crate::usage`]) and returned apart, for
-/// [`JobStore::finish`] to add to the store. `None` for a job that sent no AWS request.
-fn closing_usage(deps: &Deps, job_id: &str, stored: Usage) -> (Option<PricedUsage>, Usage) {
-    let closed = deps.usage.close(job_id);
+/// Writes the manifest with the job's usage: `stored` (what the job store holds) and what this process sent
+/// for the job and has not carried, which is taken here and, once the manifest is written, closed (see
+/// [`crate::usage`]); returned with the manifest, for [`JobStore::finish`] to add to the store. No usage for
+/// a job that sent no AWS request.
+async fn write_manifest(
+    deps: &Deps,
+    out: &OutputLocation,
+    manifest: Manifest,
+    stored: Usage,
+) -> Result<(Manifest, Usage), PipelineError> {
+    let job_id = manifest.job_id.clone();
+    let closed = deps.usage.take(&job_id);
     let mut usage = stored;
     usage.add(&closed);
-    let priced = (!usage.is_empty()).then(|| usage.priced(&Prices::from_env()));
-    (priced, closed)
+    let manifest = Manifest {
+        usage: (!usage.is_empty()).then(|| usage.priced(&Prices::from_env())),
+        ..manifest
+    };
+    let mut body = serde_json::to_vec_pretty(&manifest).expect("serializes");
+    body.push(b'\n');
+    if let Err(e) = deps
+        .objects
+        .put(&out.bucket, &out.manifest_key(), body)
+        .await
+    {
+        deps.usage.put_back(&job_id, closed);
+        return Err(e.into());
+    }
+    deps.usage.close(&job_id);
+    Ok((manifest, closed))
 }
 
 /// The files under `outputs/` being written, in batch order: each holds the lines of consecutive batches, from
@@ -419,14 +441,7 @@ async fn write_failure(
         batches,
         Some(error.to_string()),
     );
-    let (usage, closed) = closing_usage(deps, &record.job.job_id, progress.usage);
-    let manifest = Manifest { usage, ..manifest };
-    let mut body = serde_json::to_vec_pretty(&manifest).expect("serializes");
-    body.push(b'\n');
-    deps.objects
-        .put(&out.bucket, &out.manifest_key(), body)
-        .await?;
-    Ok((manifest, closed))
+    write_manifest(deps, out, manifest, progress.usage).await
 }
 
 /// The failures that stand in the records of the job's runs before its current redrive (batches below

@@ -4,9 +4,9 @@
 //! Requests are counted per job as they are sent ([`Meter::count`], called by the AWS clients' interceptor):
 //! a request belongs to the job of the [`scoped`] future that sends it, else to the meter's default job (the
 //! job a `dmap run` process runs). What a process counted for a job is carried to the job store on writes it
-//! makes anyway ([`Meter::take`]: the worker's batch record, the coordinator's checkpoint), so that no request
-//! is spent on the accounting, and the finalizer adds what its own process has not carried yet
-//! ([`Meter::close`]). A job's usage is the sum: its manifest holds every request sent for it before the
+//! makes anyway ([`Meter::take`]: the worker's batch record, the coordinator's checkpoint), so that the
+//! accounting costs one request per job (the finalizer's read of the sum), and the finalizer adds what its own
+//! process has not carried yet, then closes the job ([`Meter::close`]). A job's usage is the sum: its manifest holds every request sent for it before the
 //! manifest's own write. A Lambda process's requests after its last write for a job (a worker's completion
 //! check, say) stay uncounted: the figure is an estimate there, exact in a single process (`dmap run`).
 
@@ -293,6 +293,9 @@ fn current_job() -> Option<Arc<str>> {
     JOB.try_with(Arc::clone).ok()
 }
 
+/// Jobs a process keeps closed (see [`Meter::close`]).
+const MAX_CLOSED: usize = 1000;
+
 /// Counts a process's requests per job (see the module's documentation). Clones share the counts.
 #[derive(Debug, Clone, Default)]
 pub struct Meter {
@@ -344,14 +347,23 @@ impl Meter {
         }
     }
 
-    /// Requests outside any scope are `job_id`'s from now on (a process that runs one job), and the job's
-    /// usage is counted again if it was closed here before (a redrive in the same process).
+    /// Requests outside any scope are `job_id`'s from now on (a process that runs one job), and the job is
+    /// [`Self::reopen`]ed.
     pub fn run_job(&self, job_id: &str) {
-        let job: Arc<str> = Arc::from(job_id);
+        self.reopen(job_id);
+        self.state().default_job = Some(Arc::from(job_id));
+    }
+
+    /// Counts `job_id`'s requests as pending again, those sent since it was closed included: its finalizer
+    /// writes a manifest again (a redrive, in a process that finalized the job before).
+    pub fn reopen(&self, job_id: &str) {
         let mut state = self.state();
-        state.closed.remove(&job);
-        state.after.remove(&job);
-        state.default_job = Some(job);
+        let job: Arc<str> = Arc::from(job_id);
+        if state.closed.remove(&job)
+            && let Some(after) = state.after.remove(&job)
+        {
+            state.pending.entry(job).or_default().add(&after);
+        }
     }
 
     /// Takes what was counted for `job_id` and not yet carried, for a write to carry it. A write that fails
@@ -369,12 +381,20 @@ impl Meter {
         self.add(job_id, &usage);
     }
 
-    /// Takes what is left for `job_id` and closes it: what this process sends for it afterwards is counted
-    /// apart ([`Self::after`]). The finalizer's, right before it writes the manifest.
-    pub fn close(&self, job_id: &str) -> Usage {
-        let usage = self.take(job_id);
-        self.state().closed.insert(Arc::from(job_id));
-        usage
+    /// Closes `job_id` once its manifest is written with what [`Self::take`] gave the finalizer: what this
+    /// process sent for the job since (the manifest's own write, the final status) and sends afterwards is
+    /// counted apart ([`Self::after`]). A warm process that closed many jobs forgets the oldest ones' counts
+    /// after: nothing reads them but a `dmap run`'s summary, of its one job.
+    pub fn close(&self, job_id: &str) {
+        let mut state = self.state();
+        if state.closed.len() >= MAX_CLOSED {
+            state.closed.clear();
+            state.after.clear();
+        }
+        let job: Arc<str> = Arc::from(job_id);
+        let since = state.pending.remove(&job).unwrap_or_default();
+        state.after.entry(job.clone()).or_default().add(&since);
+        state.closed.insert(job);
     }
 
     /// What this process sent for `job_id` after closing it (the manifest's own write, the final status).
@@ -433,17 +453,30 @@ mod tests {
             meter.count("DynamoDB.UpdateItem");
             meter.put_back("a", taken);
             assert_eq!(
-                meter.close("a"),
+                meter.take("a"),
                 requests(&[("S3.GetObject", 1), ("DynamoDB.UpdateItem", 1)])
             );
-            meter.count("S3.PutObject");
+            meter.count("S3.PutObject"); // the manifest's write
+            meter.close("a");
+            meter.count("DynamoDB.UpdateItem"); // the final status
         })
         .await;
-        assert_eq!(meter.after("a"), requests(&[("S3.PutObject", 1)]));
+        assert_eq!(
+            meter.after("a"),
+            requests(&[("S3.PutObject", 1), ("DynamoDB.UpdateItem", 1)])
+        );
         assert_eq!(meter.take("a"), Usage::NONE);
-        meter.run_job("a");
-        meter.count("S3.GetObject");
-        assert_eq!(meter.take("a"), requests(&[("S3.GetObject", 1)]));
+        // Finalized again (a redrive): what it sent after the first manifest is pending again.
+        meter.reopen("a");
+        scoped("a", async { meter.count("S3.GetObject") }).await;
+        assert_eq!(
+            meter.take("a"),
+            requests(&[
+                ("S3.PutObject", 1),
+                ("DynamoDB.UpdateItem", 1),
+                ("S3.GetObject", 1)
+            ])
+        );
         assert_eq!(meter.after("a"), Usage::NONE);
     }
 

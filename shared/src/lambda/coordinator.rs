@@ -486,8 +486,13 @@ impl Coordinator {
                     hop: hop + 1,
                     ..checkpoint
                 };
-                crate::coordinator::carry_usage(&self.deps, &job_id, &mut next);
-                if !self.deps.jobs.hand_over(&job_id, &next).await? {
+                let carried = crate::coordinator::carry_usage(&self.deps, &job_id, &mut next);
+                let handed = self.deps.jobs.hand_over(&job_id, &next).await;
+                if !matches!(handed, Ok(true)) {
+                    // Not saved: the usage goes back for another write.
+                    self.deps.usage.put_back(&job_id, carried);
+                }
+                if !handed? {
                     tracing::warn!(
                         job_id,
                         hop,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{BUCKET, Env, csv_object, csv_spec, fast_config};
 use dmap_core::coordinator::{Rerun, run_listing, start_or_resume};
+use dmap_core::outcome::Manifest;
 use dmap_core::ports::{OutgoingMessage, RecordOutcome, read_all};
 use dmap_core::runner::{self, Chaos, RunnerConfig};
 use dmap_core::spec::JobSpec;
@@ -67,8 +68,18 @@ async fn moto_outputs(deps: &dmap_core::Deps, report: &runner::RunReport) -> [Ve
             .await
             .expect("output")
     };
+    // The manifest as written but for its usage (the requests of the run, which an embedded run sends none of).
+    let mut manifest: Manifest =
+        serde_json::from_slice(&read(m.result.replace("result.json", "manifest.json")).await)
+            .unwrap();
+    assert!(
+        manifest.usage.take().is_some(),
+        "a run through moto has its usage"
+    );
+    let mut manifest = serde_json::to_vec_pretty(&manifest).unwrap();
+    manifest.push(b'\n');
     [
-        read(m.result.replace("result.json", "manifest.json")).await,
+        manifest,
         read(m.result.clone()).await,
         read(m.failures.clone()).await,
     ]
@@ -85,7 +96,9 @@ async fn assert_moto_run_equals(
     let through_moto = runner::run(deps, job, &aws_config(None), &|_| {})
         .await
         .expect("moto run");
-    assert_eq!(through_moto.manifest, embedded.manifest);
+    let mut manifest = through_moto.manifest.clone();
+    assert!(manifest.usage.take().is_some());
+    assert_eq!(manifest, embedded.manifest);
     assert_eq!(
         moto_outputs(deps, &through_moto).await,
         env.outputs(embedded)

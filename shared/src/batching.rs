@@ -78,6 +78,36 @@ pub struct Cut {
     pub last_key: String,
 }
 
+/// One key range of an `s3_list` listing split to be listed in parallel (see [`crate::parallel_listing`]): the
+/// keys after `after` up to `upto`, and how far its listing got. Stored in the checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRange {
+    /// The range's listing resumes after this key (exclusive).
+    pub after: String,
+    /// Its last key (inclusive); `None`: the listing's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upto: Option<String>,
+    /// Every item of the range was sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub done: bool,
+    /// A page whose batches were numbered and saved, and may not all be sent: a resumed listing sends them
+    /// again, cut the same way, before it lists on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sending: Option<NumberedPage>,
+}
+
+/// The items of one range's keys after its `after` up to `through` (inclusive), cut into `batches` batches
+/// numbered from `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberedPage {
+    pub seq: u64,
+    pub batches: u64,
+    pub through: String,
+    /// The range ends with this page.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub last: bool,
+}
+
 /// A reader's position after an item, as a checkpoint stores it ([`crate::reader`] says what each reader's
 /// means). Kept unencoded until it is saved: most items' positions never are.
 #[derive(Debug, Clone, PartialEq, Eq)]

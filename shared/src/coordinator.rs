@@ -18,12 +18,13 @@ use crate::error::PipelineError;
 use crate::finalizer::standing_failures;
 use crate::layout::OutputLocation;
 use crate::message::BatchMessage;
+use crate::parallel_listing;
 use crate::ports::{
     Checkpoint, CreateOutcome, Cut, JobRecord, JobStore, JobStoreError, ListingTotals,
     OutgoingMessage, StoreError, send_all_with_retry,
 };
 use crate::reader::{self, Position, ReadPage};
-use crate::spec::{Job, JobSpec};
+use crate::spec::{ItemReader, Job, JobSpec};
 use crate::usage::Usage;
 
 /// How a listing run ended.
@@ -212,7 +213,24 @@ pub async fn run_listing(
     record: &JobRecord,
     keep_going: &(dyn Fn() -> bool + Sync),
 ) -> Result<ListingOutcome, PipelineError> {
+    run_listing_capped(deps, record, keep_going, u32::MAX).await
+}
+
+/// [`run_listing`], listing at most `max_parallelism` key ranges at once whatever the spec asks (a
+/// deployment's cap).
+pub async fn run_listing_capped(
+    deps: &Deps,
+    record: &JobRecord,
+    keep_going: &(dyn Fn() -> bool + Sync),
+    max_parallelism: u32,
+) -> Result<ListingOutcome, PipelineError> {
     let job_id = record.job.job_id.as_str();
+    let parallelism = match &record.job.spec.item_reader {
+        ItemReader::S3List(reader) => {
+            reader.list_parallelism().min(max_parallelism).max(1) as usize
+        }
+        _ => 1,
+    };
     if let Some(totals) = record.listing {
         let completion = complete_if_done(deps, job_id, true).await?;
         return Ok(ListingOutcome::Complete { totals, completion });
@@ -223,7 +241,12 @@ pub async fn run_listing(
             Some(from) => Some(standing_failures(deps, record, from).await?.into_keys()),
             None => None,
         };
-        match list_pass(deps, record, &mut checkpoint, redo, keep_going).await? {
+        let pass = if checkpoint.ranges.is_empty() || redo.is_some() {
+            list_pass(deps, record, &mut checkpoint, redo, parallelism, keep_going).await?
+        } else {
+            list_split(deps, record, &mut checkpoint, parallelism, keep_going).await?
+        };
+        match pass {
             Pass::Ended if record.redrives > 0 && checkpoint.redo_from.is_none() => {
                 // Every item is listed: the redo pass reads them again from the start.
                 checkpoint = Checkpoint {
@@ -237,6 +260,7 @@ pub async fn run_listing(
                 }
             }
             Pass::Ended => break,
+            Pass::Split => {}
             Pass::Paused => return Ok(ListingOutcome::Paused(checkpoint)),
             Pass::Aborted => return Ok(ListingOutcome::Aborted),
         }
@@ -259,17 +283,24 @@ pub async fn run_listing(
 /// How one pass of a listing ended.
 enum Pass {
     Ended,
+    /// Split into key ranges, which go on from the checkpoint ([`list_split`]).
+    Split,
     Paused,
     Aborted,
 }
 
 /// One pass over the items from `checkpoint`, which it moves. With `redo`, only the items of those keys are
 /// batched, as redo batches (they were listed before: `items_sent` stays).
+///
+/// An `s3_list` listing with more than one page and a `parallelism` above 1 is split after its first page
+/// ([`crate::parallel_listing::split`]): what that page's full batches sent stays sent, and the ranges start
+/// after the last of them (the partial batch's items are listed again by the first range).
 async fn list_pass(
     deps: &Deps,
     record: &JobRecord,
     checkpoint: &mut Checkpoint,
     redo: Option<HashSet<String>>,
+    parallelism: usize,
     keep_going: &(dyn Fn() -> bool + Sync),
 ) -> Result<Pass, PipelineError> {
     let job = &record.job;
@@ -286,14 +317,22 @@ async fn list_pass(
     let mut source = reader::open(deps, job, checkpoint.start_after.as_deref()).await?;
     let bucket = source.objects_bucket().map(str::to_owned);
     let mut page: ReadPage = source.next_page().await?;
+    let split_reader = match &job.spec.item_reader {
+        ItemReader::S3List(reader) if parallelism > 1 && redo.is_none() => Some(reader),
+        _ => None,
+    };
     loop {
         if let Some(keys) = &redo {
             page.items.retain(|(item, _)| keys.contains(item.key()));
         }
         let (end, last_page) = (page.end.take(), page.last);
+        // A replayed cut pins the next batch's items: only split once it is spent.
+        let split_now = split_reader.is_some() && !last_page && checkpoint.cut.is_none();
         let batches = batch_page(&mut batcher, page, last_page);
         // Read the next page while this one's batches are sent: enqueueing keeps pace with reading.
-        let next: OptionFuture<_> = (!last_page).then(|| source.next_page()).into();
+        let next: OptionFuture<_> = (!last_page && !split_now)
+            .then(|| source.next_page())
+            .into();
         let (next, sent) = tokio::join!(
             next,
             send_batches(deps, job, bucket.as_deref(), &batches, sending)
@@ -315,6 +354,22 @@ async fn list_pass(
                 .as_ref()
                 .map(Position::encode)
                 .or(checkpoint.start_after.take());
+        }
+        if let Some(reader) = split_reader.filter(|_| split_now) {
+            let after = checkpoint.start_after.clone().unwrap_or_default();
+            let ranges =
+                crate::parallel_listing::split(deps.objects.as_ref(), reader, &after, parallelism)
+                    .await?;
+            if !ranges.is_empty() {
+                tracing::info!(job_id, ranges = ranges.len(), after, "listing split");
+                checkpoint.ranges = ranges;
+                if !save_unless_aborted(deps, job_id, checkpoint).await? {
+                    return Ok(Pass::Aborted);
+                }
+                return Ok(Pass::Split);
+            }
+            // Fewer than two folders to split at: one stream to the end.
+            return Box::pin(list_pass(deps, record, checkpoint, redo, 1, keep_going)).await;
         }
         if *checkpoint != saved {
             if !save_unless_aborted(deps, job_id, checkpoint).await? {
@@ -341,6 +396,127 @@ async fn list_pass(
             return Ok(Pass::Paused);
         }
     }
+}
+
+/// Lists a split listing's key ranges from the checkpoint ([`crate::parallel_listing`]), `parallelism` at
+/// once, until every range is done. Each group of pages that arrived together is numbered on from
+/// `next_seq`, saved (each range's page as its [`NumberedPage`], one write for the group), then sent; a range
+/// moves past its page once the page is sent. Pages saved by an earlier run that may not have been sent are
+/// read again and sent first, cut into the same batches with the same numbers.
+async fn list_split(
+    deps: &Deps,
+    record: &JobRecord,
+    checkpoint: &mut Checkpoint,
+    parallelism: usize,
+    keep_going: &(dyn Fn() -> bool + Sync),
+) -> Result<Pass, PipelineError> {
+    let job = &record.job;
+    let job_id = job.job_id.as_str();
+    let ItemReader::S3List(reader) = &job.spec.item_reader else {
+        return Err(PipelineError::Inconsistent {
+            job_id: job_id.to_owned(),
+            message: "the checkpoint has key ranges but the reader is not s3_list".into(),
+        });
+    };
+    let entries = job.spec.processor.wants_listing_entries();
+    let limits = BatchLimits::for_job(&job.spec);
+    let sending = Sending {
+        generation: record.redrives,
+        redo: false,
+    };
+    let objects = deps.objects.as_ref();
+    for range in &mut checkpoint.ranges {
+        let Some(page) = range.sending.clone() else {
+            continue;
+        };
+        let items =
+            parallel_listing::read_through(objects, reader, entries, &range.after, &page.through)
+                .await?;
+        let mut batches = parallel_listing::cut(limits, page.seq, items);
+        if batches.len() as u64 != page.batches {
+            // The keys changed since the page was numbered: the job cannot be exact any more, and ends
+            // FAILED saying so. Its numbers are sent all the same (empty past the new items), so that every
+            // batch of the total is recorded and the job ends.
+            tracing::warn!(job_id, seq = page.seq, "a numbered page's keys changed");
+            deps.jobs.flag_input_changed(job_id, page.seq).await?;
+            batches.truncate(page.batches as usize);
+            for seq in page.seq + batches.len() as u64..page.seq + page.batches {
+                batches.push(Batch {
+                    seq,
+                    items: Vec::new(),
+                    after: Position::default(),
+                });
+            }
+        }
+        send_batches(deps, job, None, &batches, sending).await?;
+        range.after = page.through;
+        range.done = page.last;
+        range.sending = None;
+    }
+    let mut saved = checkpoint.clone();
+    let ranges = checkpoint.ranges.clone();
+    parallel_listing::list_ranges(
+        objects,
+        reader,
+        entries,
+        &ranges,
+        parallelism,
+        |mut feed| async move {
+            while let Some(group) = feed.next_group().await {
+                let mut batches = Vec::new();
+                let mut pages = Vec::new();
+                for page in group? {
+                    let cut = parallel_listing::cut(limits, checkpoint.next_seq, page.items);
+                    let range = &mut checkpoint.ranges[page.range];
+                    match parallel_listing::numbered(&cut, &page.through, page.last) {
+                        Some(numbered) => {
+                            checkpoint.next_seq += numbered.batches;
+                            checkpoint.items_sent +=
+                                cut.iter().map(|b| b.items.len() as u64).sum::<u64>();
+                            range.sending = Some(numbered);
+                            batches.extend(cut);
+                            pages.push(page.range);
+                        }
+                        // Nothing selected: the range moves past the page at once.
+                        None => {
+                            range.after = page.through;
+                            range.done = page.last;
+                        }
+                    }
+                }
+                if *checkpoint != saved {
+                    if !save_unless_aborted(deps, job_id, checkpoint).await? {
+                        return Ok(Pass::Aborted);
+                    }
+                    saved = checkpoint.clone();
+                }
+                send_batches(deps, job, None, &batches, sending).await?;
+                for i in pages {
+                    let range = &mut checkpoint.ranges[i];
+                    let page = range.sending.take().expect("numbered above");
+                    range.after = page.through;
+                    range.done = page.last;
+                }
+                if checkpoint.ranges.iter().all(|r| r.done) {
+                    break;
+                }
+                if !keep_going() {
+                    if *checkpoint != saved
+                        && !save_unless_aborted(deps, job_id, checkpoint).await?
+                    {
+                        return Ok(Pass::Aborted);
+                    }
+                    tracing::info!(job_id, next_seq = checkpoint.next_seq, "listing paused");
+                    return Ok(Pass::Paused);
+                }
+            }
+            if *checkpoint != saved && !save_unless_aborted(deps, job_id, checkpoint).await? {
+                return Ok(Pass::Aborted);
+            }
+            Ok(Pass::Ended)
+        },
+    )
+    .await
 }
 
 /// What the batches a coordinator sends say of the run they belong to.

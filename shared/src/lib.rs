@@ -40,6 +40,7 @@ pub mod layout;
 pub mod map_results;
 pub mod message;
 pub mod outcome;
+pub mod parallel_listing;
 pub mod ports;
 pub mod processor;
 pub mod reader;

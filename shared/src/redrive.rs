@@ -26,7 +26,7 @@
 use crate::Deps;
 use crate::error::PipelineError;
 use crate::ports::{JobRecord, JobStatus, JobStoreError};
-use crate::sweeper::resend_missing;
+use crate::sweeper::{recorded_below, resend_missing};
 
 /// Redrives job `job_id`: refuses (saying why) a job that is not FAILED or ABORTED, whose items changed while
 /// they were listed, or whose unprocessed batches cannot be found again; else reopens it and returns its
@@ -49,10 +49,11 @@ pub async fn reopen(deps: &Deps, job_id: &str, resend: bool) -> Result<JobRecord
         JobStatus::Aborted => sent - recorded_below(deps, job_id, sent).await?,
         _ => 0,
     };
-    if unprocessed > 0 && record.checkpoint.hop > 0 {
+    if unprocessed > 0 && (record.checkpoint.hop > 0 || !record.checkpoint.ranges.is_empty()) {
         return Err(refused(format!(
             "{unprocessed} of its {sent} batches sent have no record, and its listing was handed over \
-             between invocations, so they cannot be cut again the same way; start a new job"
+             between invocations or split into key ranges, so they cannot be cut again the same way; start a \
+             new job"
         )));
     }
     let record = deps.jobs.redrive(&record).await.map_err(|e| match e {
@@ -66,19 +67,6 @@ pub async fn reopen(deps: &Deps, job_id: &str, resend: bool) -> Result<JobRecord
     }
     Ok(record)
 }
-
-/// How many of batches `0..below` have a record (a Query per thousand on DynamoDB).
-async fn recorded_below(deps: &Deps, job_id: &str, below: u64) -> Result<u64, PipelineError> {
-    let mut recorded = 0;
-    for from in (0..below).step_by(RECORDS_PER_PAGE) {
-        let to = (from + RECORDS_PER_PAGE as u64).min(below);
-        recorded += deps.jobs.batch_records(job_id, from, to).await?.len() as u64;
-    }
-    Ok(recorded)
-}
-
-/// Records read per request.
-const RECORDS_PER_PAGE: usize = 1000;
 
 #[cfg(test)]
 mod tests {

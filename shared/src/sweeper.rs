@@ -10,8 +10,8 @@
 //!   batch's message is gone): record them again, which counts each once;
 //! - the listing complete, some batches never recorded and nothing left to deliver them (messages expired or
 //!   lost): list again and send just the batches with no record. Batching is deterministic, so a re-sent
-//!   batch carries the items it first had; a listing cut at hand-overs cannot be cut the same way again, so
-//!   there it only reports;
+//!   batch carries the items it first had; a listing cut at hand-overs, or split into key ranges listed at
+//!   once, cannot be cut the same way again, so there it only reports;
 //! - the listing not complete and its chain of hand-overs broken: send the owning hop's continuation again
 //!   (when a continuation queue is at hand), which resumes from the stored checkpoint.
 //!
@@ -188,8 +188,9 @@ async fn repair(
         return Ok((Finding::Uncounted(recounted), Repair::Recounted(recounted)));
     }
     let missing = totals.batches.saturating_sub(progress.batches_done);
-    if record.checkpoint.hop > 0 {
-        // Cut at hand-overs: listing again would cut other batches.
+    if record.checkpoint.hop > 0 || !record.checkpoint.ranges.is_empty() {
+        // Cut at hand-overs, or numbered in the order a split listing's pages arrived: listing again would
+        // cut other batches.
         return Ok((Finding::BatchesMissing(missing), Repair::Reported));
     }
     let resent = resend_missing(deps, record, totals.batches).await?;
@@ -244,7 +245,9 @@ async fn recount(
 
 /// Sends again every batch the job's listing has sent so far that has no record: for a run resumed in a new
 /// process, whose queues (and the batches in them) were lost with the old one. Returns how many were sent.
-/// A listing cut at hand-overs cannot be cut the same way again; the in-process runner never hands over.
+/// A listing cut at hand-overs cannot be cut the same way again; the in-process runner never hands over. Nor
+/// can a listing split into key ranges, whose batches were numbered in the order pages arrived: when some of
+/// its batches have no record, the run is refused, naming them.
 pub async fn resend_unrecorded(deps: &Deps, record: &JobRecord) -> Result<u64, PipelineError> {
     let sent = record
         .listing
@@ -252,8 +255,37 @@ pub async fn resend_unrecorded(deps: &Deps, record: &JobRecord) -> Result<u64, P
     if sent == 0 || record.checkpoint.hop > 0 {
         return Ok(0);
     }
+    if !record.checkpoint.ranges.is_empty() {
+        let job_id = record.job.job_id.as_str();
+        let unrecorded = sent - recorded_below(deps, job_id, sent).await?;
+        if unrecorded > 0 {
+            return Err(PipelineError::Refused(format!(
+                "job \"{job_id}\": {unrecorded} of the {sent} batches sent before this run have no record and \
+                 went with the queues of the process that sent them; its listing was split into key ranges \
+                 (item_reader.list_parallelism), so they cannot be cut again the same way: start a new job"
+            )));
+        }
+        return Ok(0);
+    }
     resend_missing(deps, record, sent).await
 }
+
+/// How many of batches `0..below` have a record (a Query per thousand on DynamoDB).
+pub(crate) async fn recorded_below(
+    deps: &Deps,
+    job_id: &str,
+    below: u64,
+) -> Result<u64, PipelineError> {
+    let mut recorded = 0;
+    for from in (0..below).step_by(RECORDS_PER_PAGE) {
+        let to = (from + RECORDS_PER_PAGE as u64).min(below);
+        recorded += deps.jobs.batch_records(job_id, from, to).await?.len() as u64;
+    }
+    Ok(recorded)
+}
+
+/// Records read per request.
+const RECORDS_PER_PAGE: usize = 1000;
 
 /// Reads the job's items again and sends the batches (below `total`) that have no record: the listing's batches
 /// from 0, and in a redrive's redo pass, the redo batches from `redo_from` (the same standing failures, read

@@ -59,6 +59,7 @@ fn setup(keys: impl IntoIterator<Item = String>) -> Setup {
         processor_functions: Vec::new(),
         function_arn_prefix: None,
         allowed_tables: Vec::new(),
+        max_list_parallelism: u32::MAX,
     };
     Setup {
         _dir: dir,

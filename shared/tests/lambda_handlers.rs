@@ -65,6 +65,7 @@ async fn coordinator(
         processor_functions: Vec::new(),
         function_arn_prefix: None,
         allowed_tables: Vec::new(),
+        max_list_parallelism: u32::MAX,
     };
     (coordinator, continuation)
 }
@@ -287,6 +288,7 @@ async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anythin
         processor_functions: Vec::new(),
         function_arn_prefix: None,
         allowed_tables: Vec::new(),
+        max_list_parallelism: u32::MAX,
     };
     let err = coordinator
         .handle(event("direct-invoke.json"), &|| true)
@@ -452,7 +454,7 @@ async fn a_listing_handed_over_twice_and_a_duplicated_hand_over_count_every_item
     futures::future::try_join_all(uploads).await.unwrap();
     let spec = json!({
         "job_id": "long-listing",
-        "item_reader": { "bucket": bucket, "prefix": "h/" },
+        "item_reader": { "bucket": bucket, "prefix": "h/", "list_parallelism": 16 },
         "item_batcher": { "max_items_per_batch": 100 },
         "processor": { "kind": "count" },
         "result_writer": { "bucket": bucket, "prefix": "out/" }
@@ -516,13 +518,15 @@ async fn a_listing_handed_over_twice_and_a_duplicated_hand_over_count_every_item
     .await
     .unwrap();
     let manifest: Manifest = serde_json::from_slice(&body).unwrap();
+    // Split after its first page (10 batches) into ranges at the folders h/05/ to h/09/, listed across the
+    // hops; each range's page ends a batch of its own: 16 more.
     assert_eq!(
         (
             manifest.items.total,
             manifest.items.succeeded,
             manifest.batches.total
         ),
-        (2100, 2100, 21)
+        (2100, 2100, 26)
     );
     let result = read_all(
         deps.objects.as_ref(),

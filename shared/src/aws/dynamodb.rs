@@ -2,7 +2,7 @@
 //!
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
-//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `finished_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `cp_redo_from`, `cp_usage` (the coordinators' usage, JSON), `u:<counter>` (the finalizer's usage), `listing_batches`, `listing_items`, `counter_shards`, `input_changed_seq`, `redrives`, `sweep_fp`, `sweep_since_ms` |
+//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `finished_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `cp_redo_from`, `cp_usage` (the coordinators' usage, JSON), `cp_ranges` (a split listing's key ranges, JSON), `u:<counter>` (the finalizer's usage), `listing_batches`, `listing_items`, `counter_shards`, `input_changed_seq`, `redrives`, `sweep_fp`, `sweep_since_ms` |
 //! | batch marker | `JOB#<job_id>#S<seq % shards>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `digest`, and `part` (the part's JSON, when small) or `part_key`; a redrive's batch also `gen` and, a redo batch, `redone` |
 //! | group counter | `JOB#<job_id>#S<group % shards>` | `GROUP#<group, 20 digits>` | `done` (the seqs counted, a number set), `batches`, `succeeded`, `failed` (negative in a group of redo batches whose items had failed before: see [`crate::redrive`]), `u:<counter>` (the usage its batches' recorders carried: see [`crate::usage`]) |
 //! | active job | `ACTIVE` | `JOB#<job_id>` | (none): written before the job item, deleted once it is terminal, so the sweeper finds every unfinished job with one Query |
@@ -293,6 +293,12 @@ fn record_from_item(job_id: &str, item: &Item) -> Result<JobRecord, JobStoreErro
             usage: get_s(item, "cp_usage")
                 .and_then(|u| serde_json::from_str(u).ok())
                 .unwrap_or_default(),
+            ranges: match get_s(item, "cp_ranges") {
+                Some(json) => {
+                    serde_json::from_str(json).map_err(|_| corrupt(job_id, "cp_ranges"))?
+                }
+                None => Vec::new(),
+            },
         },
         listing,
         created_at_ms: get_n(item, "created_at_ms").unwrap_or(0),
@@ -637,6 +643,15 @@ impl DynamoJobStore {
                 values.insert(":r".to_owned(), n(seq));
             }
             None => remove.push("cp_redo_from"),
+        }
+        if checkpoint.ranges.is_empty() {
+            remove.push("cp_ranges");
+        } else {
+            set.push("cp_ranges = :rg");
+            values.insert(
+                ":rg".to_owned(),
+                s(serde_json::to_string(&checkpoint.ranges).expect("serializes")),
+            );
         }
         // Never removed: a checkpoint's usage only grows.
         if !checkpoint.usage.is_empty() {

@@ -116,6 +116,31 @@ impl ObjectStore for S3Store {
         Ok(ListPage { objects, next })
     }
 
+    async fn list_folders(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .max_keys(MAX_KEYS_PER_PAGE as i32)
+            .set_start_after(start_after.map(str::to_owned))
+            .set_expected_bucket_owner(self.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(|e| map_error(e, bucket, prefix))?;
+        Ok(out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_owned))
+            .collect())
+    }
+
     async fn get_from(
         &self,
         bucket: &str,

@@ -134,6 +134,11 @@ pub struct CoordinatorConfig {
     /// DynamoDB tables a `dynamodb_scan` job may read (the stack's `InputTables`); a spec naming another table
     /// is refused.
     pub allowed_tables: Vec<String>,
+    /// The most key ranges of one listing listed at once, whatever a spec's `item_reader.list_parallelism`
+    /// asks: 1. Two invocations of one hop (a duplicated S3 event or continuation) would number a split
+    /// listing's pages in different orders; until the listing is leased to one of them, Lambda lists one
+    /// stream, whose batches any duplicate cuts the same way.
+    pub max_list_parallelism: u32,
 }
 
 impl CoordinatorConfig {
@@ -168,6 +173,7 @@ impl CoordinatorConfig {
                 .map(|_| list("DMAP_ALLOWED_TABLES"))
                 .transpose()?
                 .unwrap_or_default(),
+            max_list_parallelism: 1,
         })
     }
 }

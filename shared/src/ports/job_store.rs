@@ -44,9 +44,15 @@ pub struct Checkpoint {
     /// sum, so that a checkpoint that moves forward never loses what an earlier one said.
     #[serde(default, skip_serializing_if = "Usage::is_empty")]
     pub usage: Usage,
+    /// The key ranges of a listing split after its first page (see [`crate::parallel_listing`]), each listed
+    /// from its own position; empty for a listing read as one stream. Once split, batches are numbered in the
+    /// order pages arrive, so they can only be re-cut from these saved pages, never by reading the listing
+    /// again from its start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<KeyRange>,
 }
 
-pub use crate::batching::Cut;
+pub use crate::batching::{Cut, KeyRange, NumberedPage};
 
 /// Set once, when the last batch has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

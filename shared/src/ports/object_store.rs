@@ -50,6 +50,12 @@ pub struct ListPage {
 /// An object's body. Blocking reads: consume it on a blocking thread (`spawn_blocking`), never on the runtime.
 pub type ObjectReader = Box<dyn Read + Send>;
 
+/// The folder one level below `prefix` that holds `key` (`prefix + name + "/"`), if it is in one.
+pub fn folder_of<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
+    let rest = key.strip_prefix(prefix)?;
+    rest.find('/').map(|i| &key[..prefix.len() + i + 1])
+}
+
 /// Errors the pipeline branches on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -99,6 +105,48 @@ pub trait ObjectStore: Send + Sync {
         start_after: Option<&str>,
         continuation: Option<&str>,
     ) -> Result<ListPage, StoreError>;
+
+    /// The folders one level below `prefix` that hold keys after `start_after`: the distinct `prefix + name +
+    /// "/"` of those keys, ascending, at most [`MAX_KEYS_PER_PAGE`] (S3: one ListObjectsV2 page with
+    /// `Delimiter=/`). This default finds them with [`ObjectStore::list_page`], skipping each folder once it is
+    /// seen: one page per folder or per 1,000 keys outside any folder.
+    async fn list_folders(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut folders: Vec<String> = Vec::new();
+        let mut after = start_after.map(str::to_owned);
+        while folders.len() < MAX_KEYS_PER_PAGE {
+            let page = self
+                .list_page(bucket, prefix, after.as_deref(), None)
+                .await?;
+            let Some(last) = page.objects.last() else {
+                break;
+            };
+            let start = after.replace(last.key.clone());
+            for object in &page.objects {
+                if let Some(folder) = folder_of(prefix, &object.key)
+                    && folders.last().is_none_or(|f| f.as_str() != folder)
+                {
+                    folders.push(folder.to_owned());
+                }
+            }
+            if let Some(folder) = folder_of(prefix, &last.key) {
+                // Past every key of the last page's folder: U+10FFFF sorts after any character a key can hold.
+                let past = format!("{folder}\u{10FFFF}");
+                if start.as_deref() == Some(past.as_str()) {
+                    break; // keys holding U+10FFFF itself: no further to skip
+                }
+                after = Some(past);
+            } else if page.next.is_none() {
+                break;
+            }
+        }
+        folders.truncate(MAX_KEYS_PER_PAGE);
+        Ok(folders)
+    }
 
     /// Opens an object for a streamed read. Errors: `NotFound`, `NoSuchBucket`, `Denied`.
     async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, StoreError> {

@@ -485,6 +485,7 @@ mod tests {
                     max_size: None,
                     modified_after: None,
                     modified_before: None,
+                    list_parallelism: None,
                 }
                 .filters()
                 .selection(),

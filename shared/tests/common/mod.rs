@@ -26,6 +26,17 @@ use dmap_core::worker::{self, WorkerConfig};
 
 pub const BUCKET: &str = "data";
 
+/// A suite's size: `full` (the size it was written for) when `DMAP_TEST_FULL` is set, else `ci`, a size that
+/// still crosses the same page, batch and segment boundaries but keeps CI's run of every suite inside its
+/// budget. `DMAP_TEST_FULL=1 scripts/test` runs them all at full size.
+pub fn size(full: usize, ci: usize) -> usize {
+    if std::env::var_os("DMAP_TEST_FULL").is_some() {
+        full
+    } else {
+        ci
+    }
+}
+
 /// An object store that counts puts per key, can throttle reads of chosen keys forever, and notes the most
 /// reads in flight at once (each read held for `read_delay`, so concurrency shows).
 pub struct TestStore {

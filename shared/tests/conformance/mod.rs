@@ -134,8 +134,8 @@ use std::time::Duration;
 use dmap_core::outcome::TerminalStatus;
 use dmap_core::ports::{
     BatchQueue, BatchRecord, Checkpoint, CreateOutcome, Cut, JobRecord, JobStatus, JobStore,
-    JobStoreError, ListingTotals, ObjectStore, OutgoingMessage, PartRef, QueueError, RecordOutcome,
-    StoreError,
+    JobStoreError, KeyRange, ListingTotals, NumberedPage, ObjectStore, OutgoingMessage, PartRef,
+    QueueError, RecordOutcome, StoreError,
 };
 use dmap_core::spec::JobSpec;
 use dmap_core::usage::Usage;
@@ -1116,6 +1116,34 @@ pub async fn job_store_hands_each_hop_over_once(store: Arc<dyn JobStore>, job_id
     assert_eq!(after_save.hop, 1, "a checkpoint save keeps the hop");
     assert_eq!((after_save.next_seq, after_save.cut), (4, cp.cut.clone()));
 
+    // A split listing's ranges, one with a numbered page, round-trip; a later save replaces them.
+    let mut split = at(0, 5);
+    split.ranges = vec![
+        KeyRange {
+            after: "k44".into(),
+            upto: Some("m/".into()),
+            done: true,
+            sending: None,
+        },
+        KeyRange {
+            after: "m/ünï €".into(),
+            upto: None,
+            done: false,
+            sending: Some(NumberedPage {
+                seq: 4,
+                batches: 1,
+                through: "m/z".into(),
+                last: true,
+            }),
+        },
+    ];
+    store.save_checkpoint(job_id, &split).await.expect("save");
+    assert_eq!(stored().await.ranges, split.ranges);
+    split.ranges[1].sending = None;
+    split.ranges[1].after = "m/z".into();
+    store.save_checkpoint(job_id, &split).await.expect("save");
+    assert_eq!(stored().await.ranges, split.ranges);
+
     store
         .continuation_sent(job_id, 0)
         .await
@@ -1131,9 +1159,15 @@ pub async fn job_store_hands_each_hop_over_once(store: Arc<dyn JobStore>, job_id
         !store.hand_over(job_id, &at(2, 2)).await.unwrap(),
         "never back"
     );
-    assert!(store.hand_over(job_id, &at(2, 6)).await.unwrap());
+    let mut next = at(2, 6);
+    next.ranges = split.ranges.clone();
+    assert!(store.hand_over(job_id, &next).await.unwrap());
     let handed = stored().await;
     assert_eq!((handed.hop, handed.hop_sent, handed.cut), (2, false, None));
+    assert_eq!(
+        handed.ranges, split.ranges,
+        "a hand-over carries the ranges"
+    );
 
     let totals = ListingTotals {
         batches: 7,

@@ -1,0 +1,320 @@
+//! The reading side of a parallel `s3_list` listing. One ListObjectsV2 stream reads ~3,300 keys a second, so
+//! a listing larger than one page is split after that page into key ranges, found from the listing's folders
+//! ([`split`]), and up to `item_reader.list_parallelism` ranges are listed at once ([`list_ranges`]), each
+//! from its own position. The coordinator numbers, saves and sends what they read
+//! ([`crate::coordinator`]): a range's page is numbered in the order pages arrive and saved as a
+//! [`NumberedPage`] before its batches are sent, so a resumed listing re-reads just that page
+//! ([`read_through`]) and cuts the same batches, and every other range resumes at its own position.
+//!
+//! The listers run at most one page ahead of the coordinator each: a listing never gets far ahead of what is
+//! sent, and memory stays flat in the number of keys.
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::batching::{Batch, BatchLimits, Batcher, KeyRange, NumberedPage, Position};
+use crate::ports::{ListPage, ObjectStore, StoreError};
+use crate::processor::BatchItem;
+use crate::reader::batch_item;
+use crate::spec::S3ListReader;
+
+/// How many folder levels below the prefix [`split`] looks for boundaries.
+const MAX_DEPTH: usize = 3;
+
+/// The key ranges that split the listing of the keys after `after` into about `parallelism` parts: the
+/// folders one level below the prefix are the candidate boundaries, a level deeper (every folder at once)
+/// while there are fewer than `parallelism`. Ranges take equal numbers of folders, the first starting after
+/// `after` and the last reaching the listing's end. Empty when the keys after `after` are in fewer than two
+/// folders: such a listing stays one stream.
+///
+/// Costs one ListObjectsV2 (with a delimiter) per folder looked into: one for a prefix with many folders.
+pub async fn split(
+    objects: &dyn ObjectStore,
+    reader: &S3ListReader,
+    after: &str,
+    parallelism: usize,
+) -> Result<Vec<KeyRange>, StoreError> {
+    let bucket = reader.bucket.as_str();
+    let start = |folder: &str| (after.starts_with(folder) && !after.is_empty()).then_some(after);
+    let mut folders = objects
+        .list_folders(bucket, &reader.prefix, start(&reader.prefix))
+        .await?;
+    for _ in 1..MAX_DEPTH {
+        if folders.len() >= parallelism || folders.is_empty() {
+            break;
+        }
+        let deeper = futures::future::try_join_all(
+            folders
+                .iter()
+                .map(|f| objects.list_folders(bucket, f, start(f))),
+        )
+        .await?;
+        let deeper: Vec<String> = deeper.into_iter().flatten().collect();
+        if deeper.len() <= folders.len() {
+            break;
+        }
+        folders = deeper;
+    }
+    folders.retain(|f| f.as_str() > after);
+    Ok(ranges_between(after, &folders, parallelism))
+}
+
+/// Ranges from `after` to the end, split at up to `parallelism - 1` of the `boundaries` (ascending, each
+/// after `after`), equally spaced among them.
+fn ranges_between(after: &str, boundaries: &[String], parallelism: usize) -> Vec<KeyRange> {
+    let n = parallelism.min(boundaries.len() + 1);
+    if n < 2 {
+        return Vec::new();
+    }
+    let mut cuts: Vec<&String> = (1..n)
+        .map(|i| &boundaries[i * boundaries.len() / n])
+        .collect();
+    cuts.dedup();
+    let mut ranges = Vec::with_capacity(cuts.len() + 1);
+    let mut from = after.to_owned();
+    for cut in cuts {
+        ranges.push(KeyRange {
+            after: std::mem::replace(&mut from, cut.clone()),
+            upto: Some(cut.clone()),
+            ..KeyRange::default()
+        });
+    }
+    ranges.push(KeyRange {
+        after: from,
+        ..KeyRange::default()
+    });
+    ranges
+}
+
+/// What one range's lister read in one page: the items the filters select, the key it reached, and whether
+/// the range ends there.
+#[derive(Debug)]
+pub struct RangePage {
+    /// The range's index in the checkpoint's ranges.
+    pub range: usize,
+    pub items: Vec<BatchItem>,
+    /// The last key of the range listed so far (the range's `after` when it had none).
+    pub through: String,
+    pub last: bool,
+}
+
+/// The pages the listers read, as the coordinator takes them.
+pub struct PageFeed {
+    rx: mpsc::Receiver<Result<RangePage, StoreError>>,
+    /// A second page of a range already in the group being gathered waits for the next group.
+    held: Vec<RangePage>,
+}
+
+impl PageFeed {
+    /// The pages ready now (waiting for one if none is), at most one per range, ascending by range; `None`
+    /// when every lister has ended.
+    pub async fn next_group(&mut self) -> Option<Result<Vec<RangePage>, StoreError>> {
+        let mut group: Vec<RangePage> = Vec::new();
+        let mut held = std::mem::take(&mut self.held);
+        held.sort_by_key(|p| p.range);
+        for page in held {
+            if group.iter().any(|p| p.range == page.range) {
+                self.held.push(page);
+            } else {
+                group.push(page);
+            }
+        }
+        if group.is_empty() {
+            match self.rx.recv().await? {
+                Ok(page) => group.push(page),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        // Up to the first page of a range already in the group: what is held stays one page, and the rest
+        // waits in the channel, whose bound holds the listers back.
+        while self.held.is_empty()
+            && let Ok(received) = self.rx.try_recv()
+        {
+            match received {
+                Ok(page) if group.iter().any(|p| p.range == page.range) => self.held.push(page),
+                Ok(page) => group.push(page),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        group.sort_by_key(|p| p.range);
+        Some(Ok(group))
+    }
+}
+
+/// Lists the ranges that are not done, up to `parallelism` at once, while `consume` takes their pages from
+/// the feed; returns what `consume` returns, as soon as it does (the listers still running are dropped).
+pub async fn list_ranges<T, F, Fut>(
+    objects: &dyn ObjectStore,
+    reader: &S3ListReader,
+    entries: bool,
+    ranges: &[KeyRange],
+    parallelism: usize,
+    consume: F,
+) -> T
+where
+    F: FnOnce(PageFeed) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let (tx, rx) = mpsc::channel(ranges.len().max(1));
+    let listers: Vec<_> = ranges
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.done)
+        .map(|(i, r)| list_range(objects, reader, entries, i, r, tx.clone()))
+        .collect();
+    // The feed ends when the last lister drops its sender.
+    drop(tx);
+    let listers = futures::stream::iter(listers)
+        .buffer_unordered(parallelism.max(1))
+        .for_each(|()| async {});
+    let consumer = consume(PageFeed {
+        rx,
+        held: Vec::new(),
+    });
+    tokio::pin!(consumer);
+    tokio::select! {
+        biased;
+        done = &mut consumer => done,
+        () = listers => consumer.await,
+    }
+}
+
+/// Lists one range page by page into `tx`, until its end, an error, or the feed is dropped.
+async fn list_range(
+    objects: &dyn ObjectStore,
+    reader: &S3ListReader,
+    entries: bool,
+    index: usize,
+    range: &KeyRange,
+    tx: mpsc::Sender<Result<RangePage, StoreError>>,
+) {
+    let selection = reader.filters().selection();
+    let mut through = range.after.clone();
+    let mut token: Option<String> = None;
+    loop {
+        let start = (token.is_none() && !through.is_empty()).then_some(through.as_str());
+        let page = match objects
+            .list_page(&reader.bucket, &reader.prefix, start, token.as_deref())
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        let ListPage {
+            objects: listed,
+            next,
+        } = page;
+        let mut last = next.is_none();
+        let mut items = Vec::new();
+        for object in listed {
+            if range.upto.as_ref().is_some_and(|u| &object.key > u) {
+                last = true;
+                break;
+            }
+            through.clone_from(&object.key);
+            if selection.selects(&object.key, object.size, object.last_modified_ms) {
+                items.push(batch_item(object, entries));
+            }
+        }
+        let page = RangePage {
+            range: index,
+            items,
+            through: through.clone(),
+            last,
+        };
+        if tx.send(Ok(page)).await.is_err() || last {
+            return;
+        }
+        token = next;
+    }
+}
+
+/// The items of the keys after `after` up to `through` (inclusive) that the filters select: a numbered page
+/// read again, to be cut and sent again.
+pub async fn read_through(
+    objects: &dyn ObjectStore,
+    reader: &S3ListReader,
+    entries: bool,
+    after: &str,
+    through: &str,
+) -> Result<Vec<BatchItem>, StoreError> {
+    let selection = reader.filters().selection();
+    let mut items = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let start = (token.is_none() && !after.is_empty()).then_some(after);
+        let page = objects
+            .list_page(&reader.bucket, &reader.prefix, start, token.as_deref())
+            .await?;
+        for object in page.objects {
+            if object.key.as_str() > through {
+                return Ok(items);
+            }
+            if selection.selects(&object.key, object.size, object.last_modified_ms) {
+                items.push(batch_item(object, entries));
+            }
+        }
+        match page.next {
+            Some(next) => token = Some(next),
+            None => return Ok(items),
+        }
+    }
+}
+
+/// One range page's items cut into batches numbered from `seq`: the whole page, its last batch partly
+/// filled, so that the same items always make the same batches.
+pub fn cut(limits: BatchLimits, seq: u64, items: Vec<BatchItem>) -> Vec<Batch> {
+    let mut batcher = Batcher::new(limits, seq);
+    let mut batches = Vec::new();
+    for item in items {
+        let after = Position::Text(item.key().to_owned());
+        batcher.push(item, after, &mut batches);
+    }
+    batches.extend(batcher.flush());
+    batches
+}
+
+/// The numbered page that `batches` (cut from one range page) make.
+pub fn numbered(batches: &[Batch], through: &str, last: bool) -> Option<NumberedPage> {
+    Some(NumberedPage {
+        seq: batches.first()?.seq,
+        batches: batches.len() as u64,
+        through: through.to_owned(),
+        last,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn ranges_cover_everything_after_the_first_page_once() {
+        let folders = keys(&["a/", "b/", "c/", "d/", "e/", "f/", "g/", "h/"]);
+        let ranges = ranges_between("0", &folders, 4);
+        let bounds: Vec<(&str, Option<&str>)> = ranges
+            .iter()
+            .map(|r| (r.after.as_str(), r.upto.as_deref()))
+            .collect();
+        assert_eq!(
+            bounds,
+            [
+                ("0", Some("c/")),
+                ("c/", Some("e/")),
+                ("e/", Some("g/")),
+                ("g/", None)
+            ]
+        );
+        // Fewer folders than ranges: one range per folder, and one before the first.
+        assert_eq!(ranges_between("0", &keys(&["a/", "b/"]), 16).len(), 3);
+        assert!(ranges_between("0", &[], 16).is_empty());
+        assert!(ranges_between("0", &folders, 1).is_empty());
+    }
+}

@@ -108,6 +108,15 @@ pub struct NumberedPage {
     pub last: bool,
 }
 
+/// A numbered page as the job store logs it, with the range position it was read from: it can be read again,
+/// and its batches sent again, long after its range moved on (the sweeper's and a resumed run's re-sends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedPage {
+    pub after: String,
+    #[serde(flatten)]
+    pub page: NumberedPage,
+}
+
 /// A reader's position after an item, as a checkpoint stores it ([`crate::reader`] says what each reader's
 /// means). Kept unencoded until it is saved: most items' positions never are.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,11 @@
 //! Resuming reads again from the position after the last item of the last sent batch, and batching is
 //! deterministic, so the batches re-sent after a crash carry the same sequence numbers: the workers'
 //! exactly-once record absorbs them.
+//!
+//! An `s3_list` listing may be split after its first page into key ranges listed at once
+//! ([`crate::parallel_listing`]; `list_split` here): pages are then numbered in the order they arrive, so
+//! each group is saved as numbered pages, under the listing's lease, and logged before it is sent, and a
+//! resumed or repairing run cuts them again from those pages instead of from the listing's order.
 
 use std::collections::HashSet;
 
@@ -20,7 +25,7 @@ use crate::layout::OutputLocation;
 use crate::message::BatchMessage;
 use crate::parallel_listing;
 use crate::ports::{
-    Checkpoint, CreateOutcome, Cut, JobRecord, JobStore, JobStoreError, ListingTotals,
+    Checkpoint, CreateOutcome, Cut, JobRecord, JobStore, JobStoreError, ListingTotals, LoggedPage,
     OutgoingMessage, StoreError, send_all_with_retry,
 };
 use crate::reader::{self, Position, ReadPage};
@@ -39,6 +44,9 @@ pub enum ListingOutcome {
     Paused(Checkpoint),
     /// Stopped because the job was aborted: nothing more is listed.
     Aborted,
+    /// Stopped because another coordinator took the split listing ([`JobStore::take_listing`]: a duplicate
+    /// invocation of the same hop); it goes on from what this one saved.
+    TakenOver,
 }
 
 /// Checks what can be checked before anything is written: the reader's input is there ([`reader::preflight`]),
@@ -159,22 +167,35 @@ pub async fn unfinished_job_of(
     Ok(found)
 }
 
-/// Saves the checkpoint; `false` if the job was aborted, which the store's refusal says at no extra request
-/// per page.
+/// How a checkpoint save went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Saved {
+    Yes,
+    /// The job was aborted, which the store's refusal says at no extra request per page: the listing stops.
+    Aborted,
+    /// Another coordinator holds the listing's lease: this one stops without sending what it numbered.
+    TakenOver,
+}
+
+/// Saves the checkpoint, carrying the usage this process has for the job.
 async fn save_unless_aborted(
     deps: &Deps,
     job_id: &str,
     checkpoint: &mut Checkpoint,
-) -> Result<bool, PipelineError> {
+) -> Result<Saved, PipelineError> {
     let carried = carry_usage(deps, job_id, checkpoint);
     match deps.jobs.save_checkpoint(job_id, checkpoint).await {
-        Ok(()) => Ok(true),
+        Ok(()) => Ok(Saved::Yes),
         Err(e @ JobStoreError::Conflict { .. }) => {
             let record = crate::ports::require_job(deps.jobs.as_ref(), job_id).await?;
             if record.abort_requested() {
                 // Saved all the same, usage and all.
                 tracing::info!(job_id, "job aborted; listing stopped");
-                Ok(false)
+                Ok(Saved::Aborted)
+            } else if checkpoint.lease.is_some() && record.checkpoint.lease != checkpoint.lease {
+                deps.usage.put_back(job_id, carried);
+                tracing::info!(job_id, "another coordinator took the listing; stopped");
+                Ok(Saved::TakenOver)
             } else {
                 deps.usage.put_back(job_id, carried);
                 Err(e.into())
@@ -255,14 +276,17 @@ pub async fn run_listing_capped(
                     redo_from: Some(checkpoint.next_seq),
                     ..checkpoint
                 };
-                if !save_unless_aborted(deps, job_id, &mut checkpoint).await? {
-                    return Ok(ListingOutcome::Aborted);
+                match save_unless_aborted(deps, job_id, &mut checkpoint).await? {
+                    Saved::Yes => {}
+                    Saved::Aborted => return Ok(ListingOutcome::Aborted),
+                    Saved::TakenOver => return Ok(ListingOutcome::TakenOver),
                 }
             }
             Pass::Ended => break,
             Pass::Split => {}
             Pass::Paused => return Ok(ListingOutcome::Paused(checkpoint)),
             Pass::Aborted => return Ok(ListingOutcome::Aborted),
+            Pass::TakenOver => return Ok(ListingOutcome::TakenOver),
         }
     }
     let totals = ListingTotals {
@@ -287,12 +311,25 @@ enum Pass {
     Split,
     Paused,
     Aborted,
+    TakenOver,
+}
+
+impl From<Saved> for Option<Pass> {
+    /// The pass's end when a save says the listing must stop.
+    fn from(saved: Saved) -> Self {
+        match saved {
+            Saved::Yes => None,
+            Saved::Aborted => Some(Pass::Aborted),
+            Saved::TakenOver => Some(Pass::TakenOver),
+        }
+    }
 }
 
 /// One pass over the items from `checkpoint`, which it moves. With `redo`, only the items of those keys are
 /// batched, as redo batches (they were listed before: `items_sent` stays).
 ///
-/// An `s3_list` listing with more than one page and a `parallelism` above 1 is split after its first page
+/// An `s3_list` listing read from its start, with more than one page and a `parallelism` above 1, is split
+/// after its first page
 /// ([`crate::parallel_listing::split`]): what that page's full batches sent stays sent, and the ranges start
 /// after the last of them (the partial batch's items are listed again by the first range).
 async fn list_pass(
@@ -317,8 +354,11 @@ async fn list_pass(
     let mut source = reader::open(deps, job, checkpoint.start_after.as_deref()).await?;
     let bucket = source.objects_bucket().map(str::to_owned);
     let mut page: ReadPage = source.next_page().await?;
+    // Only a listing read from its start splits, after its first page: the batches below the split are then
+    // that page's, which a read from the start cuts again the same way (see `sweeper::resend_missing`).
+    let fresh = checkpoint.start_after.is_none() && checkpoint.next_seq == 0 && checkpoint.hop == 0;
     let split_reader = match &job.spec.item_reader {
-        ItemReader::S3List(reader) if parallelism > 1 && redo.is_none() => Some(reader),
+        ItemReader::S3List(reader) if parallelism > 1 && redo.is_none() && fresh => Some(reader),
         _ => None,
     };
     loop {
@@ -363,17 +403,15 @@ async fn list_pass(
             if !ranges.is_empty() {
                 tracing::info!(job_id, ranges = ranges.len(), after, "listing split");
                 checkpoint.ranges = ranges;
-                if !save_unless_aborted(deps, job_id, checkpoint).await? {
-                    return Ok(Pass::Aborted);
-                }
-                return Ok(Pass::Split);
+                let saved = save_unless_aborted(deps, job_id, checkpoint).await?;
+                return Ok(Option::<Pass>::from(saved).unwrap_or(Pass::Split));
             }
             // Fewer than two folders to split at: one stream to the end.
             return Box::pin(list_pass(deps, record, checkpoint, redo, 1, keep_going)).await;
         }
         if *checkpoint != saved {
-            if !save_unless_aborted(deps, job_id, checkpoint).await? {
-                return Ok(Pass::Aborted);
+            if let Some(end) = save_unless_aborted(deps, job_id, checkpoint).await?.into() {
+                return Ok(end);
             }
             saved = checkpoint.clone();
         }
@@ -389,8 +427,10 @@ async fn list_pass(
                 .as_ref()
                 .map(Position::encode)
                 .or(checkpoint.start_after.take());
-            if *checkpoint != saved && !save_unless_aborted(deps, job_id, checkpoint).await? {
-                return Ok(Pass::Aborted);
+            if *checkpoint != saved
+                && let Some(end) = save_unless_aborted(deps, job_id, checkpoint).await?.into()
+            {
+                return Ok(end);
             }
             tracing::info!(job_id, next_seq = checkpoint.next_seq, "listing paused");
             return Ok(Pass::Paused);
@@ -424,6 +464,14 @@ async fn list_split(
         generation: record.redrives,
         redo: false,
     };
+    // Numbering depends on the order pages arrive: only the lease holder numbers, from what the store holds
+    // now (a coordinator that held the listing before this one may have saved since this one read it).
+    let lease = uuid::Uuid::new_v4().to_string();
+    *checkpoint = deps.jobs.take_listing(job_id, &lease).await?.checkpoint;
+    if checkpoint.ranges.is_empty() || checkpoint.redo_from.is_some() {
+        // Saved over by a coordinator still on its first page: it splits again, and this one follows.
+        return Ok(Pass::Split);
+    }
     let objects = deps.objects.as_ref();
     for range in &mut checkpoint.ranges {
         let Some(page) = range.sending.clone() else {
@@ -448,6 +496,14 @@ async fn list_split(
                 });
             }
         }
+        // Logged again: a run that saved the page may have stopped before it logged it.
+        let logged = LoggedPage {
+            after: range.after.clone(),
+            page: page.clone(),
+        };
+        deps.jobs
+            .log_pages(job_id, std::slice::from_ref(&logged))
+            .await?;
         send_batches(deps, job, None, &batches, sending).await?;
         range.after = page.through;
         range.done = page.last;
@@ -485,10 +541,25 @@ async fn list_split(
                     }
                 }
                 if *checkpoint != saved {
-                    if !save_unless_aborted(deps, job_id, checkpoint).await? {
-                        return Ok(Pass::Aborted);
+                    if let Some(end) = save_unless_aborted(deps, job_id, checkpoint).await?.into() {
+                        return Ok(end);
                     }
                     saved = checkpoint.clone();
+                }
+                // Logged once saved (a coordinator that lost the lease never gets here) and before anything
+                // is sent: every batch sent is in the log, for the sweeper and a resumed run to re-send.
+                let logged: Vec<LoggedPage> = pages
+                    .iter()
+                    .map(|&i| {
+                        let range = &checkpoint.ranges[i];
+                        LoggedPage {
+                            after: range.after.clone(),
+                            page: range.sending.clone().expect("numbered above"),
+                        }
+                    })
+                    .collect();
+                if !logged.is_empty() {
+                    deps.jobs.log_pages(job_id, &logged).await?;
                 }
                 send_batches(deps, job, None, &batches, sending).await?;
                 for i in pages {
@@ -502,16 +573,19 @@ async fn list_split(
                 }
                 if !keep_going() {
                     if *checkpoint != saved
-                        && !save_unless_aborted(deps, job_id, checkpoint).await?
+                        && let Some(end) =
+                            save_unless_aborted(deps, job_id, checkpoint).await?.into()
                     {
-                        return Ok(Pass::Aborted);
+                        return Ok(end);
                     }
                     tracing::info!(job_id, next_seq = checkpoint.next_seq, "listing paused");
                     return Ok(Pass::Paused);
                 }
             }
-            if *checkpoint != saved && !save_unless_aborted(deps, job_id, checkpoint).await? {
-                return Ok(Pass::Aborted);
+            if *checkpoint != saved
+                && let Some(end) = save_unless_aborted(deps, job_id, checkpoint).await?.into()
+            {
+                return Ok(end);
             }
             Ok(Pass::Ended)
         },

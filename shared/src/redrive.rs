@@ -49,11 +49,10 @@ pub async fn reopen(deps: &Deps, job_id: &str, resend: bool) -> Result<JobRecord
         JobStatus::Aborted => sent - recorded_below(deps, job_id, sent).await?,
         _ => 0,
     };
-    if unprocessed > 0 && (record.checkpoint.hop > 0 || !record.checkpoint.ranges.is_empty()) {
+    if unprocessed > 0 && record.checkpoint.hop > 0 && record.checkpoint.ranges.is_empty() {
         return Err(refused(format!(
             "{unprocessed} of its {sent} batches sent have no record, and its listing was handed over \
-             between invocations or split into key ranges, so they cannot be cut again the same way; start a \
-             new job"
+             between invocations, so they cannot be cut again the same way; start a new job"
         )));
     }
     let record = deps.jobs.redrive(&record).await.map_err(|e| match e {

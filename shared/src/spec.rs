@@ -81,17 +81,17 @@ pub struct S3ListReader {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_before: Option<String>,
     /// How many key ranges of a listing larger than one page are listed at once (default
-    /// [`S3ListReader::DEFAULT_LIST_PARALLELISM`], one stream; see [`crate::parallel_listing`]). Where a job
-    /// may have two coordinators at once (Lambda), it is capped at 1.
+    /// [`S3ListReader::DEFAULT_LIST_PARALLELISM`], one stream; see [`crate::parallel_listing`]). A
+    /// deployment caps it (the stack's `MaxListParallelism`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_parallelism: Option<u32>,
 }
 
 impl S3ListReader {
-    /// Ranges listed at once by default: one stream, whose batches a process resumed after a crash can cut
-    /// again the same way (to re-send those lost with an embedded run's in-memory queues). 16 streams of
-    /// ListObjectsV2 send ~50-150 requests a second, far below S3's 5,500 GET (LIST included) per second per
-    /// prefix, and list ~15x faster than one.
+    /// Ranges listed at once by default: one stream, whose batches are numbered in key order, so that a
+    /// job's `outputs/` parts and failure order are the same run after run. 16 streams of ListObjectsV2 send
+    /// ~50-150 requests a second, far below S3's 5,500 GET (LIST included) per second per prefix, and list
+    /// ~15x faster than one; their batches are numbered in the order pages arrive.
     pub const DEFAULT_LIST_PARALLELISM: u32 = 1;
     /// The most ranges: each is a few hundred bytes of the job's checkpoint, whose DynamoDB item holds 400 KB.
     pub const MAX_LIST_PARALLELISM: u32 = 64;

@@ -10,8 +10,9 @@
 //!   batch's message is gone): record them again, which counts each once;
 //! - the listing complete, some batches never recorded and nothing left to deliver them (messages expired or
 //!   lost): list again and send just the batches with no record. Batching is deterministic, so a re-sent
-//!   batch carries the items it first had; a listing cut at hand-overs, or split into key ranges listed at
-//!   once, cannot be cut the same way again, so there it only reports;
+//!   batch carries the items it first had; a listing split into key ranges re-reads the logged pages of the
+//!   missing batches instead; a listing cut at hand-overs cannot be cut the same way again, so there it only
+//!   reports;
 //! - the listing not complete and its chain of hand-overs broken: send the owning hop's continuation again
 //!   (when a continuation queue is at hand), which resumes from the stored checkpoint.
 //!
@@ -29,10 +30,13 @@ use crate::error::PipelineError;
 use crate::finalizer::standing_failures;
 use crate::message::ContinueListing;
 use crate::outcome::JobStatus;
+use crate::parallel_listing;
+use crate::ports::LoggedPage;
 use crate::ports::{
     BatchQueue, JobRecord, OutgoingMessage, Progress, RecordOutcome, send_all_with_retry,
 };
 use crate::reader;
+use crate::spec::ItemReader;
 use crate::usage::Usage;
 
 /// What the sweeper found wrong with a job.
@@ -75,10 +79,15 @@ pub struct Stuck {
     pub repair: Repair,
 }
 
-/// How a job's progress looks to the sweeper: it moved if any of these changed.
+/// How a job's progress looks to the sweeper: it moved if any of these changed. A split listing also moves
+/// when a range moves past keys its filters leave out, which numbers nothing: a digest of where the ranges
+/// stand counts too.
 fn fingerprint(record: &JobRecord, progress: &Progress) -> String {
+    let ranges = record.checkpoint.ranges.iter().fold(0, |crc, range| {
+        crc32c::crc32c_append(crc32c::crc32c_append(crc, range.after.as_bytes()), b"\n")
+    });
     format!(
-        "{}/{}/{}/{}/{}",
+        "{}/{}/{}/{}/{}/{ranges:08x}",
         progress.status.as_str(),
         record.checkpoint.hop,
         record.checkpoint.next_seq,
@@ -188,9 +197,8 @@ async fn repair(
         return Ok((Finding::Uncounted(recounted), Repair::Recounted(recounted)));
     }
     let missing = totals.batches.saturating_sub(progress.batches_done);
-    if record.checkpoint.hop > 0 || !record.checkpoint.ranges.is_empty() {
-        // Cut at hand-overs, or numbered in the order a split listing's pages arrived: listing again would
-        // cut other batches.
+    if record.checkpoint.hop > 0 && record.checkpoint.ranges.is_empty() {
+        // Cut at hand-overs: listing again would cut other batches.
         return Ok((Finding::BatchesMissing(missing), Repair::Reported));
     }
     let resent = resend_missing(deps, record, totals.batches).await?;
@@ -245,26 +253,13 @@ async fn recount(
 
 /// Sends again every batch the job's listing has sent so far that has no record: for a run resumed in a new
 /// process, whose queues (and the batches in them) were lost with the old one. Returns how many were sent.
-/// A listing cut at hand-overs cannot be cut the same way again; the in-process runner never hands over. Nor
-/// can a listing split into key ranges, whose batches were numbered in the order pages arrived: when some of
-/// its batches have no record, the run is refused, naming them.
+/// A listing cut at hand-overs cannot be cut the same way again (the in-process runner never hands over); a
+/// split listing's can, from its logged pages.
 pub async fn resend_unrecorded(deps: &Deps, record: &JobRecord) -> Result<u64, PipelineError> {
     let sent = record
         .listing
         .map_or(record.checkpoint.next_seq, |totals| totals.batches);
-    if sent == 0 || record.checkpoint.hop > 0 {
-        return Ok(0);
-    }
-    if !record.checkpoint.ranges.is_empty() {
-        let job_id = record.job.job_id.as_str();
-        let unrecorded = sent - recorded_below(deps, job_id, sent).await?;
-        if unrecorded > 0 {
-            return Err(PipelineError::Refused(format!(
-                "job \"{job_id}\": {unrecorded} of the {sent} batches sent before this run have no record and \
-                 went with the queues of the process that sent them; its listing was split into key ranges \
-                 (item_reader.list_parallelism), so they cannot be cut again the same way: start a new job"
-            )));
-        }
+    if sent == 0 || (record.checkpoint.hop > 0 && record.checkpoint.ranges.is_empty()) {
         return Ok(0);
     }
     resend_missing(deps, record, sent).await
@@ -296,7 +291,11 @@ pub(crate) async fn resend_missing(
     total: u64,
 ) -> Result<u64, PipelineError> {
     let first = record.checkpoint.redo_from.map_or(total, |r| total.min(r));
-    let mut resent = replay(deps, record, 0, first, None).await?;
+    let mut resent = if record.checkpoint.ranges.is_empty() {
+        replay(deps, record, 0, first, None).await?
+    } else {
+        resend_split(deps, record, first).await?
+    };
     if let Some(redo_from) = record.checkpoint.redo_from
         && total > redo_from
     {
@@ -304,6 +303,68 @@ pub(crate) async fn resend_missing(
             .await?
             .into_keys();
         resent += replay(deps, record, redo_from, total, Some(keys)).await?;
+    }
+    Ok(resent)
+}
+
+/// Sends the batches below `total` of a split listing that have no record: those of its first page (read from
+/// the start, where nothing is cut differently), then those of each logged page (or page saved as numbered
+/// and not yet logged), read again from its range position and cut the same way.
+async fn resend_split(deps: &Deps, record: &JobRecord, total: u64) -> Result<u64, PipelineError> {
+    let job = &record.job;
+    let job_id = job.job_id.as_str();
+    let ItemReader::S3List(reader) = &job.spec.item_reader else {
+        return Ok(0);
+    };
+    let mut pages = deps.jobs.logged_pages(job_id).await?;
+    pages.extend(record.checkpoint.ranges.iter().filter_map(|range| {
+        let page = range.sending.clone()?;
+        Some(LoggedPage {
+            after: range.after.clone(),
+            page,
+        })
+    }));
+    pages.sort_by_key(|p| p.page.seq);
+    pages.dedup_by_key(|p| p.page.seq);
+    let split_at = pages.first().map_or(total, |p| p.page.seq).min(total);
+    let mut resent = replay(deps, record, 0, split_at, None).await?;
+    let sending = Sending {
+        generation: record.redrives,
+        redo: false,
+    };
+    let limits = BatchLimits::for_job(&job.spec);
+    let entries = job.spec.processor.wants_listing_entries();
+    for logged in pages.iter().filter(|p| p.page.seq < total) {
+        let page = &logged.page;
+        let mut missing = Vec::new();
+        for seq in page.seq..(page.seq + page.batches).min(total) {
+            if deps.jobs.batch_record(job_id, seq).await?.is_none() {
+                missing.push(seq);
+            }
+        }
+        if missing.is_empty() {
+            continue;
+        }
+        let items = parallel_listing::read_through(
+            deps.objects.as_ref(),
+            reader,
+            entries,
+            &logged.after,
+            &page.through,
+        )
+        .await?;
+        let batches = parallel_listing::cut(limits, page.seq, items);
+        if batches.len() as u64 != page.batches {
+            // The keys changed since: nothing this page held can be sent again as it was.
+            deps.jobs.flag_input_changed(job_id, page.seq).await?;
+            continue;
+        }
+        let missing: Vec<_> = batches
+            .into_iter()
+            .filter(|b| missing.contains(&b.seq))
+            .collect();
+        resent += missing.len() as u64;
+        send_batches(deps, job, None, &missing, sending).await?;
     }
     Ok(resent)
 }

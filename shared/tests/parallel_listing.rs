@@ -329,6 +329,63 @@ async fn a_range_that_fails_mid_way_resumes_at_its_own_position() {
     );
 }
 
+/// Two coordinators of the same hop at once (a duplicated S3 event or continuation): the last to take the
+/// listing's lease numbers on from what the other saved, the other stops at its next save without sending
+/// what it numbered, and every key is still in exactly one batch number.
+#[tokio::test(start_paused = true)]
+async fn two_coordinators_of_one_hop_number_every_key_once() {
+    let n = 100_000;
+    let store = SlowKeys::new(n);
+    let sent = Arc::new(Sent::default());
+    let deps = deps(store.clone(), sent.clone());
+    let record = start_or_resume(&deps, job(16), Rerun::Resume)
+        .await
+        .unwrap();
+    let second = async {
+        // A little later: the first has split the listing and numbered some pages by then.
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        run_listing(&deps, &record, &|| true).await.unwrap()
+    };
+    let (first, second) = tokio::join!(run_listing(&deps, &record, &|| true), second);
+    let first = first.unwrap();
+    assert!(
+        matches!(first, ListingOutcome::TakenOver),
+        "the first gave way: {first:?}"
+    );
+    let ListingOutcome::Complete { totals, .. } = second else {
+        panic!("the second completes: {second:?}");
+    };
+    assert_eq!(totals.items, n as u64);
+    assert_each_key_once(&sent, n);
+}
+
+/// Batches lost before they were recorded (an embedded run's in-memory queues, gone with its process; messages
+/// SQS lost) are sent again from the logged pages: every one, with the items it was first sent with.
+#[tokio::test(start_paused = true)]
+async fn unrecorded_batches_of_a_split_listing_are_sent_again_as_they_were() {
+    let n = 50_000;
+    let store = SlowKeys::new(n);
+    let first = Arc::new(Sent::default());
+    let deps = deps(store.clone(), first.clone());
+    let (_, items) = list(&deps, 16).await;
+    assert_eq!(items, n as u64);
+    let record = deps.jobs.get_job("list-16").await.unwrap().unwrap();
+    assert!(!record.checkpoint.ranges.is_empty(), "the listing split");
+    let again = Arc::new(Sent::default());
+    let resent = dmap_core::sweeper::resend_unrecorded(
+        &Deps {
+            work_queue: again.clone(),
+            ..deps.clone()
+        },
+        &record,
+    )
+    .await
+    .unwrap();
+    let sent = first.batches.lock().unwrap().clone();
+    assert_eq!(resent, sent.len() as u64);
+    assert_eq!(*again.batches.lock().unwrap(), sent, "the same batches");
+}
+
 /// A split listing through the whole embedded pipeline: every item counted once, the result equal to one
 /// stream's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

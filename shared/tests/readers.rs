@@ -255,6 +255,7 @@ async fn a_hand_over_mid_object_resumes_at_a_record_boundary_and_counts_every_ro
                 break;
             }
             ListingOutcome::Aborted => panic!("nothing aborted the job"),
+            ListingOutcome::TakenOver => panic!("one coordinator at a time"),
         }
     }
     assert!(hops >= 4, "{hops} hops");

@@ -2,11 +2,12 @@
 //!
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
-//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `finished_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `cp_redo_from`, `cp_usage` (the coordinators' usage, JSON), `cp_ranges` (a split listing's key ranges, JSON), `u:<counter>` (the finalizer's usage), `listing_batches`, `listing_items`, `counter_shards`, `input_changed_seq`, `redrives`, `sweep_fp`, `sweep_since_ms` |
+//! | job | `JOB#<job_id>` | `JOB` | `job` (the validated spec, JSON), `spec_digest`, `status`, `created_at_ms`, `finished_at_ms`, `cp_start_after`, `cp_next_seq`, `cp_items_sent`, `cp_hop`, `cp_hop_sent`, `cp_cut_seq`, `cp_cut_key`, `cp_redo_from`, `cp_usage` (the coordinators' usage, JSON), `cp_ranges` (a split listing's key ranges, JSON), `cp_lease` (the coordinator holding a split listing), `u:<counter>` (the finalizer's usage), `listing_batches`, `listing_items`, `counter_shards`, `input_changed_seq`, `redrives`, `sweep_fp`, `sweep_since_ms` |
 //! | batch marker | `JOB#<job_id>#S<seq % shards>` | `BATCH#<seq, 20 digits>` | `succeeded`, `failed`, `digest`, and `part` (the part's JSON, when small) or `part_key`; a redrive's batch also `gen` and, a redo batch, `redone` |
 //! | group counter | `JOB#<job_id>#S<group % shards>` | `GROUP#<group, 20 digits>` | `done` (the seqs counted, a number set), `batches`, `succeeded`, `failed` (negative in a group of redo batches whose items had failed before: see [`crate::redrive`]), `u:<counter>` (the usage its batches' recorders carried: see [`crate::usage`]) |
 //! | active job | `ACTIVE` | `JOB#<job_id>` | (none): written before the job item, deleted once it is terminal, so the sweeper finds every unfinished job with one Query |
 //! | concurrency slot | `JOB#<job_id>` | `SLOT#<slot, 5 digits>` | `holder`, `until_ms`: a worker's lease, for a job with `max_concurrency` |
+//! | logged pages | `JOB#<job_id>` | `PAGES#<first seq, 20 digits>` | `pages`: a split listing's group of numbered pages (JSON), to read again and re-send (see [`crate::parallel_listing`]) |
 //! | job index | `JOBS` | `<created_at_ms, 20 digits>#<job_id>` | (none): written before the job item and kept, so `dmap ls` reads the newest jobs with one Query instead of a Scan |
 //!
 //! Every item carries `expires_at` (the table's TTL attribute). Batches are counted in groups of
@@ -46,7 +47,8 @@ use super::{boxed, error_code, is_throttling};
 use crate::outcome::TerminalStatus;
 use crate::ports::{
     BatchRecord, Checkpoint, ControlChange, CreateOutcome, Cut, GroupCount, JobControl, JobRecord,
-    JobStatus, JobStore, JobStoreError, ListingTotals, PartRef, Progress, RecordOutcome, Recorded,
+    JobStatus, JobStore, JobStoreError, ListingTotals, LoggedPage, PartRef, Progress,
+    RecordOutcome, Recorded,
 };
 use crate::usage::Usage;
 
@@ -110,6 +112,10 @@ fn shard_pk(job_id: &str, shard: u64) -> String {
 
 fn batch_sk(seq: u64) -> String {
     format!("BATCH#{seq:020}")
+}
+
+fn pages_sk(seq: u64) -> String {
+    format!("PAGES#{seq:020}")
 }
 
 fn index_sk(created_at_ms: u64, job_id: &str) -> String {
@@ -293,6 +299,7 @@ fn record_from_item(job_id: &str, item: &Item) -> Result<JobRecord, JobStoreErro
             usage: get_s(item, "cp_usage")
                 .and_then(|u| serde_json::from_str(u).ok())
                 .unwrap_or_default(),
+            lease: get_s(item, "cp_lease").map(str::to_owned),
             ranges: match get_s(item, "cp_ranges") {
                 Some(json) => {
                     serde_json::from_str(json).map_err(|_| corrupt(job_id, "cp_ranges"))?
@@ -644,6 +651,13 @@ impl DynamoJobStore {
             }
             None => remove.push("cp_redo_from"),
         }
+        match &checkpoint.lease {
+            Some(lease) => {
+                set.push("cp_lease = :lease");
+                values.insert(":lease".to_owned(), s(lease));
+            }
+            None => remove.push("cp_lease"),
+        }
         if checkpoint.ranges.is_empty() {
             remove.push("cp_ranges");
         } else {
@@ -827,11 +841,15 @@ impl JobStore for DynamoJobStore {
         job_id: &str,
         checkpoint: &Checkpoint,
     ) -> Result<(), JobStoreError> {
+        let condition = if checkpoint.lease.is_some() {
+            "attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n \
+             AND cp_lease = :lease"
+        } else {
+            "attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n"
+        };
         let result = self
             .checkpoint_update(job_id, checkpoint, false)
-            .condition_expression(
-                "attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n",
-            )
+            .condition_expression(condition)
             // The item as written, to tell an aborted job at no extra request (the write costs the same).
             .return_values(ReturnValue::AllNew)
             .send()
@@ -854,7 +872,74 @@ impl JobStore for DynamoJobStore {
                 Err(Self::conflict(job_id, "the listing is already complete"))
             }
             Some(r) if r.abort_requested() => Err(Self::conflict(job_id, "the job was aborted")),
+            Some(r) if checkpoint.lease.is_some() && r.checkpoint.lease != checkpoint.lease => Err(
+                Self::conflict(job_id, "another coordinator took the listing"),
+            ),
             Some(_) => Ok(()), // an older checkpoint than the stored one: ignored
+        }
+    }
+
+    async fn log_pages(&self, job_id: &str, pages: &[LoggedPage]) -> Result<(), JobStoreError> {
+        let Some(first) = pages.first() else {
+            return Ok(());
+        };
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(job_pk(job_id)))
+            .item("sk", s(pages_sk(first.page.seq)))
+            .item(
+                "pages",
+                s(serde_json::to_string(pages).expect("serializes")),
+            )
+            .item(TTL_ATTRIBUTE, self.expires_at())
+            .send()
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn logged_pages(&self, job_id: &str) -> Result<Vec<LoggedPage>, JobStoreError> {
+        let items = self
+            .query_all(
+                self.client
+                    .query()
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :pages)")
+                    .expression_attribute_values(":pk", s(job_pk(job_id)))
+                    .expression_attribute_values(":pages", s("PAGES#"))
+                    .consistent_read(true),
+            )
+            .await?;
+        let mut pages = Vec::new();
+        for item in &items {
+            let group: Vec<LoggedPage> = get_s(item, "pages")
+                .and_then(|p| serde_json::from_str(p).ok())
+                .ok_or_else(|| corrupt(job_id, "pages"))?;
+            pages.extend(group);
+        }
+        Ok(pages)
+    }
+
+    async fn take_listing(&self, job_id: &str, lease: &str) -> Result<JobRecord, JobStoreError> {
+        let result = self
+            .update_job(job_id)
+            .update_expression("SET cp_lease = :lease")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(listing_batches)")
+            .expression_attribute_values(":lease", s(lease))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out.attributes().ok_or_else(|| corrupt(job_id, "job"))?;
+                return record_from_item(job_id, item);
+            }
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => {}
+            Err(e) => return Err(map_error(e)),
+        }
+        match self.get_job(job_id).await? {
+            None => Err(JobStoreError::NotFound(job_id.to_owned())),
+            Some(_) => Err(Self::conflict(job_id, "the listing is already complete")),
         }
     }
 
@@ -867,13 +952,17 @@ impl JobStore for DynamoJobStore {
             return Ok(false); // hop 0 is never handed to
         };
         // Jobs created before hops were stored have none: theirs is hop 0.
-        let condition = if from == 0 {
+        let mut condition = if from == 0 {
             "attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n \
              AND (attribute_not_exists(cp_hop) OR cp_hop = :from)"
         } else {
             "attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n \
              AND cp_hop = :from"
-        };
+        }
+        .to_owned();
+        if checkpoint.lease.is_some() {
+            condition.push_str(" AND cp_lease = :lease");
+        }
         let result = self
             .checkpoint_update(job_id, checkpoint, true)
             .condition_expression(condition)

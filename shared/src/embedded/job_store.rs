@@ -36,7 +36,7 @@ use crate::clock::now_ms;
 use crate::outcome::TerminalStatus;
 use crate::ports::{
     BatchRecord, Checkpoint, ControlChange, CreateOutcome, JobRecord, JobStatus, JobStore,
-    JobStoreError, ListingTotals, Progress, RecordOutcome, Recorded,
+    JobStoreError, ListingTotals, LoggedPage, Progress, RecordOutcome, Recorded,
 };
 use crate::usage::Usage;
 
@@ -83,12 +83,18 @@ enum Change {
     Redriven {
         record: Box<JobRecord>,
     },
+    /// A split listing's group of numbered pages.
+    Pages {
+        pages: Vec<LoggedPage>,
+    },
 }
 
 #[derive(Debug)]
 struct JobState {
     record: JobRecord,
     batches: BTreeMap<u64, BatchRecord>,
+    /// A split listing's logged pages, by group (its first page's seq).
+    pages: BTreeMap<u64, Vec<LoggedPage>>,
     succeeded: u64,
     failed: u64,
     /// The usage its batch records and its finish carried (the coordinators' is in the checkpoint).
@@ -110,6 +116,7 @@ impl JobState {
         Self {
             record,
             batches: BTreeMap::new(),
+            pages: BTreeMap::new(),
             succeeded: 0,
             failed: 0,
             usage: Usage::default(),
@@ -157,6 +164,11 @@ impl JobState {
                 self.inbox_taken = self.inbox_taken.max(*inbox_end);
             }
             Change::Redriven { record } => self.record = (**record).clone(),
+            Change::Pages { pages } => {
+                if let Some(first) = pages.first() {
+                    self.pages.insert(first.page.seq, pages.clone());
+                }
+            }
         }
     }
 
@@ -606,6 +618,9 @@ impl JobStore for MemoryJobStore {
                 return Err(conflict(job_id, "the listing is already complete"));
             }
             let stored = &job.record.checkpoint;
+            if checkpoint.lease.is_some() && checkpoint.lease != stored.lease {
+                return Err(conflict(job_id, "another coordinator took the listing"));
+            }
             if checkpoint.next_seq >= stored.next_seq {
                 let (hop, hop_sent) = (stored.hop, stored.hop_sent);
                 job.commit(Change::Checkpoint {
@@ -623,6 +638,21 @@ impl JobStore for MemoryJobStore {
         })
     }
 
+    async fn take_listing(&self, job_id: &str, lease: &str) -> Result<JobRecord, JobStoreError> {
+        self.with_job(job_id, |job| {
+            if job.record.listing.is_some() {
+                return Err(conflict(job_id, "the listing is already complete"));
+            }
+            job.commit(Change::Checkpoint {
+                checkpoint: Checkpoint {
+                    lease: Some(lease.to_owned()),
+                    ..job.record.checkpoint.clone()
+                },
+            })?;
+            Ok(job.record.clone())
+        })
+    }
+
     async fn hand_over(
         &self,
         job_id: &str,
@@ -632,7 +662,8 @@ impl JobStore for MemoryJobStore {
             let stored = &job.record.checkpoint;
             let ok = job.record.listing.is_none()
                 && checkpoint.hop == stored.hop + 1
-                && checkpoint.next_seq >= stored.next_seq;
+                && checkpoint.next_seq >= stored.next_seq
+                && (checkpoint.lease.is_none() || checkpoint.lease == stored.lease);
             if ok {
                 job.commit(Change::Checkpoint {
                     checkpoint: Checkpoint {
@@ -915,6 +946,21 @@ impl JobStore for MemoryJobStore {
                 now_ms
             }
         })
+    }
+
+    async fn log_pages(&self, job_id: &str, pages: &[LoggedPage]) -> Result<(), JobStoreError> {
+        self.with_job(job_id, |job| {
+            job.commit(Change::Pages {
+                pages: pages.to_vec(),
+            })
+        })
+    }
+
+    async fn logged_pages(&self, job_id: &str) -> Result<Vec<LoggedPage>, JobStoreError> {
+        self.read_job(job_id, |job| {
+            Ok(job.pages.values().flatten().cloned().collect())
+        })?
+        .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))
     }
 
     async fn flag_input_changed(&self, job_id: &str, seq: u64) -> Result<(), JobStoreError> {

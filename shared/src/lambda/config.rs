@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::spec::S3ListReader;
+
 /// Read by every function.
 pub const COMMON_VARS: &[&str] = &[
     "DMAP_TABLE",
@@ -21,6 +23,7 @@ pub const COORDINATOR_VARS: &[&str] = &[
     "DMAP_PROCESSOR_FUNCTIONS",
     "DMAP_FUNCTION_ARN_PREFIX",
     "DMAP_ALLOWED_TABLES",
+    "DMAP_MAX_LIST_PARALLELISM",
 ];
 /// Read by the worker besides [`COMMON_VARS`].
 pub const WORKER_VARS: &[&str] = &["DMAP_ITEM_CONCURRENCY"];
@@ -134,10 +137,8 @@ pub struct CoordinatorConfig {
     /// DynamoDB tables a `dynamodb_scan` job may read (the stack's `InputTables`); a spec naming another table
     /// is refused.
     pub allowed_tables: Vec<String>,
-    /// The most key ranges of one listing listed at once, whatever a spec's `item_reader.list_parallelism`
-    /// asks: 1. Two invocations of one hop (a duplicated S3 event or continuation) would number a split
-    /// listing's pages in different orders; until the listing is leased to one of them, Lambda lists one
-    /// stream, whose batches any duplicate cuts the same way.
+    /// The most key ranges of one listing listed at once (the stack's `MaxListParallelism`), whatever a
+    /// spec's `item_reader.list_parallelism` asks.
     pub max_list_parallelism: u32,
 }
 
@@ -173,7 +174,12 @@ impl CoordinatorConfig {
                 .map(|_| list("DMAP_ALLOWED_TABLES"))
                 .transpose()?
                 .unwrap_or_default(),
-            max_list_parallelism: 1,
+            max_list_parallelism: env.number(
+                "DMAP_MAX_LIST_PARALLELISM",
+                16,
+                "a whole number from 1 to 64",
+                |n| (1..=S3ListReader::MAX_LIST_PARALLELISM).contains(n),
+            )?,
         })
     }
 }
@@ -243,7 +249,10 @@ mod tests {
         let env: Env<Lookup> = Env(Box::new(move |name: &str| {
             record.borrow_mut().push(name.to_owned());
             Some(
-                if name.ends_with("SHARDS") || name.ends_with("CONCURRENCY") {
+                if name.ends_with("SHARDS")
+                    || name.ends_with("CONCURRENCY")
+                    || name.ends_with("PARALLELISM")
+                {
                     "4"
                 } else {
                     "x"

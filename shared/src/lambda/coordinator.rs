@@ -474,6 +474,10 @@ impl Coordinator {
                 job_id,
                 listing: "stopped: the job was aborted",
             }),
+            ListingOutcome::TakenOver => Ok(Started {
+                job_id,
+                listing: "taken over by another invocation",
+            }),
             ListingOutcome::Paused(checkpoint) => {
                 if hop >= MAX_HOPS {
                     return Err(PipelineError::Inconsistent {

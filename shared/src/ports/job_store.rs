@@ -50,9 +50,13 @@ pub struct Checkpoint {
     /// again from its start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ranges: Vec<KeyRange>,
+    /// The coordinator that holds a split listing ([`JobStore::take_listing`]): a save or hand-over that
+    /// carries another lease is refused, so two invocations of one hop never number pages at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }
 
-pub use crate::batching::{Cut, KeyRange, NumberedPage};
+pub use crate::batching::{Cut, KeyRange, LoggedPage, NumberedPage};
 
 /// Set once, when the last batch has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -416,15 +420,30 @@ pub trait JobStore: Send + Sync {
     /// Saves the coordinator's checkpoint (all but its `hop`, which stays as stored). Only moves forward: a
     /// checkpoint with a lower `next_seq` than the stored one is ignored. Errors: `NotFound`, `Conflict` once
     /// the listing is complete, or once an abort was requested: then the checkpoint is saved all the same (it
-    /// says which batches were sent, which the aborted job's outputs hold) and the listing stops.
+    /// says which batches were sent, which the aborted job's outputs hold) and the listing stops. A checkpoint
+    /// with a `lease` is saved only while the stored lease is the same (`Conflict` otherwise: another
+    /// coordinator took the listing).
     async fn save_checkpoint(
         &self,
         job_id: &str,
         checkpoint: &Checkpoint,
     ) -> Result<(), JobStoreError>;
 
+    /// Logs the numbered pages of one group of a split listing, as saved before their batches are sent, under
+    /// the first page's seq: logging the same group again replaces it. Errors: `NotFound`.
+    async fn log_pages(&self, job_id: &str, pages: &[LoggedPage]) -> Result<(), JobStoreError>;
+
+    /// Every page [`Self::log_pages`] logged for the job, ascending by seq.
+    async fn logged_pages(&self, job_id: &str) -> Result<Vec<LoggedPage>, JobStoreError>;
+
+    /// Gives the job's listing to the coordinator `lease` and returns the record as it now stands: the saves of
+    /// any coordinator that held it before are refused from here on, so the taker resumes from what they
+    /// saved. Errors: `NotFound`, `Conflict` once the listing is complete.
+    async fn take_listing(&self, job_id: &str, lease: &str) -> Result<JobRecord, JobStoreError>;
+
     /// Hands the listing over to hop `checkpoint.hop`: saves the checkpoint, hop included, if the stored hop
-    /// is the one before it, the listing is not complete and `next_seq` does not move back. `true` if this
+    /// is the one before it, the listing is not complete, `next_seq` does not move back and the lease (if the
+    /// checkpoint has one) is the stored one. `true` if this
     /// call handed over; `false` if another invocation of the same hop already did (or the listing is
     /// complete), in which case this one must not continue the chain. Errors: `NotFound`.
     async fn hand_over(&self, job_id: &str, checkpoint: &Checkpoint)

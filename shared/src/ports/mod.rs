@@ -13,8 +13,8 @@ pub mod tables;
 pub use functions::{FunctionInvoker, InvokeError};
 pub use job_store::{
     BatchRecord, Checkpoint, ControlChange, CreateOutcome, Cut, GroupCount, JobControl, JobRecord,
-    JobStatus, JobStore, JobStoreError, KeyRange, ListingTotals, NumberedPage, PartRef, Progress,
-    RecordOutcome, Recorded, SettingsUpdate, TerminalStatus, Tolerance, require_job,
+    JobStatus, JobStore, JobStoreError, KeyRange, ListingTotals, LoggedPage, NumberedPage, PartRef,
+    Progress, RecordOutcome, Recorded, SettingsUpdate, TerminalStatus, Tolerance, require_job,
 };
 pub use object_store::{
     ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError, decode_s3_key, folder_of,

@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dmap_core::ports::{
     BatchQueue, BatchRecord, Checkpoint, CreateOutcome, JobRecord, JobStore, JobStoreError,
-    ListPage, ListingTotals, ObjectReader, ObjectStore, OutgoingMessage, Progress, QueueDepth,
-    QueueError, ReceivedMessage, Recorded, SendFailure, StoreError, TerminalStatus,
+    ListPage, ListingTotals, LoggedPage, ObjectReader, ObjectStore, OutgoingMessage, Progress,
+    QueueDepth, QueueError, ReceivedMessage, Recorded, SendFailure, StoreError, TerminalStatus,
 };
 use dmap_core::usage::Usage;
 use rand::rngs::StdRng;
@@ -371,6 +371,18 @@ impl JobStore for FaultyJobStore {
     async fn save_checkpoint(&self, job_id: &str, cp: &Checkpoint) -> Result<(), JobStoreError> {
         self.before("save_checkpoint").await?;
         self.after(self.inner.save_checkpoint(job_id, cp).await)
+    }
+    async fn log_pages(&self, job_id: &str, pages: &[LoggedPage]) -> Result<(), JobStoreError> {
+        self.before("log_pages").await?;
+        self.after(self.inner.log_pages(job_id, pages).await)
+    }
+    async fn logged_pages(&self, job_id: &str) -> Result<Vec<LoggedPage>, JobStoreError> {
+        self.before("logged_pages").await?;
+        self.after(self.inner.logged_pages(job_id).await)
+    }
+    async fn take_listing(&self, job_id: &str, lease: &str) -> Result<JobRecord, JobStoreError> {
+        self.before("take_listing").await?;
+        self.after(self.inner.take_listing(job_id, lease).await)
     }
     async fn hand_over(&self, job_id: &str, cp: &Checkpoint) -> Result<bool, JobStoreError> {
         self.before("hand_over").await?;

@@ -89,6 +89,15 @@ macro_rules! job_store_suite {
             conformance::job_store_hands_each_hop_over_once(job_store().await, "job-hop").await;
         }
 
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn job_store_leases_a_split_listing_to_its_last_taker() {
+            conformance::job_store_leases_a_split_listing_to_its_last_taker(
+                job_store().await,
+                "job-lease",
+            )
+            .await;
+        }
+
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn job_store_counts_only_batches_below_the_total() {
             conformance::job_store_counts_only_batches_below_the_total(
@@ -134,8 +143,8 @@ use std::time::Duration;
 use dmap_core::outcome::TerminalStatus;
 use dmap_core::ports::{
     BatchQueue, BatchRecord, Checkpoint, CreateOutcome, Cut, JobRecord, JobStatus, JobStore,
-    JobStoreError, KeyRange, ListingTotals, NumberedPage, ObjectStore, OutgoingMessage, PartRef,
-    QueueError, RecordOutcome, StoreError,
+    JobStoreError, KeyRange, ListingTotals, LoggedPage, NumberedPage, ObjectStore, OutgoingMessage,
+    PartRef, QueueError, RecordOutcome, StoreError,
 };
 use dmap_core::spec::JobSpec;
 use dmap_core::usage::Usage;
@@ -1070,6 +1079,104 @@ pub async fn job_store_counts_racing_records_exactly(store: Arc<dyn JobStore>, j
             .len(),
         20
     );
+}
+
+/// A split listing's lease: the last coordinator to take it is the only one whose saves and hand-overs land;
+/// it takes the checkpoint as saved; a complete listing is not taken.
+pub async fn job_store_leases_a_split_listing_to_its_last_taker(
+    store: Arc<dyn JobStore>,
+    job_id: &str,
+) {
+    store.create_job(&record(job_id)).await.expect("create");
+    let at = |seq: u64, lease: &str| Checkpoint {
+        next_seq: seq,
+        items_sent: seq * 10,
+        ranges: vec![KeyRange {
+            after: format!("k{seq}"),
+            ..KeyRange::default()
+        }],
+        lease: Some(lease.to_owned()),
+        ..Checkpoint::default()
+    };
+    let taken = store.take_listing(job_id, "a").await.expect("take");
+    assert_eq!(taken.checkpoint.lease.as_deref(), Some("a"));
+    // The page log: groups by their first seq, ascending; a group logged again replaces itself.
+    let page = |seq: u64, batches: u64, after: &str| LoggedPage {
+        after: after.into(),
+        page: NumberedPage {
+            seq,
+            batches,
+            through: format!("{after}/z"),
+            last: false,
+        },
+    };
+    store
+        .log_pages(job_id, &[page(5, 2, "m"), page(7, 1, "q")])
+        .await
+        .expect("log");
+    store
+        .log_pages(job_id, &[page(0, 5, "a")])
+        .await
+        .expect("log");
+    store
+        .log_pages(job_id, &[page(5, 3, "m")])
+        .await
+        .expect("log");
+    assert_eq!(
+        store.logged_pages(job_id).await.unwrap(),
+        [page(0, 5, "a"), page(5, 3, "m")]
+    );
+    store
+        .save_checkpoint(job_id, &at(2, "a"))
+        .await
+        .expect("a saves");
+    let taken = store.take_listing(job_id, "b").await.expect("take");
+    assert_eq!(
+        (taken.checkpoint.next_seq, taken.checkpoint.ranges.clone()),
+        (2, at(2, "a").ranges),
+        "b takes what a saved"
+    );
+    let refused = store.save_checkpoint(job_id, &at(3, "a")).await;
+    assert!(
+        matches!(refused, Err(JobStoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+    let handed = Checkpoint {
+        hop: 1,
+        ..at(4, "a")
+    };
+    assert!(
+        !store.hand_over(job_id, &handed).await.unwrap(),
+        "a no longer hands over"
+    );
+    store
+        .save_checkpoint(job_id, &at(3, "b"))
+        .await
+        .expect("b saves");
+    let stored = store.get_job(job_id).await.unwrap().unwrap().checkpoint;
+    assert_eq!((stored.next_seq, stored.lease.as_deref()), (3, Some("b")));
+    let handed = Checkpoint {
+        hop: 1,
+        ..at(4, "b")
+    };
+    assert!(
+        store.hand_over(job_id, &handed).await.unwrap(),
+        "b hands over"
+    );
+    store
+        .complete_listing(
+            job_id,
+            ListingTotals {
+                batches: 4,
+                items: 40,
+            },
+        )
+        .await
+        .expect("complete");
+    assert!(matches!(
+        store.take_listing(job_id, "c").await,
+        Err(JobStoreError::Conflict { .. })
+    ));
 }
 
 /// The listing's hops: one hand-over per hop however many invocations race for it, never skipping or going

@@ -467,10 +467,25 @@ async fn list_split(
     // Numbering depends on the order pages arrive: only the lease holder numbers, from what the store holds
     // now (a coordinator that held the listing before this one may have saved since this one read it).
     let lease = uuid::Uuid::new_v4().to_string();
-    *checkpoint = deps.jobs.take_listing(job_id, &lease).await?.checkpoint;
+    let Some(taken) = deps
+        .jobs
+        .take_listing(job_id, checkpoint.hop, &lease)
+        .await?
+    else {
+        tracing::info!(
+            job_id,
+            hop = checkpoint.hop,
+            "the listing was handed on past this hop"
+        );
+        return Ok(Pass::TakenOver);
+    };
+    *checkpoint = taken.checkpoint;
     if checkpoint.ranges.is_empty() || checkpoint.redo_from.is_some() {
-        // Saved over by a coordinator still on its first page: it splits again, and this one follows.
-        return Ok(Pass::Split);
+        // No save removes a split listing's ranges (`Checkpoint::refused_over`).
+        return Err(PipelineError::Inconsistent {
+            job_id: job_id.to_owned(),
+            message: "the listing's key ranges are gone from its checkpoint".into(),
+        });
     }
     let objects = deps.objects.as_ref();
     for range in &mut checkpoint.ranges {
@@ -480,21 +495,11 @@ async fn list_split(
         let items =
             parallel_listing::read_through(objects, reader, entries, &range.after, &page.through)
                 .await?;
-        let mut batches = parallel_listing::cut(limits, page.seq, items);
-        if batches.len() as u64 != page.batches {
-            // The keys changed since the page was numbered: the job cannot be exact any more, and ends
-            // FAILED saying so. Its numbers are sent all the same (empty past the new items), so that every
-            // batch of the total is recorded and the job ends.
+        let (batches, changed) = parallel_listing::recut(limits, &page, items);
+        if changed {
+            // The job cannot be exact any more, and ends FAILED saying so.
             tracing::warn!(job_id, seq = page.seq, "a numbered page's keys changed");
             deps.jobs.flag_input_changed(job_id, page.seq).await?;
-            batches.truncate(page.batches as usize);
-            for seq in page.seq + batches.len() as u64..page.seq + page.batches {
-                batches.push(Batch {
-                    seq,
-                    items: Vec::new(),
-                    after: Position::default(),
-                });
-            }
         }
         // Logged again: a run that saved the page may have stopped before it logged it.
         let logged = LoggedPage {

@@ -277,6 +277,28 @@ pub fn cut(limits: BatchLimits, seq: u64, items: Vec<BatchItem>) -> Vec<Batch> {
     batches
 }
 
+/// A numbered page's items, read again, cut into its batches, and whether the keys changed since it was
+/// numbered. When they make another number of batches, the page's numbers are kept all the same (the last
+/// batches are dropped, or empty ones added) so that every number of the job's total is still sent and
+/// recorded, and the job can end (FAILED, saying its input changed).
+pub fn recut(
+    limits: BatchLimits,
+    page: &NumberedPage,
+    items: Vec<BatchItem>,
+) -> (Vec<Batch>, bool) {
+    let mut batches = cut(limits, page.seq, items);
+    let changed = batches.len() as u64 != page.batches;
+    batches.truncate(page.batches as usize);
+    for seq in page.seq + batches.len() as u64..page.seq + page.batches {
+        batches.push(Batch {
+            seq,
+            items: Vec::new(),
+            after: Position::default(),
+        });
+    }
+    (batches, changed)
+}
+
 /// The numbered page that `batches` (cut from one range page) make.
 pub fn numbered(batches: &[Batch], through: &str, last: bool) -> Option<NumberedPage> {
     Some(NumberedPage {

@@ -296,8 +296,11 @@ pub(crate) async fn resend_missing(
     } else {
         resend_split(deps, record, first).await?
     };
+    // A redo pass is one stream, cut at hand-overs when it had any (a split job's hops may all be its main
+    // pass's: it cannot be told, so none is replayed).
     if let Some(redo_from) = record.checkpoint.redo_from
         && total > redo_from
+        && record.checkpoint.hop == 0
     {
         let keys = standing_failures(deps, record, redo_from)
             .await?
@@ -353,11 +356,10 @@ async fn resend_split(deps: &Deps, record: &JobRecord, total: u64) -> Result<u64
             &page.through,
         )
         .await?;
-        let batches = parallel_listing::cut(limits, page.seq, items);
-        if batches.len() as u64 != page.batches {
-            // The keys changed since: nothing this page held can be sent again as it was.
+        let (batches, changed) = parallel_listing::recut(limits, page, items);
+        if changed {
+            // Sent all the same, so that the job ends (FAILED, saying its input changed).
             deps.jobs.flag_input_changed(job_id, page.seq).await?;
-            continue;
         }
         let missing: Vec<_> = batches
             .into_iter()

@@ -342,9 +342,22 @@ async fn two_coordinators_of_one_hop_number_every_key_once() {
         .await
         .unwrap();
     let second = async {
-        // A little later: the first has split the listing and numbered some pages by then.
+        // A little later: the first has split the listing and numbered some pages by then. The second's
+        // save of its own split is refused (the first holds the listing); like a retried invocation, it
+        // reads the job again and takes the listing over.
         tokio::time::sleep(Duration::from_millis(450)).await;
-        run_listing(&deps, &record, &|| true).await.unwrap()
+        let mut record = record.clone();
+        let mut refused = 0;
+        loop {
+            match run_listing(&deps, &record, &|| true).await {
+                Ok(outcome) => break (outcome, refused),
+                Err(e) => {
+                    assert!(e.to_string().contains("coordinator"), "{e}");
+                    refused += 1;
+                    record = deps.jobs.get_job("list-16").await.unwrap().unwrap();
+                }
+            }
+        }
     };
     let (first, second) = tokio::join!(run_listing(&deps, &record, &|| true), second);
     let first = first.unwrap();
@@ -352,6 +365,8 @@ async fn two_coordinators_of_one_hop_number_every_key_once() {
         matches!(first, ListingOutcome::TakenOver),
         "the first gave way: {first:?}"
     );
+    let (second, refused) = second;
+    assert_eq!(refused, 1, "the second's first save was refused once");
     let ListingOutcome::Complete { totals, .. } = second else {
         panic!("the second completes: {second:?}");
     };

@@ -114,6 +114,21 @@ fn batch_sk(seq: u64) -> String {
     format!("BATCH#{seq:020}")
 }
 
+/// The conditions [`Checkpoint::refused_over`] sets on a save or hand-over of `checkpoint` (`:lease` is bound
+/// by the update when the checkpoint has one).
+fn split_listing_condition(checkpoint: &Checkpoint) -> String {
+    let lease = match checkpoint.lease {
+        Some(_) => " AND cp_lease = :lease",
+        None => " AND attribute_not_exists(cp_lease)",
+    };
+    let ranges = if checkpoint.ranges.is_empty() {
+        " AND attribute_not_exists(cp_ranges)"
+    } else {
+        ""
+    };
+    format!("{lease}{ranges}")
+}
+
 fn pages_sk(seq: u64) -> String {
     format!("PAGES#{seq:020}")
 }
@@ -841,12 +856,10 @@ impl JobStore for DynamoJobStore {
         job_id: &str,
         checkpoint: &Checkpoint,
     ) -> Result<(), JobStoreError> {
-        let condition = if checkpoint.lease.is_some() {
-            "attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n \
-             AND cp_lease = :lease"
-        } else {
-            "attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n"
-        };
+        let condition = format!(
+            "attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_next_seq <= :n{}",
+            split_listing_condition(checkpoint)
+        );
         let result = self
             .checkpoint_update(job_id, checkpoint, false)
             .condition_expression(condition)
@@ -872,10 +885,10 @@ impl JobStore for DynamoJobStore {
                 Err(Self::conflict(job_id, "the listing is already complete"))
             }
             Some(r) if r.abort_requested() => Err(Self::conflict(job_id, "the job was aborted")),
-            Some(r) if checkpoint.lease.is_some() && r.checkpoint.lease != checkpoint.lease => Err(
-                Self::conflict(job_id, "another coordinator took the listing"),
-            ),
-            Some(_) => Ok(()), // an older checkpoint than the stored one: ignored
+            Some(r) => match checkpoint.refused_over(&r.checkpoint) {
+                Some(why) => Err(Self::conflict(job_id, why)),
+                None => Ok(()), // an older checkpoint than the stored one: ignored
+            },
         }
     }
 
@@ -920,26 +933,42 @@ impl JobStore for DynamoJobStore {
         Ok(pages)
     }
 
-    async fn take_listing(&self, job_id: &str, lease: &str) -> Result<JobRecord, JobStoreError> {
+    async fn take_listing(
+        &self,
+        job_id: &str,
+        hop: u32,
+        lease: &str,
+    ) -> Result<Option<JobRecord>, JobStoreError> {
+        // Jobs created before hops were stored have none: theirs is hop 0.
+        let condition = if hop == 0 {
+            "attribute_exists(pk) AND attribute_not_exists(listing_batches) \
+             AND (attribute_not_exists(cp_hop) OR cp_hop = :hop)"
+        } else {
+            "attribute_exists(pk) AND attribute_not_exists(listing_batches) AND cp_hop = :hop"
+        };
         let result = self
             .update_job(job_id)
             .update_expression("SET cp_lease = :lease")
-            .condition_expression("attribute_exists(pk) AND attribute_not_exists(listing_batches)")
+            .condition_expression(condition)
             .expression_attribute_values(":lease", s(lease))
+            .expression_attribute_values(":hop", n(hop.into()))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
         match result {
             Ok(out) => {
                 let item = out.attributes().ok_or_else(|| corrupt(job_id, "job"))?;
-                return record_from_item(job_id, item);
+                return record_from_item(job_id, item).map(Some);
             }
             Err(e) if error_code(&e) == Some(CONDITION_FAILED) => {}
             Err(e) => return Err(map_error(e)),
         }
         match self.get_job(job_id).await? {
             None => Err(JobStoreError::NotFound(job_id.to_owned())),
-            Some(_) => Err(Self::conflict(job_id, "the listing is already complete")),
+            Some(r) if r.listing.is_some() => {
+                Err(Self::conflict(job_id, "the listing is already complete"))
+            }
+            Some(_) => Ok(None), // handed on past `hop`
         }
     }
 
@@ -960,9 +989,7 @@ impl JobStore for DynamoJobStore {
              AND cp_hop = :from"
         }
         .to_owned();
-        if checkpoint.lease.is_some() {
-            condition.push_str(" AND cp_lease = :lease");
-        }
+        condition.push_str(&split_listing_condition(checkpoint));
         let result = self
             .checkpoint_update(job_id, checkpoint, true)
             .condition_expression(condition)

@@ -618,8 +618,8 @@ impl JobStore for MemoryJobStore {
                 return Err(conflict(job_id, "the listing is already complete"));
             }
             let stored = &job.record.checkpoint;
-            if checkpoint.lease.is_some() && checkpoint.lease != stored.lease {
-                return Err(conflict(job_id, "another coordinator took the listing"));
+            if let Some(why) = checkpoint.refused_over(stored) {
+                return Err(conflict(job_id, why));
             }
             if checkpoint.next_seq >= stored.next_seq {
                 let (hop, hop_sent) = (stored.hop, stored.hop_sent);
@@ -638,10 +638,18 @@ impl JobStore for MemoryJobStore {
         })
     }
 
-    async fn take_listing(&self, job_id: &str, lease: &str) -> Result<JobRecord, JobStoreError> {
+    async fn take_listing(
+        &self,
+        job_id: &str,
+        hop: u32,
+        lease: &str,
+    ) -> Result<Option<JobRecord>, JobStoreError> {
         self.with_job(job_id, |job| {
             if job.record.listing.is_some() {
                 return Err(conflict(job_id, "the listing is already complete"));
+            }
+            if job.record.checkpoint.hop != hop {
+                return Ok(None);
             }
             job.commit(Change::Checkpoint {
                 checkpoint: Checkpoint {
@@ -649,7 +657,7 @@ impl JobStore for MemoryJobStore {
                     ..job.record.checkpoint.clone()
                 },
             })?;
-            Ok(job.record.clone())
+            Ok(Some(job.record.clone()))
         })
     }
 
@@ -663,7 +671,7 @@ impl JobStore for MemoryJobStore {
             let ok = job.record.listing.is_none()
                 && checkpoint.hop == stored.hop + 1
                 && checkpoint.next_seq >= stored.next_seq
-                && (checkpoint.lease.is_none() || checkpoint.lease == stored.lease);
+                && checkpoint.refused_over(stored).is_none();
             if ok {
                 job.commit(Change::Checkpoint {
                     checkpoint: Checkpoint {

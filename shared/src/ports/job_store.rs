@@ -65,6 +65,21 @@ pub struct ListingTotals {
     pub items: u64,
 }
 
+impl Checkpoint {
+    /// Why saving this checkpoint over `stored` must be refused, if it must: it would take a split listing
+    /// from the coordinator that holds its lease, or undo the split. Every store keeps these rules (the
+    /// embedded one with this function, DynamoDB with conditions).
+    pub fn refused_over(&self, stored: &Checkpoint) -> Option<&'static str> {
+        if self.lease != stored.lease {
+            Some("another coordinator holds the listing")
+        } else if self.ranges.is_empty() && !stored.ranges.is_empty() {
+            Some("the listing was split by another coordinator")
+        } else {
+            None
+        }
+    }
+}
+
 /// The job item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -421,8 +436,8 @@ pub trait JobStore: Send + Sync {
     /// checkpoint with a lower `next_seq` than the stored one is ignored. Errors: `NotFound`, `Conflict` once
     /// the listing is complete, or once an abort was requested: then the checkpoint is saved all the same (it
     /// says which batches were sent, which the aborted job's outputs hold) and the listing stops. A checkpoint
-    /// with a `lease` is saved only while the stored lease is the same (`Conflict` otherwise: another
-    /// coordinator took the listing).
+    /// is refused (`Conflict`) when [`Checkpoint::refused_over`] says so: its lease is not the stored one, or
+    /// it has no key ranges where the stored one has.
     async fn save_checkpoint(
         &self,
         job_id: &str,
@@ -436,14 +451,20 @@ pub trait JobStore: Send + Sync {
     /// Every page [`Self::log_pages`] logged for the job, ascending by seq.
     async fn logged_pages(&self, job_id: &str) -> Result<Vec<LoggedPage>, JobStoreError>;
 
-    /// Gives the job's listing to the coordinator `lease` and returns the record as it now stands: the saves of
-    /// any coordinator that held it before are refused from here on, so the taker resumes from what they
-    /// saved. Errors: `NotFound`, `Conflict` once the listing is complete.
-    async fn take_listing(&self, job_id: &str, lease: &str) -> Result<JobRecord, JobStoreError>;
+    /// Gives the job's listing to the coordinator `lease` of hop `hop` and returns the record as it now
+    /// stands: the saves of any coordinator that held it before are refused from here on, so the taker resumes
+    /// from what they saved. `None` when the stored hop is not `hop` (a stale invocation: the listing was
+    /// handed on). Errors: `NotFound`, `Conflict` once the listing is complete.
+    async fn take_listing(
+        &self,
+        job_id: &str,
+        hop: u32,
+        lease: &str,
+    ) -> Result<Option<JobRecord>, JobStoreError>;
 
     /// Hands the listing over to hop `checkpoint.hop`: saves the checkpoint, hop included, if the stored hop
-    /// is the one before it, the listing is not complete, `next_seq` does not move back and the lease (if the
-    /// checkpoint has one) is the stored one. `true` if this
+    /// is the one before it, the listing is not complete, `next_seq` does not move back and
+    /// [`Checkpoint::refused_over`] does not refuse it. `true` if this
     /// call handed over; `false` if another invocation of the same hop already did (or the listing is
     /// complete), in which case this one must not continue the chain. Errors: `NotFound`.
     async fn hand_over(&self, job_id: &str, checkpoint: &Checkpoint)

@@ -380,9 +380,14 @@ impl JobStore for FaultyJobStore {
         self.before("logged_pages").await?;
         self.after(self.inner.logged_pages(job_id).await)
     }
-    async fn take_listing(&self, job_id: &str, lease: &str) -> Result<JobRecord, JobStoreError> {
+    async fn take_listing(
+        &self,
+        job_id: &str,
+        hop: u32,
+        lease: &str,
+    ) -> Result<Option<JobRecord>, JobStoreError> {
         self.before("take_listing").await?;
-        self.after(self.inner.take_listing(job_id, lease).await)
+        self.after(self.inner.take_listing(job_id, hop, lease).await)
     }
     async fn hand_over(&self, job_id: &str, cp: &Checkpoint) -> Result<bool, JobStoreError> {
         self.before("hand_over").await?;

@@ -1098,8 +1098,47 @@ pub async fn job_store_leases_a_split_listing_to_its_last_taker(
         lease: Some(lease.to_owned()),
         ..Checkpoint::default()
     };
-    let taken = store.take_listing(job_id, "a").await.expect("take");
+    // Before it is split and leased, a listing saves as one stream does.
+    store
+        .save_checkpoint(
+            job_id,
+            &Checkpoint {
+                next_seq: 1,
+                ..Checkpoint::default()
+            },
+        )
+        .await
+        .expect("one stream saves");
+    let mut split = at(1, "x");
+    split.lease = None;
+    store
+        .save_checkpoint(job_id, &split)
+        .await
+        .expect("the split saves");
+    let unsplit = Checkpoint {
+        next_seq: 1,
+        ..Checkpoint::default()
+    };
+    assert!(
+        matches!(
+            store.save_checkpoint(job_id, &unsplit).await,
+            Err(JobStoreError::Conflict { .. })
+        ),
+        "no save undoes the split"
+    );
+    let taken = store
+        .take_listing(job_id, 0, "a")
+        .await
+        .expect("take")
+        .expect("hop 0 holds the listing");
     assert_eq!(taken.checkpoint.lease.as_deref(), Some("a"));
+    assert!(
+        matches!(
+            store.save_checkpoint(job_id, &split).await,
+            Err(JobStoreError::Conflict { .. })
+        ),
+        "a save without the lease is refused once it is taken"
+    );
     // The page log: groups by their first seq, ascending; a group logged again replaces itself.
     let page = |seq: u64, batches: u64, after: &str| LoggedPage {
         after: after.into(),
@@ -1130,7 +1169,11 @@ pub async fn job_store_leases_a_split_listing_to_its_last_taker(
         .save_checkpoint(job_id, &at(2, "a"))
         .await
         .expect("a saves");
-    let taken = store.take_listing(job_id, "b").await.expect("take");
+    let taken = store
+        .take_listing(job_id, 0, "b")
+        .await
+        .expect("take")
+        .expect("hop 0 holds the listing");
     assert_eq!(
         (taken.checkpoint.next_seq, taken.checkpoint.ranges.clone()),
         (2, at(2, "a").ranges),
@@ -1174,7 +1217,7 @@ pub async fn job_store_leases_a_split_listing_to_its_last_taker(
         .await
         .expect("complete");
     assert!(matches!(
-        store.take_listing(job_id, "c").await,
+        store.take_listing(job_id, 1, "c").await,
         Err(JobStoreError::Conflict { .. })
     ));
 }

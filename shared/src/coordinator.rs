@@ -29,7 +29,7 @@ use crate::ports::{
     OutgoingMessage, StoreError, send_all_with_retry,
 };
 use crate::reader::{self, Position, ReadPage};
-use crate::spec::{ItemReader, Job, JobSpec};
+use crate::spec::{ItemReader, Job, JobSpec, S3ListReader};
 use crate::usage::Usage;
 
 /// How a listing run ended.
@@ -234,22 +234,47 @@ pub async fn run_listing(
     record: &JobRecord,
     keep_going: &(dyn Fn() -> bool + Sync),
 ) -> Result<ListingOutcome, PipelineError> {
-    run_listing_capped(deps, record, keep_going, u32::MAX).await
+    run_listing_with(deps, record, keep_going, ListParallelism::IN_PROCESS).await
 }
 
-/// [`run_listing`], listing at most `max_parallelism` key ranges at once whatever the spec asks (a
-/// deployment's cap).
-pub async fn run_listing_capped(
+/// How many key ranges of an `s3_list` listing a deployment lists at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListParallelism {
+    /// For a spec without `item_reader.list_parallelism`.
+    pub default: u32,
+    /// The most, whatever a spec asks.
+    pub max: u32,
+}
+
+impl ListParallelism {
+    /// In one process (`dmap run`): one stream unless the spec asks for more. One stream numbers batches in
+    /// key order, so a job's `outputs/` parts and the order of `failed.jsonl` are the same run after run; a
+    /// split listing numbers them in the order its pages arrive.
+    pub const IN_PROCESS: Self = Self {
+        default: 1,
+        max: S3ListReader::MAX_LIST_PARALLELISM,
+    };
+
+    /// The ranges a reader gets.
+    pub fn of(self, reader: &S3ListReader) -> usize {
+        reader
+            .list_parallelism
+            .unwrap_or(self.default)
+            .min(self.max)
+            .max(1) as usize
+    }
+}
+
+/// [`run_listing`], with a deployment's [`ListParallelism`].
+pub async fn run_listing_with(
     deps: &Deps,
     record: &JobRecord,
     keep_going: &(dyn Fn() -> bool + Sync),
-    max_parallelism: u32,
+    parallelism: ListParallelism,
 ) -> Result<ListingOutcome, PipelineError> {
     let job_id = record.job.job_id.as_str();
     let parallelism = match &record.job.spec.item_reader {
-        ItemReader::S3List(reader) => {
-            reader.list_parallelism().min(max_parallelism).max(1) as usize
-        }
+        ItemReader::S3List(reader) => parallelism.of(reader),
         _ => 1,
     };
     if let Some(totals) = record.listing {

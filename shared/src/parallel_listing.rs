@@ -1,6 +1,6 @@
 //! The reading side of a parallel `s3_list` listing. One ListObjectsV2 stream reads ~3,300 keys a second, so
 //! a listing larger than one page is split after that page into key ranges, found from the listing's folders
-//! ([`split`]), and up to `item_reader.list_parallelism` ranges are listed at once ([`list_ranges`]), each
+//! or, for keys in no folder, sampled with StartAfter ([`split`]), and up to `item_reader.list_parallelism` ranges are listed at once ([`list_ranges`]), each
 //! from its own position. The coordinator numbers, saves and sends what they read
 //! ([`crate::coordinator`]): a range's page is numbered in the order pages arrive and saved as a
 //! [`NumberedPage`] before its batches are sent, so a resumed listing re-reads just that page
@@ -24,8 +24,9 @@ const MAX_DEPTH: usize = 3;
 /// The key ranges that split the listing of the keys after `after` into about `parallelism` parts: the
 /// folders one level below the prefix are the candidate boundaries, a level deeper (every folder at once)
 /// while there are fewer than `parallelism`. Ranges take equal numbers of folders, the first starting after
-/// `after` and the last reaching the listing's end. Empty when the keys after `after` are in fewer than two
-/// folders: such a listing stays one stream.
+/// `after` and the last reaching the listing's end. Keys after `after` in no folder are split at boundaries
+/// sampled with StartAfter ([`flat_boundaries`]). Empty when there is nothing to split: such a listing stays
+/// one stream.
 ///
 /// Costs one ListObjectsV2 (with a delimiter) per folder looked into: one for a prefix with many folders.
 pub async fn split(
@@ -56,7 +57,192 @@ pub async fn split(
         folders = deeper;
     }
     folders.retain(|f| f.as_str() > after);
+    if folders.is_empty() {
+        folders = flat_boundaries(objects, reader, after, parallelism).await?;
+    }
     Ok(ranges_between(after, &folders, parallelism))
+}
+
+/// Points probed at once in each round of [`flat_boundaries`], and how many rounds at most.
+const FLAT_PROBES: u128 = 8;
+const FLAT_ROUNDS: usize = 10;
+
+/// Boundaries for keys in no folder, sampled with StartAfter: a page of the keys after `after` gives the
+/// characters keys are made of; read as numbers in that alphabet ([`KeySpace`]), rounds of probes sent at
+/// once narrow down where the last key is, and the span from `after` to it is cut into `parallelism` equal
+/// parts. Balanced for keys spread evenly in that space (counters, hashes, UUIDs). Costs one page and a few
+/// rounds of probes (a probe per digit, then 7 a round), each round's at once; none when the keys after
+/// `after` fit in one page.
+async fn flat_boundaries(
+    objects: &dyn ObjectStore,
+    reader: &S3ListReader,
+    after: &str,
+    parallelism: usize,
+) -> Result<Vec<String>, StoreError> {
+    let (bucket, prefix) = (reader.bucket.as_str(), reader.prefix.as_str());
+    let start = (!after.is_empty()).then_some(after);
+    let page = objects.list_page(bucket, prefix, start, None).await?;
+    let (Some(last), Some(_)) = (page.objects.last(), page.next.as_ref()) else {
+        return Ok(Vec::new());
+    };
+    let sample = page.objects.iter().map(|o| o.key.as_str());
+    let Some(space) = KeySpace::of(prefix, sample.chain(start)) else {
+        return Ok(Vec::new());
+    };
+    let from = space.value(after);
+    // The last key's value is in [lo, hi]: lo a key's, nothing listed after hi. A first round probes past
+    // each digit of lo at once (lo with that digit one higher and the rest cut off): the nearest that has
+    // nothing after it bounds the keys to lo's digits before it; then rounds of evenly spaced probes.
+    let (mut lo, mut hi) = (space.value(&last.key).max(from), space.max());
+    let mut points: Vec<u128> = (0..space.alphabets.len())
+        .map(|i| {
+            let unit = space.unit(i);
+            (lo / unit + 1) * unit
+        })
+        .filter(|p| *p <= hi)
+        .collect();
+    for _ in 0..FLAT_ROUNDS {
+        points.sort_unstable();
+        points.dedup();
+        let space = &space;
+        let firsts = futures::future::try_join_all(points.iter().map(|&point| {
+            let key = space.key(point);
+            async move {
+                let page = objects.list_page(bucket, prefix, Some(&key), None).await?;
+                Ok::<_, StoreError>(page.objects.first().map(|o| space.value(&o.key)))
+            }
+        }))
+        .await?;
+        let (was_lo, was_hi) = (lo, hi);
+        for (point, first) in points.iter().zip(firsts) {
+            match first {
+                Some(value) => lo = lo.max(value),
+                None => {
+                    hi = hi.min(*point);
+                    break;
+                }
+            }
+        }
+        if (lo, hi) == (was_lo, was_hi) || hi - lo <= (lo - from) / 64 {
+            break;
+        }
+        points = (1..FLAT_PROBES)
+            .map(|i| lo + (hi - lo) / FLAT_PROBES * i)
+            .collect();
+    }
+    let end = lo + (hi - lo) / 2;
+    let n = parallelism as u128;
+    let mut boundaries: Vec<String> = Vec::new();
+    for i in 1..n {
+        let key = space.key(from + (end - from) / n * i);
+        if key.as_str() > after && boundaries.last().is_none_or(|b| *b < key) {
+            boundaries.push(key);
+        }
+    }
+    Ok(boundaries)
+}
+
+/// Keys as numbers: each character after the prefix is a digit, in the base of the characters the sample
+/// showed at that position (one more digit value, 0, for "the key ended"), so that a larger number is a
+/// later key and a span of keys can be cut into equal parts. A position where the sample showed only
+/// characters that vary elsewhere (a counter's higher digits, constant in one page) takes all of those: its
+/// later keys will vary over them too. Characters outside a position's alphabet count as the nearest one below.
+struct KeySpace {
+    prefix: String,
+    /// Each position's characters, sorted, as many positions as the sample's longest key after the prefix
+    /// (at most what 120 bits hold).
+    alphabets: Vec<Vec<char>>,
+}
+
+impl KeySpace {
+    fn of<'k>(prefix: &str, keys: impl Iterator<Item = &'k str>) -> Option<Self> {
+        let mut seen: Vec<Vec<char>> = Vec::new();
+        for key in keys {
+            for (i, c) in key.strip_prefix(prefix)?.chars().enumerate() {
+                if seen.len() <= i {
+                    seen.push(Vec::new());
+                }
+                seen[i].push(c);
+            }
+        }
+        for chars in &mut seen {
+            chars.sort_unstable();
+            chars.dedup();
+        }
+        let mut varying: Vec<char> = seen
+            .iter()
+            .filter(|c| c.len() > 1)
+            .flatten()
+            .copied()
+            .collect();
+        varying.sort_unstable();
+        varying.dedup();
+        let mut alphabets = Vec::new();
+        let mut bits = 0.0;
+        for chars in seen {
+            let alphabet = if chars.iter().all(|c| varying.binary_search(c).is_ok()) {
+                varying.clone()
+            } else {
+                chars
+            };
+            bits += (alphabet.len() as f64 + 1.0).log2();
+            if bits > 120.0 {
+                break;
+            }
+            alphabets.push(alphabet);
+        }
+        (!alphabets.is_empty()).then(|| Self {
+            prefix: prefix.to_owned(),
+            alphabets,
+        })
+    }
+
+    fn base(alphabet: &[char]) -> u128 {
+        alphabet.len() as u128 + 1
+    }
+
+    /// The value of one unit at `position` (the product of the bases after it).
+    fn unit(&self, position: usize) -> u128 {
+        self.alphabets[position + 1..]
+            .iter()
+            .map(|a| Self::base(a))
+            .product()
+    }
+
+    fn max(&self) -> u128 {
+        self.unit(0) * Self::base(&self.alphabets[0]) - 1
+    }
+
+    fn value(&self, key: &str) -> u128 {
+        let mut chars = key.strip_prefix(self.prefix.as_str()).unwrap_or("").chars();
+        self.alphabets.iter().fold(0, |value, alphabet| {
+            let digit = chars.next().map_or(0, |c| {
+                // The nearest character of the alphabet at or below `c`, counted from 1.
+                alphabet.partition_point(|a| *a <= c).max(1) as u128
+            });
+            value * Self::base(alphabet) + digit
+        })
+    }
+
+    /// The key a number stands for: its digits up to the first 0.
+    fn key(&self, value: u128) -> String {
+        let mut digits = Vec::with_capacity(self.alphabets.len());
+        let mut rest = value;
+        for alphabet in self.alphabets.iter().rev() {
+            digits.push((rest % Self::base(alphabet)) as usize);
+            rest /= Self::base(alphabet);
+        }
+        digits.reverse();
+        let mut key = self.prefix.clone();
+        key.extend(
+            digits
+                .iter()
+                .zip(&self.alphabets)
+                .take_while(|(d, _)| **d > 0)
+                .map(|(d, alphabet)| alphabet[d - 1]),
+        );
+        key
+    }
 }
 
 /// Ranges from `after` to the end, split at up to `parallelism - 1` of the `boundaries` (ascending, each
@@ -312,6 +498,33 @@ pub fn numbered(batches: &[Batch], through: &str, last: bool) -> Option<Numbered
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_read_as_numbers_keep_their_order_and_come_back() {
+        let keys = [
+            "in/k0000999",
+            "in/k0001000",
+            "in/k1",
+            "in/k10",
+            "in/k0999999",
+        ];
+        // The alphabet comes from a page of keys, as a listing's first page gives it.
+        let page: Vec<String> = (0..1000).map(|i| format!("in/k{i:07}")).collect();
+        let space = KeySpace::of("in/", page.iter().map(String::as_str)).unwrap();
+        let mut sorted = keys.to_vec();
+        sorted.sort();
+        let values: Vec<u128> = sorted.iter().map(|k| space.value(k)).collect();
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "{sorted:?} {values:?}"
+        );
+        for key in keys {
+            assert_eq!(space.key(space.value(key)), key);
+        }
+        // Halfway between two counters is a counter between them.
+        let mid = space.key((space.value("in/k0000000") + space.value("in/k0999999")) / 2);
+        assert!(("in/k04".."in/k06").contains(&mid.as_str()), "{mid}");
+    }
 
     fn keys(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -80,27 +80,21 @@ pub struct S3ListReader {
     /// Only objects last modified before this instant (RFC 3339, any offset; the instant itself excluded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_before: Option<String>,
-    /// How many key ranges of a listing larger than one page are listed at once (default
-    /// [`S3ListReader::DEFAULT_LIST_PARALLELISM`], one stream; see [`crate::parallel_listing`]). A
-    /// deployment caps it (the stack's `MaxListParallelism`).
+    /// How many key ranges of a listing larger than one page are listed at once (1: one stream; see
+    /// [`crate::parallel_listing`]). Absent, the deployment decides
+    /// ([`crate::coordinator::ListParallelism`]): the stack's `MaxListParallelism` on Lambda, one stream in
+    /// `dmap run`. A deployment also caps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_parallelism: Option<u32>,
 }
 
 impl S3ListReader {
-    /// Ranges listed at once by default: one stream, whose batches are numbered in key order, so that a
-    /// job's `outputs/` parts and failure order are the same run after run. 16 streams of ListObjectsV2 send
-    /// ~50-150 requests a second, far below S3's 5,500 GET (LIST included) per second per prefix, and list
-    /// ~15x faster than one; their batches are numbered in the order pages arrive.
-    pub const DEFAULT_LIST_PARALLELISM: u32 = 1;
+    /// Ranges listed at once on Lambda by default (the stack's `MaxListParallelism`): 16 streams of
+    /// ListObjectsV2 send ~50-150 requests a second, far below S3's 5,500 GET (LIST included) per second per
+    /// prefix, and list ~15x faster than one.
+    pub const DEFAULT_LIST_PARALLELISM: u32 = 16;
     /// The most ranges: each is a few hundred bytes of the job's checkpoint, whose DynamoDB item holds 400 KB.
     pub const MAX_LIST_PARALLELISM: u32 = 64;
-
-    /// The ranges listed at once, as the spec asks.
-    pub fn list_parallelism(&self) -> u32 {
-        self.list_parallelism
-            .unwrap_or(Self::DEFAULT_LIST_PARALLELISM)
-    }
 }
 
 /// `{"kind": "s3_object", "bucket", "key", "format", "csv_header", "csv_delimiter"}`.

@@ -11,6 +11,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use common::faults::{Faults, FaultyJobStore, FaultyQueue, FaultyStore, NO_FAULTS};
 use common::{BUCKET, Env, csv_spec, fast_config};
 use dmap_core::Deps;
+use dmap_core::coordinator::ListParallelism;
 use dmap_core::embedded::{EmbeddedQueue, EmbeddedQueues, LocalDirStore, QueueConfig};
 use dmap_core::esm::sqs_event;
 use dmap_core::lambda::coordinator::Coordinator;
@@ -59,7 +60,7 @@ fn setup(keys: impl IntoIterator<Item = String>) -> Setup {
         processor_functions: Vec::new(),
         function_arn_prefix: None,
         allowed_tables: Vec::new(),
-        max_list_parallelism: u32::MAX,
+        list_parallelism: ListParallelism::IN_PROCESS,
     };
     Setup {
         _dir: dir,

@@ -10,6 +10,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use dmap_core::Deps;
 use dmap_core::aws::resources::create_queue;
 use dmap_core::aws::{AwsClients, SqsQueue};
+use dmap_core::coordinator::ListParallelism;
 use dmap_core::lambda::coordinator::{Coordinator, derive_job_id};
 use dmap_core::lambda::{finalizer, worker};
 use dmap_core::outcome::Manifest;
@@ -65,7 +66,7 @@ async fn coordinator(
         processor_functions: Vec::new(),
         function_arn_prefix: None,
         allowed_tables: Vec::new(),
-        max_list_parallelism: u32::MAX,
+        list_parallelism: ListParallelism::IN_PROCESS,
     };
     (coordinator, continuation)
 }
@@ -288,7 +289,7 @@ async fn a_spec_outside_the_allowed_buckets_or_invalid_is_refused_before_anythin
         processor_functions: Vec::new(),
         function_arn_prefix: None,
         allowed_tables: Vec::new(),
-        max_list_parallelism: u32::MAX,
+        list_parallelism: ListParallelism::IN_PROCESS,
     };
     let err = coordinator
         .handle(event("direct-invoke.json"), &|| true)

@@ -38,9 +38,16 @@ struct SlowKeys {
 impl SlowKeys {
     fn new(n: usize) -> Arc<Self> {
         // 1,000 keys a folder, as date- or id-partitioned data is laid out.
-        let mut keys: Vec<String> = (0..n)
-            .map(|i| format!("in/{:04}/{:06}.csv", i / 1000, i))
-            .collect();
+        Self::with_keys((0..n).map(|i| format!("in/{:04}/{:06}.csv", i / 1000, i)))
+    }
+
+    /// Keys in no folder: numbered objects, as many exports name them.
+    fn flat(n: usize) -> Arc<Self> {
+        Self::with_keys((0..n).map(|i| format!("in/part-{i:07}.json")))
+    }
+
+    fn with_keys(keys: impl Iterator<Item = String>) -> Arc<Self> {
+        let mut keys: Vec<String> = keys.collect();
         keys.sort();
         Arc::new(Self {
             keys,
@@ -252,6 +259,47 @@ async fn sixteen_ranges_list_ten_times_faster_and_send_the_same_items() {
     );
     // One more page per range, the one past its end that shows it ended.
     assert!(requests16 <= requests1 + 16, "{requests16} vs {requests1}");
+}
+
+/// Keys in no folder are split at boundaries sampled with StartAfter: as fast, the same items.
+#[tokio::test(start_paused = true)]
+async fn a_listing_with_no_folders_splits_at_sampled_boundaries() {
+    let n = 500_000;
+    let store = SlowKeys::flat(n);
+    let (one, sixteen) = (Arc::new(Sent::default()), Arc::new(Sent::default()));
+    let (t1, _) = list(&deps(store.clone(), one.clone()), 1).await;
+    let requests1 = store.requests();
+    let deps16 = deps(store.clone(), sixteen.clone());
+    let (t16, items) = list(&deps16, 16).await;
+    let requests16 = store.requests() - requests1;
+    let ranges = deps16
+        .jobs
+        .get_job("list-16")
+        .await
+        .unwrap()
+        .unwrap()
+        .checkpoint
+        .ranges;
+    println!(
+        "{n} keys in no folder: 1 stream {t1:.1?} ({requests1} requests), {} ranges {t16:.1?} \
+         ({requests16} requests): {:.1}x",
+        ranges.len(),
+        t1.as_secs_f64() / t16.as_secs_f64()
+    );
+    assert_eq!(items, n as u64);
+    println!(
+        "{:?}",
+        ranges.iter().map(|r| r.after.as_str()).collect::<Vec<_>>()
+    );
+    assert_eq!(ranges.len(), 16, "{ranges:?}");
+    assert_eq!(
+        assert_each_key_once(&one, n),
+        assert_each_key_once(&sixteen, n)
+    );
+    assert!(
+        t1.as_secs_f64() >= 10.0 * t16.as_secs_f64(),
+        "16 ranges {t16:?}, one stream {t1:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -531,6 +531,26 @@ impl DynamoJobStore {
 
     /// Every item a Query returns, page after page. `query` has its key condition and values; the table and
     /// the paging are added here.
+    /// The items of the job's own partition whose sort key starts with `sk_prefix` (a strongly consistent
+    /// Query, every page), with only the `projection`'s attributes when one is given.
+    async fn job_items(
+        &self,
+        job_id: &str,
+        sk_prefix: &str,
+        projection: Option<&str>,
+    ) -> Result<Vec<Item>, JobStoreError> {
+        self.query_all(
+            self.client
+                .query()
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(job_pk(job_id)))
+                .expression_attribute_values(":prefix", s(sk_prefix))
+                .set_projection_expression(projection.map(str::to_owned))
+                .consistent_read(true),
+        )
+        .await
+    }
+
     async fn query_all(
         &self,
         query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
@@ -913,16 +933,7 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn logged_pages(&self, job_id: &str) -> Result<Vec<LoggedPage>, JobStoreError> {
-        let items = self
-            .query_all(
-                self.client
-                    .query()
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :pages)")
-                    .expression_attribute_values(":pk", s(job_pk(job_id)))
-                    .expression_attribute_values(":pages", s("PAGES#"))
-                    .consistent_read(true),
-            )
-            .await?;
+        let items = self.job_items(job_id, "PAGES#", None).await?;
         let mut pages = Vec::new();
         for item in &items {
             let group: Vec<LoggedPage> = get_s(item, "pages")
@@ -1189,15 +1200,7 @@ impl JobStore for DynamoJobStore {
         // One strongly consistent Query for the leases, then a conditional write on a free slot: a worker that
         // finds every slot taken pays a read, not a failed write per slot.
         let leases = self
-            .query_all(
-                self.client
-                    .query()
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :slot)")
-                    .expression_attribute_values(":pk", s(job_pk(job_id)))
-                    .expression_attribute_values(":slot", s("SLOT#"))
-                    .projection_expression("sk, holder, until_ms")
-                    .consistent_read(true),
-            )
+            .job_items(job_id, "SLOT#", Some("sk, holder, until_ms"))
             .await?;
         let live: Vec<String> = leases
             .iter()

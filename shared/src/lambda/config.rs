@@ -137,9 +137,9 @@ pub struct CoordinatorConfig {
     /// DynamoDB tables a `dynamodb_scan` job may read (the stack's `InputTables`); a spec naming another table
     /// is refused.
     pub allowed_tables: Vec<String>,
-    /// The most key ranges of one listing listed at once (the stack's `MaxListParallelism`), whatever a
-    /// spec's `item_reader.list_parallelism` asks.
-    pub max_list_parallelism: u32,
+    /// The key ranges of one listing listed at once (the stack's `MaxListParallelism`): for a spec without
+    /// `item_reader.list_parallelism`, and the most any spec gets.
+    pub list_parallelism: u32,
 }
 
 impl CoordinatorConfig {
@@ -174,9 +174,9 @@ impl CoordinatorConfig {
                 .map(|_| list("DMAP_ALLOWED_TABLES"))
                 .transpose()?
                 .unwrap_or_default(),
-            max_list_parallelism: env.number(
+            list_parallelism: env.number(
                 "DMAP_MAX_LIST_PARALLELISM",
-                16,
+                S3ListReader::DEFAULT_LIST_PARALLELISM,
                 "a whole number from 1 to 64",
                 |n| (1..=S3ListReader::MAX_LIST_PARALLELISM).contains(n),
             )?,

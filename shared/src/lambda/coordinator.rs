@@ -28,7 +28,9 @@ use sha2::{Digest, Sha256};
 
 use super::for_each_record;
 use crate::Deps;
-use crate::coordinator::{ListingOutcome, Rerun, run_listing_capped, start_or_resume};
+use crate::coordinator::{
+    ListParallelism, ListingOutcome, Rerun, run_listing_with, start_or_resume,
+};
 use crate::error::PipelineError;
 pub use crate::message::ContinueListing;
 use crate::ports::{
@@ -98,8 +100,9 @@ pub struct Coordinator {
     pub function_arn_prefix: Option<String>,
     /// Tables a `dynamodb_scan` job may read.
     pub allowed_tables: Vec<String>,
-    /// The most key ranges of a listing listed at once, whatever a spec's `list_parallelism` asks.
-    pub max_list_parallelism: u32,
+    /// The key ranges of an `s3_list` listing listed at once: the stack's `MaxListParallelism` for a spec that
+    /// does not say, and at most.
+    pub list_parallelism: ListParallelism,
 }
 
 pub use crate::ports::decode_s3_key;
@@ -140,7 +143,10 @@ impl Coordinator {
             )),
             allowed_buckets: config.allowed_buckets,
             allowed_tables: config.allowed_tables,
-            max_list_parallelism: config.max_list_parallelism,
+            list_parallelism: ListParallelism {
+                default: config.list_parallelism,
+                max: config.list_parallelism,
+            },
             result_buckets: config.result_buckets,
             jobs_prefix: config.jobs_prefix,
             results_prefix: config.results_prefix,
@@ -464,8 +470,8 @@ impl Coordinator {
             job_id: job_id.clone(),
             listing: "handed over",
         };
-        let cap = self.max_list_parallelism;
-        match run_listing_capped(&self.deps, record, keep_going, cap).await? {
+        let parallelism = self.list_parallelism;
+        match run_listing_with(&self.deps, record, keep_going, parallelism).await? {
             ListingOutcome::Complete { .. } => Ok(Started {
                 job_id,
                 listing: "complete",

@@ -431,7 +431,17 @@ async fn list_pass(
                 let saved = save_unless_aborted(deps, job_id, checkpoint).await?;
                 return Ok(Option::<Pass>::from(saved).unwrap_or(Pass::Split));
             }
-            // Fewer than two folders to split at: one stream to the end.
+            // Nothing to split: one stream to the end, on from the last batch sent (the partial one's items are
+            // read again), in this run or, out of time, in the next hop.
+            if !keep_going() {
+                if *checkpoint != saved
+                    && let Some(end) = save_unless_aborted(deps, job_id, checkpoint).await?.into()
+                {
+                    return Ok(end);
+                }
+                tracing::info!(job_id, next_seq = checkpoint.next_seq, "listing paused");
+                return Ok(Pass::Paused);
+            }
             return Box::pin(list_pass(deps, record, checkpoint, redo, 1, keep_going)).await;
         }
         if *checkpoint != saved {

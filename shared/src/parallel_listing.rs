@@ -89,7 +89,9 @@ async fn flat_boundaries(
     let Some(space) = KeySpace::of(prefix, sample.chain(start)) else {
         return Ok(Vec::new());
     };
-    let from = space.value(after);
+    // With nothing sent yet (`after` empty), the span starts at the first key, not at the empty key.
+    let first = page.objects.first().map_or(after, |o| o.key.as_str());
+    let from = space.value(if after.is_empty() { first } else { after });
     // The last key's value is in [lo, hi]: lo a key's, nothing listed after hi. A first round probes past
     // each digit of lo at once (lo with that digit one higher and the rest cut off): the nearest that has
     // nothing after it bounds the keys to lo's digits before it; then rounds of evenly spaced probes.
@@ -123,6 +125,9 @@ async fn flat_boundaries(
                 }
             }
         }
+        // Keys written while probing, or characters outside a position's alphabet (read as the nearest one
+        // below), can put a found key past a point found empty: the bracket then closes there.
+        hi = hi.max(lo);
         if (lo, hi) == (was_lo, was_hi) || hi - lo <= (lo - from) / 64 {
             break;
         }

@@ -236,20 +236,12 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
     let bucket = stack.buckets["DataBucket"].clone();
     let url = |id: &str| stack.queues[id].url.clone().unwrap();
     // 1,001 objects: two listing pages, so the listing can be handed over.
-    let mut uploads = tokio::task::JoinSet::new();
-    for i in 0..1001 {
-        let (s3, bucket) = (setup.s3.clone(), bucket.clone());
-        uploads.spawn(async move {
-            s3.put_object()
-                .bucket(bucket)
-                .key(format!("inputs/k{i:04}"))
-                .body(vec![b'x'; i % 7].into())
-                .send()
-                .await
-                .unwrap();
-        });
-    }
-    uploads.join_all().await;
+    dmap_emulator::put_objects(
+        &setup.s3,
+        &bucket,
+        (0..1001).map(|i| (format!("inputs/k{i:04}"), vec![b'x'; i % 7])),
+    )
+    .await;
     let spec = json!({
         "item_reader": { "bucket": bucket, "prefix": "inputs/" },
         "item_batcher": { "max_items_per_batch": 100 },

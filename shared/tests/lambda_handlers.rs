@@ -439,20 +439,12 @@ async fn a_listing_handed_over_twice_and_a_duplicated_hand_over_count_every_item
     let bucket = emulator::bucket(&clients, "handover").await;
     let (coordinator, continuation) = coordinator(&clients, &deps, &bucket).await;
     // 2,100 objects: three listing pages.
-    let store = deps.objects.clone();
-    let uploads = (0..2100).map(|i| {
-        let (store, bucket) = (store.clone(), bucket.clone());
-        async move {
-            store
-                .put(
-                    &bucket,
-                    &format!("h/{:02}/k{i:04}", i % 10),
-                    vec![b'x'; i % 7],
-                )
-                .await
-        }
-    });
-    futures::future::try_join_all(uploads).await.unwrap();
+    emulator::put_objects(
+        &clients.s3,
+        &bucket,
+        (0..2100).map(|i| (format!("h/{:02}/k{i:04}", i % 10), vec![b'x'; i % 7])),
+    )
+    .await;
     let spec = json!({
         "job_id": "long-listing",
         "item_reader": { "bucket": bucket, "prefix": "h/", "list_parallelism": 16 },

@@ -131,6 +131,29 @@ pub async fn bucket(clients: &AwsClients, prefix: &str) -> String {
     name
 }
 
+/// Puts `objects` (key, body) into `bucket` a few at a time. Thousands of puts at once leave moto's server,
+/// which answers one request at a time, silent long enough for the SDK's stalled-stream guard to give up.
+pub async fn put_objects(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    objects: impl IntoIterator<Item = (String, Vec<u8>)>,
+) {
+    use futures::StreamExt;
+    futures::stream::iter(objects)
+        .map(|(key, body)| async move {
+            s3.put_object()
+                .bucket(bucket)
+                .key(&key)
+                .body(body.into())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+}
+
 /// A table of `items` items, created under a unique name, which it returns: the key is `pk` (a string,
 /// `p00` to `p96`) and `sk` (the number `i`), and each item has `n` (the number `i`), `name` (`item <i>`), `tags`
 /// (a string set) and `blob` (binary), so that every reader of it meets a composite key and several types.

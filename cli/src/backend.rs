@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use dmap_core::Deps;
 use dmap_core::aws::resources::DEFAULT_TTL;
 use dmap_core::aws::{AwsClients, DynamoJobStore};
-use dmap_core::embedded::MemoryJobStore;
+use dmap_core::embedded::{EmbeddedQueues, LocalDirStore, MemoryJobStore};
 use dmap_core::ports::JobStore;
 use dmap_infra::{Stack, StackOptions, Template};
 
@@ -29,6 +30,19 @@ pub fn embedded_job_store(data_dir: &Path) -> anyhow::Result<MemoryJobStore> {
         bail!("--data-dir {} is not a directory", data_dir.display());
     }
     Ok(MemoryJobStore::persistent(embedded_jobs_dir(data_dir)))
+}
+
+/// The embedded backends over a data directory for a command that runs no workers (an abort's finalize, a
+/// plan): its queues are never polled, so their settings only need to be valid.
+pub fn embedded_deps(data_dir: &Path) -> Deps {
+    Deps::embedded(
+        Arc::new(LocalDirStore::new(data_dir)),
+        EmbeddedQueues {
+            visibility_timeout: std::time::Duration::from_secs(30),
+            max_receive_count: 5,
+            backlog_limit: None,
+        },
+    )
 }
 
 /// Where the AWS resources are.

@@ -11,11 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
-use dmap_core::Deps;
 use dmap_core::aws::SqsQueue;
 use dmap_core::clock::now_ms;
 use dmap_core::describe::{JobDescription, describe};
-use dmap_core::embedded::{EmbeddedQueues, LocalDirStore, MemoryJobStore};
+use dmap_core::embedded::MemoryJobStore;
 use dmap_core::finalizer::{FinalizerConfig, finalize};
 use dmap_core::message::{ContinueListing, FinalizeMessage};
 use dmap_core::outcome::{JobStatus, TerminalStatus};
@@ -23,7 +22,7 @@ use dmap_core::ports::{ControlChange, JobStore, Progress, SettingsUpdate};
 use dmap_core::spec::Job;
 use serde_json::json;
 
-use crate::backend::{AwsArgs, embedded_job_store, embedded_jobs_dir};
+use crate::backend::{AwsArgs, embedded_deps, embedded_job_store, embedded_jobs_dir};
 use crate::run::{
     Begin, Outputs, SpecJob, aws_deps, exit_code, print_summary, progress_bar, read_spec, run_job,
     run_job_aws, update as show_progress, usage_line,
@@ -369,14 +368,7 @@ pub async fn abort(args: &AbortArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             // No process runs it (an interrupted run): nothing is in flight, so it ends now.
-            let mut deps = Deps::embedded(
-                Arc::new(LocalDirStore::new(dir)),
-                EmbeddedQueues {
-                    visibility_timeout: Duration::from_secs(30),
-                    max_receive_count: 5,
-                    backlog_limit: None,
-                },
-            );
+            let mut deps = embedded_deps(dir);
             deps.jobs = jobs;
             let finalized = finalize(&deps, FinalizerConfig::default(), job_id).await?;
             let m = &finalized.manifest;

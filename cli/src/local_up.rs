@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -16,7 +17,21 @@ use crate::{StackArgs, UpArgs};
 
 /// The template and the stack's options the arguments name.
 pub fn stack_options(args: &StackArgs) -> anyhow::Result<(Template, StackOptions)> {
-    let template = match &args.template {
+    template_options(
+        args.template.as_deref(),
+        &args.stack_name,
+        &args.parameter_overrides,
+    )
+}
+
+/// A template (`path`, or the bundled one) and the options of the stack `stack_name` deployed from it with
+/// `overrides` (`Key=Value`, as `sam deploy --parameter-overrides` takes them).
+pub fn template_options(
+    path: Option<&Path>,
+    stack_name: &str,
+    overrides: &[String],
+) -> anyhow::Result<(Template, StackOptions)> {
+    let template = match path {
         None => Template::bundled(),
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -24,12 +39,12 @@ pub fn stack_options(args: &StackArgs) -> anyhow::Result<(Template, StackOptions
             Template::parse(&text).with_context(|| format!("reading {}", path.display()))?
         }
     };
-    let mut options = StackOptions::new(&args.stack_name);
+    let mut options = StackOptions::new(stack_name);
     if let Ok(region) = std::env::var("AWS_REGION") {
         options.region = region;
     }
     let mut parameters = BTreeMap::new();
-    for pair in &args.parameter_overrides {
+    for pair in overrides {
         let Some((key, value)) = pair.split_once('=') else {
             bail!("--parameter-overrides takes Key=Value, not {pair:?}");
         };

@@ -4,6 +4,7 @@ mod backend;
 mod demo;
 mod jobs;
 mod local_up;
+mod plan;
 mod pump;
 mod run;
 
@@ -46,6 +47,11 @@ enum Command {
     /// redrive count goes up); its outputs are rewritten as if those items had succeeded or failed on their
     /// own. Runs as `run` does, or with --detach through the stack's coordinator.
     Redrive(RedriveArgs),
+    /// Predict a job before it runs: count its items and batches as the coordinator would (a very long
+    /// listing is extrapolated, and says so), then print the AWS requests by operation, the cost at list
+    /// prices and the time end to end on the stack's settings, with the phase that bounds it. Writes nothing,
+    /// sends nothing.
+    Plan(PlanArgs),
     /// Generate a synthetic dataset in the schema of NOAA's daily weather summaries (GSOD), run a monthly_high job
     /// over it (each month's hottest station-day), show what it found.
     Demo(DemoArgs),
@@ -152,6 +158,31 @@ struct RunArgs {
     stats: bool,
     #[command(flatten)]
     pool: PoolArgs,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// The job spec (JSON).
+    spec: PathBuf,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Process the first batches holding this many items, for real (nothing is stored), to time a batch;
+    /// without it the model's latencies stand in for the work.
+    #[arg(long, default_value_t = 0)]
+    sample: u64,
+    /// Listing pages read before the rest is extrapolated from the key span.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_pages: u64,
+    /// The stack's parameters, as `sam deploy --parameter-overrides` takes them (`WorkerMaxConcurrency=1000`);
+    /// the template's defaults otherwise.
+    #[arg(long = "parameter-overrides", num_args = 1.., value_name = "KEY=VALUE")]
+    parameter_overrides: Vec<String>,
+    /// The SAM template whose parameters apply (default: the template.yaml this binary was built with).
+    #[arg(long)]
+    template: Option<PathBuf>,
+    /// Print the plan as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -323,6 +354,7 @@ impl Command {
             Command::Run(args) => args.backend.data_dir.is_some(),
             Command::Redrive(args) => args.backend.data_dir.is_some(),
             Command::Demo(_) => true,
+            Command::Plan(args) => args.backend.data_dir.is_some(),
             Command::Submit(_)
             | Command::Status(_)
             | Command::Ls(_)
@@ -359,6 +391,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(&args).await,
+            Command::Plan(args) => plan::plan(&args).await,
             Command::Submit(args) => jobs::submit(&args).await,
             Command::Status(args) => jobs::status(&args).await,
             Command::Ls(args) => jobs::ls(&args).await,

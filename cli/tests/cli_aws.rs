@@ -1,63 +1,17 @@
 //! `dmap local up` and `dmap run` through S3, SQS and DynamoDB on moto's server, as a user runs them.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::process::Command;
+
+use common::{dmap_aws as dmap, local_up};
 
 use dmap_core::aws::S3Store;
 use dmap_core::ports::{ObjectStore, read_all};
 use dmap_emulator as emulator;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-fn dmap(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dmap"));
-    command
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().expect("dmap runs")
-}
-
-/// `dmap local up` for a stack named `prefix` with the data bucket `bucket`: the variables it prints.
-fn local_up(endpoint: &str, prefix: &str, bucket: &str) -> Vec<(String, String)> {
-    let up = dmap(
-        &[
-            "local",
-            "up",
-            "--endpoint-url",
-            endpoint,
-            "--stack-name",
-            prefix,
-            "--bucket",
-            bucket,
-        ],
-        &[],
-    );
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    let exports: Vec<(String, String)> = String::from_utf8(up.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    assert_eq!(exports.len(), 5, "{exports:?}");
-    assert!(
-        exports
-            .iter()
-            .any(|(k, v)| k == "DMAP_WORK_QUEUE" && *v == format!("{prefix}-work"))
-    );
-    exports
-}
 
 /// `dmap run SPEC --endpoint-url ENDPOINT --json` with the stack's variables `env`: its JSON summary.
 fn run_spec(spec: &std::path::Path, endpoint: &str, env: &[(&str, &str)]) -> Value {

@@ -704,7 +704,22 @@ pub(crate) async fn send_batches(
     if batches.is_empty() {
         return Ok(());
     }
-    let messages = batches
+    send_all_with_retry(
+        deps.work_queue.as_ref(),
+        batch_messages(job, bucket, batches, sending),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The work queue messages of `batches`.
+pub(crate) fn batch_messages(
+    job: &Job,
+    bucket: Option<&str>,
+    batches: &[Batch],
+    sending: Sending,
+) -> Vec<OutgoingMessage> {
+    batches
         .iter()
         .map(|b| OutgoingMessage {
             id: format!("b{}", b.seq),
@@ -719,7 +734,5 @@ pub(crate) async fn send_batches(
                 message.to_body()
             },
         })
-        .collect();
-    send_all_with_retry(deps.work_queue.as_ref(), messages).await?;
-    Ok(())
+        .collect()
 }

@@ -19,6 +19,7 @@
 //!   processor) and [`map_results`] (Distributed Map's ResultWriter layout) beside them.
 //! - [`sweeper`]: finds jobs that stopped moving, and repairs what it can; [`describe`]: a job's status, counts,
 //!   times and rate, as `dmap status` shows them.
+//! - [`plan`]: what a job will take on AWS (items, batches, requests, cost, time), before it runs.
 //! - Ways to run them: [`esm`] (the SQS event source mapping, played by this process), [`runner`] (a whole job
 //!   in one process, with optional fault injection), [`lambda`] (the three functions' handlers).
 
@@ -41,6 +42,7 @@ pub mod map_results;
 pub mod message;
 pub mod outcome;
 pub mod parallel_listing;
+pub mod plan;
 pub mod ports;
 pub mod processor;
 pub mod reader;

@@ -92,10 +92,39 @@ async fn flat_boundaries(
     // With nothing sent yet (`after` empty), the span starts at the first key, not at the empty key.
     let first = page.objects.first().map_or(after, |o| o.key.as_str());
     let from = space.value(if after.is_empty() { first } else { after });
+    let end = last_value(
+        objects,
+        reader,
+        &space,
+        from,
+        space.value(&last.key).max(from),
+    )
+    .await?;
+    let n = parallelism as u128;
+    let mut boundaries: Vec<String> = Vec::new();
+    for i in 1..n {
+        let key = space.key(from + (end - from) / n * i);
+        if key.as_str() > after && boundaries.last().is_none_or(|b| *b < key) {
+            boundaries.push(key);
+        }
+    }
+    Ok(boundaries)
+}
+
+/// Where the listing's last key is, as a value of `space`, found from `lo` (a listed key's value, at least
+/// `from`) with rounds of StartAfter probes sent at once: the middle of the bracket they close in on.
+async fn last_value(
+    objects: &dyn ObjectStore,
+    reader: &S3ListReader,
+    space: &KeySpace,
+    from: u128,
+    lo: u128,
+) -> Result<u128, StoreError> {
+    let (bucket, prefix) = (reader.bucket.as_str(), reader.prefix.as_str());
     // The last key's value is in [lo, hi]: lo a key's, nothing listed after hi. A first round probes past
     // each digit of lo at once (lo with that digit one higher and the rest cut off): the nearest that has
     // nothing after it bounds the keys to lo's digits before it; then rounds of evenly spaced probes.
-    let (mut lo, mut hi) = (space.value(&last.key).max(from), space.max());
+    let (mut lo, mut hi) = (lo, space.max());
     let mut points: Vec<u128> = (0..space.alphabets.len())
         .map(|i| {
             let unit = space.unit(i);
@@ -106,7 +135,6 @@ async fn flat_boundaries(
     for _ in 0..FLAT_ROUNDS {
         points.sort_unstable();
         points.dedup();
-        let space = &space;
         let firsts = futures::future::try_join_all(points.iter().map(|&point| {
             let key = space.key(point);
             async move {
@@ -135,16 +163,29 @@ async fn flat_boundaries(
             .map(|i| lo + (hi - lo) / FLAT_PROBES * i)
             .collect();
     }
-    let end = lo + (hi - lo) / 2;
-    let n = parallelism as u128;
-    let mut boundaries: Vec<String> = Vec::new();
-    for i in 1..n {
-        let key = space.key(from + (end - from) / n * i);
-        if key.as_str() > after && boundaries.last().is_none_or(|b| *b < key) {
-            boundaries.push(key);
-        }
-    }
-    Ok(boundaries)
+    Ok(lo + (hi - lo) / 2)
+}
+
+/// The share of the listing's keys up to `reached`, as a listing from its start that read `sample` (keys up
+/// to `reached`) sees it: `reached`'s place in the span from the first key to the last, found as
+/// [`flat_boundaries`] finds it. For an estimate of a listing too long to count: keys spread evenly in that
+/// span (counters, hashes, dates) make it the share of the keys. `None` when the keys give no such span.
+pub async fn share_reached(
+    objects: &dyn ObjectStore,
+    reader: &S3ListReader,
+    sample: &[&str],
+    reached: &str,
+) -> Result<Option<f64>, StoreError> {
+    let Some(space) = KeySpace::of(&reader.prefix, sample.iter().copied()).map(KeySpace::dense)
+    else {
+        return Ok(None);
+    };
+    let Some(first) = sample.first() else {
+        return Ok(None);
+    };
+    let (from, at) = (space.value(first), space.value(reached));
+    let end = last_value(objects, reader, &space, from, at.max(from)).await?;
+    Ok((end > from).then(|| (at.saturating_sub(from)) as f64 / (end - from) as f64))
 }
 
 /// Keys as numbers: each character after the prefix is a digit, in the base of the characters the sample
@@ -152,18 +193,31 @@ async fn flat_boundaries(
 /// later key and a span of keys can be cut into equal parts. A position where the sample showed only
 /// characters that vary elsewhere (a counter's higher digits, constant in one page) takes all of those: its
 /// later keys will vary over them too. Characters outside a position's alphabet count as the nearest one below.
+/// A dense space has no 0 digit: where every key has the same length (counters padded with zeros, hashes,
+/// dates), a number is then the key's rank among all keys of that length in those alphabets, so equal spans
+/// of numbers hold equal numbers of evenly spread keys (with the 0 digit, a decimal counter's numbers grow as
+/// its count to the power 1.04). A key shorter than the others reads as if padded with each position's first
+/// character.
 struct KeySpace {
     prefix: String,
     /// Each position's characters, sorted, as many positions as the sample's longest key after the prefix
     /// (at most what 120 bits hold).
     alphabets: Vec<Vec<char>>,
+    /// Every sampled key had the same length.
+    same_length: bool,
+    /// No digit for "the key ended" ([`KeySpace::dense`]).
+    dense: bool,
 }
 
 impl KeySpace {
     fn of<'k>(prefix: &str, keys: impl Iterator<Item = &'k str>) -> Option<Self> {
         let mut seen: Vec<Vec<char>> = Vec::new();
+        let mut lengths = (usize::MAX, 0);
         for key in keys {
-            for (i, c) in key.strip_prefix(prefix)?.chars().enumerate() {
+            let rest = key.strip_prefix(prefix)?;
+            let length = rest.chars().count();
+            lengths = (lengths.0.min(length), lengths.1.max(length));
+            for (i, c) in rest.chars().enumerate() {
                 if seen.len() <= i {
                     seen.push(Vec::new());
                 }
@@ -199,53 +253,68 @@ impl KeySpace {
         (!alphabets.is_empty()).then(|| Self {
             prefix: prefix.to_owned(),
             alphabets,
+            same_length: lengths.0 == lengths.1,
+            dense: false,
         })
     }
 
-    fn base(alphabet: &[char]) -> u128 {
-        alphabet.len() as u128 + 1
+    /// This space without the 0 digit, if every sampled key had the same length.
+    fn dense(self) -> Self {
+        Self {
+            dense: self.same_length,
+            ..self
+        }
+    }
+
+    fn base(&self, alphabet: &[char]) -> u128 {
+        alphabet.len() as u128 + u128::from(!self.dense)
     }
 
     /// The value of one unit at `position` (the product of the bases after it).
     fn unit(&self, position: usize) -> u128 {
         self.alphabets[position + 1..]
             .iter()
-            .map(|a| Self::base(a))
+            .map(|a| self.base(a))
             .product()
     }
 
     fn max(&self) -> u128 {
-        self.unit(0) * Self::base(&self.alphabets[0]) - 1
+        self.unit(0) * self.base(&self.alphabets[0]) - 1
     }
 
     fn value(&self, key: &str) -> u128 {
         let mut chars = key.strip_prefix(self.prefix.as_str()).unwrap_or("").chars();
+        let first = u128::from(!self.dense);
         self.alphabets.iter().fold(0, |value, alphabet| {
             let digit = chars.next().map_or(0, |c| {
-                // The nearest character of the alphabet at or below `c`, counted from 1.
-                alphabet.partition_point(|a| *a <= c).max(1) as u128
+                // The nearest character of the alphabet at or below `c`, counted from `first`.
+                alphabet.partition_point(|a| *a <= c).max(1) as u128 - 1 + first
             });
-            value * Self::base(alphabet) + digit
+            value * self.base(alphabet) + digit
         })
     }
 
-    /// The key a number stands for: its digits up to the first 0.
+    /// The key a number stands for: its digits up to the first 0 (every digit, in a dense space).
     fn key(&self, value: u128) -> String {
         let mut digits = Vec::with_capacity(self.alphabets.len());
         let mut rest = value;
         for alphabet in self.alphabets.iter().rev() {
-            digits.push((rest % Self::base(alphabet)) as usize);
-            rest /= Self::base(alphabet);
+            digits.push((rest % self.base(alphabet)) as usize);
+            rest /= self.base(alphabet);
         }
         digits.reverse();
         let mut key = self.prefix.clone();
-        key.extend(
-            digits
-                .iter()
-                .zip(&self.alphabets)
-                .take_while(|(d, _)| **d > 0)
-                .map(|(d, alphabet)| alphabet[d - 1]),
-        );
+        if self.dense {
+            key.extend(digits.iter().zip(&self.alphabets).map(|(d, a)| a[*d]));
+        } else {
+            key.extend(
+                digits
+                    .iter()
+                    .zip(&self.alphabets)
+                    .take_while(|(d, _)| **d > 0)
+                    .map(|(d, alphabet)| alphabet[d - 1]),
+            );
+        }
         key
     }
 }
@@ -529,6 +598,23 @@ mod tests {
         // Halfway between two counters is a counter between them.
         let mid = space.key((space.value("in/k0000000") + space.value("in/k0999999")) / 2);
         assert!(("in/k04".."in/k06").contains(&mid.as_str()), "{mid}");
+    }
+
+    #[test]
+    fn a_dense_space_numbers_keys_of_one_length_by_rank() {
+        let page: Vec<String> = (0..1000).map(|i| format!("in/k{i:07}")).collect();
+        let space = KeySpace::of("in/", page.iter().map(String::as_str))
+            .unwrap()
+            .dense();
+        let value = |i: u32| space.value(&format!("in/k{i:07}"));
+        assert_eq!(value(19_999) - value(0), 19_999);
+        assert_eq!(value(999_999) - value(0), 999_999);
+        assert_eq!(space.key(value(123_456)), "in/k0123456");
+        // Keys of several lengths keep their 0 digit.
+        let mixed = KeySpace::of("in/", ["in/k1", "in/k10"].into_iter())
+            .unwrap()
+            .dense();
+        assert!(mixed.value("in/k1") < mixed.value("in/k10"));
     }
 
     fn keys(v: &[&str]) -> Vec<String> {

@@ -302,10 +302,7 @@ pub async fn process(
     config: WorkerConfig,
     message: &BatchMessage,
 ) -> Result<BatchRecord, PipelineError> {
-    let part = message.with_redone(match message.processor.lambda() {
-        Some(lambda) => function::process_batch(deps, config.functions, lambda, message).await?,
-        None => process_items(deps, config, message).await?,
-    });
+    let part = compute(deps, config, message).await?;
     let part_ref = store_part(
         deps,
         config.inline_part_bytes,
@@ -320,6 +317,19 @@ pub async fn process(
     )
     .await?;
     Ok(record_of(message, &part, part_ref))
+}
+
+/// The batch's part: what [`process`] stores, computed and kept (`dmap plan` times a sample of batches with
+/// it, writing nothing).
+pub async fn compute(
+    deps: &Deps,
+    config: WorkerConfig,
+    message: &BatchMessage,
+) -> Result<BatchPart, PipelineError> {
+    Ok(message.with_redone(match message.processor.lambda() {
+        Some(lambda) => function::process_batch(deps, config.functions, lambda, message).await?,
+        None => process_items(deps, config, message).await?,
+    }))
 }
 
 /// Processes every item of the batch. Items that fail for good (bad data, object gone or refused by the store)

@@ -474,3 +474,42 @@ async fn a_split_listing_runs_end_to_end_and_counts_every_item_once() {
     }
     assert_eq!(results[0], results[1], "the same result.json");
 }
+
+/// `dmap plan` on a listing longer than it reads: it stops at its page limit and extrapolates from where the
+/// last page's first key stands in the key span: within 2%, whether the keys are numbered in no folder or
+/// spread over 1,000-key folders. A listing the plan reads whole is counted exactly.
+#[tokio::test(start_paused = true)]
+async fn a_plan_extrapolates_a_listing_longer_than_it_reads() {
+    use dmap_core::plan::{PlanOptions, census};
+    let n = size(1_000_000, 200_000);
+    for store in [SlowKeys::flat(n), SlowKeys::new(n)] {
+        let deps = deps(store, Arc::new(Sent::default()));
+        let options = PlanOptions {
+            max_pages: 20,
+            ..PlanOptions::default()
+        };
+        let (counted, _) = census(&deps, &job(1), &options).await.unwrap();
+        let extrapolated = counted.extrapolated.clone().expect("extrapolated");
+        assert_eq!(
+            (extrapolated.items_read, extrapolated.pages_read),
+            (20_000, 20)
+        );
+        let error = (counted.items as f64 - n as f64).abs() / n as f64;
+        assert!(error < 0.02, "{n} keys, estimated {counted:?}");
+        assert!(
+            (counted.batches as f64 - (n / 100) as f64).abs() / ((n / 100) as f64) < 0.02,
+            "{counted:?}"
+        );
+    }
+    let deps = deps(SlowKeys::flat(12_345), Arc::new(Sent::default()));
+    let (counted, _) = census(&deps, &job(1), &PlanOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (counted.items, counted.batches, counted.pages),
+        (12_345, 124, 13)
+    );
+    assert!(counted.extrapolated.is_none());
+    // The listing's 13 pages, its check of the input and of the results' folder.
+    assert_eq!(counted.reads["S3.ListObjectsV2"], 15, "{counted:?}");
+}

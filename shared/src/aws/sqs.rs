@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::{
 };
 
 use super::{boxed, error_code, is_throttling};
-use crate::ports::queue::MAX_ENTRIES_PER_SEND;
+use crate::ports::queue::{MAX_ENTRIES_PER_SEND, SendCalls};
 use crate::ports::{
     BatchQueue, OutgoingMessage, QueueDepth, QueueError, ReceivedMessage, SendFailure,
 };
@@ -152,19 +152,16 @@ impl BatchQueue for SqsQueue {
         let limit = MAX_MESSAGE_BYTES as usize;
         let mut failures = Vec::new();
         let mut chunk: Vec<&OutgoingMessage> = Vec::with_capacity(MAX_ENTRIES_PER_SEND);
-        let mut chunk_bytes = 0;
+        let mut calls = SendCalls::default();
         for message in messages {
             if message.body.len() > limit {
                 failures.push(SendFailure::too_long(message, limit));
                 continue;
             }
-            // A call carries at most 10 entries and 1 MiB in all.
-            if chunk.len() == MAX_ENTRIES_PER_SEND || chunk_bytes + message.body.len() > limit {
+            if calls.add(message.body.len()) && !chunk.is_empty() {
                 failures.extend(self.send_chunk(&chunk).await?);
                 chunk.clear();
-                chunk_bytes = 0;
             }
-            chunk_bytes += message.body.len();
             chunk.push(message);
         }
         if !chunk.is_empty() {

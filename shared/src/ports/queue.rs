@@ -8,6 +8,33 @@ use async_trait::async_trait;
 /// Most entries in one SendMessageBatch call.
 pub const MAX_ENTRIES_PER_SEND: usize = 10;
 
+/// How messages sent in order fill SendMessageBatch calls: at most [`MAX_ENTRIES_PER_SEND`] entries and
+/// [`crate::spec::MAX_MESSAGE_BYTES`] in all a call. The SQS adapter cuts its calls by it, and `dmap plan`
+/// counts them by it.
+#[derive(Debug, Default)]
+pub struct SendCalls {
+    entries: usize,
+    bytes: usize,
+    /// Calls begun so far.
+    pub calls: u64,
+}
+
+impl SendCalls {
+    /// Adds a message of `len` bytes; `true` when it begins a new call (the previous one is then complete).
+    pub fn add(&mut self, len: usize) -> bool {
+        let limit = crate::spec::MAX_MESSAGE_BYTES as usize;
+        let new =
+            self.calls == 0 || self.entries == MAX_ENTRIES_PER_SEND || self.bytes + len > limit;
+        if new {
+            self.calls += 1;
+            (self.entries, self.bytes) = (0, 0);
+        }
+        self.entries += 1;
+        self.bytes += len;
+        new
+    }
+}
+
 /// A message to send. `id` must be unique within one `send_batch` call (SQS batch entry id rules:
 /// up to 80 of `[A-Za-z0-9_-]`).
 #[derive(Debug, Clone, PartialEq, Eq)]

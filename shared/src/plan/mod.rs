@@ -1,0 +1,679 @@
+//! `dmap plan`: what a job will take on AWS, before it runs. It writes nothing and sends nothing.
+//!
+//! - **Census** ([`census`]): the job's own reader reads every item from the start, and the coordinator's
+//!   own batching cuts them, page by page, as a run lists them in one stream. So the items, the pages, the
+//!   batches and the SendMessageBatch calls are counted, not estimated. The census reads through counting
+//!   wrappers, so the reader's requests are counted too ([`counting`]). A listing longer than
+//!   [`PlanOptions::max_pages`] stops there. The rest is extrapolated from where the last key read stands in
+//!   the key span ([`crate::parallel_listing::share_reached`]), and the plan says so.
+//! - **Sample** (`--sample N`): the first batches holding N items are processed for real by the worker's
+//!   own code ([`crate::worker::compute`]), and nothing is stored. They give the time a batch takes, and the
+//!   sizes of its part and output lines.
+//! - **Requests**: what the pipeline sends for those pages and batches, operation by operation, from how the
+//!   coordinator, the workers and the finalizer are written. Each count is marked exact (a fixed function of
+//!   the census) or estimated (timing decides it: completion checks, the mapping's polls).
+//! - **Cost** at list prices ([`crate::usage::Prices`]), and **time**: the [`model::timeline`] of the run on
+//!   the stack's settings ([`model::Deployment`]), with the phase that bounds it.
+
+pub mod counting;
+pub mod model;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::Deps;
+use crate::batching::{Batch, BatchLimits, Batcher};
+use crate::coordinator::{Sending, batch_messages, batch_page};
+use crate::error::PipelineError;
+use crate::message::BatchMessage;
+use crate::ports::queue::SendCalls;
+use crate::processor::ItemKind;
+use crate::reader;
+use crate::spec::{ItemReader, Job};
+use crate::usage::Prices;
+use crate::worker::{INLINE_PART_BYTES, WorkerConfig};
+use counting::{CountingStore, CountingTables, Tally};
+pub use model::{Bottleneck, Deployment, Model, Timeline, Workload};
+
+/// Markers read per finalizer Query page (the finalizer's page of batch records).
+const RECORDS_PER_QUERY_PAGE: u64 = 1000;
+/// Batches per counter group (a group's count is one item).
+const GROUP_BATCHES: u64 = 64;
+/// The size of a file under `outputs/` (the finalizer's default).
+const OUTPUT_FILE_BYTES: u64 = 8 << 20;
+
+/// How `dmap plan` plans.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanOptions {
+    /// The listing pages the census reads before it extrapolates (an `s3_list` listing; other readers are
+    /// read to their end).
+    pub max_pages: u64,
+    /// Items of the first batches processed for real, to time a batch (0: none; the model's latencies then
+    /// stand in).
+    pub sample_items: u64,
+    /// Whether the sample's reads crossed a network, as a worker's do: else (a local directory) the model's
+    /// S3 latency is added to each object read.
+    pub remote_reads: bool,
+    /// Counter shards of the job's table (`CounterShards`).
+    pub counter_shards: u32,
+    pub deployment: Deployment,
+    pub model: Model,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            max_pages: 10_000,
+            sample_items: 0,
+            remote_reads: false,
+            counter_shards: 16,
+            deployment: Deployment::default(),
+            model: Model::AWS,
+        }
+    }
+}
+
+/// The job's items as its reader and batcher see them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Census {
+    pub items: u64,
+    pub batches: u64,
+    /// Reads of the reader (ListObjectsV2 pages for `s3_list`).
+    pub pages: u64,
+    /// SendMessageBatch calls that send the batches, page by page.
+    pub send_calls: u64,
+    /// The key ranges a listing on the stack splits into after its first page (0: one stream). Its pages are
+    /// then about one more a range, and how they group depends on when they arrive.
+    pub ranges: u64,
+    /// The bytes of the objects listed (for an `s3_list` reader; the ones its filters leave out included),
+    /// for the time the workers take to read them.
+    pub object_bytes: u64,
+    /// The reader's own requests (its checks before the job is created included).
+    pub reads: BTreeMap<String, u64>,
+    /// Set when the listing was longer than the census read: the figures above are then scaled up from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extrapolated: Option<Extrapolation>,
+}
+
+/// How a census too long to read whole was scaled up.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Extrapolation {
+    pub items_read: u64,
+    pub pages_read: u64,
+    /// The share of the key span from the first key to `reached`, which holds the items before the last
+    /// page read.
+    pub share: f64,
+    /// The last page's first key.
+    pub reached: String,
+}
+
+/// What the sample's batches showed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    pub items: u64,
+    pub batches: u64,
+    /// Seconds one batch's processing took, on average (at a worker's per-message item concurrency).
+    pub secs_per_batch: f64,
+    /// Bytes of a batch's part as JSON, on average: parts over 8 KiB are objects (a PUT and a GET each).
+    pub part_bytes: f64,
+    /// Bytes of per-item output lines an item yields, on average.
+    pub output_bytes_per_item: f64,
+}
+
+/// One operation's predicted requests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestCount {
+    pub count: u64,
+    /// A fixed function of the census: a run sends exactly this many (or up to `most`, where two writers
+    /// race for one claim and the loser's attempt is still a request).
+    pub exact: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub most: Option<u64>,
+    /// What they are.
+    pub what: String,
+}
+
+/// Lambda's share.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LambdaEstimate {
+    pub worker_invocations: u64,
+    pub coordinator_invocations: u64,
+    pub finalizer_invocations: u64,
+    pub gb_seconds: f64,
+}
+
+/// A job's plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub job_id: String,
+    pub census: Census,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<Sample>,
+    /// Requests by `Service.Operation` (as `dmap run --stats` names them).
+    pub requests: BTreeMap<String, RequestCount>,
+    pub lambda: LambdaEstimate,
+    pub cost_usd: Cost,
+    pub timeline: Timeline,
+    pub deployment: Deployment,
+    pub model: Model,
+    /// Where the prices are from.
+    pub prices: String,
+}
+
+/// The estimated cost, in US dollars.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cost {
+    /// By service (S3, SQS, DynamoDB, Lambda).
+    pub by_service: BTreeMap<String, f64>,
+    pub total: f64,
+}
+
+/// Plans `job` (validated) against the backend of `deps`: reads its items, processes a sample, predicts.
+pub async fn plan(deps: &Deps, job: &Job, options: &PlanOptions) -> Result<Plan, PipelineError> {
+    let (census, sample_batches) = census(deps, job, options).await?;
+    let sample = match sample_batches.is_empty() {
+        true => None,
+        false => Some(sample(deps, job, options, &sample_batches).await?),
+    };
+    Ok(predict(job, &census, sample, options, &Prices::from_env()))
+}
+
+/// Reads the job's items as a one-stream listing would, counting them, their batches and the requests it
+/// takes, and keeps the first batches holding `sample_items` items.
+pub async fn census(
+    deps: &Deps,
+    job: &Job,
+    options: &PlanOptions,
+) -> Result<(Census, Vec<Batch>), PipelineError> {
+    let tally = Tally::default();
+    let counted = Deps {
+        objects: Arc::new(CountingStore {
+            inner: deps.objects.clone(),
+            tally: tally.clone(),
+        }),
+        tables: deps.tables.clone().map(|inner| {
+            Arc::new(CountingTables {
+                inner,
+                tally: tally.clone(),
+            }) as Arc<dyn crate::ports::TableReader>
+        }),
+        ..deps.clone()
+    };
+    crate::coordinator::preflight(&counted, job).await?;
+    let mut source = reader::open(&counted, job, None).await?;
+    let bucket = source.objects_bucket().map(str::to_owned);
+    let mut batcher = Batcher::new(BatchLimits::for_job(&job.spec), 0);
+    let mut census = Census {
+        items: 0,
+        batches: 0,
+        pages: 0,
+        send_calls: 0,
+        ranges: 0,
+        object_bytes: 0,
+        reads: BTreeMap::new(),
+        extrapolated: None,
+    };
+    let listing = match &job.spec.item_reader {
+        ItemReader::S3List(reader) => Some(reader),
+        _ => None,
+    };
+    // The keys that show the listing's alphabet, for an extrapolation: the first page's and the last's; and
+    // the items before the last page.
+    let (mut first_keys, mut last_keys): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut before_last;
+    let mut kept: Vec<Batch> = Vec::new();
+    let mut kept_items = 0;
+    loop {
+        let page = source.next_page().await?;
+        let last = page.last;
+        census.pages += 1;
+        before_last = census.items;
+        census.items += page.items.len() as u64;
+        if listing.is_some() {
+            let keys = page.items.iter().map(|(item, _)| item.key().to_owned());
+            match census.pages {
+                1 => first_keys = keys.collect(),
+                _ => last_keys = keys.collect(),
+            }
+        }
+        let end = page.end.as_ref().map(|p| p.encode());
+        let batches = batch_page(&mut batcher, page, last);
+        census.batches += batches.len() as u64;
+        // The coordinator sends a page's batches in one send: its calls are counted per page.
+        let mut calls = SendCalls::default();
+        for message in batch_messages(job, bucket.as_deref(), &batches, Sending::default()) {
+            calls.add(message.body.len());
+        }
+        census.send_calls += calls.calls;
+        for batch in batches {
+            if kept_items < options.sample_items {
+                kept_items += batch.items.len() as u64;
+                kept.push(batch);
+            }
+        }
+        if last {
+            break;
+        }
+        let parallelism = list_parallelism(job, &options.deployment);
+        if let Some(reader) = listing.filter(|_| census.pages == 1 && parallelism > 1) {
+            // As the coordinator splits, after the first page: its requests are the plan's too.
+            let after = end.unwrap_or_default();
+            let ranges = crate::parallel_listing::split(
+                counted.objects.as_ref(),
+                reader,
+                &after,
+                parallelism as usize,
+            )
+            .await?;
+            census.ranges = ranges.len() as u64;
+        }
+        if let Some(reader) = listing.filter(|_| census.pages >= options.max_pages) {
+            // The items before the last page are those from the first key up to the last page's first key:
+            // that key's place in the span is their share. (The last key read would undercount a listing of
+            // folders: the last folder read is whole, but the span reaches only its first key.)
+            let reached = (census.pages > 1)
+                .then(|| last_keys.first().cloned())
+                .flatten();
+            let Some(reached) = reached else {
+                break;
+            };
+            let sample: Vec<&str> = first_keys
+                .iter()
+                .chain(&last_keys)
+                .map(String::as_str)
+                .collect();
+            let share = crate::parallel_listing::share_reached(
+                counted.objects.as_ref(),
+                reader,
+                &sample,
+                &reached,
+            )
+            .await?
+            .filter(|s| *s > 0.0 && *s < 1.0)
+            .ok_or_else(|| {
+                PipelineError::Refused(format!(
+                    "the listing is longer than the {} pages the plan reads, and its keys show no \
+                             span to extrapolate over; plan with a higher --max-pages",
+                    options.max_pages
+                ))
+            })?;
+            let total = before_last as f64 / share;
+            let ratio = total / census.items as f64;
+            let scale = |n: u64| (n as f64 * ratio).round() as u64;
+            census.extrapolated = Some(Extrapolation {
+                items_read: census.items,
+                pages_read: census.pages,
+                share,
+                reached,
+            });
+            // The rest of the listing: its pages, batches and sends at the rate of those read.
+            census.items = scale(census.items);
+            census.batches = scale(census.batches);
+            census.send_calls = scale(census.send_calls);
+            census.object_bytes = scale(tally.listed_bytes());
+            let listed = census.pages;
+            census.pages = scale(census.pages);
+            let more = census.pages - listed;
+            tally.add("S3.ListObjectsV2", more);
+            break;
+        }
+    }
+    census.reads = tally.counts();
+    if census.extrapolated.is_none() && job.spec.item_reader.item_kind() == ItemKind::Object {
+        census.object_bytes = tally.listed_bytes();
+    }
+    Ok((census, kept))
+}
+
+/// The ranges the job's listing is listed in at once on the stack: the spec's `list_parallelism`, at most
+/// the stack's; one for other readers.
+fn list_parallelism(job: &Job, deployment: &Deployment) -> u32 {
+    match &job.spec.item_reader {
+        ItemReader::S3List(r) => r
+            .list_parallelism
+            .unwrap_or(deployment.list_parallelism)
+            .min(deployment.list_parallelism),
+        _ => 1,
+    }
+}
+
+/// Processes the sample's batches one after the other with the worker's code, storing nothing.
+async fn sample(
+    deps: &Deps,
+    job: &Job,
+    options: &PlanOptions,
+    batches: &[Batch],
+) -> Result<Sample, PipelineError> {
+    // A worker handles a few messages at once, which share its item concurrency (see `lambda::worker`).
+    let config = WorkerConfig {
+        item_concurrency: (options.deployment.item_concurrency as usize / 4).max(1),
+        ..WorkerConfig::default()
+    };
+    let (mut items, mut part_bytes, mut output_bytes) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    for batch in batches {
+        let message = BatchMessage::new(job, batch.seq, batch.items.clone());
+        let part = crate::worker::compute(deps, config, &message).await?;
+        items += batch.items.len() as u64;
+        part_bytes += serde_json::to_vec(&part).map_or(0, |b| b.len() as u64);
+        output_bytes += part
+            .outputs
+            .iter()
+            .map(|line| serde_json::to_vec(line).map_or(0, |b| b.len() as u64 + 1))
+            .sum::<u64>();
+    }
+    let n = batches.len() as f64;
+    let mut secs_per_batch = started.elapsed().as_secs_f64() / n;
+    let objects = job.spec.item_reader.item_kind() == ItemKind::Object
+        && job.spec.processor.lambda().is_none();
+    if objects && !options.remote_reads {
+        // Each object's first byte from S3, a worker's share of the item concurrency at a time.
+        secs_per_batch +=
+            items as f64 / n * options.model.s3_request_secs / config.item_concurrency as f64;
+    }
+    Ok(Sample {
+        items,
+        batches: batches.len() as u64,
+        secs_per_batch,
+        part_bytes: part_bytes as f64 / n,
+        output_bytes_per_item: output_bytes as f64 / items.max(1) as f64,
+    })
+}
+
+/// The plan of a counted job.
+pub fn predict(
+    job: &Job,
+    census: &Census,
+    sample: Option<Sample>,
+    options: &PlanOptions,
+    prices: &Prices,
+) -> Plan {
+    let (model, deployment) = (&options.model, &options.deployment);
+    let spec = &job.spec;
+    let nb = census.batches;
+    let objects = spec.item_reader.item_kind() == ItemKind::Object;
+    let lambda_processor = spec.processor.lambda().is_some();
+    let items_per_batch = census.items as f64 / nb.max(1) as f64;
+    let message_concurrency = (deployment.item_concurrency as f64 / 4.0).max(1.0);
+    // A batch's processing: the sample's, or each object's first byte and bytes at a worker's share.
+    let batch_secs = match &sample {
+        Some(sample) => sample.secs_per_batch,
+        None if objects && !lambda_processor => {
+            let bytes = census.object_bytes as f64 / census.items.max(1) as f64;
+            items_per_batch * (model.s3_request_secs + bytes / model.s3_bytes_per_sec)
+                / message_concurrency
+        }
+        None => 0.001 * items_per_batch,
+    };
+    // A batch's bookkeeping: two reads (the job, its marker), its marker, its group's count.
+    let record_secs = 4.0 * model.dynamodb_request_secs;
+    let per_invocation = deployment.worker_batch_size.max(1) as f64;
+    let invocation_secs =
+        (per_invocation / 4.0).ceil() * (batch_secs + record_secs) + model.sqs_request_secs;
+    let large_parts = match &sample {
+        Some(s) if s.part_bytes > INLINE_PART_BYTES as f64 => nb,
+        _ => 0,
+    };
+    let output_bytes = sample
+        .as_ref()
+        .map_or(0.0, |s| s.output_bytes_per_item * census.items as f64);
+    let output_files = (output_bytes / OUTPUT_FILE_BYTES as f64).ceil() as u64;
+    let finalize_secs = nb.div_ceil(RECORDS_PER_QUERY_PAGE) as f64 * model.dynamodb_query_page_secs
+        + large_parts as f64 * model.s3_request_secs / 16.0
+        + (output_files + 3) as f64 * model.s3_request_secs;
+    let listing = matches!(spec.item_reader, ItemReader::S3List(_));
+    let list_parallelism = list_parallelism(job, deployment);
+    let split = census.ranges > 1;
+    let deployment_used = Deployment {
+        list_parallelism,
+        ..*deployment
+    };
+    let timeline = model::timeline(
+        model,
+        &deployment_used,
+        &Workload {
+            batches: nb,
+            pages: census.pages,
+            listing,
+            invocation_secs,
+            finalize_secs,
+        },
+    );
+    let hops = timeline.coordinator_invocations;
+    let exact_stream = !split && hops == 1 && census.extrapolated.is_none();
+    // A split listing saves and logs each group of pages that arrive together: about one group a round of
+    // its ranges.
+    let groups = if split {
+        1 + (census.pages - 1).div_ceil(list_parallelism as u64)
+    } else {
+        0
+    };
+    let checkpoints = if split { 3 + groups } else { census.pages } + (hops - 1);
+    let completion_groups = nb.div_ceil(GROUP_BATCHES);
+    let shards = options.counter_shards as u64;
+    let worker_invocations = nb.div_ceil(deployment.worker_batch_size.max(1) as u64);
+
+    let mut requests: BTreeMap<String, RequestCount> = BTreeMap::new();
+    let mut put = |op: &str, count: u64, exact: bool, most: Option<u64>, what: &'static str| {
+        if count > 0 {
+            let entry = requests.entry(op.to_owned()).or_insert(RequestCount {
+                count: 0,
+                exact: true,
+                most: None,
+                what: String::new(),
+            });
+            if !entry.what.is_empty() {
+                entry.what.push_str("; ");
+            }
+            entry.what.push_str(what);
+            entry.count += count;
+            entry.exact &= exact;
+            entry.most = match (entry.most, most) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(entry.count - count) + b.unwrap_or(count)),
+            };
+        }
+    };
+    let read_exact = census.extrapolated.is_none() && !split;
+    for (op, n) in &census.reads {
+        put(
+            op,
+            *n,
+            read_exact,
+            None,
+            "the reader's reads, and its checks before the job is created",
+        );
+    }
+    // Each range's last page is partial: a page more a range, about.
+    put(
+        "S3.ListObjectsV2",
+        census.ranges.saturating_sub(1),
+        false,
+        None,
+        "the ranges' last pages",
+    );
+    if objects && !lambda_processor {
+        put(
+            "S3.GetObject",
+            census.items,
+            true,
+            None,
+            "each object, read by its worker",
+        );
+    }
+    put(
+        "SQS.SendMessageBatch",
+        census.send_calls,
+        exact_stream,
+        None,
+        "the batches, ten a call",
+    );
+    put(
+        "SQS.SendMessageBatch",
+        1,
+        true,
+        None,
+        "the finalizer's trigger",
+    );
+    put(
+        "DynamoDB.PutItem",
+        nb,
+        true,
+        None,
+        "a marker per batch, its part inside",
+    );
+    put(
+        "DynamoDB.PutItem",
+        3,
+        true,
+        None,
+        "the job, its index entry, its active entry",
+    );
+    put(
+        "DynamoDB.PutItem",
+        groups,
+        false,
+        None,
+        "a split listing's log of each group of pages",
+    );
+    put(
+        "DynamoDB.UpdateItem",
+        nb,
+        true,
+        None,
+        "each batch's count, added to its group",
+    );
+    put(
+        "DynamoDB.UpdateItem",
+        checkpoints + 3,
+        exact_stream,
+        Some(checkpoints + 4),
+        "checkpoints, the listing's totals, the completion claim, the finish",
+    );
+    put(
+        "DynamoDB.DeleteItem",
+        1,
+        true,
+        None,
+        "the job's active entry",
+    );
+    put(
+        "DynamoDB.GetItem (eventually consistent)",
+        2 * nb,
+        true,
+        None,
+        "each batch's reads of its job and its marker",
+    );
+    put(
+        "DynamoDB.GetItem",
+        5 + 2 * completion_groups,
+        false,
+        None,
+        "the coordinator's and finalizer's reads; each group's last recorder's completion check",
+    );
+    put(
+        "DynamoDB.Query",
+        shards * (2 + completion_groups) + nb.div_ceil(RECORDS_PER_QUERY_PAGE) * shards.min(nb),
+        false,
+        None,
+        "the counters (completion checks) and the finalizer's reads of the markers",
+    );
+    put(
+        "S3.PutObject",
+        3 + output_files,
+        sample.is_some() || !objects,
+        None,
+        "result, failures, manifest, outputs",
+    );
+    put(
+        "S3.PutObject",
+        large_parts,
+        sample.is_some(),
+        None,
+        "parts over 8 KiB",
+    );
+    put(
+        "S3.GetObject",
+        large_parts,
+        sample.is_some(),
+        None,
+        "parts over 8 KiB, read by the finalizer",
+    );
+    if lambda_processor {
+        put(
+            "Lambda.Invoke",
+            nb,
+            true,
+            None,
+            "the user's function, a batch at a time",
+        );
+        put(
+            "S3.PutObject",
+            nb.div_ceil(1000).max(1),
+            false,
+            None,
+            "map-results files",
+        );
+    }
+    // The mappings' own requests, on the user's bill: a receive per invocation and a delete of its messages.
+    put(
+        "SQS.ReceiveMessage",
+        worker_invocations + 1,
+        false,
+        None,
+        "the mappings' receives that deliver (idle polls not counted)",
+    );
+    put(
+        "SQS.DeleteMessageBatch",
+        worker_invocations + 1,
+        false,
+        None,
+        "the mappings' deletes",
+    );
+    put(
+        "SQS.SendMessage",
+        hops - 1,
+        exact_stream,
+        None,
+        "the coordinator's hand-overs",
+    );
+
+    let lambda = LambdaEstimate {
+        worker_invocations,
+        coordinator_invocations: hops,
+        finalizer_invocations: 1,
+        gb_seconds: worker_invocations as f64
+            * invocation_secs
+            * deployment.worker_memory_mb as f64
+            / 1024.0
+            + timeline.listing_secs * deployment.coordinator_memory_mb as f64 / 1024.0
+            + timeline.finalize_secs * deployment.finalizer_memory_mb as f64 / 1024.0,
+    };
+    let mut by_service: BTreeMap<String, f64> = BTreeMap::new();
+    for (op, count) in &requests {
+        let service = op.split_once('.').map_or(op.as_str(), |(s, _)| s);
+        *by_service.entry(service.to_owned()).or_default() +=
+            count.count as f64 * prices.per_request(op);
+    }
+    *by_service.entry("Lambda".into()).or_default() +=
+        (lambda.worker_invocations + lambda.coordinator_invocations + lambda.finalizer_invocations)
+            as f64
+            * prices.lambda_per_request
+            + lambda.gb_seconds * prices.lambda_per_gb_second;
+    let total = by_service.values().sum();
+    Plan {
+        job_id: job.job_id.clone(),
+        census: census.clone(),
+        sample,
+        requests,
+        lambda,
+        cost_usd: Cost { by_service, total },
+        timeline,
+        deployment: deployment_used,
+        model: *model,
+        prices: prices.region.clone(),
+    }
+}

@@ -1,0 +1,307 @@
+//! The model `dmap plan` predicts with: every constant in one place, each with its source, and the timeline a
+//! job follows on AWS (listing, the work queue mapping's ramp-up, the workers, the finalizer), stepped a second
+//! at a time.
+//!
+//! The constants are AWS's documented limits and typical in-region latencies (the team's notes collect them
+//! with their sources); a deployment's own settings ([`Deployment`]) come from the stack's parameters.
+
+use serde::Serialize;
+
+/// The model's constants. [`Model::AWS`] is the one the predictions use; the scale-model benchmark injects
+/// the same latencies into the embedded ports, so that what it measures and what this predicts can be held
+/// side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Model {
+    /// One ListObjectsV2 page (1,000 keys) read by one stream: ~0.3 s, ~3,300 keys a second (S3's published
+    /// listing rates; parallel streams over key ranges scale it).
+    pub list_page_secs: f64,
+    /// Keys in a ListObjectsV2 page (S3's maximum, which dmap asks for).
+    pub keys_per_page: u64,
+    /// One page of another reader (records of an object, rows of an inventory, a Scan page) read by the one
+    /// stream that reads it: a GET or Scan round trip with its megabyte of data.
+    pub read_page_secs: f64,
+    /// One SQS request (SendMessageBatch, DeleteMessageBatch): ~20 ms in region.
+    pub sqs_request_secs: f64,
+    /// One single-item DynamoDB read or write: single-digit milliseconds (DynamoDB's documented latency);
+    /// 10 ms with the round trip.
+    pub dynamodb_request_secs: f64,
+    /// A DynamoDB Query page (up to 1 MB: the finalizer reads a job's batch markers 1,000 at a time).
+    pub dynamodb_query_page_secs: f64,
+    /// An S3 GET's or PUT's first byte: 100–200 ms for small objects (S3's performance guidelines).
+    pub s3_request_secs: f64,
+    /// Bytes a second one Lambda function reads from S3 (network bandwidth of a 1 GB function, ~90 MB/s).
+    pub s3_bytes_per_sec: f64,
+    /// The work queue mapping (standard mode): concurrent invocations at first, added a minute while
+    /// messages wait, and the most any mapping reaches (Lambda's SQS scaling documentation).
+    pub esm_initial_concurrency: u32,
+    pub esm_ramp_per_minute: u32,
+    pub esm_max_concurrency: u32,
+    /// From the last batch's record to the finalizer's start: the finalize queue's delivery (its mapping
+    /// polls, then invokes).
+    pub finalize_trigger_secs: f64,
+    /// The longest a Lambda invocation runs (15 minutes).
+    pub lambda_max_secs: f64,
+}
+
+impl Model {
+    /// AWS, late 2026.
+    pub const AWS: Model = Model {
+        list_page_secs: 0.3,
+        keys_per_page: 1000,
+        read_page_secs: 0.15,
+        sqs_request_secs: 0.02,
+        dynamodb_request_secs: 0.01,
+        dynamodb_query_page_secs: 0.05,
+        s3_request_secs: 0.1,
+        s3_bytes_per_sec: 90e6,
+        esm_initial_concurrency: 5,
+        esm_ramp_per_minute: 300,
+        esm_max_concurrency: 1250,
+        finalize_trigger_secs: 1.0,
+        lambda_max_secs: 900.0,
+    };
+
+    /// The work queue mapping's concurrency `secs` after its first message, capped at `maximum` (its
+    /// MaximumConcurrency) and at what any mapping reaches.
+    pub fn esm_concurrency(&self, secs: f64, maximum: u32) -> u32 {
+        let ramped =
+            self.esm_initial_concurrency as f64 + self.esm_ramp_per_minute as f64 * secs / 60.0;
+        (ramped as u32).min(maximum).min(self.esm_max_concurrency)
+    }
+}
+
+/// The settings of the stack a job runs in, from its template parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Deployment {
+    /// Key ranges listed at once (`MaxListParallelism`, or the spec's `list_parallelism` below it).
+    pub list_parallelism: u32,
+    /// The work queue mapping's MaximumConcurrency (`WorkerMaxConcurrency`).
+    pub worker_max_concurrency: u32,
+    /// Messages per worker invocation (`WorkerBatchSize`).
+    pub worker_batch_size: u32,
+    /// Items one worker invocation processes at once (`ItemConcurrency`).
+    pub item_concurrency: u32,
+    /// The worker's memory (`WorkerMemorySize`), which Lambda bills by.
+    pub worker_memory_mb: u32,
+    /// The coordinator's memory (the template's global `MemorySize`).
+    pub coordinator_memory_mb: u32,
+    /// The finalizer's memory.
+    pub finalizer_memory_mb: u32,
+}
+
+impl Default for Deployment {
+    /// The template's defaults.
+    fn default() -> Self {
+        Self {
+            list_parallelism: 16,
+            worker_max_concurrency: 100,
+            worker_batch_size: 10,
+            item_concurrency: 16,
+            worker_memory_mb: 1024,
+            coordinator_memory_mb: 512,
+            finalizer_memory_mb: 1024,
+        }
+    }
+}
+
+/// What the job's work takes, for the timeline: the census's figures and the per-batch times.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Workload {
+    pub batches: u64,
+    /// Reads of the item reader (listing pages for `s3_list`).
+    pub pages: u64,
+    /// Whether the reads are a listing split into ranges (`s3_list`): else one stream.
+    pub listing: bool,
+    /// One worker invocation of a full [`Deployment::worker_batch_size`] messages, start to end.
+    pub invocation_secs: f64,
+    /// The finalizer's work, start to end.
+    pub finalize_secs: f64,
+}
+
+/// The phases of a job's run on AWS, in seconds from its start.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Timeline {
+    /// When the last batch is sent.
+    pub listing_secs: f64,
+    /// When the work queue mapping reaches its concurrency (or the last batch is done, if sooner).
+    pub ramp_up_secs: f64,
+    /// When the last batch is recorded.
+    pub processing_secs: f64,
+    /// The finalizer's own time, and when it ends: the job's makespan.
+    pub finalize_secs: f64,
+    pub total_secs: f64,
+    /// Worker invocations at the peak.
+    pub peak_concurrency: u32,
+    /// Coordinator invocations (each lists for at most Lambda's 15 minutes, then hands over).
+    pub coordinator_invocations: u64,
+    /// What the makespan waits on most ([`Bottleneck`]).
+    pub bottleneck: Bottleneck,
+}
+
+/// The phase that bounds a job's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bottleneck {
+    /// Batches are processed as fast as they are listed: more ranges (or a faster reader) would help.
+    Listing,
+    /// Most of the run is spent before the mapping reaches its concurrency.
+    RampUp,
+    /// The workers at full concurrency: a higher WorkerMaxConcurrency would help.
+    Workers,
+    /// The single finalizer: a larger job's merge would outgrow it.
+    Finalize,
+}
+
+impl Bottleneck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Listing => "listing",
+            Self::RampUp => "ramp-up",
+            Self::Workers => "workers",
+            Self::Finalize => "finalize",
+        }
+    }
+}
+
+/// Steps the job through its phases a second at a time: the coordinator sends batches at the listing's rate;
+/// the mapping starts at its initial concurrency with the first batch, and adds to it by the minute while
+/// batches wait; each invocation takes up to a full batch of messages; the finalizer starts once the last
+/// batch is done.
+pub fn timeline(model: &Model, deployment: &Deployment, work: &Workload) -> Timeline {
+    let streams = if work.listing {
+        deployment.list_parallelism.max(1) as f64
+    } else {
+        1.0
+    };
+    let page_secs = if work.listing {
+        model.list_page_secs
+    } else {
+        model.read_page_secs
+    };
+    // The first page is read alone (a listing splits after it), the rest by all streams at once.
+    let listing_secs = page_secs * (1.0 + work.pages.saturating_sub(1) as f64 / streams);
+    let sent_by = |t: f64| -> f64 {
+        if work.batches == 0 {
+            return 0.0;
+        }
+        (work.batches as f64 * (t / listing_secs).min(1.0)).floor()
+    };
+    let per_invocation = deployment.worker_batch_size.max(1) as f64;
+    let invocation_secs = work.invocation_secs.max(1e-3);
+    // Batches done a second by one invocation slot kept busy.
+    let slot_rate = per_invocation / invocation_secs;
+    let (mut t, mut done, mut peak, mut ramp_up) = (0.0f64, 0.0f64, 0u32, None);
+    let target = deployment
+        .worker_max_concurrency
+        .min(model.esm_max_concurrency);
+    let first_sent = listing_secs / work.pages.max(1) as f64;
+    // Steps of a second, finer for a job of seconds: about 2,000 steps or more in all.
+    let rough =
+        listing_secs + work.batches as f64 / (target.max(1) as f64 * slot_rate) + invocation_secs;
+    let step = (rough / 2000.0).clamp(0.01, 1.0);
+    while done < work.batches as f64 {
+        t += step;
+        let since_first = (t - first_sent).max(0.0);
+        let concurrency = model.esm_concurrency(since_first, deployment.worker_max_concurrency);
+        if concurrency >= target && ramp_up.is_none() {
+            ramp_up = Some(t);
+        }
+        let waiting = (sent_by(t) - done).max(0.0);
+        let processed = waiting.min(concurrency as f64 * slot_rate * step);
+        // The invocations that work takes: fewer than the mapping allows while batches arrive slowly.
+        let busy = (processed / (slot_rate * step)).ceil() as u32;
+        peak = peak.max(busy.min(concurrency));
+        done += processed;
+    }
+    // The last batch sent takes a batch's time at least, however many slots there are.
+    let processing_secs = t.max(listing_secs + invocation_secs / per_invocation);
+    let ramp_up_secs = ramp_up.unwrap_or(processing_secs).min(processing_secs);
+    let finalize_secs = model.finalize_trigger_secs + work.finalize_secs;
+    let total_secs = processing_secs + finalize_secs;
+    // The work at full concurrency alone, as if it were there from the start.
+    let full_rate = target as f64 * slot_rate;
+    let workers_secs = work.batches as f64 / full_rate.max(1e-9);
+    // The ramp-up's share: what processing took past the longer of the listing and the work at full speed.
+    let ramp_cost = processing_secs - listing_secs.max(workers_secs);
+    let bottleneck = [
+        (Bottleneck::Listing, listing_secs),
+        (Bottleneck::RampUp, ramp_cost),
+        (Bottleneck::Workers, workers_secs),
+        (Bottleneck::Finalize, finalize_secs),
+    ]
+    .into_iter()
+    .max_by(|a, b| a.1.total_cmp(&b.1))
+    .map(|(b, _)| b)
+    .expect("four phases");
+    Timeline {
+        listing_secs,
+        ramp_up_secs,
+        processing_secs,
+        finalize_secs,
+        total_secs,
+        peak_concurrency: peak,
+        coordinator_invocations: (listing_secs / model.lambda_max_secs).ceil().max(1.0) as u64,
+        bottleneck,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn work(batches: u64, pages: u64, invocation_secs: f64) -> Workload {
+        Workload {
+            batches,
+            pages,
+            listing: true,
+            invocation_secs,
+            finalize_secs: 10.0,
+        }
+    }
+
+    #[test]
+    fn the_mapping_ramps_by_300_a_minute_from_5_up_to_its_maximum() {
+        let model = Model::AWS;
+        assert_eq!(model.esm_concurrency(0.0, 1000), 5);
+        assert_eq!(model.esm_concurrency(60.0, 1000), 305);
+        assert_eq!(model.esm_concurrency(600.0, 1000), 1000);
+        assert_eq!(model.esm_concurrency(6000.0, 5000), 1250);
+    }
+
+    #[test]
+    fn a_long_listing_is_the_bottleneck_and_ranges_shorten_it() {
+        let deployment = Deployment {
+            list_parallelism: 1,
+            worker_max_concurrency: 1000,
+            ..Deployment::default()
+        };
+        // 100M keys, quick batches: one stream takes 30,000 s to list.
+        let one = timeline(&Model::AWS, &deployment, &work(1_000_000, 100_000, 1.0));
+        assert_eq!(one.bottleneck, Bottleneck::Listing);
+        assert!((one.listing_secs - 30_000.0).abs() < 1.0, "{one:?}");
+        let sixteen = timeline(
+            &Model::AWS,
+            &Deployment {
+                list_parallelism: 16,
+                ..deployment
+            },
+            &work(1_000_000, 100_000, 1.0),
+        );
+        assert!(
+            sixteen.listing_secs * 15.0 < one.listing_secs,
+            "{sixteen:?}"
+        );
+        assert!(sixteen.total_secs < one.total_secs / 10.0);
+    }
+
+    #[test]
+    fn slow_batches_make_the_workers_the_bottleneck() {
+        let deployment = Deployment::default();
+        let slow = timeline(&Model::AWS, &deployment, &work(10_000, 1000, 60.0));
+        assert_eq!(slow.bottleneck, Bottleneck::Workers);
+        // 10,000 batches, 10 a minute per slot, 100 slots: about 600 s after a ramp of under 20 s.
+        assert!((600.0..660.0).contains(&slow.processing_secs), "{slow:?}");
+        assert_eq!(slow.peak_concurrency, 100);
+        assert!(slow.ramp_up_secs < 25.0, "{slow:?}");
+    }
+}

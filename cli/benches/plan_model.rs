@@ -41,6 +41,8 @@ fn main() {
         pages,
         // A page's 10 batches in one SendMessageBatch.
         send_calls: pages,
+        // Every page completes batches: a checkpoint each.
+        checkpoints: pages,
         ranges: 0,
         object_bytes: items * 64 * 1024,
         reads: BTreeMap::from([("S3.ListObjectsV2".to_owned(), pages + 2)]),

@@ -85,6 +85,9 @@ pub struct Census {
     pub pages: u64,
     /// SendMessageBatch calls that send the batches, page by page.
     pub send_calls: u64,
+    /// The checkpoints a one-stream listing saves: one a page that moves it (one that completes a batch, or
+    /// leaves none pending).
+    pub checkpoints: u64,
     /// The key ranges a listing on the stack splits into after its first page (0: one stream). Its pages are
     /// then about one more a range, and how they group depends on when they arrive.
     pub ranges: u64,
@@ -119,6 +122,8 @@ pub struct Sample {
     pub secs_per_batch: f64,
     /// Bytes of a batch's part as JSON, on average: parts over 8 KiB are objects (a PUT and a GET each).
     pub part_bytes: f64,
+    /// The largest part's bytes.
+    pub max_part_bytes: u64,
     /// Bytes of per-item output lines an item yields, on average.
     pub output_bytes_per_item: f64,
 }
@@ -211,6 +216,7 @@ pub async fn census(
         batches: 0,
         pages: 0,
         send_calls: 0,
+        checkpoints: 0,
         ranges: 0,
         object_bytes: 0,
         reads: BTreeMap::new(),
@@ -226,8 +232,15 @@ pub async fn census(
     let mut before_last;
     let mut kept: Vec<Batch> = Vec::new();
     let mut kept_items = 0;
+    let parallelism = list_parallelism(job, &options.deployment);
+    let objects = job.spec.item_reader.item_kind() == ItemKind::Object;
     loop {
+        // Only the pages' own objects count toward the bytes the workers read (not the checks' or probes').
+        tally.take_listed_bytes();
         let page = source.next_page().await?;
+        if objects {
+            census.object_bytes += tally.take_listed_bytes();
+        }
         let last = page.last;
         census.pages += 1;
         before_last = census.items;
@@ -242,6 +255,14 @@ pub async fn census(
         let end = page.end.as_ref().map(|p| p.encode());
         let batches = batch_page(&mut batcher, page, last);
         census.batches += batches.len() as u64;
+        // Where the coordinator's checkpoint stands after the page, as `list_pass` moves it.
+        let mut after = batches.last().map(|b| b.after.encode());
+        if batcher.is_empty() && end.is_some() {
+            after = end;
+        }
+        if !batches.is_empty() || (batcher.is_empty() && after.is_some()) {
+            census.checkpoints += 1;
+        }
         // The coordinator sends a page's batches in one send: its calls are counted per page.
         let mut calls = SendCalls::default();
         for message in batch_messages(job, bucket.as_deref(), &batches, Sending::default()) {
@@ -257,10 +278,9 @@ pub async fn census(
         if last {
             break;
         }
-        let parallelism = list_parallelism(job, &options.deployment);
         if let Some(reader) = listing.filter(|_| census.pages == 1 && parallelism > 1) {
             // As the coordinator splits, after the first page: its requests are the plan's too.
-            let after = end.unwrap_or_default();
+            let after = after.unwrap_or_default();
             let ranges = crate::parallel_listing::split(
                 counted.objects.as_ref(),
                 reader,
@@ -277,16 +297,18 @@ pub async fn census(
             let reached = (census.pages > 1)
                 .then(|| last_keys.first().cloned())
                 .flatten();
+            // A page with no item selected gives no key: read on to one that does.
             let Some(reached) = reached else {
-                break;
+                continue;
             };
             let sample: Vec<&str> = first_keys
                 .iter()
                 .chain(&last_keys)
                 .map(String::as_str)
                 .collect();
+            // The probes are the plan's own, not the run's: not counted.
             let share = crate::parallel_listing::share_reached(
-                counted.objects.as_ref(),
+                deps.objects.as_ref(),
                 reader,
                 &sample,
                 &reached,
@@ -300,8 +322,9 @@ pub async fn census(
                     options.max_pages
                 ))
             })?;
+            // At least what was read, whatever the estimate.
             let total = before_last as f64 / share;
-            let ratio = total / census.items as f64;
+            let ratio = (total / census.items as f64).max(1.0);
             let scale = |n: u64| (n as f64 * ratio).round() as u64;
             census.extrapolated = Some(Extrapolation {
                 items_read: census.items,
@@ -313,18 +336,16 @@ pub async fn census(
             census.items = scale(census.items);
             census.batches = scale(census.batches);
             census.send_calls = scale(census.send_calls);
-            census.object_bytes = scale(tally.listed_bytes());
+            census.checkpoints = scale(census.checkpoints);
+            census.object_bytes = scale(census.object_bytes);
             let listed = census.pages;
             census.pages = scale(census.pages);
-            let more = census.pages - listed;
+            let more = census.pages.saturating_sub(listed);
             tally.add("S3.ListObjectsV2", more);
             break;
         }
     }
     census.reads = tally.counts();
-    if census.extrapolated.is_none() && job.spec.item_reader.item_kind() == ItemKind::Object {
-        census.object_bytes = tally.listed_bytes();
-    }
     Ok((census, kept))
 }
 
@@ -352,13 +373,25 @@ async fn sample(
         item_concurrency: (options.deployment.item_concurrency as usize / 4).max(1),
         ..WorkerConfig::default()
     };
-    let (mut items, mut part_bytes, mut output_bytes) = (0u64, 0u64, 0u64);
+    // Nothing the sample does may be written (a `lambda` batch whose function fails for good writes its error
+    // object): the store drops puts.
+    let deps = &Deps {
+        objects: Arc::new(CountingStore {
+            inner: deps.objects.clone(),
+            tally: Tally::default(),
+        }),
+        ..deps.clone()
+    };
+    let (mut items, mut part_bytes, mut output_bytes, mut max_part_bytes) =
+        (0u64, 0u64, 0u64, 0u64);
     let started = Instant::now();
     for batch in batches {
         let message = BatchMessage::new(job, batch.seq, batch.items.clone());
         let part = crate::worker::compute(deps, config, &message).await?;
         items += batch.items.len() as u64;
-        part_bytes += serde_json::to_vec(&part).map_or(0, |b| b.len() as u64);
+        let bytes = serde_json::to_vec(&part).map_or(0, |b| b.len() as u64);
+        part_bytes += bytes;
+        max_part_bytes = max_part_bytes.max(bytes);
         output_bytes += part
             .outputs
             .iter()
@@ -379,6 +412,7 @@ async fn sample(
         batches: batches.len() as u64,
         secs_per_batch,
         part_bytes: part_bytes as f64 / n,
+        max_part_bytes,
         output_bytes_per_item: output_bytes as f64 / items.max(1) as f64,
     })
 }
@@ -417,6 +451,11 @@ pub fn predict(
         Some(s) if s.part_bytes > INLINE_PART_BYTES as f64 => nb,
         _ => 0,
     };
+    // Whether every part travels in its marker, as far as the sample shows: it covered every batch, or its
+    // largest part was under half the limit (parts grow with their batch's items, which the sample's share).
+    let parts_known = sample
+        .as_ref()
+        .is_some_and(|s| s.batches == nb || s.max_part_bytes * 2 <= INLINE_PART_BYTES as u64);
     let output_bytes = sample
         .as_ref()
         .map_or(0.0, |s| s.output_bytes_per_item * census.items as f64);
@@ -438,12 +477,22 @@ pub fn predict(
             batches: nb,
             pages: census.pages,
             listing,
+            // The ranges the split found, at most the parallelism; one stream for a listing that did not split.
+            streams: if split {
+                (census.ranges as u32).min(list_parallelism)
+            } else {
+                1
+            },
             invocation_secs,
             finalize_secs,
         },
     );
     let hops = timeline.coordinator_invocations;
-    let exact_stream = !split && hops == 1 && census.extrapolated.is_none();
+    // The items are counted, not extrapolated.
+    let counted = census.extrapolated.is_none();
+    // And their batches are those a run cuts: one stream in one invocation (a split listing cuts each
+    // group of pages apart, a hand-over cuts its partial batch).
+    let exact_stream = !split && hops == 1 && counted;
     // A split listing saves and logs each group of pages that arrive together: about one group a round of
     // its ranges.
     let groups = if split {
@@ -451,7 +500,11 @@ pub fn predict(
     } else {
         0
     };
-    let checkpoints = if split { 3 + groups } else { census.pages } + (hops - 1);
+    let checkpoints = if split {
+        3 + groups
+    } else {
+        census.checkpoints
+    } + (hops - 1);
     let completion_groups = nb.div_ceil(GROUP_BATCHES);
     let shards = options.counter_shards as u64;
     let worker_invocations = nb.div_ceil(deployment.worker_batch_size.max(1) as u64);
@@ -477,7 +530,7 @@ pub fn predict(
             };
         }
     };
-    let read_exact = census.extrapolated.is_none() && !split;
+    let read_exact = counted && !split;
     for (op, n) in &census.reads {
         put(
             op,
@@ -499,7 +552,7 @@ pub fn predict(
         put(
             "S3.GetObject",
             census.items,
-            true,
+            counted,
             None,
             "each object, read by its worker",
         );
@@ -521,7 +574,7 @@ pub fn predict(
     put(
         "DynamoDB.PutItem",
         nb,
-        true,
+        exact_stream,
         None,
         "a marker per batch, its part inside",
     );
@@ -542,7 +595,7 @@ pub fn predict(
     put(
         "DynamoDB.UpdateItem",
         nb,
-        true,
+        exact_stream,
         None,
         "each batch's count, added to its group",
     );
@@ -563,7 +616,7 @@ pub fn predict(
     put(
         "DynamoDB.GetItem (eventually consistent)",
         2 * nb,
-        true,
+        exact_stream,
         None,
         "each batch's reads of its job and its marker",
     );
@@ -584,21 +637,15 @@ pub fn predict(
     put(
         "S3.PutObject",
         3 + output_files,
-        sample.is_some() || !objects,
+        parts_known && output_files == 0,
         None,
         "result, failures, manifest, outputs",
     );
-    put(
-        "S3.PutObject",
-        large_parts,
-        sample.is_some(),
-        None,
-        "parts over 8 KiB",
-    );
+    put("S3.PutObject", large_parts, false, None, "parts over 8 KiB");
     put(
         "S3.GetObject",
         large_parts,
-        sample.is_some(),
+        false,
         None,
         "parts over 8 KiB, read by the finalizer",
     );
@@ -606,7 +653,7 @@ pub fn predict(
         put(
             "Lambda.Invoke",
             nb,
-            true,
+            exact_stream,
             None,
             "the user's function, a batch at a time",
         );

@@ -110,8 +110,10 @@ pub struct Workload {
     pub batches: u64,
     /// Reads of the item reader (listing pages for `s3_list`).
     pub pages: u64,
-    /// Whether the reads are a listing split into ranges (`s3_list`): else one stream.
+    /// Whether the reads are ListObjectsV2 pages (`s3_list`).
     pub listing: bool,
+    /// The streams that read them at once (a listing's ranges).
+    pub streams: u32,
     /// One worker invocation of a full [`Deployment::worker_batch_size`] messages, start to end.
     pub invocation_secs: f64,
     /// The finalizer's work, start to end.
@@ -168,11 +170,7 @@ impl Bottleneck {
 /// batches wait; each invocation takes up to a full batch of messages; the finalizer starts once the last
 /// batch is done.
 pub fn timeline(model: &Model, deployment: &Deployment, work: &Workload) -> Timeline {
-    let streams = if work.listing {
-        deployment.list_parallelism.max(1) as f64
-    } else {
-        1.0
-    };
+    let streams = work.streams.max(1) as f64;
     let page_secs = if work.listing {
         model.list_page_secs
     } else {
@@ -191,9 +189,9 @@ pub fn timeline(model: &Model, deployment: &Deployment, work: &Workload) -> Time
     // Batches done a second by one invocation slot kept busy.
     let slot_rate = per_invocation / invocation_secs;
     let (mut t, mut done, mut peak, mut ramp_up) = (0.0f64, 0.0f64, 0u32, None);
-    let target = deployment
-        .worker_max_concurrency
-        .min(model.esm_max_concurrency);
+    // At least one invocation, whatever the settings say: else no batch would ever be done.
+    let maximum = deployment.worker_max_concurrency.max(1);
+    let target = maximum.min(model.esm_max_concurrency);
     let first_sent = listing_secs / work.pages.max(1) as f64;
     // Steps of a second, finer for a job of seconds: about 2,000 steps or more in all.
     let rough =
@@ -202,7 +200,7 @@ pub fn timeline(model: &Model, deployment: &Deployment, work: &Workload) -> Time
     while done < work.batches as f64 {
         t += step;
         let since_first = (t - first_sent).max(0.0);
-        let concurrency = model.esm_concurrency(since_first, deployment.worker_max_concurrency);
+        let concurrency = model.esm_concurrency(since_first, maximum);
         if concurrency >= target && ramp_up.is_none() {
             ramp_up = Some(t);
         }
@@ -214,7 +212,11 @@ pub fn timeline(model: &Model, deployment: &Deployment, work: &Workload) -> Time
         done += processed;
     }
     // The last batch sent takes a batch's time at least, however many slots there are.
-    let processing_secs = t.max(listing_secs + invocation_secs / per_invocation);
+    let processing_secs = if work.batches == 0 {
+        listing_secs
+    } else {
+        t.max(listing_secs + invocation_secs / per_invocation)
+    };
     let ramp_up_secs = ramp_up.unwrap_or(processing_secs).min(processing_secs);
     let finalize_secs = model.finalize_trigger_secs + work.finalize_secs;
     let total_secs = processing_secs + finalize_secs;
@@ -249,11 +251,12 @@ pub fn timeline(model: &Model, deployment: &Deployment, work: &Workload) -> Time
 mod tests {
     use super::*;
 
-    fn work(batches: u64, pages: u64, invocation_secs: f64) -> Workload {
+    fn work(batches: u64, pages: u64, invocation_secs: f64, streams: u32) -> Workload {
         Workload {
             batches,
             pages,
             listing: true,
+            streams,
             invocation_secs,
             finalize_secs: 10.0,
         }
@@ -276,7 +279,7 @@ mod tests {
             ..Deployment::default()
         };
         // 100M keys, quick batches: one stream takes 30,000 s to list.
-        let one = timeline(&Model::AWS, &deployment, &work(1_000_000, 100_000, 1.0));
+        let one = timeline(&Model::AWS, &deployment, &work(1_000_000, 100_000, 1.0, 1));
         assert_eq!(one.bottleneck, Bottleneck::Listing);
         assert!((one.listing_secs - 30_000.0).abs() < 1.0, "{one:?}");
         let sixteen = timeline(
@@ -285,7 +288,7 @@ mod tests {
                 list_parallelism: 16,
                 ..deployment
             },
-            &work(1_000_000, 100_000, 1.0),
+            &work(1_000_000, 100_000, 1.0, 16),
         );
         assert!(
             sixteen.listing_secs * 15.0 < one.listing_secs,
@@ -295,9 +298,22 @@ mod tests {
     }
 
     #[test]
+    fn a_job_of_no_batches_or_no_concurrency_still_ends() {
+        let none = timeline(&Model::AWS, &Deployment::default(), &work(0, 1, 1.0, 1));
+        assert_eq!(none.processing_secs, none.listing_secs);
+        let stopped = Deployment {
+            worker_max_concurrency: 0,
+            ..Deployment::default()
+        };
+        let one = timeline(&Model::AWS, &stopped, &work(100, 1, 1.0, 1));
+        assert!(one.total_secs.is_finite(), "{one:?}");
+        assert_eq!(one.peak_concurrency, 1);
+    }
+
+    #[test]
     fn slow_batches_make_the_workers_the_bottleneck() {
         let deployment = Deployment::default();
-        let slow = timeline(&Model::AWS, &deployment, &work(10_000, 1000, 60.0));
+        let slow = timeline(&Model::AWS, &deployment, &work(10_000, 1000, 60.0, 16));
         assert_eq!(slow.bottleneck, Bottleneck::Workers);
         // 10,000 batches, 10 a minute per slot, 100 slots: about 600 s after a ramp of under 20 s.
         assert!((600.0..660.0).contains(&slow.processing_secs), "{slow:?}");

@@ -193,7 +193,11 @@ pub fn render(plan: &Plan) -> String {
     let _ = writeln!(
         out,
         "\ntime on AWS (WorkerMaxConcurrency {}, WorkerBatchSize {}, ItemConcurrency {}, {} listing ranges)",
-        d.worker_max_concurrency, d.worker_batch_size, d.item_concurrency, d.list_parallelism
+        d.worker_max_concurrency,
+        d.worker_batch_size,
+        d.item_concurrency,
+        // The ranges the listing split into (one stream when it did not).
+        census.ranges.max(1)
     );
     let _ = writeln!(
         out,

@@ -65,8 +65,9 @@ fn plan_counts_the_demo_datasets_items_and_batches_as_the_run_does() {
     // Every object is read once by its worker. On the stack (16 ranges) the listing splits after its first
     // page at the year folders still ahead: its three pages and two checks, the split's folder listings, and
     // a partial page more a range; estimated, as the ranges' pages depend on timing.
+    // Parts of 50 station-years run near the 8 KiB a marker holds: a part over it would be an object, read
+    // back by the finalizer, so the GETs are exact only as far as the sample shows the parts.
     assert_eq!(plan["requests"]["S3.GetObject"]["count"], 2001);
-    assert_eq!(plan["requests"]["S3.GetObject"]["exact"], true);
     let ranges = census["ranges"].as_u64().unwrap();
     let reads = census["reads"]["S3.ListObjectsV2"].as_u64().unwrap();
     assert!(ranges >= 2 && reads > 3 + 2, "{census}");
@@ -184,8 +185,9 @@ async fn plan_predicts_the_requests_of_a_run_through_the_emulator_exactly() {
             spec,
             "--endpoint-url",
             endpoint,
+            // Every batch sampled: each part is seen, so the objects written and read are exact too.
             "--sample",
-            "80",
+            "2101",
             "--json",
         ],
         &env,
@@ -219,5 +221,7 @@ async fn plan_predicts_the_requests_of_a_run_through_the_emulator_exactly() {
             plan["requests"]
         );
     }
+    // ListObjectsV2, GetObject, PutObject, SendMessageBatch, PutItem, UpdateItem, DeleteItem and the
+    // eventually consistent GetItem.
     assert!(exact >= 8, "{}", plan["requests"]);
 }

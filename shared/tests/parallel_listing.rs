@@ -512,4 +512,11 @@ async fn a_plan_extrapolates_a_listing_longer_than_it_reads() {
     assert!(counted.extrapolated.is_none());
     // The listing's 13 pages, its check of the input and of the results' folder.
     assert_eq!(counted.reads["S3.ListObjectsV2"], 15, "{counted:?}");
+    // On 16 ranges, a listing whose rest fits one page has nothing to split: the coordinator reads on as one
+    // stream from its checkpoint, which the plan marks (1), and so no longer calls its batches exact.
+    let short = self::deps(SlowKeys::flat(1_500), Arc::new(Sent::default()));
+    let (counted, _) = census(&short, &job(16), &PlanOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((counted.items, counted.ranges), (1_500, 1), "{counted:?}");
 }

@@ -1,11 +1,12 @@
-//! `dmap plan`: what a job will take on AWS, before it runs. It writes nothing and sends nothing.
+//! `dmap plan`: what a job will take on AWS, before it runs. It writes nothing and sends nothing (but the
+//! sample batches of a `lambda` processor, to its function).
 //!
 //! - **Census** ([`census`]): the job's own reader reads every item from the start, and the coordinator's
 //!   own batching cuts them, page by page, as a run lists them in one stream. So the items, the pages, the
 //!   batches and the SendMessageBatch calls are counted, not estimated. The census reads through counting
 //!   wrappers, so the reader's requests are counted too ([`counting`]). A listing longer than
-//!   [`PlanOptions::max_pages`] stops there. The rest is extrapolated from where the last key read stands in
-//!   the key span ([`crate::parallel_listing::share_reached`]), and the plan says so.
+//!   [`PlanOptions::max_pages`] stops there (or at the first page past it that selects an item). The rest is
+//!   extrapolated from where the last page's first key stands in the key span ([`crate::parallel_listing::share_reached`]), and the plan says so.
 //! - **Sample** (`--sample N`): the first batches holding N items are processed for real by the worker's
 //!   own code ([`crate::worker::compute`]), and nothing is stored. They give the time a batch takes, and the
 //!   sizes of its part and output lines.
@@ -88,8 +89,9 @@ pub struct Census {
     /// The checkpoints a one-stream listing saves: one a page that moves it (one that completes a batch, or
     /// leaves none pending).
     pub checkpoints: u64,
-    /// The key ranges a listing on the stack splits into after its first page (0: one stream). Its pages are
-    /// then about one more a range, and how they group depends on when they arrive.
+    /// The key ranges a listing on the stack splits into after its first page (0: one stream; 1: a split
+    /// that found nothing, after which the coordinator reads on from its checkpoint). Its pages are then
+    /// about one more a range, and how they group depends on when they arrive.
     pub ranges: u64,
     /// The bytes of the objects listed (for an `s3_list` reader; the ones its filters leave out included),
     /// for the time the workers take to read them.
@@ -288,7 +290,9 @@ pub async fn census(
                 parallelism as usize,
             )
             .await?;
-            census.ranges = ranges.len() as u64;
+            // With nothing to split, the coordinator reads on as one stream from its checkpoint (cutting its
+            // batches anew from there): 1 stands for that.
+            census.ranges = (ranges.len() as u64).max(1);
         }
         if let Some(reader) = listing.filter(|_| census.pages >= options.max_pages) {
             // The items before the last page are those from the first key up to the last page's first key:
@@ -453,9 +457,10 @@ pub fn predict(
     };
     // Whether every part travels in its marker, as far as the sample shows: it covered every batch, or its
     // largest part was under half the limit (parts grow with their batch's items, which the sample's share).
-    let parts_known = sample
-        .as_ref()
-        .is_some_and(|s| s.batches == nb || s.max_part_bytes * 2 <= INLINE_PART_BYTES as u64);
+    let parts_known = sample.as_ref().is_some_and(|s| {
+        let limit = INLINE_PART_BYTES as u64;
+        (s.batches == nb && s.max_part_bytes <= limit) || s.max_part_bytes * 2 <= limit
+    });
     let output_bytes = sample
         .as_ref()
         .map_or(0.0, |s| s.output_bytes_per_item * census.items as f64);
@@ -492,11 +497,14 @@ pub fn predict(
     let counted = census.extrapolated.is_none();
     // And their batches are those a run cuts: one stream in one invocation (a split listing cuts each
     // group of pages apart, a hand-over cuts its partial batch).
-    let exact_stream = !split && hops == 1 && counted;
+    let exact_stream = census.ranges == 0 && hops == 1 && counted;
     // A split listing saves and logs each group of pages that arrive together: about one group a round of
     // its ranges.
     let groups = if split {
-        1 + (census.pages - 1).div_ceil(list_parallelism as u64)
+        1 + census
+            .pages
+            .saturating_sub(1)
+            .div_ceil(list_parallelism as u64)
     } else {
         0
     };
@@ -511,6 +519,13 @@ pub fn predict(
 
     let mut requests: BTreeMap<String, RequestCount> = BTreeMap::new();
     let mut put = |op: &str, count: u64, exact: bool, most: Option<u64>, what: &'static str| {
+        // None of a kind that may be some: the operation's count is no longer exact.
+        if count == 0
+            && !exact
+            && let Some(entry) = requests.get_mut(op)
+        {
+            entry.exact = false;
+        }
         if count > 0 {
             let entry = requests.entry(op.to_owned()).or_insert(RequestCount {
                 count: 0,
@@ -530,7 +545,7 @@ pub fn predict(
             };
         }
     };
-    let read_exact = counted && !split;
+    let read_exact = counted && census.ranges == 0;
     for (op, n) in &census.reads {
         put(
             op,
@@ -544,7 +559,7 @@ pub fn predict(
     put(
         "S3.ListObjectsV2",
         census.ranges.saturating_sub(1),
-        false,
+        census.ranges == 0,
         None,
         "the ranges' last pages",
     );
@@ -588,7 +603,7 @@ pub fn predict(
     put(
         "DynamoDB.PutItem",
         groups,
-        false,
+        !split,
         None,
         "a split listing's log of each group of pages",
     );
@@ -641,11 +656,17 @@ pub fn predict(
         None,
         "result, failures, manifest, outputs",
     );
-    put("S3.PutObject", large_parts, false, None, "parts over 8 KiB");
+    put(
+        "S3.PutObject",
+        large_parts,
+        parts_known && large_parts == 0,
+        None,
+        "parts over 8 KiB",
+    );
     put(
         "S3.GetObject",
         large_parts,
-        false,
+        parts_known && large_parts == 0,
         None,
         "parts over 8 KiB, read by the finalizer",
     );

@@ -12,6 +12,8 @@ mod common;
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use common::faults::{CAMPAIGN_RATES, FaultCounts, Faults, campaign_seeds, inject};
 use common::{Env, csv_object, csv_spec, fast_config};
 use dmap_core::runner::{Chaos, RunStats, RunnerConfig};
@@ -43,29 +45,39 @@ async fn every_seeded_fault_run_counts_every_item_once() {
     let calm = env_with_data(&config(None));
     let expected = calm.outputs(&calm.run(&spec, &config(None)).await);
 
+    // One seed's run, in its own environment: the faults it injected and what the runner saw.
+    let run_seed = |seed: u64| {
+        let (spec, expected) = (&spec, &expected);
+        async move {
+            let chaos = Some(Chaos { rate: 0.2, seed });
+            let config = config(chaos);
+            let mut env = env_with_data(&config);
+            let injected = Faults::new(seed, CAMPAIGN_RATES);
+            inject(&mut env.deps, &injected);
+            let report = tokio::time::timeout(Duration::from_secs(60), env.try_run(spec, &config))
+                .await
+                .unwrap_or_else(|_| panic!("seed {seed}: the run did not end"))
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            assert_eq!(
+                &env.outputs(&report),
+                expected,
+                "seed {seed}: the outputs differ"
+            );
+            let counts = *injected.counts.lock().unwrap();
+            (counts, report.stats)
+        }
+    };
     let (mut faults, mut stats, mut swept_runs) = (FaultCounts::default(), RunStats::default(), 0);
     let started = std::time::Instant::now();
-    for seed in 0..seeds {
-        let chaos = Some(Chaos { rate: 0.2, seed });
-        let config = config(chaos);
-        let mut env = env_with_data(&config);
-        let injected = Faults::new(seed, CAMPAIGN_RATES);
-        inject(&mut env.deps, &injected);
-        let report = tokio::time::timeout(Duration::from_secs(60), env.try_run(&spec, &config))
-            .await
-            .unwrap_or_else(|_| panic!("seed {seed}: the run did not end"))
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        assert_eq!(
-            env.outputs(&report),
-            expected,
-            "seed {seed}: the outputs differ"
-        );
-        let c = *injected.counts.lock().unwrap();
+    // The runs wait on visibility timeouts and the sweeper's idle time far more than they compute: eight at once.
+    let mut runs = futures::stream::iter(0..seeds)
+        .map(run_seed)
+        .buffer_unordered(8);
+    while let Some((c, s)) = runs.next().await {
         faults.before += c.before;
         faults.after += c.after;
         faults.lost += c.lost;
         faults.duplicated += c.duplicated;
-        let s = report.stats;
         stats.deliveries += s.deliveries;
         stats.duplicates += s.duplicates;
         stats.crashes_before_ack += s.crashes_before_ack;

@@ -4,6 +4,9 @@
 //! response is `result.json`; a function that raises on one batch fails that batch's items with its error after
 //! the Retry policy and the queue's receives; a throttled function loses and fails nothing; a reducer that
 //! raises fails the job; chaos changes nothing but the executions' dates.
+//!
+//! On tokio's paused clock: the function's retry interval, the visibility timeouts and the throttle budget pass
+//! in virtual time, so the suite takes a second, not half a minute.
 
 mod common;
 
@@ -248,7 +251,7 @@ fn map_results(env: &Env, report: &RunReport) -> (Value, Vec<Value>, Vec<Value>)
     (manifest, succeeded, failed)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn batches_go_to_the_function_with_distributed_maps_input_and_results_layout() {
     let config = config();
     let mut env = env_with_objects(&config);
@@ -319,7 +322,7 @@ async fn batches_go_to_the_function_with_distributed_maps_input_and_results_layo
     assert!(env.read(&m.failures).is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_function_that_raises_on_one_batch_fails_that_batchs_items_with_its_error() {
     let config = config();
     for (tolerated, status) in [(4, TerminalStatus::Succeeded), (3, TerminalStatus::Failed)] {
@@ -382,7 +385,7 @@ async fn a_function_that_raises_on_one_batch_fails_that_batchs_items_with_its_er
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_throttled_function_loses_and_fails_nothing() {
     let config = config();
     let mut env = env_with_objects(&config);
@@ -405,7 +408,7 @@ async fn a_throttled_function_loses_and_fails_nothing() {
     assert_eq!(env.read(&m.result), br#"{"bytes":325,"objects":25}"#);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_reducer_that_raises_fails_the_job_with_its_error() {
     let config = config();
     let mut env = env_with_objects(&config);
@@ -438,7 +441,7 @@ fn outputs_without_dates(env: &Env, report: &RunReport) -> (Vec<Vec<u8>>, Value)
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn chaos_gives_a_fault_free_runs_outputs() {
     let clean_config = config();
     let mut env = env_with_objects(&clean_config);
@@ -470,7 +473,7 @@ async fn chaos_gives_a_fault_free_runs_outputs() {
     assert!(faults > 0, "chaos injected faults");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn rows_reach_the_function_as_objects_and_a_ragged_row_fails_without_it() {
     let config = config();
     let mut env = Env::new(&config);

@@ -21,7 +21,9 @@ use dmap_example_lambda_processor::migration::MigrationResponse;
 use serde_json::{Value, json};
 
 const FUNCTION: &str = "table-migration";
-const ITEMS: usize = 1500;
+/// Items in the table: 4 segments of 105 to 164 items each (moto's split), so every segment takes a second round
+/// of reads; 20 batches of 25.
+const ITEMS: usize = 500;
 
 /// Every item of the table as plain JSON, by key.
 async fn snapshot(clients: &dmap_core::aws::AwsClients, table: &str) -> BTreeMap<String, Value> {
@@ -100,7 +102,7 @@ async fn a_migration_applied_twice_changes_nothing_the_second_time() {
         let spec = json!({
             "job_id": job_id,
             "item_reader": { "kind": "dynamodb_scan", "table": table, "segments": 4 },
-            "item_batcher": { "max_items_per_batch": 100 },
+            "item_batcher": { "max_items_per_batch": 25 },
             "processor": {
                 "kind": "lambda",
                 "function": FUNCTION,

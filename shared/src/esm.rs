@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::ports::{BatchQueue, QueueError, ReceivedMessage};
 
@@ -30,6 +31,35 @@ pub struct InvokeError(pub Box<dyn std::error::Error + Send + Sync>);
 impl InvokeError {
     pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self(error.into())
+    }
+}
+
+/// How a standard-mode SQS event source mapping scales its concurrent invocations while messages wait: it
+/// starts at `initial`, adds `per_minute` a minute, and never passes `most` (Lambda's SQS scaling
+/// documentation) nor the mapping's own MaximumConcurrency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ramp {
+    pub initial: u32,
+    pub per_minute: u32,
+    pub most: u32,
+}
+
+impl Ramp {
+    /// The concurrency `secs` after the first message, capped at `maximum`.
+    pub fn concurrency_after(&self, secs: f64, maximum: u32) -> u32 {
+        let ramped = self.initial as f64 + self.per_minute as f64 * secs / 60.0;
+        (ramped as u32).min(maximum).min(self.most)
+    }
+
+    /// When invocation slot `slot` (from 0) is first used: the first `initial` at once, then one every
+    /// `60 / per_minute` seconds.
+    pub fn slot_starts_after(&self, slot: u32) -> Duration {
+        match slot.checked_sub(self.initial) {
+            None => Duration::ZERO,
+            Some(past) => {
+                Duration::from_secs_f64(60.0 * (past + 1) as f64 / self.per_minute.max(1) as f64)
+            }
+        }
     }
 }
 
@@ -120,14 +150,36 @@ impl<H: HandleMessage + ?Sized> HandleMessage for Arc<H> {
     }
 }
 
-/// An in-process target: every message of a receive handled at once by `H`, the ones it retries reported as
-/// failures.
-pub struct EachMessage<H>(pub H);
+/// An in-process target: the messages of a receive handled by `H`, up to `at_once` at a time (as the worker
+/// function handles its event's messages), the ones it retries reported as failures.
+pub struct EachMessage<H> {
+    handler: H,
+    at_once: usize,
+}
+
+impl<H> EachMessage<H> {
+    /// Every message of a receive at once.
+    pub fn new(handler: H) -> Self {
+        Self::at_most(handler, usize::MAX)
+    }
+
+    /// At most `at_once` messages at a time.
+    pub fn at_most(handler: H, at_once: usize) -> Self {
+        Self {
+            handler,
+            at_once: at_once.max(1),
+        }
+    }
+}
 
 #[async_trait]
 impl<H: HandleMessage> Invoke for EachMessage<H> {
     async fn invoke(&self, messages: &[ReceivedMessage]) -> Result<Vec<String>, InvokeError> {
-        let acks = futures::future::try_join_all(messages.iter().map(|m| self.0.handle(m))).await?;
+        let handled: Vec<_> = messages.iter().map(|m| self.handler.handle(m)).collect();
+        let acks: Vec<Ack> = futures::stream::iter(handled)
+            .buffered(self.at_once.min(messages.len().max(1)))
+            .try_collect()
+            .await?;
         Ok(messages
             .iter()
             .zip(acks)
@@ -194,7 +246,10 @@ mod tests {
     async fn successes_are_deleted_and_failures_come_back() {
         let queue = queue_of(&["1", "2", "3", "4"]).await;
         let mapping = EventSourceMapping::new(queue.clone(), 10, Duration::from_millis(10));
-        let polled = mapping.poll_once(&EachMessage(RetryOdd)).await.unwrap();
+        let polled = mapping
+            .poll_once(&EachMessage::new(RetryOdd))
+            .await
+            .unwrap();
         assert_eq!((polled.received, polled.failed.len()), (4, 2));
         tokio::time::sleep(Duration::from_millis(80)).await;
         let again = queue.receive(10, Duration::from_millis(10)).await.unwrap();
@@ -207,7 +262,10 @@ mod tests {
     async fn a_failed_invocation_deletes_nothing() {
         let queue = queue_of(&["2", "not a number"]).await;
         let mapping = EventSourceMapping::new(queue.clone(), 10, Duration::from_millis(10));
-        let err = mapping.poll_once(&EachMessage(RetryOdd)).await.unwrap_err();
+        let err = mapping
+            .poll_once(&EachMessage::new(RetryOdd))
+            .await
+            .unwrap_err();
         assert!(matches!(err, PollError::Invoke(_)), "{err}");
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(
@@ -218,6 +276,62 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    /// Notes the most messages handled at once, each held a while, retrying the odd ones.
+    #[derive(Default)]
+    struct Slow {
+        now: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl HandleMessage for Slow {
+        async fn handle(&self, message: &ReceivedMessage) -> Result<Ack, InvokeError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.now.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            self.now.fetch_sub(1, SeqCst);
+            RetryOdd.handle(message).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invocation_handles_at_most_its_message_concurrency_at_once() {
+        let bodies: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        let queue = queue_of(&bodies.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let mapping = EventSourceMapping::new(queue, 10, Duration::from_millis(10));
+        let target = EachMessage::at_most(Slow::default(), 4);
+        let polled = mapping.poll_once(&target).await.unwrap();
+        assert_eq!((polled.received, polled.failed.len()), (10, 5));
+        let most = target
+            .handler
+            .most
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(most, 4);
+    }
+
+    #[test]
+    fn a_ramped_slot_starts_when_the_mappings_concurrency_reaches_it() {
+        let ramp = Ramp {
+            initial: 5,
+            per_minute: 300,
+            most: 1250,
+        };
+        for slot in 0..1000u32 {
+            let at = ramp.slot_starts_after(slot).as_secs_f64();
+            assert!(ramp.concurrency_after(at + 1e-9, u32::MAX) > slot, "{slot}");
+            if slot >= ramp.initial {
+                assert!(
+                    ramp.concurrency_after(at - 1e-3, u32::MAX) <= slot,
+                    "{slot}"
+                );
+            }
+        }
+        assert_eq!(ramp.slot_starts_after(4), Duration::ZERO);
+        assert_eq!(ramp.slot_starts_after(5), Duration::from_millis(200));
+        assert_eq!(ramp.concurrency_after(6000.0, 2000), 1250);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::ports::{
 /// Parts read at once.
 const PART_READ_CONCURRENCY: usize = 16;
 /// Batch records read per page.
-const RECORDS_PER_PAGE: usize = 1000;
+pub(crate) const RECORDS_PER_PAGE: usize = 1000;
 /// How far past its checkpoint an aborted job's records are looked for: a page of a reader's items, sent before
 /// its checkpoint, is far smaller.
 const MAX_BATCHES_PAST_CHECKPOINT: u64 = 10_000_000;

@@ -27,7 +27,9 @@ use crate::completion::trigger_finalizer;
 use crate::coordinator::{Rerun, run_listing, start_or_resume};
 use crate::dead_letter::{self, DeadLetterOutcome};
 use crate::error::PipelineError;
-use crate::esm::{Ack, EachMessage, EventSourceMapping, HandleMessage, InvokeError, PollError};
+use crate::esm::{
+    Ack, EachMessage, EventSourceMapping, HandleMessage, InvokeError, PollError, Ramp,
+};
 use crate::finalizer::{FinalizerConfig, finalize};
 use crate::message::{BatchMessage, FinalizeMessage};
 use crate::outcome::Manifest;
@@ -46,6 +48,11 @@ pub struct RunnerConfig {
     pub concurrency: usize,
     /// Messages per worker invocation (the event source mapping's BatchSize, at most 10).
     pub receive_batch_size: usize,
+    /// Messages of one invocation handled at once (the worker function handles 4).
+    pub message_concurrency: usize,
+    /// The work queue mapping's scaling: `None` starts every invocation slot at once; `Some` starts them as a
+    /// standard-mode mapping adds them (the scale model plays AWS's this way).
+    pub ramp: Option<Ramp>,
     /// The work queue's visibility timeout; a worker still busy extends it every half period.
     pub visibility_timeout: Duration,
     /// The work queue's maximum receive count before a message is dead-lettered.
@@ -74,6 +81,8 @@ impl Default for RunnerConfig {
         Self {
             concurrency: 4,
             receive_batch_size: 10,
+            message_concurrency: 10,
+            ramp: None,
             visibility_timeout: Duration::from_secs(2),
             max_receive_count: 5,
             worker: WorkerConfig::default(),
@@ -251,17 +260,28 @@ pub async fn run(
         config.receive_wait,
     );
     let mut consumers: Vec<JoinHandle<Result<(), PipelineError>>> = (0..config.concurrency.max(1))
-        .map(|_| {
-            tokio::spawn(pool.clone().play(
+        .map(|slot| {
+            let starts_after = config
+                .ramp
+                .map_or(Duration::ZERO, |r| r.slot_starts_after(slot as u32));
+            let play = pool.clone().play(
                 work_mapping.clone(),
-                EachMessage(work.clone()),
+                EachMessage::at_most(work.clone(), config.message_concurrency),
                 MappingKind::Work,
-            ))
+            );
+            let mut stop = pool.stop.clone();
+            tokio::spawn(async move {
+                // A slot the mapping would add after the run ends is never used.
+                tokio::select! {
+                    _ = tokio::time::sleep(starts_after) => play.await,
+                    _ = async { drop(stop.wait_for(|stopped| *stopped).await) } => Ok(()),
+                }
+            })
         })
         .collect();
     consumers.push(tokio::spawn(pool.clone().play(
         EventSourceMapping::new(dead_letter.clone(), 10, config.receive_wait),
-        EachMessage(Arc::new(DeadLetterDelivery {
+        EachMessage::new(Arc::new(DeadLetterDelivery {
             deps: deps.clone(),
             counters: counters.clone(),
         }) as Arc<dyn HandleMessage>),
@@ -269,7 +289,7 @@ pub async fn run(
     )));
     consumers.push(tokio::spawn(pool.clone().play(
         EventSourceMapping::new(deps.finalize_queue.clone(), 1, config.receive_wait),
-        EachMessage(Arc::new(FinalizeDelivery {
+        EachMessage::new(Arc::new(FinalizeDelivery {
             deps: deps.clone(),
             config: config.finalizer,
         }) as Arc<dyn HandleMessage>),

@@ -24,6 +24,11 @@ use crate::ports::{
 use crate::processor::{Aggregate, BatchItem, FoldError, Item, ItemError, Processed};
 use crate::spec::ProcessorSpec;
 
+/// Messages the worker function handles at once within one invocation (`lambda::worker`). They share the invocation's `item_concurrency`, so the
+/// GETs in flight per invocation never exceed it whatever the event source mapping's batch size: with the
+/// mapping's MaximumConcurrency, that is what bounds the request rate on the input prefix.
+pub const MESSAGE_CONCURRENCY: usize = 4;
+
 /// Worker settings.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerConfig {

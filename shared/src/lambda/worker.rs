@@ -13,12 +13,7 @@ use super::{MissingMessageId, for_each_record};
 use crate::Deps;
 use crate::error::PipelineError;
 use crate::ports::RecordOutcome;
-use crate::worker::{self, WorkerConfig};
-
-/// Messages handled at once within one invocation. They share the invocation's `item_concurrency`, so the
-/// GETs in flight per invocation never exceed it whatever the event source mapping's batch size: with the
-/// mapping's MaximumConcurrency, that is what bounds the request rate on the input prefix.
-const MESSAGE_CONCURRENCY: usize = 4;
+use crate::worker::{self, MESSAGE_CONCURRENCY, WorkerConfig};
 
 /// Start no message with less than this left of the invocation (a batch of slow objects takes seconds).
 pub const WORKER_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);

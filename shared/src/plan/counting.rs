@@ -20,6 +20,18 @@ use crate::ports::{
 pub struct Tally {
     requests: Arc<Mutex<BTreeMap<String, u64>>>,
     listed_bytes: Arc<AtomicU64>,
+    /// Listing requests in flight now, and the rounds they came in (see [`Tally::listing_rounds`]).
+    in_flight: Arc<AtomicU64>,
+    rounds: Arc<AtomicU64>,
+}
+
+/// A listing request in flight: counted out when dropped.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Tally {
@@ -39,6 +51,20 @@ impl Tally {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The listing requests' rounds so far: a round begins with a request sent while none is in flight, so
+    /// requests sent at once are one round and requests sent one after the other are one each. A listing's
+    /// rounds, not its requests, are what it waits for.
+    pub fn listing_rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    fn listing(&self) -> InFlight<'_> {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.rounds.fetch_add(1, Ordering::Relaxed);
+        }
+        InFlight(&self.in_flight)
     }
 
     /// The sizes of the objects listed since the last call (the filters' leftovers included: the items of a
@@ -64,6 +90,7 @@ impl ObjectStore for CountingStore {
         continuation: Option<&str>,
     ) -> Result<ListPage, StoreError> {
         self.tally.add("S3.ListObjectsV2", 1);
+        let _round = self.tally.listing();
         let page = self
             .inner
             .list_page(bucket, prefix, start_after, continuation)
@@ -80,6 +107,7 @@ impl ObjectStore for CountingStore {
         start_after: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
         self.tally.add("S3.ListObjectsV2", 1);
+        let _round = self.tally.listing();
         self.inner.list_folders(bucket, prefix, start_after).await
     }
 

@@ -21,7 +21,7 @@ pub mod model;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use serde::Serialize;
 
@@ -35,16 +35,12 @@ use crate::processor::ItemKind;
 use crate::reader;
 use crate::spec::{ItemReader, Job};
 use crate::usage::Prices;
-use crate::worker::{INLINE_PART_BYTES, WorkerConfig};
+use crate::worker::{INLINE_PART_BYTES, MESSAGE_CONCURRENCY, WorkerConfig};
 use counting::{CountingStore, CountingTables, Tally};
 pub use model::{Bottleneck, Deployment, Model, Timeline, Workload};
 
-/// Markers read per finalizer Query page (the finalizer's page of batch records).
-const RECORDS_PER_QUERY_PAGE: u64 = 1000;
-/// Batches per counter group (a group's count is one item).
-const GROUP_BATCHES: u64 = 64;
-/// The size of a file under `outputs/` (the finalizer's default).
-const OUTPUT_FILE_BYTES: u64 = 8 << 20;
+use crate::aws::GROUP_BATCHES;
+use crate::finalizer::{FinalizerConfig, RECORDS_PER_PAGE};
 
 /// How `dmap plan` plans.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +89,12 @@ pub struct Census {
     /// that found nothing, after which the coordinator reads on from its checkpoint). Its pages are then
     /// about one more a range, and how they group depends on when they arrive.
     pub ranges: u64,
+    /// The split's requests as the listing waits for them: rounds of requests sent at once, one after the
+    /// other, before the ranges are listed.
+    pub split_rounds: u64,
+    /// The items of the split's longest range (0: no split, or an extrapolated listing, whose later ranges
+    /// the census never reached): the range listed last bounds the listing.
+    pub longest_range_items: u64,
     /// The bytes of the objects listed (for an `s3_list` reader; the ones its filters leave out included),
     /// for the time the workers take to read them.
     pub object_bytes: u64,
@@ -220,6 +222,8 @@ pub async fn census(
         send_calls: 0,
         checkpoints: 0,
         ranges: 0,
+        split_rounds: 0,
+        longest_range_items: 0,
         object_bytes: 0,
         reads: BTreeMap::new(),
         extrapolated: None,
@@ -234,6 +238,9 @@ pub async fn census(
     let mut before_last;
     let mut kept: Vec<Batch> = Vec::new();
     let mut kept_items = 0;
+    // The split's ranges (each by its last key) and the items counted in each.
+    let (mut range_ends, mut range_items): (Vec<Option<String>>, Vec<u64>) =
+        (Vec::new(), Vec::new());
     let parallelism = list_parallelism(job, &options.deployment);
     let objects = job.spec.item_reader.item_kind() == ItemKind::Object;
     loop {
@@ -247,6 +254,15 @@ pub async fn census(
         census.pages += 1;
         before_last = census.items;
         census.items += page.items.len() as u64;
+        // Each item past the split in its range: the first range whose last key is at or past it.
+        for (item, _) in &page.items {
+            let key = item.key();
+            let range =
+                range_ends.partition_point(|end| end.as_deref().is_some_and(|end| end < key));
+            if let Some(items) = range_items.get_mut(range) {
+                *items += 1;
+            }
+        }
         if listing.is_some() {
             let keys = page.items.iter().map(|(item, _)| item.key().to_owned());
             match census.pages {
@@ -283,6 +299,7 @@ pub async fn census(
         if let Some(reader) = listing.filter(|_| census.pages == 1 && parallelism > 1) {
             // As the coordinator splits, after the first page: its requests are the plan's too.
             let after = after.unwrap_or_default();
+            let rounds = tally.listing_rounds();
             let ranges = crate::parallel_listing::split(
                 counted.objects.as_ref(),
                 reader,
@@ -293,6 +310,9 @@ pub async fn census(
             // With nothing to split, the coordinator reads on as one stream from its checkpoint (cutting its
             // batches anew from there): 1 stands for that.
             census.ranges = (ranges.len() as u64).max(1);
+            census.split_rounds = tally.listing_rounds() - rounds;
+            range_ends = ranges.into_iter().map(|r| r.upto).collect();
+            range_items = vec![0; range_ends.len()];
         }
         if let Some(reader) = listing.filter(|_| census.pages >= options.max_pages) {
             // The items before the last page are those from the first key up to the last page's first key:
@@ -350,6 +370,9 @@ pub async fn census(
         }
     }
     census.reads = tally.counts();
+    if census.extrapolated.is_none() {
+        census.longest_range_items = range_items.into_iter().max().unwrap_or(0);
+    }
     Ok((census, kept))
 }
 
@@ -374,7 +397,8 @@ async fn sample(
 ) -> Result<Sample, PipelineError> {
     // A worker handles a few messages at once, which share its item concurrency (see `lambda::worker`).
     let config = WorkerConfig {
-        item_concurrency: (options.deployment.item_concurrency as usize / 4).max(1),
+        item_concurrency: (options.deployment.item_concurrency as usize / MESSAGE_CONCURRENCY)
+            .max(1),
         ..WorkerConfig::default()
     };
     // Nothing the sample does may be written (a `lambda` batch whose function fails for good writes its error
@@ -388,6 +412,7 @@ async fn sample(
     };
     let (mut items, mut part_bytes, mut output_bytes, mut max_part_bytes) =
         (0u64, 0u64, 0u64, 0u64);
+    // Tokio's clock: the wall clock, or under a paused clock (the scale model) the latencies the ports inject.
     let started = Instant::now();
     for batch in batches {
         let message = BatchMessage::new(job, batch.seq, batch.items.clone());
@@ -435,7 +460,8 @@ pub fn predict(
     let objects = spec.item_reader.item_kind() == ItemKind::Object;
     let lambda_processor = spec.processor.lambda().is_some();
     let items_per_batch = census.items as f64 / nb.max(1) as f64;
-    let message_concurrency = (deployment.item_concurrency as f64 / 4.0).max(1.0);
+    let message_concurrency =
+        (deployment.item_concurrency as f64 / MESSAGE_CONCURRENCY as f64).max(1.0);
     // A batch's processing: the sample's, or each object's first byte and bytes at a worker's share.
     let batch_secs = match &sample {
         Some(sample) => sample.secs_per_batch,
@@ -449,8 +475,9 @@ pub fn predict(
     // A batch's bookkeeping: two reads (the job, its marker), its marker, its group's count.
     let record_secs = 4.0 * model.dynamodb_request_secs;
     let per_invocation = deployment.worker_batch_size.max(1) as f64;
-    let invocation_secs =
-        (per_invocation / 4.0).ceil() * (batch_secs + record_secs) + model.sqs_request_secs;
+    let invocation_secs = (per_invocation / MESSAGE_CONCURRENCY as f64).ceil()
+        * (batch_secs + record_secs)
+        + model.sqs_request_secs;
     let large_parts = match &sample {
         Some(s) if s.part_bytes > INLINE_PART_BYTES as f64 => nb,
         _ => 0,
@@ -464,8 +491,10 @@ pub fn predict(
     let output_bytes = sample
         .as_ref()
         .map_or(0.0, |s| s.output_bytes_per_item * census.items as f64);
-    let output_files = (output_bytes / OUTPUT_FILE_BYTES as f64).ceil() as u64;
-    let finalize_secs = nb.div_ceil(RECORDS_PER_QUERY_PAGE) as f64 * model.dynamodb_query_page_secs
+    let output_file_bytes = FinalizerConfig::default().output_file_bytes as f64;
+    let output_files = (output_bytes / output_file_bytes).ceil() as u64;
+    let finalize_secs = nb.div_ceil(RECORDS_PER_PAGE as u64) as f64
+        * model.dynamodb_query_page_secs
         + large_parts as f64 * model.s3_request_secs / 16.0
         + (output_files + 3) as f64 * model.s3_request_secs;
     let listing = matches!(spec.item_reader, ItemReader::S3List(_));
@@ -488,6 +517,13 @@ pub fn predict(
             } else {
                 1
             },
+            split_rounds: if split { census.split_rounds } else { 0 },
+            // The longest range's share of the pages, where the census counted it.
+            range_rounds: (split && census.longest_range_items > 0).then(|| {
+                (census.pages as f64 * census.longest_range_items as f64
+                    / census.items.max(1) as f64)
+                    .ceil() as u64
+            }),
             invocation_secs,
             finalize_secs,
         },
@@ -644,7 +680,7 @@ pub fn predict(
     );
     put(
         "DynamoDB.Query",
-        shards * (2 + completion_groups) + nb.div_ceil(RECORDS_PER_QUERY_PAGE) * shards.min(nb),
+        shards * (2 + completion_groups) + nb.div_ceil(RECORDS_PER_PAGE as u64) * shards.min(nb),
         false,
         None,
         "the counters (completion checks) and the finalizer's reads of the markers",

@@ -1,11 +1,18 @@
 //! The model `dmap plan` predicts with: every constant in one place, each with its source, and the timeline a
-//! job follows on AWS (listing, the work queue mapping's ramp-up, the workers, the finalizer), stepped a second
-//! at a time.
+//! job follows on AWS (listing, the work queue mapping's ramp-up, the workers, the finalizer), played event by
+//! event, invocation by invocation. `shared/benches/scale_model.rs` holds it against the real pipeline run on
+//! the same latencies in virtual time.
 //!
 //! The constants are AWS's documented limits and typical in-region latencies (the team's notes collect them
 //! with their sources); a deployment's own settings ([`Deployment`]) come from the stack's parameters.
 
 use serde::Serialize;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::esm::Ramp;
+use crate::worker::MESSAGE_CONCURRENCY;
 
 /// The model's constants. [`Model::AWS`] is the one the predictions use; the scale-model benchmark injects
 /// the same latencies into the embedded ports, so that what it measures and what this predicts can be held
@@ -61,12 +68,19 @@ impl Model {
         lambda_max_secs: 900.0,
     };
 
+    /// The work queue mapping's scaling: the one the scale-model benchmark's runner plays.
+    pub fn esm_ramp(&self) -> Ramp {
+        Ramp {
+            initial: self.esm_initial_concurrency,
+            per_minute: self.esm_ramp_per_minute,
+            most: self.esm_max_concurrency,
+        }
+    }
+
     /// The work queue mapping's concurrency `secs` after its first message, capped at `maximum` (its
     /// MaximumConcurrency) and at what any mapping reaches.
     pub fn esm_concurrency(&self, secs: f64, maximum: u32) -> u32 {
-        let ramped =
-            self.esm_initial_concurrency as f64 + self.esm_ramp_per_minute as f64 * secs / 60.0;
-        (ramped as u32).min(maximum).min(self.esm_max_concurrency)
+        self.esm_ramp().concurrency_after(secs, maximum)
     }
 }
 
@@ -114,6 +128,11 @@ pub struct Workload {
     pub listing: bool,
     /// The streams that read them at once (a listing's ranges).
     pub streams: u32,
+    /// The rounds of requests that split a listing into its ranges, after its first page.
+    pub split_rounds: u64,
+    /// The pages of the longest range, when known: the listing's pages after the split take that many rounds.
+    /// `None`: the pages are shared evenly among the streams.
+    pub range_rounds: Option<u64>,
     /// One worker invocation of a full [`Deployment::worker_batch_size`] messages, start to end.
     pub invocation_secs: f64,
     /// The finalizer's work, start to end.
@@ -165,63 +184,105 @@ impl Bottleneck {
     }
 }
 
-/// Steps the job through its phases a second at a time: the coordinator sends batches at the listing's rate;
-/// the mapping starts at its initial concurrency with the first batch, and adds to it by the minute while
-/// batches wait; each invocation takes up to a full batch of messages; the finalizer starts once the last
-/// batch is done.
+/// Plays the job through its phases, invocation by invocation: the coordinator sends each page's batches as
+/// the page arrives (the first page alone, then, past the split's rounds, one page a stream a round); the
+/// mapping starts at its initial concurrency with the first batch, and adds to it by the minute; each
+/// invocation takes up to a full batch of the messages waiting and holds its slot until it ends; the finalizer
+/// starts once the last batch is done.
 pub fn timeline(model: &Model, deployment: &Deployment, work: &Workload) -> Timeline {
-    let streams = work.streams.max(1) as f64;
+    let streams = work.streams.max(1) as u64;
     let page_secs = if work.listing {
         model.list_page_secs
     } else {
         model.read_page_secs
     };
-    // The first page is read alone (a listing splits after it), the rest by all streams at once.
-    let listing_secs = page_secs * (1.0 + work.pages.saturating_sub(1) as f64 / streams);
-    let sent_by = |t: f64| -> f64 {
-        if work.batches == 0 {
-            return 0.0;
+    let pages = work.pages.max(1);
+    // The rounds of pages after the first: the longest range's, or each stream's share of whole pages.
+    let range_rounds = work
+        .range_rounds
+        .unwrap_or((pages - 1).div_ceil(streams))
+        .max(1);
+    let listing_secs = page_secs * (1 + work.split_rounds + range_rounds) as f64;
+    let ranges_start = page_secs * (1 + work.split_rounds) as f64;
+    // The pages read by `t`, and when the next page (or round of pages) arrives.
+    let pages_by = |t: f64| -> u64 {
+        if t < page_secs {
+            0
+        } else if t < ranges_start + page_secs {
+            1
+        } else {
+            // The pages arrive evenly over the rounds (the ranges list at once; the longest ends last).
+            let rounds = ((t - ranges_start) / page_secs).floor() as u64;
+            1 + (pages - 1) * rounds.min(range_rounds) / range_rounds
         }
-        (work.batches as f64 * (t / listing_secs).min(1.0)).floor()
     };
-    let per_invocation = deployment.worker_batch_size.max(1) as f64;
+    let next_page_at = |t: f64| -> f64 {
+        if t < page_secs {
+            page_secs
+        } else {
+            let round = ((t - ranges_start) / page_secs).floor().max(0.0) + 1.0;
+            ranges_start + round * page_secs
+        }
+    };
+    let sent_by = |t: f64| -> u64 { work.batches * pages_by(t) / pages };
+    let per_invocation = u64::from(deployment.worker_batch_size.max(1));
     let invocation_secs = work.invocation_secs.max(1e-3);
-    // Batches done a second by one invocation slot kept busy.
-    let slot_rate = per_invocation / invocation_secs;
-    let (mut t, mut done, mut peak, mut ramp_up) = (0.0f64, 0.0f64, 0u32, None);
+    // An invocation of fewer messages takes fewer rounds of the messages it handles at once.
+    let rounds = |n: u64| n.div_ceil(MESSAGE_CONCURRENCY as u64) as f64;
+    let duration = |n: u64| invocation_secs * rounds(n) / rounds(per_invocation);
     // At least one invocation, whatever the settings say: else no batch would ever be done.
     let maximum = deployment.worker_max_concurrency.max(1);
-    let target = maximum.min(model.esm_max_concurrency);
-    let first_sent = listing_secs / work.pages.max(1) as f64;
-    // Steps of a second, finer for a job of seconds: about 2,000 steps or more in all.
-    let rough =
-        listing_secs + work.batches as f64 / (target.max(1) as f64 * slot_rate) + invocation_secs;
-    let step = (rough / 2000.0).clamp(0.01, 1.0);
-    while done < work.batches as f64 {
-        t += step;
-        let since_first = (t - first_sent).max(0.0);
-        let concurrency = model.esm_concurrency(since_first, maximum);
-        if concurrency >= target && ramp_up.is_none() {
+    let ramp = model.esm_ramp();
+    let target = maximum.min(model.esm_max_concurrency).max(1);
+    let first_sent = page_secs;
+    let concurrency_at = |t: f64| {
+        ramp.concurrency_after((t - first_sent).max(0.0), maximum)
+            .max(1)
+    };
+    // Invocations running: (when each ends, in microseconds, and its batches).
+    let mut running: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+    let micros = |t: f64| (t * 1e6).ceil() as u64;
+    let (mut t, mut taken, mut done, mut peak, mut ramp_up) = (0.0f64, 0u64, 0u64, 0u32, None);
+    while done < work.batches {
+        while let Some(&Reverse((end, n))) = running.peek()
+            && end <= micros(t)
+        {
+            done += n;
+            running.pop();
+        }
+        if done >= work.batches {
+            break;
+        }
+        let concurrency = concurrency_at(t);
+        if concurrency >= target && ramp_up.is_none() && t >= first_sent {
             ramp_up = Some(t);
         }
-        let waiting = (sent_by(t) - done).max(0.0);
-        let processed = waiting.min(concurrency as f64 * slot_rate * step);
-        // The invocations that work takes: fewer than the mapping allows while batches arrive slowly.
-        let busy = (processed / (slot_rate * step)).ceil() as u32;
-        peak = peak.max(busy.min(concurrency));
-        done += processed;
+        let mut waiting = sent_by(t) - taken;
+        while (running.len() as u32) < concurrency && waiting > 0 {
+            let n = waiting.min(per_invocation);
+            running.push(Reverse((micros(t + duration(n)), n)));
+            taken += n;
+            waiting -= n;
+        }
+        peak = peak.max(running.len() as u32);
+        // The next event: an invocation ends, a page arrives for a free slot, the mapping adds a slot.
+        let mut next = running.peek().map_or(f64::INFINITY, |r| r.0.0 as f64 / 1e6);
+        let free = (running.len() as u32) < concurrency;
+        if free && taken < work.batches {
+            next = next.min(next_page_at(t));
+        }
+        if !free && concurrency < target {
+            next = next.min(first_sent + ramp.slot_starts_after(concurrency).as_secs_f64());
+        }
+        t = next.max(t + 1e-6);
     }
-    // The last batch sent takes a batch's time at least, however many slots there are.
-    let processing_secs = if work.batches == 0 {
-        listing_secs
-    } else {
-        t.max(listing_secs + invocation_secs / per_invocation)
-    };
+    // A job of no batches ends with its listing.
+    let processing_secs = t.max(listing_secs);
     let ramp_up_secs = ramp_up.unwrap_or(processing_secs).min(processing_secs);
     let finalize_secs = model.finalize_trigger_secs + work.finalize_secs;
     let total_secs = processing_secs + finalize_secs;
     // The work at full concurrency alone, as if it were there from the start.
-    let full_rate = target as f64 * slot_rate;
+    let full_rate = target as f64 * per_invocation as f64 / invocation_secs;
     let workers_secs = work.batches as f64 / full_rate.max(1e-9);
     // The ramp-up's share: what processing took past the longer of the listing and the work at full speed.
     let ramp_cost = processing_secs - listing_secs.max(workers_secs);
@@ -257,6 +318,8 @@ mod tests {
             pages,
             listing: true,
             streams,
+            split_rounds: 0,
+            range_rounds: None,
             invocation_secs,
             finalize_secs: 10.0,
         }
@@ -308,6 +371,40 @@ mod tests {
         let one = timeline(&Model::AWS, &stopped, &work(100, 1, 1.0, 1));
         assert!(one.total_secs.is_finite(), "{one:?}");
         assert_eq!(one.peak_concurrency, 1);
+    }
+
+    #[test]
+    fn the_longest_range_bounds_the_listing_and_the_split_delays_it() {
+        let deployment = Deployment::default();
+        let even = timeline(&Model::AWS, &deployment, &work(100_000, 10_000, 1.0, 16));
+        // The first page, then 10,000 - 1 pages in 16 ranges: 625 rounds.
+        assert!((even.listing_secs - 0.3 * 626.0).abs() < 1e-6, "{even:?}");
+        let uneven = Workload {
+            split_rounds: 5,
+            range_rounds: Some(800),
+            ..work(100_000, 10_000, 1.0, 16)
+        };
+        let uneven = timeline(&Model::AWS, &deployment, &uneven);
+        assert!(
+            (uneven.listing_secs - 0.3 * 806.0).abs() < 1e-6,
+            "{uneven:?}"
+        );
+        assert!(uneven.processing_secs >= uneven.listing_secs);
+    }
+
+    #[test]
+    fn an_invocation_holds_its_slot_until_it_ends() {
+        // 20 batches on one page, 100 slots: two invocations of 10 messages, 10 s each, at once. Spread over
+        // every slot, they would take a fraction of that.
+        let few = timeline(&Model::AWS, &Deployment::default(), &work(20, 1, 10.0, 1));
+        assert!((few.processing_secs - (0.3 + 10.0)).abs() < 0.01, "{few:?}");
+        assert_eq!(few.peak_concurrency, 2);
+        // 3 batches: one invocation of 3 messages, handled at once: a third of a full one's 3 rounds.
+        let three = timeline(&Model::AWS, &Deployment::default(), &work(3, 1, 9.0, 1));
+        assert!(
+            (three.processing_secs - (0.3 + 3.0)).abs() < 0.01,
+            "{three:?}"
+        );
     }
 
     #[test]

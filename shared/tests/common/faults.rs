@@ -47,8 +47,10 @@ pub struct Faults {
     pub counts: Mutex<FaultCounts>,
     /// Forced faults: the operation, and how many of its calls to let through first.
     forced: Mutex<Vec<(&'static str, u32)>>,
-    /// Job store operations that take this long (a slow service), besides any fault.
+    /// Operations that take this long (a slow service), besides any fault: by operation, or by port.
     latency: Mutex<Vec<(&'static str, Duration)>>,
+    /// The calls made, by operation.
+    calls: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// What eventually consistent reads of a job return (a version a moment old), by job id.
     stale: Mutex<std::collections::HashMap<String, JobRecord>>,
 }
@@ -105,6 +107,7 @@ impl Faults {
             counts: Mutex::default(),
             forced: Mutex::default(),
             latency: Mutex::default(),
+            calls: Mutex::default(),
             stale: Mutex::default(),
         })
     }
@@ -117,14 +120,32 @@ impl Faults {
             .insert(record.job.job_id.clone(), record);
     }
 
-    /// Every call of the job store's `op` takes `delay` first.
+    /// Every call of `op` takes `delay` first: `op` is a job store method (`"record_batch"`), an object store
+    /// or queue call (`"list_page"`, `"get"`, `"put"`, `"send_batch"`, `"receive"`, `"delete"`,
+    /// `"change_visibility"`), or a whole port (`"store"`, `"queue"`, `"jobs"`) for its calls without a delay
+    /// of their own.
     pub fn slow(&self, op: &'static str, delay: Duration) {
         self.latency.lock().unwrap().push((op, delay));
     }
 
-    fn latency(&self, op: &str) -> Option<Duration> {
+    fn latency(&self, port: &str, op: &str) -> Option<Duration> {
         let latency = self.latency.lock().unwrap();
-        latency.iter().find(|(o, _)| *o == op).map(|(_, d)| *d)
+        let of = |name: &str| latency.iter().find(|(o, _)| *o == name).map(|(_, d)| *d);
+        of(op).or_else(|| of(port))
+    }
+
+    /// The calls made so far, by operation (a queue's and the job store's by method name).
+    pub fn calls(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// A call of `port`'s `op` begins: it is counted, waits its latency, and is hit by a fault or not.
+    async fn enter(&self, port: &str, op: &'static str) -> bool {
+        *self.calls.lock().unwrap().entry(op).or_default() += 1;
+        if let Some(delay) = self.latency(port, op) {
+            tokio::time::sleep(delay).await;
+        }
+        self.before(op)
     }
 
     /// The next call of `op` fails before doing anything (`"save_checkpoint"`, `"list_page"`…), or, for
@@ -204,12 +225,25 @@ impl ObjectStore for FaultyStore {
         start_after: Option<&str>,
         continuation: Option<&str>,
     ) -> Result<ListPage, StoreError> {
-        if self.faults.before("list_page") {
+        if self.faults.enter("store", "list_page").await {
             return Err(StoreError::Throttled);
         }
         self.inner
             .list_page(bucket, prefix, start_after, continuation)
             .await
+    }
+
+    /// One request, as S3 answers it (a delimiter listing), whatever the wrapped store does.
+    async fn list_folders(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        if self.faults.enter("store", "list_folders").await {
+            return Err(StoreError::Throttled);
+        }
+        self.inner.list_folders(bucket, prefix, start_after).await
     }
 
     async fn get_from(
@@ -218,14 +252,14 @@ impl ObjectStore for FaultyStore {
         key: &str,
         offset: u64,
     ) -> Result<ObjectReader, StoreError> {
-        if self.faults.before("get") {
+        if self.faults.enter("store", "get").await {
             return Err(StoreError::Throttled);
         }
         self.inner.get_from(bucket, key, offset).await
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
-        if self.faults.before("put") {
+        if self.faults.enter("store", "put").await {
             return Err(StoreError::Throttled);
         }
         self.inner.put(bucket, key, body).await?;
@@ -249,7 +283,7 @@ impl BatchQueue for FaultyQueue {
         &self,
         messages: &[OutgoingMessage],
     ) -> Result<Vec<SendFailure>, QueueError> {
-        if self.faults.before("send_batch") {
+        if self.faults.enter("queue", "send_batch").await {
             return Err(QueueError::Throttled);
         }
         let mut kept = Vec::new();
@@ -281,7 +315,7 @@ impl BatchQueue for FaultyQueue {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        if self.faults.before("receive") {
+        if self.faults.enter("queue", "receive").await {
             return Err(QueueError::Throttled);
         }
         let received = self.inner.receive(max, wait).await?;
@@ -300,7 +334,7 @@ impl BatchQueue for FaultyQueue {
     }
 
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
-        if self.faults.before("delete") {
+        if self.faults.enter("queue", "delete").await {
             return Err(QueueError::Throttled);
         }
         self.inner.delete(receipt_handle).await
@@ -311,7 +345,7 @@ impl BatchQueue for FaultyQueue {
         receipt_handle: &str,
         timeout: Duration,
     ) -> Result<(), QueueError> {
-        if self.faults.before("change_visibility") {
+        if self.faults.enter("queue", "change_visibility").await {
             return Err(QueueError::Throttled);
         }
         self.inner.change_visibility(receipt_handle, timeout).await
@@ -330,11 +364,8 @@ pub struct FaultyJobStore {
 }
 
 impl FaultyJobStore {
-    async fn before(&self, op: &str) -> Result<(), JobStoreError> {
-        if let Some(delay) = self.faults.latency(op) {
-            tokio::time::sleep(delay).await;
-        }
-        if self.faults.before(op) {
+    async fn before(&self, op: &'static str) -> Result<(), JobStoreError> {
+        if self.faults.enter("jobs", op).await {
             Err(JobStoreError::Throttled)
         } else {
             Ok(())

@@ -12,13 +12,14 @@ use dmap_core::plan::{Census, Deployment, PlanOptions, predict};
 use dmap_core::spec::JobSpec;
 use dmap_core::usage::Prices;
 
-/// Distributed Map, Express children: a Standard state transition per child and an Express request per
-/// child, plus the children's Express duration (about $0.06 per million items at any batch size).
 /// How a listing of numbered keys splits into 16 ranges, as the scale model measured it at 10,000,000 keys
 /// (`cargo bench -p dmap-core --bench scale_model`): 5 rounds of requests, and a longest range of 7.58% of the
 /// keys (an even share would be 6.25%).
 const SPLIT_ROUNDS: u64 = 5;
 const LONGEST_RANGE_SHARE: f64 = 0.0758;
+
+/// Distributed Map, Express children: a Standard state transition per child and an Express request per
+/// child, plus the children's Express duration (about $0.06 per million items at any batch size).
 const SFN_PER_TRANSITION: f64 = 0.025e-3;
 const SFN_EXPRESS_PER_REQUEST: f64 = 1.0e-6;
 const SFN_EXPRESS_DURATION_PER_MILLION: f64 = 0.06;

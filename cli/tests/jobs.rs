@@ -335,9 +335,17 @@ fn update_and_abort_a_submitted_job_from_other_processes() {
         manifest["tolerated_failure_count"], 40,
         "the setting in force"
     );
-    // The job's process ended with the job, saying so.
-    let log = std::fs::read_to_string(dir.path().join(".dmap/jobs/ctl.log")).unwrap();
-    assert!(log.contains("\"status\":\"ABORTED\""), "{log}");
+    // The job's process ends with the job, saying so: its last line comes once it has stopped its mappings,
+    // which may be a moment after the store says ABORTED.
+    let log_path = dir.path().join(".dmap/jobs/ctl.log");
+    let said = |log: &str| log.contains("\"status\":\"ABORTED\"");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut log = std::fs::read_to_string(&log_path).unwrap();
+    while !said(&log) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        log = std::fs::read_to_string(&log_path).unwrap();
+    }
+    assert!(said(&log), "{log}");
 
     // Ended: neither an update nor an abort moves it.
     let late = dmap(&["abort", "ctl", "--data-dir", data]);

@@ -27,7 +27,7 @@ use dmap_core::plan::{self, Deployment, Model, PlanOptions};
 use dmap_core::ports::{ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError};
 use dmap_core::runner::{self, RunnerConfig};
 use dmap_core::spec::JobSpec;
-use dmap_core::worker::{MESSAGE_CONCURRENCY, WorkerConfig};
+use dmap_core::worker::{MESSAGE_CONCURRENCY, WorkerConfig, message_item_concurrency};
 use faults::{Faults, NO_FAULTS};
 
 const INPUT: &str = "data";
@@ -223,7 +223,7 @@ async fn scale(n: u64) {
         visibility_timeout: Duration::from_secs(300),
         // The worker function shares its item concurrency among the messages it handles at once.
         worker: WorkerConfig {
-            item_concurrency: deployment.item_concurrency as usize / MESSAGE_CONCURRENCY,
+            item_concurrency: message_item_concurrency(deployment.item_concurrency as usize),
             ..WorkerConfig::default()
         },
         // The job's end is seen within 100 ms; its counters are read once a second.

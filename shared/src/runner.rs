@@ -51,7 +51,7 @@ pub struct RunnerConfig {
     /// Messages of one invocation handled at once (the worker function handles 4).
     pub message_concurrency: usize,
     /// The work queue mapping's scaling: `None` starts every invocation slot at once; `Some` starts them as a
-    /// standard-mode mapping adds them (the scale model plays AWS's this way).
+    /// standard-mode mapping adds them, from the run's start (the scale model plays AWS's this way).
     pub ramp: Option<Ramp>,
     /// The work queue's visibility timeout; a worker still busy extends it every half period.
     pub visibility_timeout: Duration,
@@ -259,11 +259,13 @@ pub async fn run(
         config.receive_batch_size,
         config.receive_wait,
     );
+    // Slots the ramp never reaches are not started (slot 0 always is).
     let mut consumers: Vec<JoinHandle<Result<(), PipelineError>>> = (0..config.concurrency.max(1))
-        .map(|slot| {
-            let starts_after = config
-                .ramp
-                .map_or(Duration::ZERO, |r| r.slot_starts_after(slot as u32));
+        .filter_map(|slot| match config.ramp {
+            None => Some(Duration::ZERO),
+            Some(ramp) => ramp.slot_starts_after(slot as u32),
+        })
+        .map(|starts_after| {
             let play = pool.clone().play(
                 work_mapping.clone(),
                 EachMessage::at_most(work.clone(), config.message_concurrency),

@@ -29,6 +29,16 @@ use crate::spec::ProcessorSpec;
 /// mapping's MaximumConcurrency, that is what bounds the request rate on the input prefix.
 pub const MESSAGE_CONCURRENCY: usize = 4;
 
+/// The item concurrency each message of an invocation gets: its share of the invocation's, at least one.
+pub fn message_item_concurrency(item_concurrency: usize) -> usize {
+    (item_concurrency / MESSAGE_CONCURRENCY).max(1)
+}
+
+/// The rounds in which an invocation of `messages` handles them, [`MESSAGE_CONCURRENCY`] at a time.
+pub fn invocation_rounds(messages: u64) -> u64 {
+    messages.div_ceil(MESSAGE_CONCURRENCY as u64)
+}
+
 /// Worker settings.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerConfig {

@@ -5,8 +5,9 @@
 //! exactly the outputs of a fault-free run: each item counted once, one terminal status; where a lost message
 //! left the job stuck, the sweeper must have repaired it.
 //!
-//! CI runs 100 seeds; `DMAP_FAULT_SEEDS=1000 cargo test -p dmap-core --release --test fault_campaign -- --nocapture`
-//! runs the full campaign.
+//! CI runs 100 seeds, eight at once; `DMAP_FAULT_SEEDS=1000 cargo test -p dmap-core --release --test
+//! fault_campaign -- --nocapture` runs the full campaign, and `DMAP_FAULT_SEED=N` seed N alone (a failure names
+//! its seed).
 
 mod common;
 
@@ -40,7 +41,10 @@ fn env_with_data(config: &RunnerConfig) -> Env {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_seeded_fault_run_counts_every_item_once() {
-    let seeds = campaign_seeds(100);
+    let seeds: Vec<u64> = match std::env::var("DMAP_FAULT_SEED") {
+        Ok(seed) => vec![seed.parse().expect("DMAP_FAULT_SEED: a number")],
+        Err(_) => (0..campaign_seeds(100)).collect(),
+    };
     let spec = csv_spec("f/", 4);
     let calm = env_with_data(&config(None));
     let expected = calm.outputs(&calm.run(&spec, &config(None)).await);
@@ -70,7 +74,7 @@ async fn every_seeded_fault_run_counts_every_item_once() {
     let (mut faults, mut stats, mut swept_runs) = (FaultCounts::default(), RunStats::default(), 0);
     let started = std::time::Instant::now();
     // The runs wait on visibility timeouts and the sweeper's idle time far more than they compute: eight at once.
-    let mut runs = futures::stream::iter(0..seeds)
+    let mut runs = futures::stream::iter(seeds.clone())
         .map(run_seed)
         .buffer_unordered(8);
     while let Some((c, s)) = runs.next().await {
@@ -86,9 +90,10 @@ async fn every_seeded_fault_run_counts_every_item_once() {
         swept_runs += u64::from(s.sweeper_repairs > 0);
     }
     println!(
-        "fault campaign: {seeds} seeds in {:.1} s, every run exact; injected {} failures before a call, {} after a \
+        "fault campaign: {} seeds in {:.1} s, every run exact; injected {} failures before a call, {} after a \
          write, {} lost and {} duplicated messages; chaos {} duplicate deliveries, {} crashes before ack, {} before \
          record; {} deliveries; the sweeper repaired {} stuck jobs in {swept_runs} runs",
+        seeds.len(),
         started.elapsed().as_secs_f64(),
         faults.before,
         faults.after,
@@ -100,8 +105,9 @@ async fn every_seeded_fault_run_counts_every_item_once() {
         stats.deliveries,
         stats.sweeper_repairs,
     );
+    // A campaign (not one seed rerun alone) meets every kind of fault.
     assert!(
-        faults.lost > 0 && faults.after > 0 && stats.sweeper_repairs > 0,
+        seeds.len() < 20 || (faults.lost > 0 && faults.after > 0 && stats.sweeper_repairs > 0),
         "the campaign injects faults"
     );
 }

@@ -520,3 +520,45 @@ async fn a_plan_extrapolates_a_listing_longer_than_it_reads() {
         .unwrap();
     assert_eq!((counted.items, counted.ranges), (1_500, 1), "{counted:?}");
 }
+
+/// The census of a listing split into ranges counts the split's requests as the listing waits for them, in
+/// rounds of requests sent at once (every request here takes the same 100 ms: the rounds are the split's time),
+/// and the items of its longest range, which ends the listing.
+#[tokio::test(start_paused = true)]
+async fn a_plan_counts_the_splits_rounds_and_its_longest_range() {
+    use dmap_core::plan::{PlanOptions, census};
+    let keys = SlowKeys::flat(12_345);
+    let deps = deps(keys.clone(), Arc::new(Sent::default()));
+    let started = tokio::time::Instant::now();
+    let (alone, _) = census(&deps, &job(1), &PlanOptions::default())
+        .await
+        .unwrap();
+    let alone_time = started.elapsed();
+    let keys = SlowKeys::flat(12_345);
+    let deps = self::deps(keys.clone(), Arc::new(Sent::default()));
+    let started = tokio::time::Instant::now();
+    let (split, _) = census(&deps, &job(16), &PlanOptions::default())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(split.ranges > 1, "{split:?}");
+    // The split's requests: those past the one-stream census's.
+    let requests = split.reads["S3.ListObjectsV2"] - alone.reads["S3.ListObjectsV2"];
+    assert!(
+        split.split_rounds >= 2 && split.split_rounds < requests,
+        "{} rounds of {requests} requests: {split:?}",
+        split.split_rounds
+    );
+    // The split added its rounds' time to the one-stream census's, and nothing more.
+    assert_eq!(
+        took.saturating_sub(alone_time),
+        LATENCY * split.split_rounds as u32,
+        "{split:?}"
+    );
+    // Every range past the first page's has some of the 11,345 keys left; the longest at least its share.
+    let rest = 12_345 - 1_000;
+    assert!(
+        split.longest_range_items >= rest / split.ranges && split.longest_range_items < rest,
+        "{split:?}"
+    );
+}

@@ -54,7 +54,7 @@ pub async fn handle_until(
     time_left: &(dyn Fn() -> bool + Sync),
 ) -> Result<SqsBatchResponse, MissingMessageId> {
     let config = WorkerConfig {
-        item_concurrency: (config.item_concurrency / MESSAGE_CONCURRENCY).max(1),
+        item_concurrency: worker::message_item_concurrency(config.item_concurrency),
         ..config
     };
     for_each_record(event, MESSAGE_CONCURRENCY, |body| async move {

@@ -55,7 +55,9 @@ impl Tally {
 
     /// The listing requests' rounds so far: a round begins with a request sent while none is in flight, so
     /// requests sent at once are one round and requests sent one after the other are one each. A listing's
-    /// rounds, not its requests, are what it waits for.
+    /// rounds, not its requests, are what it waits for. Requests that wait (on S3, or on a disk) show their
+    /// rounds; a store that answers before the next request of a round is sent would count each as a round of
+    /// its own: an upper bound.
     pub fn listing_rounds(&self) -> u64 {
         self.rounds.load(Ordering::Relaxed)
     }

@@ -35,7 +35,7 @@ use crate::processor::ItemKind;
 use crate::reader;
 use crate::spec::{ItemReader, Job};
 use crate::usage::Prices;
-use crate::worker::{INLINE_PART_BYTES, MESSAGE_CONCURRENCY, WorkerConfig};
+use crate::worker::{INLINE_PART_BYTES, WorkerConfig, invocation_rounds, message_item_concurrency};
 use counting::{CountingStore, CountingTables, Tally};
 pub use model::{Bottleneck, Deployment, Model, Timeline, Workload};
 
@@ -397,8 +397,7 @@ async fn sample(
 ) -> Result<Sample, PipelineError> {
     // A worker handles a few messages at once, which share its item concurrency (see `lambda::worker`).
     let config = WorkerConfig {
-        item_concurrency: (options.deployment.item_concurrency as usize / MESSAGE_CONCURRENCY)
-            .max(1),
+        item_concurrency: message_item_concurrency(options.deployment.item_concurrency as usize),
         ..WorkerConfig::default()
     };
     // Nothing the sample does may be written (a `lambda` batch whose function fails for good writes its error
@@ -460,8 +459,7 @@ pub fn predict(
     let objects = spec.item_reader.item_kind() == ItemKind::Object;
     let lambda_processor = spec.processor.lambda().is_some();
     let items_per_batch = census.items as f64 / nb.max(1) as f64;
-    let message_concurrency =
-        (deployment.item_concurrency as f64 / MESSAGE_CONCURRENCY as f64).max(1.0);
+    let message_concurrency = message_item_concurrency(deployment.item_concurrency as usize) as f64;
     // A batch's processing: the sample's, or each object's first byte and bytes at a worker's share.
     let batch_secs = match &sample {
         Some(sample) => sample.secs_per_batch,
@@ -474,9 +472,8 @@ pub fn predict(
     };
     // A batch's bookkeeping: two reads (the job, its marker), its marker, its group's count.
     let record_secs = 4.0 * model.dynamodb_request_secs;
-    let per_invocation = deployment.worker_batch_size.max(1) as f64;
-    let invocation_secs = (per_invocation / MESSAGE_CONCURRENCY as f64).ceil()
-        * (batch_secs + record_secs)
+    let per_invocation = deployment.worker_batch_size.max(1) as u64;
+    let invocation_secs = invocation_rounds(per_invocation) as f64 * (batch_secs + record_secs)
         + model.sqs_request_secs;
     let large_parts = match &sample {
         Some(s) if s.part_bytes > INLINE_PART_BYTES as f64 => nb,

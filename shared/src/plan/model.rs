@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::esm::Ramp;
-use crate::worker::MESSAGE_CONCURRENCY;
+use crate::worker::invocation_rounds;
 
 /// The model's constants. [`Model::AWS`] is the one the predictions use; the scale-model benchmark injects
 /// the same latencies into the embedded ports, so that what it measures and what this predicts can be held
@@ -197,18 +197,22 @@ pub fn timeline(model: &Model, deployment: &Deployment, work: &Workload) -> Time
         model.read_page_secs
     };
     let pages = work.pages.max(1);
-    // The rounds of pages after the first: the longest range's, or each stream's share of whole pages.
-    let range_rounds = work
-        .range_rounds
-        .unwrap_or((pages - 1).div_ceil(streams))
-        .max(1);
+    // The rounds of pages after the first: the longest range's, or each stream's share of whole pages (none
+    // for a listing of one page).
+    let range_rounds = match pages {
+        1 => 0,
+        _ => work
+            .range_rounds
+            .unwrap_or((pages - 1).div_ceil(streams))
+            .max(1),
+    };
     let listing_secs = page_secs * (1 + work.split_rounds + range_rounds) as f64;
     let ranges_start = page_secs * (1 + work.split_rounds) as f64;
     // The pages read by `t`, and when the next page (or round of pages) arrives.
     let pages_by = |t: f64| -> u64 {
         if t < page_secs {
             0
-        } else if t < ranges_start + page_secs {
+        } else if t < ranges_start + page_secs || range_rounds == 0 {
             1
         } else {
             // The pages arrive evenly over the rounds (the ranges list at once; the longest ends last).
@@ -228,7 +232,7 @@ pub fn timeline(model: &Model, deployment: &Deployment, work: &Workload) -> Time
     let per_invocation = u64::from(deployment.worker_batch_size.max(1));
     let invocation_secs = work.invocation_secs.max(1e-3);
     // An invocation of fewer messages takes fewer rounds of the messages it handles at once.
-    let rounds = |n: u64| n.div_ceil(MESSAGE_CONCURRENCY as u64) as f64;
+    let rounds = |n: u64| invocation_rounds(n) as f64;
     let duration = |n: u64| invocation_secs * rounds(n) / rounds(per_invocation);
     // At least one invocation, whatever the settings say: else no batch would ever be done.
     let maximum = deployment.worker_max_concurrency.max(1);
@@ -271,9 +275,14 @@ pub fn timeline(model: &Model, deployment: &Deployment, work: &Workload) -> Time
         if free && taken < work.batches {
             next = next.min(next_page_at(t));
         }
-        if !free && concurrency < target {
-            next = next.min(first_sent + ramp.slot_starts_after(concurrency).as_secs_f64());
+        if !free
+            && concurrency < target
+            && let Some(after) = ramp.slot_starts_after(concurrency)
+        {
+            next = next.min((first_sent + after.as_secs_f64()).max(t));
         }
+        // Something always happens next: an invocation is running, or a page or a slot is still to come.
+        debug_assert!(next.is_finite(), "the timeline has no next event at {t}");
         t = next.max(t + 1e-6);
     }
     // A job of no batches ends with its listing.
@@ -390,6 +399,17 @@ mod tests {
             "{uneven:?}"
         );
         assert!(uneven.processing_secs >= uneven.listing_secs);
+    }
+
+    #[test]
+    fn a_listing_of_one_page_takes_one_page() {
+        let one = timeline(&Model::AWS, &Deployment::default(), &work(1, 1, 0.01, 1));
+        assert!((one.listing_secs - 0.3).abs() < 1e-9, "{one:?}");
+        // One message: one round of a full invocation's three.
+        assert!(
+            (one.processing_secs - (0.3 + 0.01 / 3.0)).abs() < 1e-5,
+            "{one:?}"
+        );
     }
 
     #[test]

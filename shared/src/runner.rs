@@ -273,6 +273,9 @@ pub async fn run(
             );
             let mut stop = pool.stop.clone();
             tokio::spawn(async move {
+                if starts_after.is_zero() {
+                    return play.await;
+                }
                 // A slot the mapping would add after the run ends is never used.
                 tokio::select! {
                     _ = tokio::time::sleep(starts_after) => play.await,

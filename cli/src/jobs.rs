@@ -403,6 +403,7 @@ pub async fn abort(args: &AbortArgs) -> anyhow::Result<ExitCode> {
                 .message_body(
                     FinalizeMessage {
                         job_id: job_id.to_owned(),
+                        range: None,
                     }
                     .to_body(),
                 )

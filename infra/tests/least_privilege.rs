@@ -3,7 +3,8 @@
 //! gives it) whose requests are recorded; the test plays the event source mappings over separate clients, as
 //! Lambda's pollers do with the function's role. The actions recorded, plus the pollers', must equal the
 //! actions the template grants: a missing grant would fail on AWS, an extra one is privilege to remove. The one
-//! exception is [`GRANTED_FOR_ANSWERS`]: grants no call needs, kept for how AWS answers the calls that are made.
+//! exception is [`GRANTED_FOR_ANSWERS`]: grants no call of this run needs, kept for how AWS answers the calls
+//! that are made, or for calls made only when another fails.
 //!
 //! The stack lists two functions in `ProcessorFunctions`, and one job runs the `lambda` processor with them, so
 //! the worker's and the finalizer's invocations are recorded too; [`InvokeApi`] answers them in Lambda's place.
@@ -18,7 +19,10 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_dynamodb::types::AttributeValue;
 use dmap_core::Deps;
 use dmap_core::aws::{AwsClients, SqsQueue};
-use dmap_core::lambda::config::{CommonConfig, CoordinatorConfig, Env, WorkerFunctionConfig};
+use dmap_core::finalizer::FinalizerConfig;
+use dmap_core::lambda::config::{
+    CoordinatorConfig, Env, FinalizerFunctionConfig, WorkerFunctionConfig,
+};
 use dmap_core::lambda::coordinator::Coordinator;
 use dmap_core::lambda::{finalizer, worker};
 use dmap_core::ports::{BatchQueue, read_all};
@@ -41,9 +45,9 @@ const GRANTED_FOR_ANSWERS: &[(&str, &str, &str)] = &[
     ),
     (
         "FinalizerRole",
-        "s3:ListBucket",
-        "a dead-lettered lambda batch reads its kept function error, absent when no attempt got an answer: \
-         without it S3 answers 403 AccessDenied, not 404 NoSuchKey, and the dead letter is never recorded",
+        "s3:AbortMultipartUpload",
+        "called only when a multipart upload of failed.jsonl or a range's lines fails, so that its parts are \
+         not left billed",
     ),
 ];
 
@@ -191,10 +195,20 @@ async fn deliver_work(poller: &AwsClients, url: &str, deps: &Deps, config: Worke
 }
 
 /// Delivers the finalize trigger waiting in the finalize queue (`what`: why there must be one) to the
-/// finalizer's handler.
-async fn deliver_trigger(poller: &AwsClients, url: &str, deps: &Deps, what: &str) {
-    let trigger = poll(poller, url).await.expect(what);
-    all_handled(finalizer::handle(deps, &trigger).await.unwrap());
+/// finalizer's handler, then what that sends there (a tree's range merges, and the trigger the last sends),
+/// until the queue is empty.
+async fn deliver_trigger(
+    poller: &AwsClients,
+    url: &str,
+    deps: &Deps,
+    config: FinalizerConfig,
+    what: &str,
+) {
+    let mut event = Some(poll(poller, url).await.expect(what));
+    while let Some(messages) = event {
+        all_handled(finalizer::handle(deps, config, &messages).await.unwrap());
+        event = poll(poller, url).await;
+    }
 }
 
 fn all_handled(response: SqsBatchResponse) {
@@ -232,6 +246,11 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
     options
         .parameters
         .insert("InputTables".into(), table.clone());
+    // The first job's 11 batches are finalized as a tree of two ranges, so the finalizer's listing of its
+    // merged ranges is recorded too.
+    options
+        .parameters
+        .insert("FinalizeRangeBatches".into(), "8".into());
     let stack = emulator::create_stack(&setup, &options).await;
     let bucket = stack.buckets["DataBucket"].clone();
     let url = |id: &str| stack.queues[id].url.clone().unwrap();
@@ -326,11 +345,16 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
     };
     deliver_work(&poller, &url("WorkQueue"), &worker_deps, worker_config).await;
 
-    let config = CommonConfig::from_env(&env(&finalizer_fn)).unwrap();
-    let finalizer_deps = Deps::aws(&finalizer_clients, &config.resources());
+    let config = FinalizerFunctionConfig::from_env(&env(&finalizer_fn)).unwrap();
+    let finalizer_deps = Deps::aws(&finalizer_clients, &config.common.resources());
+    let finalizer_config = config.finalizer();
+    assert_eq!(
+        finalizer_config.range_batches, 8,
+        "the stack's FinalizeRangeBatches"
+    );
     let dead_letters = poll(&poller, &url("WorkDeadLetterQueue")).await.unwrap();
     all_handled(
-        finalizer::handle(&finalizer_deps, &dead_letters)
+        finalizer::handle(&finalizer_deps, finalizer_config, &dead_letters)
             .await
             .unwrap(),
     );
@@ -338,6 +362,7 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         &poller,
         &url("FinalizeQueue"),
         &finalizer_deps,
+        finalizer_config,
         "a finalize trigger",
     )
     .await;
@@ -365,6 +390,7 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
             &poller,
             &url("FinalizeQueue"),
             &finalizer_deps,
+            finalizer_config,
             "the worker's finalize trigger",
         )
         .await;
@@ -424,6 +450,7 @@ async fn each_role_allows_exactly_the_calls_its_function_makes() {
         &poller,
         &url("FinalizeQueue"),
         &finalizer_deps,
+        finalizer_config,
         "the sweeper's trigger",
     )
     .await;

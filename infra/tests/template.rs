@@ -413,12 +413,26 @@ fn only_the_listed_processor_functions_may_be_invoked() {
             .collect()
     };
     // Without the parameter no role may invoke anything, and the finalizer, which then never handles a
-    // `lambda` batch's dead letter, lists nothing.
+    // `lambda` batch's dead letter, lists only its merged ranges, under the results prefix.
     let stack = plan(&[]);
     for role in roles {
         assert_eq!(lambda_actions(&stack, role), Vec::<String>::new(), "{role}");
     }
-    assert!(resources_allowing(&stack, "FinalizerRole", "s3:ListBucket").is_empty());
+    let bucket = "arn:aws:s3:::st-data-123456789012-us-east-1";
+    assert_eq!(
+        resources_allowing(&stack, "FinalizerRole", "s3:ListBucket"),
+        [bucket]
+    );
+    let listing = stack
+        .role_statements("FinalizerRole")
+        .unwrap()
+        .into_iter()
+        .find(|s| s["Sid"] == "ListMergedRanges")
+        .unwrap();
+    assert_eq!(
+        listing["Condition"]["StringLike"]["s3:prefix"], "results/*",
+        "{listing}"
+    );
 
     // With it (CloudFormation trims each item), exactly the listed functions and their versions and aliases.
     let (a, b) = (
@@ -446,7 +460,8 @@ fn only_the_listed_processor_functions_may_be_invoked() {
     }
     assert_eq!(
         resources_allowing(&stack, "FinalizerRole", "s3:ListBucket"),
-        ["arn:aws:s3:::st-data-123456789012-us-east-1"]
+        [bucket, bucket],
+        "its merged ranges', and every key's (a missing error answers 404)"
     );
 
     // Whole unqualified ARNs only: a wildcard or a qualifier would widen the grant's `<arn>:*`, and a bare name

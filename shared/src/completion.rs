@@ -94,6 +94,7 @@ pub async fn complete_after_record(
 pub async fn trigger_finalizer(deps: &Deps, job_id: &str) -> Result<(), PipelineError> {
     let body = FinalizeMessage {
         job_id: job_id.to_owned(),
+        range: None,
     }
     .to_body();
     let message = OutgoingMessage {

@@ -3,8 +3,9 @@
 //!
 //! Under `<result_writer.bucket>/<result_writer.prefix><job_id>/`:
 //! `manifest.json`, `result.json`, `failed.jsonl`, `parts/` (one partial result per batch), `outputs/`
-//! (the per-item output lines, one file per range of batches, named by the first batch's seq), and, for the
-//! `lambda` processor, `map-results/` (Distributed Map's ResultWriter layout).
+//! (the per-item output lines, one file per range of batches, named by the first batch's seq), for the
+//! `lambda` processor `map-results/` (Distributed Map's ResultWriter layout), and, for a job finalized as a
+//! tree, `finalize/` (what each range's merge found).
 
 use serde::{Deserialize, Serialize};
 
@@ -136,10 +137,18 @@ pub const MAP_RESULTS_MANIFEST: OutputShape = OutputShape::fixed("map-results/ma
 pub const MAP_RESULTS_SUCCEEDED: OutputShape =
     OutputShape::numbered("map-results/SUCCEEDED_", ".json");
 pub const MAP_RESULTS_FAILED: OutputShape = OutputShape::numbered("map-results/FAILED_", ".json");
+/// What the merge of one range of a job's batches found (a tree-shaped finalize), named by its first batch.
+pub const FINALIZE_RANGE: OutputShape = OutputShape::per_batch("finalize/", 0, ".json");
+/// The failure lines of one range's batches, in order.
+pub const FINALIZE_FAILURES: OutputShape = OutputShape::per_batch("finalize/", 0, ".failed.jsonl");
+/// The output lines of one range's batches, in order.
+pub const FINALIZE_OUTPUTS: OutputShape = OutputShape::per_batch("finalize/", 0, ".outputs.jsonl");
+/// When the ranges' merges were last sent.
+pub const FINALIZE_FAN_OUT: OutputShape = OutputShape::fixed("finalize/fan-out.json");
 
 /// Every shape of key a job writes in its output folder (the listing must never be able to see one). `outputs/`
 /// and `map-results/` are among them whatever the processor: a spec is refused for what its job could write.
-pub const OUTPUT_SHAPES: [OutputShape; 10] = [
+pub const OUTPUT_SHAPES: [OutputShape; 14] = [
     MANIFEST,
     RESULT,
     FAILURES,
@@ -150,6 +159,10 @@ pub const OUTPUT_SHAPES: [OutputShape; 10] = [
     MAP_RESULTS_MANIFEST,
     MAP_RESULTS_SUCCEEDED,
     MAP_RESULTS_FAILED,
+    FINALIZE_RANGE,
+    FINALIZE_FAILURES,
+    FINALIZE_OUTPUTS,
+    FINALIZE_FAN_OUT,
 ];
 
 /// The output location of one job.
@@ -203,6 +216,31 @@ impl OutputLocation {
     /// read by the dead-letter handler.
     pub fn error_key(&self, seq: u64) -> String {
         FUNCTION_ERROR.key(&self.dir, seq, "")
+    }
+
+    /// Where a tree-shaped finalize keeps what its ranges' merges found ([`crate::finalizer`]).
+    pub fn finalize_dir(&self) -> String {
+        format!("{}finalize/", self.dir)
+    }
+
+    /// The merge of the range whose first batch is `first`.
+    pub fn finalize_range_key(&self, first: u64) -> String {
+        FINALIZE_RANGE.key(&self.dir, first, "")
+    }
+
+    /// The failure lines of the range whose first batch is `first`.
+    pub fn finalize_failures_key(&self, first: u64) -> String {
+        FINALIZE_FAILURES.key(&self.dir, first, "")
+    }
+
+    /// The output lines of the range whose first batch is `first`.
+    pub fn finalize_outputs_key(&self, first: u64) -> String {
+        FINALIZE_OUTPUTS.key(&self.dir, first, "")
+    }
+
+    /// When the ranges' merges were last sent.
+    pub fn finalize_fan_out_key(&self) -> String {
+        FINALIZE_FAN_OUT.key(&self.dir, 0, "")
     }
 
     /// Distributed Map's ResultWriter manifest of the job's executions.

@@ -135,12 +135,16 @@ impl ContinueListing {
     }
 }
 
-/// The finalizer's trigger, sent by whoever wins the completion claim. Strict, so that a batch message (which
-/// the finalizer also receives, from the dead-letter queue) is never taken for one.
+/// The finalizer's trigger, sent by whoever wins the completion claim; or, for a job finalized as a tree
+/// ([`crate::finalizer`]), one range of its batches to merge. Strict, so that a batch message (which the
+/// finalizer also receives, from the dead-letter queue) is never taken for one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FinalizeMessage {
     pub job_id: String,
+    /// The range to merge (its index); none for the trigger, which merges the ranges' results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<u64>,
 }
 
 impl FinalizeMessage {

@@ -30,7 +30,7 @@ use crate::error::PipelineError;
 use crate::esm::{
     Ack, EachMessage, EventSourceMapping, HandleMessage, InvokeError, PollError, Ramp,
 };
-use crate::finalizer::{FinalizerConfig, finalize};
+use crate::finalizer::{self, FinalizerConfig, finalize};
 use crate::message::{BatchMessage, FinalizeMessage};
 use crate::outcome::Manifest;
 use crate::ports::{
@@ -771,7 +771,7 @@ impl HandleMessage for DeadLetterDelivery {
     }
 }
 
-/// The finalizer, on the finalize queue's triggers.
+/// The finalizer, on the finalize queue's triggers and range merges.
 struct FinalizeDelivery {
     deps: Deps,
     config: FinalizerConfig,
@@ -782,7 +782,7 @@ impl HandleMessage for FinalizeDelivery {
     async fn handle(&self, message: &ReceivedMessage) -> Result<Ack, InvokeError> {
         let trigger = FinalizeMessage::from_body(&message.body)
             .map_err(|e| InvokeError::new(PipelineError::MalformedMessage(e.to_string())))?;
-        match finalize(&self.deps, self.config, &trigger.job_id).await {
+        match finalizer::handle(&self.deps, self.config, &trigger).await {
             Ok(_) => Ok(Ack::Delete),
             Err(e) if e.is_transient() => {
                 tracing::warn!(job_id = %trigger.job_id, error = %e, "finalizer failed; will retry");

@@ -191,7 +191,7 @@ async fn every_sample_event_through_its_handler() {
     );
 
     // dead-letter.json: batch 1 of the S3-started job exhausted its receives; its item is recorded as failed.
-    let response = finalizer::handle(&deps, &sqs_event("dead-letter.json"))
+    let response = finalizer::handle(&deps, Default::default(), &sqs_event("dead-letter.json"))
         .await
         .unwrap();
     assert!(response.batch_item_failures.is_empty());
@@ -219,12 +219,13 @@ async fn every_sample_event_through_its_handler() {
     assert!(response.batch_item_failures.is_empty());
 
     // finalize.json, then the triggers the completion claims sent.
-    let response = finalizer::handle(&deps, &sqs_event("finalize.json"))
+    let response = finalizer::handle(&deps, Default::default(), &sqs_event("finalize.json"))
         .await
         .unwrap();
     assert!(response.batch_item_failures.is_empty());
     let response = finalizer::handle(
         &deps,
+        Default::default(),
         &emulator::drain_as_event(deps.finalize_queue.clone()).await,
     )
     .await
@@ -499,6 +500,7 @@ async fn a_listing_handed_over_twice_and_a_duplicated_hand_over_count_every_item
     assert!(response.batch_item_failures.is_empty());
     finalizer::handle(
         &deps,
+        Default::default(),
         &emulator::drain_as_event(deps.finalize_queue.clone()).await,
     )
     .await

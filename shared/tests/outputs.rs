@@ -398,3 +398,196 @@ async fn parts_in_records_and_parts_as_objects_give_byte_identical_outputs() {
         runs[1].1
     );
 }
+
+/// `range_batches` for a tree of `ranges`-ish ranges over the chaos test's 14 batches.
+fn tree_config(range_batches: u64, chaos: Option<Chaos>) -> RunnerConfig {
+    let mut config = chaos_config(chaos);
+    config.finalizer.range_batches = range_batches;
+    config
+}
+
+/// The range merges a tree-shaped finalize left under the job's `finalize/`.
+fn range_merges(env: &Env, job_id: &str) -> Vec<String> {
+    let dir = env
+        .path()
+        .join(BUCKET)
+        .join(format!("results/{job_id}/finalize"));
+    let mut merges: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|name| name.ends_with(".json") && name != "fan-out.json")
+                .collect()
+        })
+        .unwrap_or_default();
+    merges.sort();
+    merges
+}
+
+/// A job finalized as a tree (its ranges merged by messages of their own, then their results) writes the same
+/// bytes as one process merging every part: `result.json`, `failed.jsonl`, `manifest.json`, and `outputs/` files
+/// cut at the same lines although files span ranges; under chaos and port faults too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_shaped_finalize_writes_the_bytes_one_process_writes() {
+    let mut spec = checksum_spec(
+        "tree",
+        "f/",
+        json!({ "kind": "checksum", "algorithm": "crc32c" }),
+        3,
+    );
+    spec["tolerated_failure_count"] = json!(DENIED.len());
+    let one = chaos_env(&tree_config(u64::MAX, None));
+    let report = one.run(&spec, &tree_config(u64::MAX, None)).await;
+    assert_eq!(report.manifest.batches.total, 14);
+    assert!(range_merges(&one, "tree").is_empty(), "one process");
+    let expected = (one.outputs(&report), output_files(&one, &report.manifest));
+    assert!(
+        expected.1.len() > 2 && !expected.0[2].is_empty(),
+        "files and failures"
+    );
+
+    for (range_batches, chaos) in [
+        (2, None),
+        (5, None),
+        (1, Some(Chaos { rate: 0.3, seed: 1 })),
+    ] {
+        let config = tree_config(range_batches, chaos);
+        let mut env = chaos_env(&config);
+        if chaos.is_some() {
+            inject(&mut env.deps, &Faults::new(1, CAMPAIGN_RATES));
+        }
+        let report = tokio::time::timeout(Duration::from_secs(60), env.try_run(&spec, &config))
+            .await
+            .unwrap_or_else(|_| panic!("ranges of {range_batches}: the run did not end"))
+            .unwrap_or_else(|e| panic!("ranges of {range_batches}: {e}"));
+        assert_eq!(
+            range_merges(&env, "tree").len() as u64,
+            14u64.div_ceil(range_batches),
+            "ranges of {range_batches}: a merge per range"
+        );
+        assert_eq!(
+            (env.outputs(&report), output_files(&env, &report.manifest)),
+            expected,
+            "ranges of {range_batches}: the outputs differ from one process's"
+        );
+    }
+}
+
+/// The tree's messages, one at a time: a trigger sends a merge per range, and a repeated trigger sends none
+/// while they run; a range merged twice (a redelivery) changes nothing; the last range to end triggers the
+/// finalizer, which merges the ranges' results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trees_messages_are_idempotent_and_the_last_range_triggers_the_root() {
+    use dmap_core::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
+    use dmap_core::finalizer::{Handled, handle};
+    use dmap_core::message::FinalizeMessage;
+    use dmap_core::spec::JobSpec;
+    use dmap_core::worker::{self, WorkerConfig};
+
+    let config = tree_config(4, None);
+    let env = chaos_env(&config);
+    let mut spec = checksum_spec("steps", "f/", json!({ "kind": "checksum" }), 3);
+    spec["tolerated_failure_count"] = json!(DENIED.len());
+    let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
+    let initial = start_or_resume(&env.deps, job, Rerun::Resume)
+        .await
+        .unwrap();
+    let listed = run_listing(&env.deps, &initial, &|| true).await.unwrap();
+    assert!(
+        matches!(listed, ListingOutcome::Complete { .. }),
+        "{listed:?}"
+    );
+    loop {
+        let got = env
+            .deps
+            .work_queue
+            .receive(10, Duration::from_millis(50))
+            .await
+            .unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            let message = worker::parse_message(&m.body).unwrap();
+            worker::handle(&env.deps, WorkerConfig::default(), &message)
+                .await
+                .unwrap();
+            env.deps.work_queue.delete(&m.receipt_handle).await.unwrap();
+        }
+    }
+    let finalize_queue = env.deps.finalize_queue.clone();
+    let receive_all = || async {
+        let mut all = Vec::new();
+        loop {
+            let got = finalize_queue
+                .receive(10, Duration::from_millis(50))
+                .await
+                .unwrap();
+            if got.is_empty() {
+                return all;
+            }
+            for m in got {
+                finalize_queue.delete(&m.receipt_handle).await.unwrap();
+                all.push(FinalizeMessage::from_body(&m.body).unwrap());
+            }
+        }
+    };
+    let trigger = receive_all().await;
+    assert_eq!(
+        trigger,
+        vec![FinalizeMessage {
+            job_id: "steps".into(),
+            range: None
+        }],
+        "the completion claim's trigger"
+    );
+    let finalizer = config.finalizer;
+    let handled = handle(&env.deps, finalizer, &trigger[0]).await.unwrap();
+    assert_eq!(
+        handled,
+        Handled::RangesPending { ranges: 4 },
+        "14 batches in 4s"
+    );
+    let ranges = receive_all().await;
+    assert_eq!(
+        ranges.iter().map(|m| m.range).collect::<Vec<_>>(),
+        (0..4).map(Some).collect::<Vec<_>>()
+    );
+    // A repeated trigger (the sweeper's, a duplicate) while the merges run sends none again.
+    handle(&env.deps, finalizer, &trigger[0]).await.unwrap();
+    assert!(receive_all().await.is_empty(), "no merge sent twice");
+
+    for (i, range) in ranges.iter().enumerate().rev() {
+        assert_eq!(
+            handle(&env.deps, finalizer, range).await.unwrap(),
+            Handled::RangeMerged { range: i as u64 }
+        );
+        let sent = receive_all().await;
+        if i > 0 {
+            assert!(sent.is_empty(), "range {i} is not the last to end");
+        } else {
+            assert_eq!(sent, trigger, "the last range triggers the root");
+        }
+    }
+    let merge_of_1 = env.read("results/steps/finalize/0000000004.json");
+    handle(&env.deps, finalizer, &ranges[1]).await.unwrap();
+    assert_eq!(
+        env.read("results/steps/finalize/0000000004.json"),
+        merge_of_1,
+        "a range merged again writes the same"
+    );
+    receive_all().await; // its trigger again: every range is merged
+    let Handled::Finalized(done) = handle(&env.deps, finalizer, &trigger[0]).await.unwrap() else {
+        panic!("the root merges")
+    };
+    assert!(done.wrote);
+    assert_eq!(
+        (done.manifest.items.succeeded, done.manifest.items.failed),
+        (37, 3)
+    );
+    // A range message for a finished job is dropped.
+    handle(&env.deps, finalizer, &ranges[2]).await.unwrap();
+    let Handled::Finalized(again) = handle(&env.deps, finalizer, &trigger[0]).await.unwrap() else {
+        panic!("finished")
+    };
+    assert!(!again.wrote);
+}

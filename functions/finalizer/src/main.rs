@@ -4,19 +4,19 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use dmap_core::aws::AwsClients;
 use dmap_core::lambda::FunctionError;
-use dmap_core::lambda::config::{CommonConfig, process_env};
+use dmap_core::lambda::config::{FinalizerFunctionConfig, process_env};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     dmap_core::lambda::init_logging();
-    let config = CommonConfig::from_env(&process_env())?;
+    let config = FinalizerFunctionConfig::from_env(&process_env())?;
     let clients = AwsClients::from_env(None).await;
-    let deps = dmap_core::Deps::aws(&clients, &config.resources());
-    let deps = &deps;
+    let deps = dmap_core::Deps::aws(&clients, &config.common.resources());
+    let (deps, finalizer) = (&deps, config.finalizer());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         dmap_core::lambda::metered(async move {
-            dmap_core::lambda::finalizer::handle(deps, &event.payload)
+            dmap_core::lambda::finalizer::handle(deps, finalizer, &event.payload)
                 .await
                 .map_err(FunctionError::from)
         })

@@ -1,12 +1,15 @@
-//! The object store port on S3: ListObjectsV2 pages, streamed GetObject, PutObject.
+//! The object store port on S3: ListObjectsV2 pages, streamed GetObject, PutObject, and multipart uploads
+//! for objects written in chunks.
 
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use futures::StreamExt;
 use tokio_util::io::SyncIoBridge;
 
 use super::{boxed, error_code, is_throttling};
 use crate::ports::object_store::MAX_KEYS_PER_PAGE;
-use crate::ports::{ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError};
+use crate::ports::{Chunks, ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError};
 
 /// S3 as the object store. With `expected_bucket_owner` set, every call carries `ExpectedBucketOwner`, so a
 /// bucket that changed hands is refused instead of read or written.
@@ -178,6 +181,94 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| map_error(e, bucket, key))?;
         Ok(())
+    }
+
+    /// One chunk: one PutObject, as [`ObjectStore::put`]. More: a multipart upload with a part per chunk,
+    /// aborted if a chunk or a part fails, so that no half-written upload is left to bill its storage.
+    async fn put_chunks(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut chunks: Chunks<'_>,
+    ) -> Result<(), StoreError> {
+        let first = chunks.next().await.transpose()?.unwrap_or_default();
+        let Some(second) = chunks.next().await else {
+            return self.put(bucket, key, first).await;
+        };
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .set_expected_bucket_owner(self.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(|e| map_error(e, bucket, key))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| StoreError::Other("CreateMultipartUpload returned no upload id".into()))?
+            .to_owned();
+        let uploaded = async {
+            let mut parts = Vec::new();
+            let mut next = Some(Ok(first));
+            let mut after = Some(second);
+            while let Some(chunk) = next {
+                let number = parts.len() as i32 + 1;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(chunk?))
+                    .set_expected_bucket_owner(self.expected_bucket_owner.clone())
+                    .send()
+                    .await
+                    .map_err(|e| map_error(e, bucket, key))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(str::to_owned))
+                        .build(),
+                );
+                next = match after.take() {
+                    Some(chunk) => Some(chunk),
+                    None => chunks.next().await,
+                };
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .set_expected_bucket_owner(self.expected_bucket_owner.clone())
+                .send()
+                .await
+                .map_err(|e| map_error(e, bucket, key))?;
+            Ok(())
+        }
+        .await;
+        if uploaded.is_err() {
+            let aborted = self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .set_expected_bucket_owner(self.expected_bucket_owner.clone())
+                .send()
+                .await;
+            if let Err(e) = aborted {
+                tracing::warn!(bucket, key, error = %e, "a failed multipart upload was not aborted");
+            }
+        }
+        uploaded
     }
 }
 

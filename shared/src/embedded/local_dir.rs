@@ -26,9 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 
 use crate::ports::object_store::MAX_KEYS_PER_PAGE;
-use crate::ports::{ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError};
+use crate::ports::{Chunks, ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError};
 use crate::spec::MAX_KEY_BYTES;
 
 /// Holds in-progress writes; never a bucket, since bucket names cannot start with '.'.
@@ -580,34 +581,95 @@ impl ObjectStore for LocalDirStore {
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
-        let path = key_path(&self.bucket_dir(bucket)?, key)?;
-        let tmp_dir = self.root.join(TMP_DIR);
+        let (path, tmp) = self.write_paths(bucket, key)?;
         let key = key.to_owned();
         blocking(move || {
-            let parent = path.parent().expect("a key path is inside its bucket");
-            fs::create_dir_all(parent).map_err(|e| match e.kind() {
-                ErrorKind::AlreadyExists | ErrorKind::NotADirectory => StoreError::InvalidKey {
-                    key: key.clone(),
-                    reason: "a parent of this key is an object".into(),
-                },
-                _ => e.into(),
-            })?;
-            if path.is_dir() {
-                return Err(StoreError::InvalidKey {
-                    key,
-                    reason: "other keys already use this key as a folder".into(),
-                });
-            }
-            fs::create_dir_all(&tmp_dir)?;
-            let tmp = tmp_dir.join(uuid::Uuid::new_v4().simple().to_string());
+            let tmp = make_room(&path, &tmp, key)?;
             fs::write(&tmp, &body)?;
-            fs::rename(&tmp, &path).inspect_err(|_| {
-                let _ = fs::remove_file(&tmp);
-            })?;
-            Ok(())
+            replace(&tmp, &path)
         })
         .await
     }
+
+    /// Chunk by chunk into a file of its own, renamed over the key once the last is in.
+    async fn put_chunks(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut chunks: Chunks<'_>,
+    ) -> Result<(), StoreError> {
+        let (path, tmp) = self.write_paths(bucket, key)?;
+        let key = key.to_owned();
+        let (tmp, path, file) = blocking(move || {
+            let tmp = make_room(&path, &tmp, key)?;
+            let file = fs::File::create(&tmp)?;
+            Ok((tmp, path, file))
+        })
+        .await?;
+        let mut file = Some(file);
+        let written: Result<(), StoreError> = async {
+            while let Some(chunk) = chunks.next().await {
+                let (chunk, mut open) = (chunk?, file.take().expect("put back after each chunk"));
+                file = Some(
+                    blocking(move || {
+                        std::io::Write::write_all(&mut open, &chunk)?;
+                        Ok(open)
+                    })
+                    .await?,
+                );
+            }
+            Ok(())
+        }
+        .await;
+        drop(file);
+        match written {
+            Ok(()) => blocking(move || replace(&tmp, &path)).await,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl LocalDirStore {
+    /// Where `key` goes, and the folder its write is staged in (renamed into place, so readers see whole
+    /// objects).
+    fn write_paths(&self, bucket: &str, key: &str) -> Result<(PathBuf, PathBuf), StoreError> {
+        Ok((
+            key_path(&self.bucket_dir(bucket)?, key)?,
+            self.root.join(TMP_DIR),
+        ))
+    }
+}
+
+/// Makes the folders `path` needs, refusing a key that is a folder or under an object; a fresh staging file
+/// in `tmp_dir`.
+fn make_room(path: &Path, tmp_dir: &Path, key: String) -> Result<PathBuf, StoreError> {
+    let parent = path.parent().expect("a key path is inside its bucket");
+    fs::create_dir_all(parent).map_err(|e| match e.kind() {
+        ErrorKind::AlreadyExists | ErrorKind::NotADirectory => StoreError::InvalidKey {
+            key: key.clone(),
+            reason: "a parent of this key is an object".into(),
+        },
+        _ => e.into(),
+    })?;
+    if path.is_dir() {
+        return Err(StoreError::InvalidKey {
+            key,
+            reason: "other keys already use this key as a folder".into(),
+        });
+    }
+    fs::create_dir_all(tmp_dir)?;
+    Ok(tmp_dir.join(uuid::Uuid::new_v4().simple().to_string()))
+}
+
+/// Renames the staged `tmp` over `path`, or removes it.
+fn replace(tmp: &Path, path: &Path) -> Result<(), StoreError> {
+    fs::rename(tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(tmp);
+    })?;
+    Ok(())
 }
 
 fn not_found(bucket: &str, key: &str) -> StoreError {

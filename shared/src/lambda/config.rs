@@ -28,7 +28,7 @@ pub const COORDINATOR_VARS: &[&str] = &[
 /// Read by the worker besides [`COMMON_VARS`].
 pub const WORKER_VARS: &[&str] = &["DMAP_ITEM_CONCURRENCY"];
 /// Read by the finalizer besides [`COMMON_VARS`].
-pub const FINALIZER_VARS: &[&str] = &[];
+pub const FINALIZER_VARS: &[&str] = &["DMAP_FINALIZE_RANGE_BATCHES"];
 
 /// A missing or malformed setting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -205,6 +205,36 @@ impl WorkerFunctionConfig {
     }
 }
 
+/// The finalizer's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalizerFunctionConfig {
+    pub common: CommonConfig,
+    /// [`crate::finalizer::FinalizerConfig::range_batches`].
+    pub range_batches: u64,
+}
+
+impl FinalizerFunctionConfig {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_env(env)?,
+            range_batches: env.number(
+                "DMAP_FINALIZE_RANGE_BATCHES",
+                crate::finalizer::FinalizerConfig::default().range_batches,
+                "a whole number from 1 to 1000000",
+                |n| (1..=1_000_000).contains(n),
+            )?,
+        })
+    }
+
+    /// The finalizer's settings with these.
+    pub fn finalizer(&self) -> crate::finalizer::FinalizerConfig {
+        crate::finalizer::FinalizerConfig {
+            range_batches: self.range_batches,
+            ..Default::default()
+        }
+    }
+}
+
 impl CommonConfig {
     /// Where the deployment's resources are, for [`crate::Deps::aws`]. No function consumes the dead-letter
     /// queue itself (the finalizer's event source mapping does).
@@ -287,7 +317,7 @@ mod tests {
             listed(&[COMMON_VARS, WORKER_VARS])
         );
         assert_eq!(
-            names_read(CommonConfig::from_env),
+            names_read(FinalizerFunctionConfig::from_env),
             listed(&[COMMON_VARS, FINALIZER_VARS])
         );
     }

@@ -1,5 +1,5 @@
 //! The finalizer function, triggered by two queues: the finalize queue (a trigger sent by whoever won the
-//! completion claim) and the work queue's dead-letter queue (a batch that exhausted its receives, whose items
+//! completion claim, or the merge of one range of a job finalized as a tree) and the work queue's dead-letter queue (a batch that exhausted its receives, whose items
 //! are recorded as failed so the job can still finish). Both are idempotent.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -8,20 +8,26 @@ use super::{MissingMessageId, for_each_record};
 use crate::Deps;
 use crate::dead_letter::{self, DeadLetterOutcome};
 use crate::error::PipelineError;
-use crate::finalizer::{FinalizerConfig, finalize};
+use crate::finalizer::{self, FinalizerConfig, Handled};
 use crate::message::FinalizeMessage;
 
-pub async fn handle(deps: &Deps, event: &SqsEvent) -> Result<SqsBatchResponse, MissingMessageId> {
+pub async fn handle(
+    deps: &Deps,
+    config: FinalizerConfig,
+    event: &SqsEvent,
+) -> Result<SqsBatchResponse, MissingMessageId> {
     for_each_record(event, 1, |body| async move {
         match FinalizeMessage::from_body(body) {
-            Ok(trigger) => {
-                let done = finalize(deps, FinalizerConfig::default(), &trigger.job_id).await?;
-                tracing::info!(
-                    job_id = trigger.job_id,
-                    status = done.manifest.status.as_str(),
-                    wrote = done.wrote,
-                    "finalized"
-                );
+            Ok(message) => {
+                match finalizer::handle(deps, config, &message).await? {
+                    Handled::Finalized(done) => tracing::info!(
+                        job_id = message.job_id,
+                        status = done.manifest.status.as_str(),
+                        wrote = done.wrote,
+                        "finalized"
+                    ),
+                    handled => tracing::info!(job_id = message.job_id, ?handled, "finalizing"),
+                }
                 Ok(())
             }
             // Not a trigger: a dead-lettered batch.

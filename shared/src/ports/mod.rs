@@ -17,8 +17,8 @@ pub use job_store::{
     Progress, RecordOutcome, Recorded, SettingsUpdate, TerminalStatus, Tolerance, require_job,
 };
 pub use object_store::{
-    ListPage, ObjectMeta, ObjectReader, ObjectStore, StoreError, decode_s3_key, folder_of,
-    read_all, read_up_to,
+    Chunks, ListPage, MIN_CHUNK_BYTES, ObjectMeta, ObjectReader, ObjectStore, ObjectWriter,
+    StoreError, decode_s3_key, folder_of, read_all, read_up_to,
 };
 pub use queue::{
     BatchQueue, OutgoingMessage, QueueDepth, QueueError, ReceivedMessage, SendFailure,

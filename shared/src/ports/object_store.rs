@@ -1,11 +1,20 @@
-//! The object store port: S3-shaped listing, streamed reads and whole-object writes.
+//! The object store port: S3-shaped listing, streamed reads, and writes of whole objects or of objects
+//! streamed in chunks (S3's multipart upload), so that a large output is never held whole in memory.
 
 use std::io::Read;
 
 use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 /// Most keys one listing page returns (as ListObjectsV2).
 pub const MAX_KEYS_PER_PAGE: usize = 1000;
+
+/// The least size of a chunk of a streamed write but the last (S3's least multipart part: 5 MiB).
+pub const MIN_CHUNK_BYTES: usize = 5 << 20;
+
+/// The chunks of a streamed write, in order. An error ends the write without writing the object.
+pub type Chunks<'a> = BoxStream<'a, Result<Vec<u8>, StoreError>>;
 
 /// One listed object: what ListObjectsV2 says of it, which is what Distributed Map hands a function per item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +176,24 @@ pub trait ObjectStore: Send + Sync {
     /// Errors: `NoSuchBucket`, `InvalidKey`.
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError>;
 
+    /// Writes an object from `chunks`, each at least [`MIN_CHUNK_BYTES`] but the last, replacing any previous
+    /// one atomically once the last chunk is in (S3: one PutObject for a single chunk, else a multipart
+    /// upload with a part per chunk). A chunk stream that ends in an error leaves the old object, or none, and
+    /// returns that error. This default gathers the chunks and [`ObjectStore::put`]s them, for stores that
+    /// hold objects in memory anyway; a store that can should stream them.
+    async fn put_chunks(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut chunks: Chunks<'_>,
+    ) -> Result<(), StoreError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            body.extend_from_slice(&chunk?);
+        }
+        self.put(bucket, key, body).await
+    }
+
     /// Reads the first `limit` bytes of an object (all of it if it is no longer) into memory, off the async
     /// runtime. Errors as [`ObjectStore::get`].
     async fn read_up_to(&self, bucket: &str, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
@@ -221,4 +248,129 @@ pub async fn read_up_to(
     limit: u64,
 ) -> Result<Vec<u8>, StoreError> {
     store.read_up_to(bucket, key, limit).await
+}
+
+/// Writes one object as its bytes come, through [`ObjectStore::put_chunks`], holding one chunk at a time (and
+/// one more on its way): a large output is never whole in memory. An object that fits in one chunk is one
+/// plain [`ObjectStore::put`]. Dropped before [`ObjectWriter::finish`], it writes nothing.
+pub struct ObjectWriter {
+    store: std::sync::Arc<dyn ObjectStore>,
+    bucket: String,
+    key: String,
+    chunk_bytes: usize,
+    buffer: Vec<u8>,
+    written: u64,
+    /// Once the first chunk is full: the upload running on its own task, and the chunks' way to it.
+    upload: Option<Upload>,
+}
+
+struct Upload {
+    chunks: futures::channel::mpsc::Sender<Result<Vec<u8>, StoreError>>,
+    finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+impl ObjectWriter {
+    /// A writer of `bucket/key` in chunks of `chunk_bytes` (at least [`MIN_CHUNK_BYTES`]).
+    pub fn new(
+        store: std::sync::Arc<dyn ObjectStore>,
+        bucket: impl Into<String>,
+        key: impl Into<String>,
+        chunk_bytes: usize,
+    ) -> Self {
+        assert!(
+            chunk_bytes >= MIN_CHUNK_BYTES,
+            "a chunk of {chunk_bytes} bytes is too small"
+        );
+        Self {
+            store,
+            bucket: bucket.into(),
+            key: key.into(),
+            chunk_bytes,
+            buffer: Vec::new(),
+            written: 0,
+            upload: None,
+        }
+    }
+
+    /// The bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.written
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.written == 0
+    }
+
+    /// Appends `bytes`; sends a chunk once the buffer holds one.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.buffer.extend_from_slice(bytes);
+        self.written += bytes.len() as u64;
+        if self.buffer.len() >= self.chunk_bytes {
+            let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.chunk_bytes));
+            self.send(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, chunk: Vec<u8>) -> Result<(), StoreError> {
+        use futures::SinkExt;
+        let upload = self.upload.get_or_insert_with(|| {
+            // One chunk waits in the channel while another is sent: memory holds at most three.
+            let (chunks, received) = futures::channel::mpsc::channel(0);
+            let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let done = finished.clone();
+            // Chunks until the channel closes; then, unless `finish` closed it, an error, so that a writer
+            // dropped half-way (its caller failed) leaves no object.
+            let stream = received
+                .map(Some)
+                .chain(futures::stream::once(async move {
+                    (!done.load(std::sync::atomic::Ordering::SeqCst)).then(|| {
+                        Err(StoreError::Other(
+                            "the write was abandoned before its end".into(),
+                        ))
+                    })
+                }))
+                .filter_map(futures::future::ready);
+            let (store, bucket, key) = (self.store.clone(), self.bucket.clone(), self.key.clone());
+            let task =
+                tokio::spawn(async move { store.put_chunks(&bucket, &key, stream.boxed()).await });
+            Upload {
+                chunks,
+                finished,
+                task,
+            }
+        });
+        if upload.chunks.send(Ok(chunk)).await.is_err() {
+            // The upload ended early: its error says why.
+            let upload = self.upload.take().expect("just used");
+            return Err(join(upload.task).await.err().unwrap_or_else(|| {
+                StoreError::Other("the upload ended before its last chunk".into())
+            }));
+        }
+        Ok(())
+    }
+
+    /// Sends the rest and completes the object; its size.
+    pub async fn finish(mut self) -> Result<u64, StoreError> {
+        let rest = std::mem::take(&mut self.buffer);
+        if self.upload.is_none() {
+            self.store.put(&self.bucket, &self.key, rest).await?;
+            return Ok(self.written);
+        }
+        if !rest.is_empty() {
+            self.send(rest).await?;
+        }
+        let upload = self.upload.take().expect("started");
+        upload
+            .finished
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(upload.chunks);
+        join(upload.task).await?;
+        Ok(self.written)
+    }
+}
+
+async fn join(task: tokio::task::JoinHandle<Result<(), StoreError>>) -> Result<(), StoreError> {
+    task.await.map_err(|e| StoreError::Other(Box::new(e)))?
 }

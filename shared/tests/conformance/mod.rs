@@ -31,6 +31,12 @@ macro_rules! conformance_suite {
         }
 
         #[tokio::test]
+        async fn object_store_writes_in_chunks() {
+            let f = object_store().await;
+            conformance::object_store_writes_in_chunks(f.store.clone(), &f.bucket).await;
+        }
+
+        #[tokio::test]
         async fn object_store_paginates() {
             let f = object_store().await;
             conformance::object_store_paginates(f.store.as_ref(), &f.bucket).await;
@@ -314,6 +320,60 @@ pub async fn object_store_reads_from_an_offset(
         .err()
         .expect("a missing key");
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+}
+
+/// An object written in chunks (S3: a multipart upload) reads back as their concatenation, replacing the old
+/// one; a write whose chunks end in an error leaves the old object as it was; one chunk is a plain write.
+pub async fn object_store_writes_in_chunks(store: Arc<dyn ObjectStore>, bucket: &str) {
+    use dmap_core::ports::{MIN_CHUNK_BYTES, ObjectWriter};
+    let key = "chunks/big.jsonl";
+    store.put(bucket, key, b"old".to_vec()).await.expect("put");
+    // Two full chunks and a short last one.
+    let line: Vec<u8> = (0..1000u32)
+        .flat_map(|i| format!("{i:07}\n").into_bytes())
+        .collect();
+    let mut expected = Vec::new();
+    let mut writer = ObjectWriter::new(store.clone(), bucket, key, MIN_CHUNK_BYTES);
+    while expected.len() < 2 * MIN_CHUNK_BYTES + 5000 {
+        writer.write(&line).await.expect("write");
+        expected.extend_from_slice(&line);
+    }
+    assert_eq!(
+        writer.finish().await.expect("finish"),
+        expected.len() as u64
+    );
+    let read = store.read_up_to(bucket, key, u64::MAX).await.expect("read");
+    assert!(
+        read == expected,
+        "{} bytes read, {} written",
+        read.len(),
+        expected.len()
+    );
+
+    // Abandoned after a chunk: the object is the one before.
+    let mut writer = ObjectWriter::new(store.clone(), bucket, key, MIN_CHUNK_BYTES);
+    writer
+        .write(&vec![b'x'; MIN_CHUNK_BYTES + 1])
+        .await
+        .expect("write");
+    drop(writer);
+    let failing = futures::stream::iter(vec![
+        Ok(vec![b'y'; MIN_CHUNK_BYTES]),
+        Err(StoreError::Other("the producer failed".into())),
+    ]);
+    let err = store
+        .put_chunks(bucket, key, Box::pin(failing))
+        .await
+        .expect_err("a failed chunk fails the write");
+    assert!(err.to_string().contains("the producer failed"), "{err}");
+    let read = store.read_up_to(bucket, key, u64::MAX).await.expect("read");
+    assert!(read == expected, "the object changed: {} bytes", read.len());
+
+    // A small object: one chunk.
+    let mut writer = ObjectWriter::new(store.clone(), bucket, key, MIN_CHUNK_BYTES);
+    writer.write(b"small\n").await.expect("write");
+    writer.finish().await.expect("finish");
+    assert_eq!(get_string(store.as_ref(), bucket, key).await, "small\n");
 }
 
 pub async fn object_store_lists_in_key_order(store: &dyn ObjectStore, bucket: &str) {

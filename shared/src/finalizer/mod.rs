@@ -21,18 +21,25 @@ use crate::error::PipelineError;
 use crate::function::{self, FunctionConfig};
 use crate::layout::OutputLocation;
 use crate::map_results::{MapResults, MapResultsConfig};
+use crate::message::FinalizeMessage;
 use crate::outcome::{
-    BatchCounts, BatchPart, ItemCounts, LiveFailures, Manifest, OutputLine, TerminalStatus,
+    BatchCounts, BatchPart, FailedItem, ItemCounts, LiveFailures, Manifest, OutputLine,
+    TerminalStatus,
 };
+use crate::processor::Aggregate;
 use crate::usage::{Prices, Usage};
 use std::sync::Arc;
 
 use crate::ports::{
-    BatchRecord, JobRecord, JobStatus, ObjectStore, PartRef, read_all, require_job,
+    BatchRecord, JobRecord, JobStatus, ObjectStore, ObjectWriter, PartRef, read_all, require_job,
 };
+
+mod tree;
 
 /// Parts read at once.
 const PART_READ_CONCURRENCY: usize = 16;
+/// The chunks in which `failed.jsonl` and a tree's range files are written (S3: multipart parts).
+const STREAM_CHUNK_BYTES: usize = 8 << 20;
 /// Batch records read per page.
 pub(crate) const RECORDS_PER_PAGE: usize = 1000;
 /// How far past its checkpoint an aborted job's records are looked for: a page of a reader's items, sent before
@@ -49,6 +56,9 @@ pub struct FinalizerConfig {
     pub map_results: MapResultsConfig,
     /// How the reducer's throttling is waited out.
     pub functions: FunctionConfig,
+    /// The batches one merge of a tree-shaped finalize reads: a job of more is finalized as a tree, its ranges
+    /// of this many batches merged apart (by messages of their own on the finalize queue), then their results.
+    pub range_batches: u64,
 }
 
 impl Default for FinalizerConfig {
@@ -61,6 +71,8 @@ impl Default for FinalizerConfig {
             functions: FunctionConfig {
                 throttle_budget: std::time::Duration::from_secs(120),
             },
+            // 16 parts read at once, ~30 ms each on S3: a range in about 20 s, a 1M-part job in 100 ranges.
+            range_batches: 10_000,
         }
     }
 }
@@ -73,20 +85,73 @@ pub struct Finalized {
     pub wrote: bool,
 }
 
-/// Finalizes a job that won its completion claim. `NotReady` for a job still RUNNING.
+/// What a message on the finalize queue did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handled {
+    /// The job is finalized (now, or before).
+    Finalized(Box<Finalized>),
+    /// A job finalized as a tree: the merges of `ranges` ranges were sent (or are under way); the last to end
+    /// triggers the finalizer again.
+    RangesPending { ranges: u64 },
+    /// One range of such a job was merged.
+    RangeMerged { range: u64 },
+}
+
+/// Finalizes a job that won its completion claim, in this process (a job finalized as a tree has its ranges
+/// merged here, those not merged yet). `NotReady` for a job still RUNNING.
 pub async fn finalize(
     deps: &Deps,
     config: FinalizerConfig,
     job_id: &str,
 ) -> Result<Finalized, PipelineError> {
-    crate::usage::scoped(job_id, finalize_job(deps, config, job_id)).await
+    let finalized = crate::usage::scoped(job_id, finalize_job(deps, config, job_id, false)).await?;
+    Ok(finalized.expect("finalized in this process"))
 }
 
+/// Handles a message of the finalize queue, as the finalizer function does: a trigger finalizes a job, or,
+/// for a job of more than [`FinalizerConfig::range_batches`] batches, sends the merges of its ranges as
+/// messages of their own (a tree); a range's message merges that range and, once every range is merged,
+/// triggers the finalizer again. Idempotent, as every message is.
+pub async fn handle(
+    deps: &Deps,
+    config: FinalizerConfig,
+    message: &FinalizeMessage,
+) -> Result<Handled, PipelineError> {
+    let job_id = message.job_id.as_str();
+    match message.range {
+        Some(range) => {
+            crate::usage::scoped(
+                job_id,
+                tree::merge_range_message(deps, config, job_id, range),
+            )
+            .await?;
+            Ok(Handled::RangeMerged { range })
+        }
+        None => {
+            let finalized =
+                crate::usage::scoped(job_id, finalize_job(deps, config, job_id, true)).await?;
+            Ok(match finalized {
+                Some(finalized) => Handled::Finalized(Box::new(finalized)),
+                None => Handled::RangesPending {
+                    ranges: require_job(deps.jobs.as_ref(), job_id)
+                        .await
+                        .ok()
+                        .and_then(|r| tree::Tree::of(&r, &config))
+                        .map_or(0, |t| t.ranges()),
+                },
+            })
+        }
+    }
+}
+
+/// `None` when `fan_out` and the job is finalized as a tree whose ranges are not all merged yet: their merges
+/// were sent.
 async fn finalize_job(
     deps: &Deps,
     config: FinalizerConfig,
     job_id: &str,
-) -> Result<Finalized, PipelineError> {
+    fan_out: bool,
+) -> Result<Option<Finalized>, PipelineError> {
     let mut record = require_job(deps.jobs.as_ref(), job_id).await?;
     if record.status == JobStatus::Running && record.abort_requested() {
         // An aborted job's trigger comes once the batches in flight at the abort have ended: the claim is made
@@ -107,12 +172,18 @@ async fn finalize_job(
                 job_id: job_id.to_owned(),
                 message: format!("manifest.json is unreadable: {e}"),
             })?;
-            Ok(Finalized {
+            Ok(Some(Finalized {
                 manifest,
                 wrote: false,
-            })
+            }))
         }
         JobStatus::Finalizing => {
+            if fan_out
+                && let Some(tree) = tree::Tree::of(&record, &config)
+                && !tree::fan_out(deps, &record, &out, &tree).await?
+            {
+                return Ok(None);
+            }
             // A process that finalized the job before (a redrive's, warm) counts it as pending again.
             deps.usage.reopen(job_id);
             let (manifest, closed) = match write_outputs(deps, config, &record, &out).await {
@@ -131,12 +202,24 @@ async fn finalize_job(
                 return Err(e.into());
             }
             tracing::info!(job_id, status = manifest.status.as_str(), "job finished");
-            Ok(Finalized {
+            Ok(Some(Finalized {
                 manifest,
                 wrote: true,
-            })
+            }))
         }
     }
+}
+
+/// What merging the parts in order found; `failed.jsonl` and `outputs/` are written.
+struct Merged<'a> {
+    items: ItemCounts,
+    result: Aggregate,
+    /// The keys of the files under `outputs/`, in order.
+    outputs: Vec<String>,
+    /// The batches with a record.
+    recorded: u64,
+    /// The `lambda` processor's executions, written.
+    map_results: Option<MapResults<'a>>,
 }
 
 async fn write_outputs(
@@ -145,6 +228,97 @@ async fn write_outputs(
     record: &JobRecord,
     out: &OutputLocation,
 ) -> Result<(Manifest, Usage), PipelineError> {
+    let job = &record.job;
+    let job_id = job.job_id.as_str();
+    let inconsistent = |message: String| PipelineError::Inconsistent {
+        job_id: job_id.to_owned(),
+        message,
+    };
+    if let Some(seq) = record.input_changed {
+        return Err(inconsistent(format!(
+            "the items under item_reader changed while they were listed (batch {seq} was sent again with other \
+             items), so the job cannot count each item once; run it again"
+        )));
+    }
+    let aborted = record.abort_requested();
+    let merged = match tree::Tree::of(record, &config) {
+        Some(tree) => tree::merge_ranges(deps, config, record, out, &tree).await?,
+        None => merge_in_order(deps, config, record, out).await?,
+    };
+    let objects = deps.objects.as_ref();
+    let Merged {
+        items,
+        result,
+        outputs: output_keys,
+        recorded,
+        map_results,
+    } = merged;
+    if let Some(totals) = record.listing
+        && !aborted
+        && items.total != totals.items
+    {
+        return Err(inconsistent(format!(
+            "parts count {} items, the listing {}",
+            items.total, totals.items
+        )));
+    }
+
+    let (map_results, reducer_details) = match map_results {
+        Some(map_results) => {
+            let (key, details) = map_results.finish(objects).await?;
+            (Some(key), Some(details))
+        }
+        None => (None, None),
+    };
+    // The reducer's response, exactly as returned, is the result; without one, the processor's own.
+    let lambda = job.spec.processor.lambda();
+    let reducer = lambda.and_then(|l| Some((l, l.reducer.as_deref()?)));
+    let result_json = match (reducer, reducer_details) {
+        (Some((lambda, reducer)), Some(details)) => {
+            function::reduce(deps, config.functions, lambda, reducer, &details).await?
+        }
+        _ => {
+            let mut json = serde_json::to_vec_pretty(&result.to_result_json()).expect("serializes");
+            json.push(b'\n');
+            json
+        }
+    };
+
+    let manifest = Manifest {
+        outputs: output_keys,
+        map_results,
+        ..manifest(
+            record,
+            out,
+            if aborted {
+                TerminalStatus::Aborted
+            } else {
+                final_status(record.tolerance(), items)
+            },
+            items,
+            if aborted {
+                recorded
+            } else {
+                record.listing.map_or(recorded, |l| l.batches)
+            },
+            None,
+        )
+    };
+    objects
+        .put(&out.bucket, &out.result_key(), result_json)
+        .await?;
+    // The one read the usage costs: the job store's sum, at the end.
+    let stored = deps.jobs.progress(job_id).await?.usage;
+    write_manifest(deps, out, manifest, stored).await
+}
+
+/// Merges every part in one pass, in order, writing `failed.jsonl` and `outputs/` as it goes.
+async fn merge_in_order<'a>(
+    deps: &Deps,
+    config: FinalizerConfig,
+    record: &'a JobRecord,
+    out: &'a OutputLocation,
+) -> Result<Merged<'a>, PipelineError> {
     let job = &record.job;
     let job_id = job.job_id.as_str();
     let inconsistent = |message: String| PipelineError::Inconsistent {
@@ -163,19 +337,13 @@ async fn write_outputs(
         }
         (None, false) => return Err(inconsistent("FINALIZING without listing totals".into())),
     };
-    if let Some(seq) = record.input_changed {
-        return Err(inconsistent(format!(
-            "the items under item_reader changed while they were listed (batch {seq} was sent again with other \
-             items), so the job cannot count each item once; run it again"
-        )));
-    }
 
     let objects = deps.objects.as_ref();
     let mut result = job
         .spec
         .processor
         .empty_for(job.spec.item_reader.item_kind());
-    let mut failures = LiveFailures::default();
+    let mut failures = Failures::new(deps, out, record.redrives > 0);
     let mut outputs = OutputFiles::new(out, config.output_file_bytes);
     let lambda = job.spec.processor.lambda();
     let mut map_results = lambda.map(|_| MapResults::new(out, job_id, config.map_results));
@@ -214,20 +382,10 @@ async fn write_outputs(
             return Err(inconsistent(format!("batch {expected} has no record")));
         }
         from = to;
-        let mut parts = futures::stream::iter(records)
-            .map(|(seq, batch)| {
-                read_part(
-                    deps.objects.clone(),
-                    out.bucket.clone(),
-                    job_id.to_owned(),
-                    seq,
-                    batch,
-                )
-            })
-            .buffered(PART_READ_CONCURRENCY);
+        let mut parts = read_parts(deps, out, job_id, records);
         while let Some(part) = parts.try_next().await? {
             items.succeeded += part.succeeded;
-            failures.add(&part);
+            failures.add(&part).await?;
             result.merge(part.result)?;
             outputs.add(objects, part.seq, &part.outputs).await?;
             if let Some(map_results) = &mut map_results {
@@ -238,65 +396,111 @@ async fn write_outputs(
             }
         }
     }
-    let output_keys = outputs.finish(objects).await?;
+    let outputs = outputs.finish(objects).await?;
     // Each item's last outcome: a failure a redrive redid is gone, whatever the redo made of it.
-    items.failed = failures.len();
+    items.failed = failures.finish().await?;
     items.total = items.succeeded + items.failed;
-    if let Some(totals) = record.listing
-        && !aborted
-        && items.total != totals.items
-    {
-        return Err(inconsistent(format!(
-            "parts count {} items, the listing {}",
-            items.total, totals.items
-        )));
+    Ok(Merged {
+        items,
+        result,
+        outputs,
+        recorded,
+        map_results,
+    })
+}
+
+/// The parts of `records`, read in order, some at once.
+fn read_parts<'a>(
+    deps: &Deps,
+    out: &OutputLocation,
+    job_id: &str,
+    records: Vec<(u64, BatchRecord)>,
+) -> impl futures::Stream<Item = Result<BatchPart, PipelineError>> + 'a {
+    let (objects, bucket, job_id) = (deps.objects.clone(), out.bucket.clone(), job_id.to_owned());
+    futures::stream::iter(records)
+        .map(move |(seq, batch)| {
+            read_part(objects.clone(), bucket.clone(), job_id.clone(), seq, batch)
+        })
+        .buffered(PART_READ_CONCURRENCY)
+}
+
+/// `failed.jsonl` as the parts come. A job never redriven has no failure a later batch undoes: its lines go
+/// out as they come, a chunk at a time. A redriven job's redone items drop their earlier failures, wherever
+/// they were, so its failures are gathered first.
+enum Failures {
+    Streamed {
+        writer: ObjectWriter,
+        count: u64,
+    },
+    Gathered {
+        live: LiveFailures,
+        objects: Arc<dyn ObjectStore>,
+        bucket: String,
+        key: String,
+    },
+}
+
+impl Failures {
+    fn new(deps: &Deps, out: &OutputLocation, redriven: bool) -> Self {
+        if redriven {
+            Self::Gathered {
+                live: LiveFailures::default(),
+                objects: deps.objects.clone(),
+                bucket: out.bucket.clone(),
+                key: out.failures_key(),
+            }
+        } else {
+            Self::Streamed {
+                writer: ObjectWriter::new(
+                    deps.objects.clone(),
+                    &out.bucket,
+                    out.failures_key(),
+                    STREAM_CHUNK_BYTES,
+                ),
+                count: 0,
+            }
+        }
     }
 
-    let (map_results, reducer_details) = match map_results {
-        Some(map_results) => {
-            let (key, details) = map_results.finish(objects).await?;
-            (Some(key), Some(details))
+    async fn add(&mut self, part: &BatchPart) -> Result<(), PipelineError> {
+        match self {
+            Self::Streamed { writer, count } => {
+                *count += part.failures.len() as u64;
+                writer.write(&failure_lines(&part.failures)).await?;
+            }
+            Self::Gathered { live, .. } => live.add(part),
         }
-        None => (None, None),
-    };
-    // The reducer's response, exactly as returned, is the result; without one, the processor's own.
-    let reducer = lambda.and_then(|l| Some((l, l.reducer.as_deref()?)));
-    let result_json = match (reducer, reducer_details) {
-        (Some((lambda, reducer)), Some(details)) => {
-            function::reduce(deps, config.functions, lambda, reducer, &details).await?
-        }
-        _ => {
-            let mut json = serde_json::to_vec_pretty(&result.to_result_json()).expect("serializes");
-            json.push(b'\n');
-            json
-        }
-    };
+        Ok(())
+    }
 
-    let manifest = Manifest {
-        outputs: output_keys,
-        map_results,
-        ..manifest(
-            record,
-            out,
-            if aborted {
-                TerminalStatus::Aborted
-            } else {
-                final_status(record.tolerance(), items)
-            },
-            items,
-            if aborted { recorded } else { batches },
-            None,
-        )
-    };
-    objects
-        .put(&out.bucket, &out.result_key(), result_json)
-        .await?;
-    objects
-        .put(&out.bucket, &out.failures_key(), failures.to_jsonl())
-        .await?;
-    // The one read the usage costs: the job store's sum, at the end.
-    let stored = deps.jobs.progress(job_id).await?.usage;
-    write_manifest(deps, out, manifest, stored).await
+    /// Writes `failed.jsonl`; the failures in it.
+    async fn finish(self) -> Result<u64, PipelineError> {
+        match self {
+            Self::Streamed { writer, count } => {
+                writer.finish().await?;
+                Ok(count)
+            }
+            Self::Gathered {
+                live,
+                objects,
+                bucket,
+                key,
+            } => {
+                objects.put(&bucket, &key, live.to_jsonl()).await?;
+                Ok(live.len())
+            }
+        }
+    }
+}
+
+/// Failures as `failed.jsonl` lines.
+fn failure_lines(failures: &[FailedItem]) -> Vec<u8> {
+    let mut lines = Vec::new();
+    for failure in failures {
+        serde_json::to_writer(&mut lines, failure).expect("a failure line serializes");
+        lines.push(b'\n');
+    }
+    lines
 }
 
 /// Writes the manifest with the job's usage: `stored` (what the job store holds) and what this process sent
@@ -363,11 +567,21 @@ impl<'a> OutputFiles<'a> {
         if lines.is_empty() {
             return Ok(());
         }
-        let (_, body) = self.open.get_or_insert_with(|| (seq, Vec::new()));
-        for line in lines {
-            serde_json::to_writer(&mut *body, line).expect("an output line serializes");
-            body.push(b'\n');
+        self.add_bytes(objects, seq, &output_lines(lines)).await
+    }
+
+    /// Adds batch `seq`'s lines as written by [`output_lines`] (none: nothing).
+    async fn add_bytes(
+        &mut self,
+        objects: &dyn ObjectStore,
+        seq: u64,
+        lines: &[u8],
+    ) -> Result<(), PipelineError> {
+        if lines.is_empty() {
+            return Ok(());
         }
+        let (_, body) = self.open.get_or_insert_with(|| (seq, Vec::new()));
+        body.extend_from_slice(lines);
         if body.len() >= self.max_bytes {
             self.write_open(objects).await?;
         }
@@ -388,6 +602,16 @@ impl<'a> OutputFiles<'a> {
         self.write_open(objects).await?;
         Ok(self.written)
     }
+}
+
+/// A batch's output lines as `outputs/` files hold them.
+fn output_lines(lines: &[OutputLine]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for line in lines {
+        serde_json::to_writer(&mut body, line).expect("an output line serializes");
+        body.push(b'\n');
+    }
+    body
 }
 
 /// The manifest of `record`'s job (without outputs: only a finalizing that succeeds has them).
@@ -453,26 +677,16 @@ pub(crate) async fn standing_failures(
     below: u64,
 ) -> Result<LiveFailures, PipelineError> {
     let job_id = record.job.job_id.as_str();
-    let bucket = OutputLocation::for_job(&record.job).bucket;
+    let out = OutputLocation::for_job(&record.job);
     let mut live = LiveFailures::default();
     for from in (0..below).step_by(RECORDS_PER_PAGE) {
         let to = (from + RECORDS_PER_PAGE as u64).min(below);
         let records = deps.jobs.batch_records(job_id, from, to).await?;
-        let mut parts = futures::stream::iter(
-            records
-                .into_iter()
-                .filter(|(_, r)| r.generation < record.redrives && (r.failed > 0 || r.redone > 0)),
-        )
-        .map(|(seq, batch)| {
-            read_part(
-                deps.objects.clone(),
-                bucket.clone(),
-                job_id.to_owned(),
-                seq,
-                batch,
-            )
-        })
-        .buffered(PART_READ_CONCURRENCY);
+        let records = records
+            .into_iter()
+            .filter(|(_, r)| r.generation < record.redrives && (r.failed > 0 || r.redone > 0))
+            .collect();
+        let mut parts = read_parts(deps, &out, job_id, records);
         while let Some(part) = parts.try_next().await? {
             live.add(&part);
         }

@@ -474,7 +474,7 @@ async fn a_tree_shaped_finalize_writes_the_bytes_one_process_writes() {
 
 /// The tree's messages, one at a time: a trigger sends a merge per range, and a repeated trigger sends none
 /// while they run; a range merged twice (a redelivery) changes nothing; the last range to end triggers the
-/// finalizer, which merges the ranges' results.
+/// finalizer, which merges the ranges' results (merging again one that is not this run's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trees_messages_are_idempotent_and_the_last_range_triggers_the_root() {
     use dmap_core::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
@@ -576,6 +576,8 @@ async fn a_trees_messages_are_idempotent_and_the_last_range_triggers_the_root() 
         "a range merged again writes the same"
     );
     receive_all().await; // its trigger again: every range is merged
+    // A merge another run of the job id left (or a torn one) is merged again by the root, never joined.
+    env.write("results/steps/finalize/0000000008.json", b"{\"run\": 1}");
     let Handled::Finalized(done) = handle(&env.deps, finalizer, &trigger[0]).await.unwrap() else {
         panic!("the root merges")
     };

@@ -404,7 +404,8 @@ async fn chaos_gives_a_fault_free_runs_outputs() {
     .await;
     assert_eq!(calm.manifest.items.failed, 7);
     let expected = outputs(&setup, &calm).await;
-    for seed in [1, 2] {
+    // One seed: each is a whole run through moto (about 10 s); the fault campaigns cover many seeds.
+    for seed in [1] {
         let chaos = Some(Chaos { rate: 0.3, seed });
         // Ids of one length: the files' sizes in map-results/manifest.json count them.
         let job = format!("run-{seed}");

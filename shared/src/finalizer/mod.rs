@@ -36,8 +36,10 @@ use crate::ports::{
 
 mod tree;
 
+pub(crate) use tree::ranges as tree_ranges;
+
 /// Parts read at once.
-const PART_READ_CONCURRENCY: usize = 16;
+pub(crate) const PART_READ_CONCURRENCY: usize = 16;
 /// The chunks in which `failed.jsonl` and a tree's range files are written (S3: multipart parts).
 const STREAM_CHUNK_BYTES: usize = 8 << 20;
 /// Batch records read per page.

@@ -8,7 +8,8 @@
 //! - **A range's merge** reads its batches' records and parts, and writes under `finalize/` (named by its
 //!   first batch): its failure lines, its output lines, both streamed in chunks, and last a small result (the
 //!   counts, the processor's partial result, and each batch's share of the output lines). Written from the
-//!   records alone, so a merge run twice (a redelivered message) writes the same bytes.
+//!   records alone, so a merge run twice (a redelivered message) writes the same bytes. It names its run, so
+//!   that one an earlier run of the job id left is merged again, never joined.
 //! - **The root** sends the merges not written yet (once: a marker holds when, and they are sent again only if
 //!   they have not all ended 15 minutes later), or, once every range is merged, merges their results in
 //!   order: `failed.jsonl` is the ranges' failure lines one after the other, streamed, and `outputs/` is cut
@@ -39,6 +40,7 @@ use crate::ports::{
     read_all, require_job, send_all_with_retry,
 };
 use crate::processor::Aggregate;
+use crate::spec::Job;
 
 /// How long the merges sent are left to end before a trigger sends those not written again: Lambda's longest
 /// timeout, so a merge still running is not doubled.
@@ -57,15 +59,14 @@ impl Tree {
     /// The tree of a job to finalize, if it is finalized as one.
     pub(super) fn of(record: &JobRecord, config: &FinalizerConfig) -> Option<Self> {
         let totals = record.listing?;
-        let one_process = record.abort_requested()
-            || record.redrives > 0
-            || record.input_changed.is_some()
-            || record.job.spec.processor.lambda().is_some();
-        let range_batches = config.range_batches.max(1);
-        (!one_process && totals.batches > range_batches).then_some(Self {
-            batches: totals.batches,
-            range_batches,
-        })
+        let one_process =
+            record.abort_requested() || record.redrives > 0 || record.input_changed.is_some();
+        ranges(&record.job, totals.batches, config.range_batches)
+            .filter(|_| !one_process)
+            .map(|_| Self {
+                batches: totals.batches,
+                range_batches: config.range_batches.max(1),
+            })
     }
 
     pub(super) fn ranges(&self) -> u64 {
@@ -79,9 +80,19 @@ impl Tree {
     }
 }
 
+/// The ranges in which a run of `job` that sent `batches` batches is finalized as a tree, or `None` when one
+/// process finalizes it (a small job, or the `lambda` processor's).
+pub(crate) fn ranges(job: &Job, batches: u64, range_batches: u64) -> Option<u64> {
+    let range_batches = range_batches.max(1);
+    (job.spec.processor.lambda().is_none() && batches > range_batches)
+        .then(|| batches.div_ceil(range_batches))
+}
+
 /// What one range's merge found: the small object the root reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct RangeMerge {
+    /// The run it is of ([`JobRecord::created_at_ms`]): a merge an earlier run of the job id left is stale.
+    run: u64,
     from: u64,
     to: u64,
     succeeded: u64,
@@ -210,13 +221,22 @@ pub(super) async fn merge_ranges(
     for range in 0..tree.ranges() {
         let (from, to) = tree.bounds(range);
         let key = out.finalize_range_key(from);
-        let body = read_all(objects, &out.bucket, &key).await?;
-        let merge: RangeMerge = serde_json::from_slice(&body)
-            .ok()
-            .filter(|m: &RangeMerge| m.from == from && m.to == to)
-            .ok_or_else(|| {
-                inconsistent(record, format!("{key} is not the merge of {from}..{to}"))
-            })?;
+        let read = async || -> Result<Option<RangeMerge>, PipelineError> {
+            let body = read_all(objects, &out.bucket, &key).await?;
+            Ok(serde_json::from_slice(&body)
+                .ok()
+                .filter(|m: &RangeMerge| (m.run, m.from, m.to) == (record.created_at_ms, from, to)))
+        };
+        let merge = match read().await? {
+            Some(merge) => merge,
+            // Another run's (the job id used before): merged again, here.
+            None => {
+                merge_range(deps, record, out, tree, range).await?;
+                read().await?.ok_or_else(|| {
+                    inconsistent(record, format!("{key} is not the merge of {from}..{to}"))
+                })?
+            }
+        };
         items.succeeded += merge.succeeded;
         items.failed += merge.failed;
         result.merge(merge.result)?;
@@ -265,6 +285,7 @@ async fn merge_range(
     let mut failures = writer(out.finalize_failures_key(from));
     let mut outputs = writer(out.finalize_outputs_key(from));
     let mut merge = RangeMerge {
+        run: record.created_at_ms,
         from,
         to,
         succeeded: 0,

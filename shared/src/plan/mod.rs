@@ -40,7 +40,7 @@ use counting::{CountingStore, CountingTables, Tally};
 pub use model::{Bottleneck, Deployment, Model, Timeline, Workload};
 
 use crate::aws::GROUP_BATCHES;
-use crate::finalizer::{FinalizerConfig, RECORDS_PER_PAGE};
+use crate::finalizer::{FinalizerConfig, PART_READ_CONCURRENCY, RECORDS_PER_PAGE, tree_ranges};
 
 /// How `dmap plan` plans.
 #[derive(Debug, Clone, Copy)]
@@ -490,10 +490,38 @@ pub fn predict(
         .map_or(0.0, |s| s.output_bytes_per_item * census.items as f64);
     let output_file_bytes = FinalizerConfig::default().output_file_bytes as f64;
     let output_files = (output_bytes / output_file_bytes).ceil() as u64;
-    let finalize_secs = nb.div_ceil(RECORDS_PER_PAGE as u64) as f64
-        * model.dynamodb_query_page_secs
-        + large_parts as f64 * model.s3_request_secs / 16.0
-        + (output_files + 3) as f64 * model.s3_request_secs;
+    // Reading `batches` records and their parts: a Query page per 1,000, and the parts not in their records,
+    // PART_READ_CONCURRENCY at once.
+    let merge_secs = |batches: u64| {
+        batches.div_ceil(RECORDS_PER_PAGE as u64) as f64 * model.dynamodb_query_page_secs
+            + if large_parts > 0 {
+                batches as f64 * model.s3_request_secs / PART_READ_CONCURRENCY as f64
+            } else {
+                0.0
+            }
+    };
+    let writes_secs = (output_files + 3) as f64 * model.s3_request_secs;
+    let finalize_ranges = tree_ranges(job, nb, FinalizerConfig::default().range_batches);
+    let finalize_secs = match finalize_ranges {
+        None => merge_secs(nb) + writes_secs,
+        // A tree: the ranges' merges (each a full range at most, writing three objects), as many at once as
+        // the finalize queue's mapping has ramped to, each wave started by a delivery; then the root, which
+        // reads each range's result and lines in turn, and writes the job's files.
+        Some(ranges) => {
+            let range_batches = FinalizerConfig::default().range_batches;
+            let range_secs = model.finalize_trigger_secs
+                + merge_secs(range_batches.min(nb))
+                + 3.0 * model.s3_request_secs;
+            let (mut secs, mut left) = (0.0, ranges);
+            while left > 0 {
+                left = left.saturating_sub(model.esm_concurrency(secs, u32::MAX) as u64);
+                secs += range_secs;
+            }
+            secs + model.finalize_trigger_secs
+                + 3.0 * ranges as f64 * model.s3_request_secs
+                + writes_secs
+        }
+    };
     let listing = matches!(spec.item_reader, ItemReader::S3List(_));
     let list_parallelism = list_parallelism(job, deployment);
     let split = census.ranges > 1;
@@ -745,7 +773,8 @@ pub fn predict(
     let lambda = LambdaEstimate {
         worker_invocations,
         coordinator_invocations: hops,
-        finalizer_invocations: 1,
+        // A tree's: the trigger that sends the merges, a merge per range, and the root.
+        finalizer_invocations: finalize_ranges.map_or(1, |ranges| ranges + 2),
         gb_seconds: worker_invocations as f64
             * invocation_secs
             * deployment.worker_memory_mb as f64

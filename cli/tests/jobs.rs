@@ -62,13 +62,15 @@ fn journals(dir: &Path) -> Vec<std::path::PathBuf> {
     }
 }
 
-/// Every file of the job's outputs folder, by name.
+/// Every file of the job's outputs folder, by name; not its folders (a tree-shaped finalize's `finalize/`
+/// holds merges that name their run).
 fn outputs(dir: &Path, job_id: &str) -> Vec<(String, Vec<u8>)> {
     let folder = dir.join("data/out").join(job_id);
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&folder)
         .unwrap_or_else(|e| panic!("{}: {e}", folder.display()))
-        .map(|e| {
-            let path = e.unwrap().path();
+        .map(|e| e.unwrap().path())
+        .filter(|path| path.is_file())
+        .map(|path| {
             (
                 path.file_name().unwrap().to_string_lossy().into_owned(),
                 std::fs::read(&path).unwrap(),

@@ -5,7 +5,8 @@
 //! In memory only ([`MemoryJobStore::new`], for tests), or persistent ([`MemoryJobStore::persistent`], for
 //! `dmap run --data-dir`): each job then has a journal, `<dir>/<job_id>.jsonl`, one line per change in the
 //! order the changes were made, so that its record, checkpoint, batch records and counters outlive the
-//! process. A run interrupted by Ctrl-C or a crash is resumed from it, and `dmap status` or `dmap ls` read it
+//! process. A persistent store holds of each batch record only where its line is, and reads it back when
+//! asked: memory stays small however many batches a job has. A run interrupted by Ctrl-C or a crash is resumed from it, and `dmap status` or `dmap ls` read it
 //! from another process while the run goes on.
 //!
 //! - **One writer.** A process changes a job only while it holds an exclusive lock on its journal (taken at
@@ -89,10 +90,21 @@ enum Change {
     },
 }
 
+/// Where a line of a journal is: its first byte, and its length without the newline.
+type Line = (u64, u32);
+
+/// A batch record: held here (a store in memory only), or where its line is in the job's journal (a
+/// persistent store), so that a job of a million batches does not hold a million records and their parts.
+#[derive(Debug)]
+enum StoredBatch {
+    Here(Box<BatchRecord>),
+    Journaled(Line),
+}
+
 #[derive(Debug)]
 struct JobState {
     record: JobRecord,
-    batches: BTreeMap<u64, BatchRecord>,
+    batches: BTreeMap<u64, StoredBatch>,
     /// A split listing's logged pages, by group (its first page's seq).
     pages: BTreeMap<u64, Vec<LoggedPage>>,
     succeeded: u64,
@@ -128,7 +140,8 @@ impl JobState {
         }
     }
 
-    fn apply(&mut self, change: &Change) {
+    /// Applies a change; `line`: where the journal holds it, if it does.
+    fn apply(&mut self, change: &Change, line: Option<Line>) {
         match change {
             Change::Created { record } => self.record = (**record).clone(),
             Change::Checkpoint { checkpoint } => self.record.checkpoint = checkpoint.clone(),
@@ -141,7 +154,11 @@ impl JobState {
                 if !self.batches.contains_key(seq) {
                     self.succeeded += record.succeeded;
                     self.failed = self.failed.saturating_add_signed(record.failed_delta());
-                    self.batches.insert(*seq, record.clone());
+                    let stored = match line {
+                        Some(line) => StoredBatch::Journaled(line),
+                        None => StoredBatch::Here(Box::new(record.clone())),
+                    };
+                    self.batches.insert(*seq, stored);
                     self.usage.add(usage);
                 }
             }
@@ -214,11 +231,37 @@ impl JobState {
     /// Applies the change and, for a persistent store, appends it to the journal (which this process must
     /// be the writer of: see [`MemoryJobStore::writable`]).
     fn commit(&mut self, change: Change) -> Result<(), JobStoreError> {
-        if let Some(journal) = &mut self.journal {
-            journal.append(&change)?;
-        }
-        self.apply(&change);
+        let line = match &mut self.journal {
+            Some(journal) => Some(journal.append(&change)?),
+            None => None,
+        };
+        self.apply(&change, line);
         Ok(())
+    }
+
+    /// Batch `seq`'s record, read back from the journal if it is there.
+    fn batch(&self, seq: u64) -> Result<Option<BatchRecord>, JobStoreError> {
+        match self.batches.get(&seq) {
+            None => Ok(None),
+            Some(StoredBatch::Here(record)) => Ok(Some((**record).clone())),
+            Some(StoredBatch::Journaled(line)) => {
+                let journal = self
+                    .journal
+                    .as_ref()
+                    .expect("a journaled batch has a journal");
+                match journal.read_line(*line)? {
+                    Change::Batch { record, .. } => Ok(Some(record)),
+                    _ => Err(JobStoreError::Other(
+                        format!(
+                            "{}: the line at byte {} is not batch {seq}'s record",
+                            journal.path.display(),
+                            line.0
+                        )
+                        .into(),
+                    )),
+                }
+            }
+        }
     }
 }
 
@@ -249,7 +292,7 @@ fn io_error(path: &Path, e: std::io::Error) -> JobStoreError {
 impl Journal {
     /// Reads the lines appended since the last read and hands each change to `apply`. A last line without its
     /// newline is being written (or was cut short by a crash): it is left for later.
-    fn follow(&mut self, mut apply: impl FnMut(Change)) -> Result<(), JobStoreError> {
+    fn follow(&mut self, mut apply: impl FnMut(Change, Line)) -> Result<(), JobStoreError> {
         let path = self.path.clone();
         self.file
             .seek(SeekFrom::Start(self.applied))
@@ -259,7 +302,10 @@ impl Journal {
             .read_to_end(&mut bytes)
             .map_err(|e| io_error(&path, e))?;
         let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let mut at = self.applied;
         for line in bytes[..whole].split(|b| *b == b'\n') {
+            let start = at;
+            at += line.len() as u64 + 1;
             if line.is_empty() {
                 continue;
             }
@@ -273,13 +319,32 @@ impl Journal {
                     .into(),
                 )
             })?;
-            apply(change);
+            apply(change, (start, line.len() as u32));
         }
         self.applied += whole as u64;
         Ok(())
     }
 
-    fn append(&mut self, change: &Change) -> Result<(), JobStoreError> {
+    /// The change on `line` (read where it is, whatever this handle's position).
+    fn read_line(&self, (at, len): Line) -> Result<Change, JobStoreError> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0; len as usize];
+        self.file
+            .read_exact_at(&mut bytes, at)
+            .map_err(|e| io_error(&self.path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            JobStoreError::Other(
+                format!(
+                    "{}: the line at byte {at} is not a change: {e}",
+                    self.path.display()
+                )
+                .into(),
+            )
+        })
+    }
+
+    /// Appends a change; where its line is.
+    fn append(&mut self, change: &Change) -> Result<Line, JobStoreError> {
         debug_assert!(self.writer, "only the journal's writer appends");
         let mut line = serde_json::to_vec(change).map_err(|e| JobStoreError::Other(Box::new(e)))?;
         line.push(b'\n');
@@ -287,8 +352,9 @@ impl Journal {
         self.file
             .write_all(&line)
             .map_err(|e| io_error(&self.path, e))?;
+        let at = self.applied;
         self.applied += line.len() as u64;
-        Ok(())
+        Ok((at, line.len() as u32 - 1))
     }
 }
 
@@ -365,9 +431,9 @@ impl MemoryJobStore {
                 return Ok(true);
             }
             let mut changes = Vec::new();
-            journal.follow(|c| changes.push(c))?;
-            for change in &changes {
-                job.apply(change);
+            journal.follow(|c, line| changes.push((c, line)))?;
+            for (change, line) in &changes {
+                job.apply(change, Some(*line));
             }
             view_inbox(job)?;
             return Ok(true);
@@ -382,9 +448,9 @@ impl MemoryJobStore {
             writer: false,
         };
         let mut state: Option<JobState> = None;
-        journal.follow(|change| match (&mut state, &change) {
+        journal.follow(|change, line| match (&mut state, &change) {
             (None, Change::Created { record }) => state = Some(JobState::new((**record).clone())),
-            (Some(job), _) => job.apply(&change),
+            (Some(job), _) => job.apply(&change, Some(line)),
             // A journal starts with its job's creation; anything else before it is not ours to read.
             (None, _) => {}
         })?;
@@ -460,14 +526,14 @@ impl MemoryJobStore {
         }
         journal.file = file;
         let mut changes = Vec::new();
-        journal.follow(|c| changes.push(c))?;
+        journal.follow(|c, line| changes.push((c, line)))?;
         journal
             .file
             .set_len(journal.applied)
             .map_err(|e| io_error(&path, e))?;
         journal.writer = true;
-        for change in &changes {
-            job.apply(change);
+        for (change, line) in &changes {
+            job.apply(change, Some(*line));
         }
         for (change, inbox_end) in job.inbox()? {
             job.commit(Change::Control {
@@ -723,10 +789,10 @@ impl JobStore for MemoryJobStore {
     ) -> Result<Recorded, JobStoreError> {
         // The marker and the counters change under one lock: a marker here is always counted.
         self.with_job(job_id, |job| {
-            if let Some(stored) = job.batches.get(&seq) {
+            if let Some(stored) = job.batch(seq)? {
                 return Ok(Recorded {
                     outcome: RecordOutcome::Duplicate,
-                    record: stored.clone(),
+                    record: stored,
                     group: None,
                 });
             }
@@ -748,7 +814,7 @@ impl JobStore for MemoryJobStore {
         job_id: &str,
         seq: u64,
     ) -> Result<Option<BatchRecord>, JobStoreError> {
-        self.read_job(job_id, |job| Ok(job.batches.get(&seq).cloned()))?
+        self.read_job(job_id, |job| job.batch(seq))?
             .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))
     }
 
@@ -759,11 +825,13 @@ impl JobStore for MemoryJobStore {
         to: u64,
     ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError> {
         self.read_job(job_id, |job| {
-            Ok(job
-                .batches
+            job.batches
                 .range(from..to.max(from))
-                .map(|(seq, r)| (*seq, r.clone()))
-                .collect())
+                .map(|(seq, _)| {
+                    let record = job.batch(*seq)?.expect("in the map");
+                    Ok((*seq, record))
+                })
+                .collect()
         })?
         .ok_or_else(|| JobStoreError::NotFound(job_id.to_owned()))
     }

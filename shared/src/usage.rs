@@ -288,6 +288,18 @@ pub async fn scoped<F: Future>(job_id: &str, future: F) -> F::Output {
     JOB.scope(Arc::from(job_id), future).await
 }
 
+/// Runs `future` counted for the job the calling future is counted for, if any: for a task it spawns, which
+/// does not inherit the scope.
+pub fn in_current_scope<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let job = current_job();
+    async move {
+        match job {
+            Some(job) => JOB.scope(job, future).await,
+            None => future.await,
+        }
+    }
+}
+
 /// The job the running future's requests are counted for, if it is [`scoped`].
 fn current_job() -> Option<Arc<str>> {
     JOB.try_with(Arc::clone).ok()

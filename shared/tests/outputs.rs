@@ -477,43 +477,15 @@ async fn a_tree_shaped_finalize_writes_the_bytes_one_process_writes() {
 /// finalizer, which merges the ranges' results (merging again one that is not this run's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trees_messages_are_idempotent_and_the_last_range_triggers_the_root() {
-    use dmap_core::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
     use dmap_core::finalizer::{Handled, handle};
     use dmap_core::message::FinalizeMessage;
-    use dmap_core::spec::JobSpec;
-    use dmap_core::worker::{self, WorkerConfig};
+    use dmap_core::worker::WorkerConfig;
 
     let config = tree_config(4, None);
     let env = chaos_env(&config);
     let mut spec = checksum_spec("steps", "f/", json!({ "kind": "checksum" }), 3);
     spec["tolerated_failure_count"] = json!(DENIED.len());
-    let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
-    let initial = start_or_resume(&env.deps, job, Rerun::Resume)
-        .await
-        .unwrap();
-    let listed = run_listing(&env.deps, &initial, &|| true).await.unwrap();
-    assert!(
-        matches!(listed, ListingOutcome::Complete { .. }),
-        "{listed:?}"
-    );
-    loop {
-        let got = env
-            .deps
-            .work_queue
-            .receive(10, Duration::from_millis(50))
-            .await
-            .unwrap();
-        if got.is_empty() {
-            break;
-        }
-        for m in got {
-            let message = worker::parse_message(&m.body).unwrap();
-            worker::handle(&env.deps, WorkerConfig::default(), &message)
-                .await
-                .unwrap();
-            env.deps.work_queue.delete(&m.receipt_handle).await.unwrap();
-        }
-    }
+    list_and_work(&env, &spec, WorkerConfig::default()).await;
     let finalize_queue = env.deps.finalize_queue.clone();
     let receive_all = || async {
         let mut all = Vec::new();
@@ -592,4 +564,111 @@ async fn a_trees_messages_are_idempotent_and_the_last_range_triggers_the_root() 
         panic!("finished")
     };
     assert!(!again.wrote);
+}
+
+/// Starts `spec`'s job, lists it whole, and hands every batch to a worker with `worker`'s settings, in this
+/// task: the job is then FINALIZING, its trigger in the finalize queue.
+async fn list_and_work(env: &Env, spec: &Value, worker: dmap_core::worker::WorkerConfig) {
+    use dmap_core::coordinator::{ListingOutcome, Rerun, run_listing, start_or_resume};
+    use dmap_core::spec::JobSpec;
+    let job = JobSpec::parse(spec.to_string().as_bytes()).unwrap();
+    let initial = start_or_resume(&env.deps, job, Rerun::Resume)
+        .await
+        .unwrap();
+    let listed = run_listing(&env.deps, &initial, &|| true).await.unwrap();
+    assert!(
+        matches!(listed, ListingOutcome::Complete { .. }),
+        "{listed:?}"
+    );
+    loop {
+        let got = env
+            .deps
+            .work_queue
+            .receive(10, Duration::from_millis(50))
+            .await
+            .unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            let message = dmap_core::worker::parse_message(&m.body).unwrap();
+            dmap_core::worker::handle(&env.deps, worker, &message)
+                .await
+                .unwrap();
+            env.deps.work_queue.delete(&m.receipt_handle).await.unwrap();
+        }
+    }
+}
+
+/// A range that cannot be merged (a part no longer readable) fails the job with the reason, as one process's
+/// finalizing would; it does not leave it FINALIZING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_that_cannot_be_merged_fails_the_job() {
+    use dmap_core::finalizer::{Handled, handle};
+    use dmap_core::message::FinalizeMessage;
+    use dmap_core::ports::JobStatus;
+
+    let config = tree_config(4, None);
+    let env = chaos_env(&config);
+    let mut spec = checksum_spec("broken", "f/", json!({ "kind": "checksum" }), 3);
+    spec["tolerated_failure_count"] = json!(DENIED.len());
+    let worker = dmap_core::worker::WorkerConfig {
+        inline_part_bytes: 0,
+        ..Default::default()
+    };
+    list_and_work(&env, &spec, worker).await;
+    // A part of range 1 (batches 4..8) made unreadable.
+    let parts = env.path().join(BUCKET).join("results/broken/parts");
+    let part = std::fs::read_dir(&parts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("0000000005.")
+        })
+        .expect("batch 5's part");
+    std::fs::write(&part, "not a part").unwrap();
+    let receive = async || {
+        let got = env
+            .deps
+            .finalize_queue
+            .receive(10, Duration::from_millis(50))
+            .await
+            .unwrap();
+        for m in &got {
+            env.deps
+                .finalize_queue
+                .delete(&m.receipt_handle)
+                .await
+                .unwrap();
+        }
+        got.into_iter()
+            .map(|m| FinalizeMessage::from_body(&m.body).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let trigger = receive().await.remove(0);
+    let finalizer = config.finalizer;
+    assert_eq!(
+        handle(&env.deps, finalizer, &trigger).await.unwrap(),
+        Handled::RangesPending { ranges: 4 }
+    );
+    let ranges = receive().await;
+    assert_eq!(
+        handle(&env.deps, finalizer, &ranges[1]).await.unwrap(),
+        Handled::RangeMerged { range: 1 }
+    );
+    let record = env.deps.jobs.get_job("broken").await.unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Failed);
+    let manifest: Value =
+        serde_json::from_slice(&env.read("results/broken/manifest.json")).unwrap();
+    let error = manifest["error"].as_str().unwrap();
+    assert!(error.contains("unreadable"), "{error}");
+    // The other ranges' messages are dropped; the trigger answers with the manifest.
+    handle(&env.deps, finalizer, &ranges[0]).await.unwrap();
+    let Handled::Finalized(done) = handle(&env.deps, finalizer, &trigger).await.unwrap() else {
+        panic!("finished")
+    };
+    assert!(!done.wrote);
 }

@@ -250,7 +250,9 @@ impl JobState {
                     .as_ref()
                     .expect("a journaled batch has a journal");
                 match journal.read_line(*line)? {
-                    Change::Batch { record, .. } => Ok(Some(record)),
+                    Change::Batch {
+                        seq: at, record, ..
+                    } if at == seq => Ok(Some(record)),
                     _ => Err(JobStoreError::Other(
                         format!(
                             "{}: the line at byte {} is not batch {seq}'s record",
@@ -349,9 +351,12 @@ impl Journal {
         let mut line = serde_json::to_vec(change).map_err(|e| JobStoreError::Other(Box::new(e)))?;
         line.push(b'\n');
         // One write of the whole line: a crash leaves at most this line cut short.
-        self.file
-            .write_all(&line)
-            .map_err(|e| io_error(&self.path, e))?;
+        if let Err(e) = self.file.write_all(&line) {
+            // A part of the line may be written: cut it off, or the lines after it would not be where the
+            // store holds them.
+            let _ = self.file.set_len(self.applied);
+            return Err(io_error(&self.path, e));
+        }
         let at = self.applied;
         self.applied += line.len() as u64;
         Ok((at, line.len() as u32 - 1))

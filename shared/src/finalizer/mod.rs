@@ -40,8 +40,9 @@ pub(crate) use tree::ranges as tree_ranges;
 
 /// Parts read at once.
 pub(crate) const PART_READ_CONCURRENCY: usize = 16;
-/// The chunks in which `failed.jsonl` and a tree's range files are written (S3: multipart parts).
-const STREAM_CHUNK_BYTES: usize = 8 << 20;
+/// The chunks in which `failed.jsonl` and a tree's range files are written (S3: multipart parts): S3's least,
+/// for the least memory; 10,000 of them (S3's most parts) make a 50 GB file.
+const STREAM_CHUNK_BYTES: usize = crate::ports::MIN_CHUNK_BYTES;
 /// Batch records read per page.
 pub(crate) const RECORDS_PER_PAGE: usize = 1000;
 /// How far past its checkpoint an aborted job's records are looked for: a page of a reader's items, sent before
@@ -188,28 +189,41 @@ async fn finalize_job(
             }
             // A process that finalized the job before (a redrive's, warm) counts it as pending again.
             deps.usage.reopen(job_id);
-            let (manifest, closed) = match write_outputs(deps, config, &record, &out).await {
-                Ok(written) => written,
-                Err(e) if e.is_transient() => return Err(e),
-                // Retrying cannot help: the job must still end, FAILED, with the reason where users look.
-                Err(e) => {
-                    tracing::error!(job_id, error = %e, "finalizing failed for good; the job FAILS");
-                    write_failure(deps, &record, &out, &e).await?
-                }
-            };
-            if let Err(e) = deps.jobs.finish(job_id, manifest.status, &closed).await {
-                // The manifest holds `closed`, the store not yet: the retry's manifest is written again.
-                deps.usage.reopen(job_id);
-                deps.usage.put_back(job_id, closed);
-                return Err(e.into());
-            }
-            tracing::info!(job_id, status = manifest.status.as_str(), "job finished");
-            Ok(Some(Finalized {
-                manifest,
-                wrote: true,
-            }))
+            let written = write_outputs(deps, config, &record, &out).await;
+            finish(deps, &record, &out, written).await.map(Some)
         }
     }
+}
+
+/// Ends a FINALIZING job with what its finalizing wrote, or, when that failed for good, FAILED with the
+/// reason. A transient error is returned, for a retry.
+async fn finish(
+    deps: &Deps,
+    record: &JobRecord,
+    out: &OutputLocation,
+    written: Result<(Manifest, Usage), PipelineError>,
+) -> Result<Finalized, PipelineError> {
+    let job_id = record.job.job_id.as_str();
+    let (manifest, closed) = match written {
+        Ok(written) => written,
+        Err(e) if e.is_transient() => return Err(e),
+        // Retrying cannot help: the job must still end, FAILED, with the reason where users look.
+        Err(e) => {
+            tracing::error!(job_id, error = %e, "finalizing failed for good; the job FAILS");
+            write_failure(deps, record, out, &e).await?
+        }
+    };
+    if let Err(e) = deps.jobs.finish(job_id, manifest.status, &closed).await {
+        // The manifest holds `closed`, the store not yet: the retry's manifest is written again.
+        deps.usage.reopen(job_id);
+        deps.usage.put_back(job_id, closed);
+        return Err(e.into());
+    }
+    tracing::info!(job_id, status = manifest.status.as_str(), "job finished");
+    Ok(Finalized {
+        manifest,
+        wrote: true,
+    })
 }
 
 /// What merging the parts in order found; `failed.jsonl` and `outputs/` are written.

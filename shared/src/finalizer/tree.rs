@@ -2,8 +2,8 @@
 //! ranges of that many batches, each by a message of its own on the finalize queue (so by as many finalizer
 //! invocations at once as the queue's mapping scales to), then the ranges' results in order, by the trigger
 //! the last range sends. A 1M-part job is 100 merges of ~20 s and a root that reads 100 small results and
-//! copies the failure and output lines once: well inside Lambda's 15 minutes, where one process reading every
-//! part would not be.
+//! copies the failure and output lines once, at S3's stream rate: inside the finalizer's 5 minutes for jobs of
+//! up to a few GB of lines, where one process reading every part would not be.
 //!
 //! - **A range's merge** reads its batches' records and parts, and writes under `finalize/` (named by its
 //!   first batch): its failure lines, its output lines, both streamed in chunks, and last a small result (the
@@ -11,7 +11,7 @@
 //!   records alone, so a merge run twice (a redelivered message) writes the same bytes. It names its run, so
 //!   that one an earlier run of the job id left is merged again, never joined.
 //! - **The root** sends the merges not written yet (once: a marker holds when, and they are sent again only if
-//!   they have not all ended 15 minutes later), or, once every range is merged, merges their results in
+//!   they have not all ended 35 minutes later), or, once every range is merged, merges their results in
 //!   order: `failed.jsonl` is the ranges' failure lines one after the other, streamed, and `outputs/` is cut
 //!   from their output lines exactly as one process cuts it, so the files are byte for byte the same.
 //!
@@ -42,9 +42,10 @@ use crate::ports::{
 use crate::processor::Aggregate;
 use crate::spec::Job;
 
-/// How long the merges sent are left to end before a trigger sends those not written again: Lambda's longest
-/// timeout, so a merge still running is not doubled.
-const RESEND_AFTER_MS: u64 = 15 * 60 * 1000;
+/// How long the merges sent are left to end before a trigger sends those not written again: past the finalize
+/// queue's visibility timeout (30 minutes), so that a merge that failed is retried by its queue first, and
+/// one still running is not doubled.
+const RESEND_AFTER_MS: u64 = 35 * 60 * 1000;
 /// The bytes a root reads of a range's lines at a time.
 const READ_BLOCK_BYTES: u64 = 1 << 20;
 
@@ -179,13 +180,35 @@ pub(super) async fn merge_range_message(
         return Ok(());
     }
     let Some(tree) = Tree::of(&record, &config).filter(|t| range < t.ranges()) else {
-        return Err(PipelineError::MalformedMessage(format!(
-            "job {job_id} has no range {range} to merge"
-        )));
+        // A message of another shape of the job's tree (its range size changed while it finalized): the
+        // root merges what its own shape needs.
+        tracing::warn!(
+            job_id,
+            range,
+            "range merge dropped: the job has no such range"
+        );
+        return Ok(());
     };
     let out = OutputLocation::for_job(&record.job);
-    merge_range(deps, &record, &out, &tree, range).await?;
-    let (merged, _) = merged_ranges(deps.objects.as_ref(), &out, &tree).await?;
+    let objects = deps.objects.as_ref();
+    let (from, to) = tree.bounds(range);
+    let (merged, _) = merged_ranges(objects, &out, &tree).await?;
+    // A redelivery of a merge that ended: nothing to do but the check below.
+    let done = merged.contains(&range)
+        && read_merge(objects, &out, &record, from, to)
+            .await?
+            .is_some();
+    if !done && let Err(e) = merge_range(deps, &record, &out, &tree, range).await {
+        if e.is_transient() {
+            return Err(e);
+        }
+        // Retrying cannot help: the job ends FAILED now, as one process's finalizing would; the other
+        // ranges' messages are then dropped.
+        deps.usage.reopen(job_id);
+        super::finish(deps, &record, &out, Err(e)).await?;
+        return Ok(());
+    }
+    let (merged, _) = merged_ranges(objects, &out, &tree).await?;
     if merged.len() as u64 == tree.ranges() {
         trigger_finalizer(deps, job_id).await?;
     }
@@ -221,20 +244,16 @@ pub(super) async fn merge_ranges(
     for range in 0..tree.ranges() {
         let (from, to) = tree.bounds(range);
         let key = out.finalize_range_key(from);
-        let read = async || -> Result<Option<RangeMerge>, PipelineError> {
-            let body = read_all(objects, &out.bucket, &key).await?;
-            Ok(serde_json::from_slice(&body)
-                .ok()
-                .filter(|m: &RangeMerge| (m.run, m.from, m.to) == (record.created_at_ms, from, to)))
-        };
-        let merge = match read().await? {
+        let merge = match read_merge(objects, out, record, from, to).await? {
             Some(merge) => merge,
             // Another run's (the job id used before): merged again, here.
             None => {
                 merge_range(deps, record, out, tree, range).await?;
-                read().await?.ok_or_else(|| {
-                    inconsistent(record, format!("{key} is not the merge of {from}..{to}"))
-                })?
+                read_merge(objects, out, record, from, to)
+                    .await?
+                    .ok_or_else(|| {
+                        inconsistent(record, format!("{key} is not the merge of {from}..{to}"))
+                    })?
             }
         };
         items.succeeded += merge.succeeded;
@@ -267,6 +286,20 @@ pub(super) async fn merge_ranges(
         recorded: tree.batches,
         map_results: None,
     })
+}
+
+/// The merge of `from..to` written by this run of the job, if it is (it exists: the listing showed it).
+async fn read_merge(
+    objects: &dyn ObjectStore,
+    out: &OutputLocation,
+    record: &JobRecord,
+    from: u64,
+    to: u64,
+) -> Result<Option<RangeMerge>, PipelineError> {
+    let body = read_all(objects, &out.bucket, &out.finalize_range_key(from)).await?;
+    Ok(serde_json::from_slice(&body)
+        .ok()
+        .filter(|m: &RangeMerge| (m.run, m.from, m.to) == (record.created_at_ms, from, to)))
 }
 
 /// Merges range `range`: its failure and output lines, then what it found.

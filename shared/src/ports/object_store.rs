@@ -250,8 +250,8 @@ pub async fn read_up_to(
     store.read_up_to(bucket, key, limit).await
 }
 
-/// Writes one object as its bytes come, through [`ObjectStore::put_chunks`], holding one chunk at a time (and
-/// one more on its way): a large output is never whole in memory. An object that fits in one chunk is one
+/// Writes one object as its bytes come, through [`ObjectStore::put_chunks`], holding a few chunks at most: a
+/// large output is never whole in memory. An object that fits in one chunk is one
 /// plain [`ObjectStore::put`]. Dropped before [`ObjectWriter::finish`], it writes nothing.
 pub struct ObjectWriter {
     store: std::sync::Arc<dyn ObjectStore>,
@@ -307,7 +307,7 @@ impl ObjectWriter {
         self.buffer.extend_from_slice(bytes);
         self.written += bytes.len() as u64;
         if self.buffer.len() >= self.chunk_bytes {
-            let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.chunk_bytes));
+            let chunk = std::mem::take(&mut self.buffer);
             self.send(chunk).await?;
         }
         Ok(())
@@ -316,7 +316,8 @@ impl ObjectWriter {
     async fn send(&mut self, chunk: Vec<u8>) -> Result<(), StoreError> {
         use futures::SinkExt;
         let upload = self.upload.get_or_insert_with(|| {
-            // One chunk waits in the channel while another is sent: memory holds at most three.
+            // One chunk waits in the channel while the store sends another (S3's first two are read before
+            // the upload starts): a writer holds a few chunks at most.
             let (chunks, received) = futures::channel::mpsc::channel(0);
             let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let done = finished.clone();
@@ -334,7 +335,10 @@ impl ObjectWriter {
                 .filter_map(futures::future::ready);
             let (store, bucket, key) = (self.store.clone(), self.bucket.clone(), self.key.clone());
             let task =
-                tokio::spawn(async move { store.put_chunks(&bucket, &key, stream.boxed()).await });
+                // Its requests count for the writer's job, as the writer's own would.
+                tokio::spawn(crate::usage::in_current_scope(async move {
+                    store.put_chunks(&bucket, &key, stream.boxed()).await
+                }));
             Upload {
                 chunks,
                 finished,

@@ -502,24 +502,26 @@ pub fn predict(
     };
     let writes_secs = (output_files + 3) as f64 * model.s3_request_secs;
     let finalize_ranges = tree_ranges(job, nb, FinalizerConfig::default().range_batches);
-    let finalize_secs = match finalize_ranges {
-        None => merge_secs(nb) + writes_secs,
+    // The finalize's time end to end, and the finalizer's billed time (a tree's merges run side by side).
+    let (finalize_secs, finalizer_billed_secs) = match finalize_ranges {
+        None => (merge_secs(nb) + writes_secs, merge_secs(nb) + writes_secs),
         // A tree: the ranges' merges (each a full range at most, writing three objects), as many at once as
         // the finalize queue's mapping has ramped to, each wave started by a delivery; then the root, which
         // reads each range's result and lines in turn, and writes the job's files.
         Some(ranges) => {
             let range_batches = FinalizerConfig::default().range_batches;
-            let range_secs = model.finalize_trigger_secs
-                + merge_secs(range_batches.min(nb))
-                + 3.0 * model.s3_request_secs;
+            let range_work = merge_secs(range_batches.min(nb)) + 3.0 * model.s3_request_secs;
+            let range_secs = model.finalize_trigger_secs + range_work;
             let (mut secs, mut left) = (0.0, ranges);
             while left > 0 {
                 left = left.saturating_sub(model.esm_concurrency(secs, u32::MAX) as u64);
                 secs += range_secs;
             }
-            secs + model.finalize_trigger_secs
-                + 3.0 * ranges as f64 * model.s3_request_secs
-                + writes_secs
+            let root = 3.0 * ranges as f64 * model.s3_request_secs + writes_secs;
+            (
+                secs + model.finalize_trigger_secs + root,
+                ranges as f64 * range_work + root,
+            )
         }
     };
     let listing = matches!(spec.item_reader, ItemReader::S3List(_));
@@ -780,7 +782,7 @@ pub fn predict(
             * deployment.worker_memory_mb as f64
             / 1024.0
             + timeline.listing_secs * deployment.coordinator_memory_mb as f64 / 1024.0
-            + timeline.finalize_secs * deployment.finalizer_memory_mb as f64 / 1024.0,
+            + finalizer_billed_secs * deployment.finalizer_memory_mb as f64 / 1024.0,
     };
     let mut by_service: BTreeMap<String, f64> = BTreeMap::new();
     for (op, count) in &requests {

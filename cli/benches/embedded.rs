@@ -53,14 +53,7 @@ fn mib(bytes: &Value) -> f64 {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::var("DMAP_BENCH_SIZES")
-        .ok()
-        .map(|s| {
-            s.split(',')
-                .map(|n| n.trim().parse().expect("a number"))
-                .collect()
-        })
-        .unwrap_or_else(|| vec![10_000, 50_000, 100_000]);
+    let sizes = common::sizes(&[10_000, 50_000, 100_000]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     std::fs::create_dir_all(data.join("bench")).unwrap();

@@ -28,14 +28,7 @@ fn generate(data: &Path, prefix: &str, n: usize) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::var("DMAP_BENCH_SIZES")
-        .ok()
-        .map(|s| {
-            s.split(',')
-                .map(|n| n.trim().parse().expect("a number"))
-                .collect()
-        })
-        .unwrap_or_else(|| vec![50_000, 200_000]);
+    let sizes = common::sizes(&[50_000, 200_000]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     std::fs::create_dir_all(data.join("bench")).unwrap();

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::failure_store::FailureStore;
 use common::faults::{CAMPAIGN_RATES, Faults, campaign_seeds, inject};
-use common::{BUCKET, Env, csv_spec, fast_config};
+use common::{BUCKET, Env, csv_spec, drain_work, fast_config, take_finalize_messages};
 use dmap_core::finalizer::FinalizerConfig;
 use dmap_core::outcome::{Manifest, TerminalStatus};
 use dmap_core::ports::StoreError;
@@ -486,24 +486,7 @@ async fn a_trees_messages_are_idempotent_and_the_last_range_triggers_the_root() 
     let mut spec = checksum_spec("steps", "f/", json!({ "kind": "checksum" }), 3);
     spec["tolerated_failure_count"] = json!(DENIED.len());
     list_and_work(&env, &spec, WorkerConfig::default()).await;
-    let finalize_queue = env.deps.finalize_queue.clone();
-    let receive_all = || async {
-        let mut all = Vec::new();
-        loop {
-            let got = finalize_queue
-                .receive(10, Duration::from_millis(50))
-                .await
-                .unwrap();
-            if got.is_empty() {
-                return all;
-            }
-            for m in got {
-                finalize_queue.delete(&m.receipt_handle).await.unwrap();
-                all.push(FinalizeMessage::from_body(&m.body).unwrap());
-            }
-        }
-    };
-    let trigger = receive_all().await;
+    let trigger = take_finalize_messages(&env).await;
     assert_eq!(
         trigger,
         vec![FinalizeMessage {
@@ -519,21 +502,24 @@ async fn a_trees_messages_are_idempotent_and_the_last_range_triggers_the_root() 
         Handled::RangesPending { ranges: 4 },
         "14 batches in 4s"
     );
-    let ranges = receive_all().await;
+    let ranges = take_finalize_messages(&env).await;
     assert_eq!(
         ranges.iter().map(|m| m.range).collect::<Vec<_>>(),
         (0..4).map(Some).collect::<Vec<_>>()
     );
     // A repeated trigger (the sweeper's, a duplicate) while the merges run sends none again.
     handle(&env.deps, finalizer, &trigger[0]).await.unwrap();
-    assert!(receive_all().await.is_empty(), "no merge sent twice");
+    assert!(
+        take_finalize_messages(&env).await.is_empty(),
+        "no merge sent twice"
+    );
 
     for (i, range) in ranges.iter().enumerate().rev() {
         assert_eq!(
             handle(&env.deps, finalizer, range).await.unwrap(),
             Handled::RangeMerged { range: i as u64 }
         );
-        let sent = receive_all().await;
+        let sent = take_finalize_messages(&env).await;
         if i > 0 {
             assert!(sent.is_empty(), "range {i} is not the last to end");
         } else {
@@ -547,7 +533,7 @@ async fn a_trees_messages_are_idempotent_and_the_last_range_triggers_the_root() 
         merge_of_1,
         "a range merged again writes the same"
     );
-    receive_all().await; // its trigger again: every range is merged
+    take_finalize_messages(&env).await; // its trigger again: every range is merged
     // A merge another run of the job id left (or a torn one) is merged again by the root, never joined.
     env.write("results/steps/finalize/0000000008.json", b"{\"run\": 1}");
     let Handled::Finalized(done) = handle(&env.deps, finalizer, &trigger[0]).await.unwrap() else {
@@ -580,24 +566,7 @@ async fn list_and_work(env: &Env, spec: &Value, worker: dmap_core::worker::Worke
         matches!(listed, ListingOutcome::Complete { .. }),
         "{listed:?}"
     );
-    loop {
-        let got = env
-            .deps
-            .work_queue
-            .receive(10, Duration::from_millis(50))
-            .await
-            .unwrap();
-        if got.is_empty() {
-            break;
-        }
-        for m in got {
-            let message = dmap_core::worker::parse_message(&m.body).unwrap();
-            dmap_core::worker::handle(&env.deps, worker, &message)
-                .await
-                .unwrap();
-            env.deps.work_queue.delete(&m.receipt_handle).await.unwrap();
-        }
-    }
+    drain_work(env, worker).await;
 }
 
 /// A range that cannot be merged (a part no longer readable) fails the job with the reason, as one process's
@@ -605,7 +574,6 @@ async fn list_and_work(env: &Env, spec: &Value, worker: dmap_core::worker::Worke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_range_that_cannot_be_merged_fails_the_job() {
     use dmap_core::finalizer::{Handled, handle};
-    use dmap_core::message::FinalizeMessage;
     use dmap_core::ports::JobStatus;
 
     let config = tree_config(4, None);
@@ -630,31 +598,13 @@ async fn a_range_that_cannot_be_merged_fails_the_job() {
         })
         .expect("batch 5's part");
     std::fs::write(&part, "not a part").unwrap();
-    let receive = async || {
-        let got = env
-            .deps
-            .finalize_queue
-            .receive(10, Duration::from_millis(50))
-            .await
-            .unwrap();
-        for m in &got {
-            env.deps
-                .finalize_queue
-                .delete(&m.receipt_handle)
-                .await
-                .unwrap();
-        }
-        got.into_iter()
-            .map(|m| FinalizeMessage::from_body(&m.body).unwrap())
-            .collect::<Vec<_>>()
-    };
-    let trigger = receive().await.remove(0);
+    let trigger = take_finalize_messages(&env).await.remove(0);
     let finalizer = config.finalizer;
     assert_eq!(
         handle(&env.deps, finalizer, &trigger).await.unwrap(),
         Handled::RangesPending { ranges: 4 }
     );
-    let ranges = receive().await;
+    let ranges = take_finalize_messages(&env).await;
     assert_eq!(
         handle(&env.deps, finalizer, &ranges[1]).await.unwrap(),
         Handled::RangeMerged { range: 1 }

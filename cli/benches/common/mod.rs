@@ -27,3 +27,16 @@ pub fn dmap_run(data: &Path, spec: &Value) -> Value {
     );
     serde_json::from_slice(&out.stdout).expect("JSON summary")
 }
+
+/// The object counts a benchmark runs: `DMAP_BENCH_SIZES` (`10000,50000`), else `default`.
+#[allow(dead_code)] // not every benchmark takes sizes
+pub fn sizes(default: &[usize]) -> Vec<usize> {
+    std::env::var("DMAP_BENCH_SIZES")
+        .ok()
+        .map(|s| {
+            s.split(',')
+                .map(|n| n.trim().parse().expect("a number"))
+                .collect()
+        })
+        .unwrap_or_else(|| default.to_vec())
+}

@@ -268,26 +268,7 @@ pub fn awkward_csv(rows: usize) -> (String, String, Vec<u64>) {
 /// Delivers every message of the work queue to the worker, then every finalize trigger to the finalizer, in
 /// this task (no runner): the batches handled.
 pub async fn drain(env: &Env) -> u64 {
-    let mut handled = 0;
-    loop {
-        let got = env
-            .deps
-            .work_queue
-            .receive(10, Duration::from_millis(50))
-            .await
-            .unwrap();
-        if got.is_empty() {
-            break;
-        }
-        for m in got {
-            let message = worker::parse_message(&m.body).unwrap();
-            worker::handle(&env.deps, WorkerConfig::default(), &message)
-                .await
-                .unwrap();
-            env.deps.work_queue.delete(&m.receipt_handle).await.unwrap();
-            handled += 1;
-        }
-    }
+    let handled = drain_work(env, WorkerConfig::default()).await;
     for m in env
         .deps
         .finalize_queue
@@ -306,6 +287,52 @@ pub async fn drain(env: &Env) -> u64 {
             .unwrap();
     }
     handled
+}
+
+/// Delivers every message of the work queue to the worker (with `config`), in this task: the batches handled.
+pub async fn drain_work(env: &Env, config: WorkerConfig) -> u64 {
+    let mut handled = 0;
+    loop {
+        let got = env
+            .deps
+            .work_queue
+            .receive(10, Duration::from_millis(50))
+            .await
+            .unwrap();
+        if got.is_empty() {
+            return handled;
+        }
+        for m in got {
+            let message = worker::parse_message(&m.body).unwrap();
+            worker::handle(&env.deps, config, &message).await.unwrap();
+            env.deps.work_queue.delete(&m.receipt_handle).await.unwrap();
+            handled += 1;
+        }
+    }
+}
+
+/// Takes every message of the finalize queue off it, in this task.
+pub async fn take_finalize_messages(env: &Env) -> Vec<FinalizeMessage> {
+    let mut all = Vec::new();
+    loop {
+        let got = env
+            .deps
+            .finalize_queue
+            .receive(10, Duration::from_millis(50))
+            .await
+            .unwrap();
+        if got.is_empty() {
+            return all;
+        }
+        for m in got {
+            env.deps
+                .finalize_queue
+                .delete(&m.receipt_handle)
+                .await
+                .unwrap();
+            all.push(FinalizeMessage::from_body(&m.body).unwrap());
+        }
+    }
 }
 
 /// A small weather-like CSV for object `i`: a header and a few rows with some empty cells.

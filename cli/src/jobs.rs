@@ -404,6 +404,7 @@ pub async fn abort(args: &AbortArgs) -> anyhow::Result<ExitCode> {
                     FinalizeMessage {
                         job_id: job_id.to_owned(),
                         range: None,
+                        resend: false,
                     }
                     .to_body(),
                 )

@@ -58,7 +58,7 @@ pub async fn complete_if_done(
             }
         }
         JobStatus::Finalizing if retrigger => {
-            trigger_finalizer(deps, job_id).await?;
+            send_trigger(deps, job_id, true).await?;
             Ok(Completion::Retriggered)
         }
         _ => Ok(Completion::ClaimedElsewhere),
@@ -92,9 +92,15 @@ pub async fn complete_after_record(
 }
 
 pub async fn trigger_finalizer(deps: &Deps, job_id: &str) -> Result<(), PipelineError> {
+    send_trigger(deps, job_id, false).await
+}
+
+/// The finalizer's trigger; `resend`: for a job that seems stuck FINALIZING (see [`FinalizeMessage::resend`]).
+async fn send_trigger(deps: &Deps, job_id: &str, resend: bool) -> Result<(), PipelineError> {
     let body = FinalizeMessage {
         job_id: job_id.to_owned(),
         range: None,
+        resend,
     }
     .to_body();
     let message = OutgoingMessage {

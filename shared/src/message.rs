@@ -145,6 +145,10 @@ pub struct FinalizeMessage {
     /// The range to merge (its index); none for the trigger, which merges the ranges' results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<u64>,
+    /// A trigger sent again for a job that seems stuck FINALIZING (a message may have been lost): a tree's
+    /// merges not yet written are sent again at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resend: bool,
 }
 
 impl FinalizeMessage {

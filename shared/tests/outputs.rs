@@ -491,7 +491,8 @@ async fn a_trees_messages_are_idempotent_and_the_last_range_triggers_the_root() 
         trigger,
         vec![FinalizeMessage {
             job_id: "steps".into(),
-            range: None
+            range: None,
+            resend: false,
         }],
         "the completion claim's trigger"
     );

@@ -107,7 +107,7 @@ pub async fn finalize(
     config: FinalizerConfig,
     job_id: &str,
 ) -> Result<Finalized, PipelineError> {
-    let finalized = crate::usage::scoped(job_id, finalize_job(deps, config, job_id, false)).await?;
+    let finalized = crate::usage::scoped(job_id, finalize_job(deps, config, job_id, None)).await?;
     Ok(finalized.expect("finalized in this process"))
 }
 
@@ -131,8 +131,11 @@ pub async fn handle(
             Ok(Handled::RangeMerged { range })
         }
         None => {
-            let finalized =
-                crate::usage::scoped(job_id, finalize_job(deps, config, job_id, true)).await?;
+            let finalized = crate::usage::scoped(
+                job_id,
+                finalize_job(deps, config, job_id, Some(message.resend)),
+            )
+            .await?;
             Ok(match finalized {
                 Some(finalized) => Handled::Finalized(Box::new(finalized)),
                 None => Handled::RangesPending {
@@ -148,12 +151,12 @@ pub async fn handle(
 }
 
 /// `None` when `fan_out` and the job is finalized as a tree whose ranges are not all merged yet: their merges
-/// were sent.
+/// were sent (`fan_out`: whether to send them again at once, for a trigger sent again).
 async fn finalize_job(
     deps: &Deps,
     config: FinalizerConfig,
     job_id: &str,
-    fan_out: bool,
+    fan_out: Option<bool>,
 ) -> Result<Option<Finalized>, PipelineError> {
     let mut record = require_job(deps.jobs.as_ref(), job_id).await?;
     if record.status == JobStatus::Running && record.abort_requested() {
@@ -181,9 +184,9 @@ async fn finalize_job(
             }))
         }
         JobStatus::Finalizing => {
-            if fan_out
+            if let Some(resend) = fan_out
                 && let Some(tree) = tree::Tree::of(&record, &config)
-                && !tree::fan_out(deps, &record, &out, &tree).await?
+                && !tree::fan_out(deps, &record, &out, &tree, resend).await?
             {
                 return Ok(None);
             }

@@ -11,7 +11,8 @@
 //!   records alone, so a merge run twice (a redelivered message) writes the same bytes. It names its run, so
 //!   that one an earlier run of the job id left is merged again, never joined.
 //! - **The root** sends the merges not written yet (once: a marker holds when, and they are sent again only if
-//!   they have not all ended 35 minutes later), or, once every range is merged, merges their results in
+//!   they have not all ended 35 minutes later, or at once for a trigger sent again because the job seems
+//!   stuck: a merge's message may have been lost), or, once every range is merged, merges their results in
 //!   order: `failed.jsonl` is the ranges' failure lines one after the other, streamed, and `outputs/` is cut
 //!   from their output lines exactly as one process cuts it, so the files are byte for byte the same.
 //!
@@ -111,6 +112,7 @@ pub(super) async fn fan_out(
     record: &JobRecord,
     out: &OutputLocation,
     tree: &Tree,
+    resend: bool,
 ) -> Result<bool, PipelineError> {
     let job_id = record.job.job_id.as_str();
     let (merged, sent_at) = merged_ranges(deps.objects.as_ref(), out, tree).await?;
@@ -119,6 +121,7 @@ pub(super) async fn fan_out(
         return Ok(true);
     }
     if let Some(at) = sent_at
+        && !resend
         && now_ms().saturating_sub(at) < RESEND_AFTER_MS
     {
         tracing::info!(
@@ -135,6 +138,7 @@ pub(super) async fn fan_out(
             body: FinalizeMessage {
                 job_id: job_id.to_owned(),
                 range: Some(range),
+                resend: false,
             }
             .to_body(),
             group: None,

@@ -200,6 +200,16 @@ pub struct Execution {
     pub stop_date: String,
 }
 
+/// Values as JSON lines (`failed.jsonl`, `outputs/`): each on a line of its own, in order.
+pub fn json_lines<'a, T: Serialize + 'a>(values: impl IntoIterator<Item = &'a T>) -> Vec<u8> {
+    let mut lines = Vec::new();
+    for value in values {
+        serde_json::to_writer(&mut lines, value).expect("a JSON line serializes");
+        lines.push(b'\n');
+    }
+    lines
+}
+
 /// The failures that stand, in listing order: a failure is taken back when a later batch redoes its item
 /// (whatever that batch's own outcome for it), and an item that fails again keeps its first failure's place,
 /// so the order is a first run's. One implementation for the finalizer (`failed.jsonl`) and the redo pass
@@ -244,12 +254,7 @@ impl LiveFailures {
 
     /// `failed.jsonl`: one failure per line, in order.
     pub fn to_jsonl(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for failure in self.by_position.values() {
-            serde_json::to_writer(&mut out, failure).expect("a failure line serializes");
-            out.push(b'\n');
-        }
-        out
+        json_lines(self.by_position.values())
     }
 
     /// The keys of the items whose failure stands.

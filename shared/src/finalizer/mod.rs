@@ -23,8 +23,8 @@ use crate::layout::OutputLocation;
 use crate::map_results::{MapResults, MapResultsConfig};
 use crate::message::FinalizeMessage;
 use crate::outcome::{
-    BatchCounts, BatchPart, FailedItem, ItemCounts, LiveFailures, Manifest, OutputLine,
-    TerminalStatus,
+    BatchCounts, BatchPart, ItemCounts, LiveFailures, Manifest, OutputLine, TerminalStatus,
+    json_lines,
 };
 use crate::processor::Aggregate;
 use crate::usage::{Prices, Usage};
@@ -485,7 +485,7 @@ impl Failures {
         match self {
             Self::Streamed { writer, count } => {
                 *count += part.failures.len() as u64;
-                writer.write(&failure_lines(&part.failures)).await?;
+                writer.write(&json_lines(&part.failures)).await?;
             }
             Self::Gathered { live, .. } => live.add(part),
         }
@@ -510,16 +510,6 @@ impl Failures {
             }
         }
     }
-}
-
-/// Failures as `failed.jsonl` lines.
-fn failure_lines(failures: &[FailedItem]) -> Vec<u8> {
-    let mut lines = Vec::new();
-    for failure in failures {
-        serde_json::to_writer(&mut lines, failure).expect("a failure line serializes");
-        lines.push(b'\n');
-    }
-    lines
 }
 
 /// Writes the manifest with the job's usage: `stored` (what the job store holds) and what this process sent
@@ -586,10 +576,10 @@ impl<'a> OutputFiles<'a> {
         if lines.is_empty() {
             return Ok(());
         }
-        self.add_bytes(objects, seq, &output_lines(lines)).await
+        self.add_bytes(objects, seq, &json_lines(lines)).await
     }
 
-    /// Adds batch `seq`'s lines as written by [`output_lines`] (none: nothing).
+    /// Adds batch `seq`'s lines as written by [`json_lines`] (none: nothing).
     async fn add_bytes(
         &mut self,
         objects: &dyn ObjectStore,
@@ -621,16 +611,6 @@ impl<'a> OutputFiles<'a> {
         self.write_open(objects).await?;
         Ok(self.written)
     }
-}
-
-/// A batch's output lines as `outputs/` files hold them.
-fn output_lines(lines: &[OutputLine]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for line in lines {
-        serde_json::to_writer(&mut body, line).expect("an output line serializes");
-        body.push(b'\n');
-    }
-    body
 }
 
 /// The manifest of `record`'s job (without outputs: only a finalizing that succeeds has them).

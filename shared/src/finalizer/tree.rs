@@ -26,8 +26,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    FinalizerConfig, Merged, OutputFiles, RECORDS_PER_PAGE, STREAM_CHUNK_BYTES, failure_lines,
-    output_lines, read_parts,
+    FinalizerConfig, Merged, OutputFiles, RECORDS_PER_PAGE, STREAM_CHUNK_BYTES, read_parts,
 };
 use crate::Deps;
 use crate::clock::now_ms;
@@ -35,7 +34,7 @@ use crate::completion::trigger_finalizer;
 use crate::error::PipelineError;
 use crate::layout::OutputLocation;
 use crate::message::FinalizeMessage;
-use crate::outcome::ItemCounts;
+use crate::outcome::{ItemCounts, json_lines};
 use crate::ports::{
     JobRecord, JobStatus, ObjectReader, ObjectStore, ObjectWriter, OutgoingMessage, StoreError,
     read_all, require_job, send_all_with_retry,
@@ -354,9 +353,9 @@ async fn merge_range(
         while let Some(part) = parts.try_next().await? {
             merge.succeeded += part.succeeded;
             merge.failed += part.failures.len() as u64;
-            failures.write(&failure_lines(&part.failures)).await?;
+            failures.write(&json_lines(&part.failures)).await?;
             merge.result.merge(part.result)?;
-            let lines = output_lines(&part.outputs);
+            let lines = json_lines(&part.outputs);
             if !lines.is_empty() {
                 outputs.write(&lines).await?;
                 merge.outputs.push((part.seq, lines.len() as u64));

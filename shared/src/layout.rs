@@ -4,8 +4,9 @@
 //! Under `<result_writer.bucket>/<result_writer.prefix><job_id>/`:
 //! `manifest.json`, `result.json`, `failed.jsonl`, `parts/` (one partial result per batch), `outputs/`
 //! (the per-item output lines, one file per range of batches, named by the first batch's seq), for the
-//! `lambda` processor `map-results/` (Distributed Map's ResultWriter layout), and, for a job finalized as a
-//! tree, `finalize/` (what each range's merge found).
+//! `lambda` processor `map-results/` (Distributed Map's ResultWriter layout), `result/` (a result of more
+//! groups than one process holds, in shards that `result.json` indexes), and `finalize/` (a job finalized as a
+//! tree: what each range's merge found; the groups a merge spilled).
 
 use serde::{Deserialize, Serialize};
 
@@ -145,10 +146,15 @@ pub const FINALIZE_FAILURES: OutputShape = OutputShape::per_batch("finalize/", 0
 pub const FINALIZE_OUTPUTS: OutputShape = OutputShape::per_batch("finalize/", 0, ".outputs.jsonl");
 /// When the ranges' merges were last sent.
 pub const FINALIZE_FAN_OUT: OutputShape = OutputShape::fixed("finalize/fan-out.json");
+/// One shard of the groups a merge spilled (a result of more groups than one process holds), numbered by
+/// the spill, then the shard in two hex digits.
+pub const FINALIZE_GROUPS: OutputShape = OutputShape::per_batch("finalize/groups/", 2, ".json");
+/// One shard of a result of more groups than one process holds, which `result.json` then indexes.
+pub const RESULT_SHARD: OutputShape = OutputShape::numbered("result/", ".json");
 
 /// Every shape of key a job writes in its output folder (the listing must never be able to see one). `outputs/`
 /// and `map-results/` are among them whatever the processor: a spec is refused for what its job could write.
-pub const OUTPUT_SHAPES: [OutputShape; 14] = [
+pub const OUTPUT_SHAPES: [OutputShape; 16] = [
     MANIFEST,
     RESULT,
     FAILURES,
@@ -163,6 +169,8 @@ pub const OUTPUT_SHAPES: [OutputShape; 14] = [
     FINALIZE_FAILURES,
     FINALIZE_OUTPUTS,
     FINALIZE_FAN_OUT,
+    FINALIZE_GROUPS,
+    RESULT_SHARD,
 ];
 
 /// The output location of one job.
@@ -243,6 +251,16 @@ impl OutputLocation {
         FINALIZE_FAN_OUT.key(&self.dir, 0, "")
     }
 
+    /// Shard `shard` of the groups spilled by spill `spill` (see [`crate::finalizer`]).
+    pub fn finalize_groups_key(&self, spill: u64, shard: usize) -> String {
+        FINALIZE_GROUPS.key(&self.dir, spill, &format!("{shard:02x}"))
+    }
+
+    /// Shard `shard` of a result too large to hold whole, which `result.json` indexes.
+    pub fn result_shard_key(&self, shard: usize) -> String {
+        RESULT_SHARD.key(&self.dir, shard as u64, "")
+    }
+
     /// Distributed Map's ResultWriter manifest of the job's executions.
     pub fn map_results_manifest_key(&self) -> String {
         MAP_RESULTS_MANIFEST.key(&self.dir, 0, "")
@@ -280,6 +298,14 @@ mod tests {
         );
         assert_eq!(out.outputs_key(42), "results/j/outputs/0000000042.jsonl");
         assert_eq!(out.error_key(3), "results/j/parts/0000000003.error.json");
+        assert_eq!(
+            out.finalize_groups_key(12, 31),
+            "results/j/finalize/groups/0000000012.1f.json"
+        );
+        assert_eq!(out.result_shard_key(7), "results/j/result/7.json");
+        assert!(FINALIZE_GROUPS.can_match(&out.dir, "results/j/finalize/g", ".1f.json"));
+        assert!(RESULT_SHARD.can_match(&out.dir, "results/j/result/", "31.json"));
+        assert!(!RESULT_SHARD.can_match(&out.dir, "results/j/result", ".json.x"));
         assert_eq!(
             out.map_results_key(false, 12),
             "results/j/map-results/SUCCEEDED_12.json"

@@ -623,3 +623,100 @@ async fn a_range_that_cannot_be_merged_fails_the_job() {
     };
     assert!(!done.wrote);
 }
+
+/// A result of more groups than a merge holds (`result_groups`) is spilled in shards by group and written as
+/// `result/<shard>.json`, which `result.json` indexes: the shards hold every group once, each as one process
+/// holding them all computes it; one process and a tree (under chaos too) write the same bytes, and no shard
+/// holds more than a share of the groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_of_many_groups_is_written_in_shards_that_hold_each_group_once() {
+    const STATIONS: usize = 400;
+    let mut csv = String::from("station,t\n");
+    for i in 0..600 {
+        csv += &format!("s{:03},{i}\n", i % STATIONS);
+    }
+    let spec = json!({
+        "job_id": "groups",
+        "item_reader": { "kind": "s3_object", "bucket": BUCKET, "key": "rows.csv", "format": "csv" },
+        "item_batcher": { "max_items_per_batch": 10 },
+        "processor": { "kind": "csv_aggregate", "group_by": "station", "columns": ["t"] },
+        "result_writer": { "bucket": BUCKET, "prefix": "results/" }
+    });
+    let config = |range_batches: u64, result_groups: usize, chaos: Option<Chaos>| {
+        let mut config = tree_config(range_batches, chaos);
+        config.finalizer.result_groups = result_groups;
+        config
+    };
+    let whole_env = Env::new(&config(u64::MAX, usize::MAX, None));
+    whole_env.write("rows.csv", &csv);
+    let whole = result_json(
+        &whole_env,
+        &whole_env
+            .run(&spec, &config(u64::MAX, usize::MAX, None))
+            .await,
+    );
+    let whole = whole["groups"].as_object().expect("groups").clone();
+    assert_eq!(whole.len(), STATIONS);
+    assert!(
+        !whole_env
+            .path()
+            .join(BUCKET)
+            .join("results/groups/finalize/groups")
+            .exists(),
+        "nothing spilled under the bound"
+    );
+
+    let mut first: Option<Vec<Vec<u8>>> = None;
+    for (range_batches, result_groups, chaos) in [
+        (u64::MAX, 50, None),
+        (7, 50, None),
+        (7, 30, Some(Chaos { rate: 0.3, seed: 3 })),
+    ] {
+        let what = format!("ranges of {range_batches}, {result_groups} groups held");
+        let config = config(range_batches, result_groups, chaos);
+        let env = Env::new(&config);
+        env.write("rows.csv", &csv);
+        let report = tokio::time::timeout(Duration::from_secs(60), env.try_run(&spec, &config))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the run did not end"))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(report.manifest.items.succeeded, 600, "{what}");
+        let index = result_json(&env, &report);
+        let sharded = &index["sharded"];
+        assert_eq!(sharded["groups"], json!(STATIONS), "{what}: {index}");
+        let shards = sharded["shards"].as_array().expect("shards");
+        assert_eq!(shards.len(), 32, "{what}");
+        let mut seen = serde_json::Map::new();
+        let mut bytes = vec![env.read(&report.manifest.result)];
+        for shard in shards {
+            let key = shard["key"].as_str().expect("key");
+            let body = env.read(key);
+            let groups = serde_json::from_slice::<Value>(&body).expect("a shard is JSON")["groups"]
+                .as_object()
+                .expect("groups")
+                .clone();
+            assert_eq!(shard["groups"], json!(groups.len()), "{what}: {key}");
+            assert!(groups.len() < STATIONS / 4, "{what}: {key} holds a share");
+            for (name, group) in groups {
+                assert!(
+                    seen.insert(name.clone(), group).is_none(),
+                    "{what}: {name} twice"
+                );
+            }
+            bytes.push(body);
+        }
+        assert_eq!(seen, whole, "{what}: the shards are the whole result");
+        let spills = std::fs::read_dir(
+            env.path()
+                .join(BUCKET)
+                .join("results/groups/finalize/groups"),
+        )
+        .map(|d| d.count())
+        .unwrap_or(0);
+        assert!(spills >= 32, "{what}: merges spilled ({spills} objects)");
+        match &first {
+            None => first = Some(bytes),
+            Some(first) => assert!(first == &bytes, "{what}: other bytes than the first run's"),
+        }
+    }
+}

@@ -26,7 +26,6 @@ use crate::outcome::{
     BatchCounts, BatchPart, ItemCounts, LiveFailures, Manifest, OutputLine, TerminalStatus,
     json_lines,
 };
-use crate::processor::Aggregate;
 use crate::usage::{Prices, Usage};
 use std::sync::Arc;
 
@@ -34,7 +33,10 @@ use crate::ports::{
     BatchRecord, JobRecord, JobStatus, ObjectStore, ObjectWriter, PartRef, read_all, require_job,
 };
 
+mod groups;
 mod tree;
+
+use groups::Groups;
 
 pub(crate) use tree::ranges as tree_ranges;
 
@@ -62,6 +64,9 @@ pub struct FinalizerConfig {
     /// The batches one merge of a tree-shaped finalize reads: a job of more is finalized as a tree, its ranges
     /// of this many batches merged apart (by messages of their own on the finalize queue), then their results.
     pub range_batches: u64,
+    /// The most groups a merge holds of a result keyed by group (`csv_aggregate`'s): past this it spills them,
+    /// in shards, and the result is written shard by shard as `result/<shard>.json`, indexed by `result.json`.
+    pub result_groups: usize,
 }
 
 impl Default for FinalizerConfig {
@@ -76,6 +81,8 @@ impl Default for FinalizerConfig {
             },
             // 16 parts read at once, ~30 ms each on S3: a range in about 20 s, a 1M-part job in 100 ranges.
             range_batches: 10_000,
+            // A few hundred bytes a group: some tens of MB, a small share of the finalizer's memory.
+            result_groups: 100_000,
         }
     }
 }
@@ -232,7 +239,7 @@ async fn finish(
 /// What merging the parts in order found; `failed.jsonl` and `outputs/` are written.
 struct Merged<'a> {
     items: ItemCounts,
-    result: Aggregate,
+    result: Groups,
     /// The keys of the files under `outputs/`, in order.
     outputs: Vec<String>,
     /// The batches with a record.
@@ -296,11 +303,7 @@ async fn write_outputs(
         (Some((lambda, reducer)), Some(details)) => {
             function::reduce(deps, config.functions, lambda, reducer, &details).await?
         }
-        _ => {
-            let mut json = serde_json::to_vec_pretty(&result.to_result_json()).expect("serializes");
-            json.push(b'\n');
-            json
-        }
+        _ => result.write(objects, out, job_id).await?,
     };
 
     let manifest = Manifest {
@@ -358,10 +361,13 @@ async fn merge_in_order<'a>(
     };
 
     let objects = deps.objects.as_ref();
-    let mut result = job
-        .spec
-        .processor
-        .empty_for(job.spec.item_reader.item_kind());
+    let mut result = Groups::new(
+        job.spec
+            .processor
+            .empty_for(job.spec.item_reader.item_kind()),
+        config.result_groups,
+        0,
+    );
     let mut failures = Failures::new(deps, out, record.redrives > 0);
     let mut outputs = OutputFiles::new(out, config.output_file_bytes);
     let lambda = job.spec.processor.lambda();
@@ -405,7 +411,7 @@ async fn merge_in_order<'a>(
         while let Some(part) = parts.try_next().await? {
             items.succeeded += part.succeeded;
             failures.add(&part).await?;
-            result.merge(part.result)?;
+            result.merge(objects, out, part.result).await?;
             outputs.add(objects, part.seq, &part.outputs).await?;
             if let Some(map_results) = &mut map_results {
                 let execution = part.execution.as_ref().ok_or_else(|| {

@@ -9,7 +9,8 @@
 //!   first batch): its failure lines, its output lines, both streamed in chunks, and last a small result (the
 //!   counts, the processor's partial result, and each batch's share of the output lines). Written from the
 //!   records alone, so a merge run twice (a redelivered message) writes the same bytes. It names its run, so
-//!   that one an earlier run of the job id left is merged again, never joined.
+//!   that one an earlier run of the job id left is merged again, never joined. A result of many groups is
+//!   spilled in shards as it goes (`groups`), and the small result names the spills instead of holding them.
 //! - **The root** sends the merges not written yet (once: a marker holds when, and they are sent again only if
 //!   they have not all ended 35 minutes later, or at once for a trigger sent again because the job seems
 //!   stuck: a merge's message may have been lost), or, once every range is merged, merges their results in
@@ -26,7 +27,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    FinalizerConfig, Merged, OutputFiles, RECORDS_PER_PAGE, STREAM_CHUNK_BYTES, read_parts,
+    FinalizerConfig, Groups, Merged, OutputFiles, RECORDS_PER_PAGE, STREAM_CHUNK_BYTES, read_parts,
 };
 use crate::Deps;
 use crate::clock::now_ms;
@@ -99,7 +100,11 @@ struct RangeMerge {
     succeeded: u64,
     /// Its failure lines.
     failed: u64,
+    /// The groups of the processor's result it holds (all of them, unless it spilled some).
     result: Aggregate,
+    /// The spills of groups it wrote (`finalize/groups/`): part of its result too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    spills: Vec<u64>,
     /// Each batch with output lines, and the bytes of its lines, in batch order: where the root cuts files.
     outputs: Vec<(u64, u64)>,
 }
@@ -201,7 +206,7 @@ pub(super) async fn merge_range_message(
         && read_merge(objects, &out, &record, from, to)
             .await?
             .is_some();
-    if !done && let Err(e) = merge_range(deps, &record, &out, &tree, range).await {
+    if !done && let Err(e) = merge_range(deps, config, &record, &out, &tree, range).await {
         if e.is_transient() {
             return Err(e);
         }
@@ -230,12 +235,16 @@ pub(super) async fn merge_ranges(
     let objects = deps.objects.as_ref();
     let (merged, _) = merged_ranges(objects, out, tree).await?;
     for range in (0..tree.ranges()).filter(|r| !merged.contains(r)) {
-        merge_range(deps, record, out, tree, range).await?;
+        merge_range(deps, config, record, out, tree, range).await?;
     }
-    let mut result = job
-        .spec
-        .processor
-        .empty_for(job.spec.item_reader.item_kind());
+    // The root's own spills are numbered past every batch, where no range's are.
+    let mut result = Groups::new(
+        job.spec
+            .processor
+            .empty_for(job.spec.item_reader.item_kind()),
+        config.result_groups,
+        tree.batches,
+    );
     let mut items = ItemCounts::default();
     let mut failures = ObjectWriter::new(
         deps.objects.clone(),
@@ -251,7 +260,7 @@ pub(super) async fn merge_ranges(
             Some(merge) => merge,
             // Another run's (the job id used before): merged again, here.
             None => {
-                merge_range(deps, record, out, tree, range).await?;
+                merge_range(deps, config, record, out, tree, range).await?;
                 read_merge(objects, out, record, from, to)
                     .await?
                     .ok_or_else(|| {
@@ -261,7 +270,8 @@ pub(super) async fn merge_ranges(
         };
         items.succeeded += merge.succeeded;
         items.failed += merge.failed;
-        result.merge(merge.result)?;
+        result.adopt(&merge.spills);
+        result.merge(objects, out, merge.result).await?;
         if merge.failed > 0 {
             let key = out.finalize_failures_key(from);
             let mut lines = Lines::open(objects, &out.bucket, &key).await?;
@@ -308,6 +318,7 @@ async fn read_merge(
 /// Merges range `range`: its failure and output lines, then what it found.
 async fn merge_range(
     deps: &Deps,
+    config: FinalizerConfig,
     record: &JobRecord,
     out: &OutputLocation,
     tree: &Tree,
@@ -330,8 +341,11 @@ async fn merge_range(
             .spec
             .processor
             .empty_for(job.spec.item_reader.item_kind()),
+        spills: Vec::new(),
         outputs: Vec::new(),
     };
+    // Its spills are numbered from its first batch: a merge spills at most once a part.
+    let mut result = Groups::new(merge.result.clone(), config.result_groups, from);
     for page in (from..to).step_by(RECORDS_PER_PAGE) {
         let page_to = (page + RECORDS_PER_PAGE as u64).min(to);
         let records = deps.jobs.batch_records(job_id, page, page_to).await?;
@@ -354,7 +368,9 @@ async fn merge_range(
             merge.succeeded += part.succeeded;
             merge.failed += part.failures.len() as u64;
             failures.write(&json_lines(&part.failures)).await?;
-            merge.result.merge(part.result)?;
+            result
+                .merge(deps.objects.as_ref(), out, part.result)
+                .await?;
             let lines = json_lines(&part.outputs);
             if !lines.is_empty() {
                 outputs.write(&lines).await?;
@@ -362,6 +378,7 @@ async fn merge_range(
             }
         }
     }
+    (merge.result, merge.spills) = result.into_parts();
     // An empty file is not written: the merge says there is none.
     for writer in [failures, outputs] {
         if !writer.is_empty() {

@@ -28,7 +28,7 @@ pub const COORDINATOR_VARS: &[&str] = &[
 /// Read by the worker besides [`COMMON_VARS`].
 pub const WORKER_VARS: &[&str] = &["DMAP_ITEM_CONCURRENCY"];
 /// Read by the finalizer besides [`COMMON_VARS`].
-pub const FINALIZER_VARS: &[&str] = &["DMAP_FINALIZE_RANGE_BATCHES"];
+pub const FINALIZER_VARS: &[&str] = &["DMAP_FINALIZE_RANGE_BATCHES", "DMAP_RESULT_GROUPS"];
 
 /// A missing or malformed setting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -211,6 +211,8 @@ pub struct FinalizerFunctionConfig {
     pub common: CommonConfig,
     /// [`crate::finalizer::FinalizerConfig::range_batches`].
     pub range_batches: u64,
+    /// [`crate::finalizer::FinalizerConfig::result_groups`].
+    pub result_groups: usize,
 }
 
 impl FinalizerFunctionConfig {
@@ -223,6 +225,12 @@ impl FinalizerFunctionConfig {
                 "a whole number from 1 to 1000000",
                 |n| (1..=1_000_000).contains(n),
             )?,
+            result_groups: env.number(
+                "DMAP_RESULT_GROUPS",
+                crate::finalizer::FinalizerConfig::default().result_groups,
+                "a whole number from 1 to 10000000",
+                |n| (1..=10_000_000).contains(n),
+            )?,
         })
     }
 
@@ -230,6 +238,7 @@ impl FinalizerFunctionConfig {
     pub fn finalizer(&self) -> crate::finalizer::FinalizerConfig {
         crate::finalizer::FinalizerConfig {
             range_batches: self.range_batches,
+            result_groups: self.result_groups,
             ..Default::default()
         }
     }
@@ -282,6 +291,7 @@ mod tests {
                 if name.ends_with("SHARDS")
                     || name.ends_with("CONCURRENCY")
                     || name.ends_with("PARALLELISM")
+                    || name.ends_with("BATCHES")
                 {
                     "4"
                 } else {

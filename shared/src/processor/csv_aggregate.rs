@@ -19,6 +19,7 @@ use std::borrow::Cow;
 
 use super::{
     ConfigError, FoldError, Item, ItemError, ItemKind, MergeError, Processed, Processor, echo,
+    shard_of,
 };
 
 /// `{"kind": "csv_aggregate", "group_by": "<header column>", "columns": ["<numeric header column>", ...]}`.
@@ -89,6 +90,18 @@ impl Processor for CsvAggregateProcessor {
 
     fn result_json(aggregate: &CsvAggregate) -> serde_json::Value {
         aggregate.to_result_json()
+    }
+
+    fn groups(aggregate: &CsvAggregate) -> usize {
+        aggregate.groups.len()
+    }
+
+    fn shard(aggregate: CsvAggregate, shards: usize) -> Vec<CsvAggregate> {
+        let mut split = vec![CsvAggregate::default(); shards.max(1)];
+        for (name, group) in aggregate.groups {
+            split[shard_of(&name, shards)].groups.insert(name, group);
+        }
+        split
     }
 }
 

@@ -150,6 +150,30 @@ pub trait Processor:
 
     /// The user-facing `result.json` form of the job's result.
     fn result_json(aggregate: &Self::Aggregate) -> serde_json::Value;
+
+    /// The groups the result holds, for a result keyed by a value of the items (`csv_aggregate`'s groups),
+    /// which grows with the items: past [`crate::finalizer::FinalizerConfig::result_groups`] the finalizer
+    /// spills it in shards ([`Processor::shard`]) instead of holding every group. 0 (the default) for a result
+    /// whose size does not grow with the items.
+    fn groups(aggregate: &Self::Aggregate) -> usize {
+        let _ = aggregate;
+        0
+    }
+
+    /// Splits the result into `shards` results, each group whole in the one [`shard_of`] its key names: the
+    /// same group goes to the same shard from every process, so merging shard by shard is merging the whole.
+    /// Called only for a result with [`Processor::groups`]; the default keeps it whole in shard 0.
+    fn shard(aggregate: Self::Aggregate, shards: usize) -> Vec<Self::Aggregate> {
+        let mut split = vec![Self::Aggregate::default(); shards.max(1)];
+        split[0] = aggregate;
+        split
+    }
+}
+
+/// The shard of `shards` a group keyed `key` belongs to: CRC32C, which is fixed by its standard, so the
+/// shard does not change with the build (std's hasher may).
+pub fn shard_of(key: &str, shards: usize) -> usize {
+    crc32c::crc32c(key.as_bytes()) as usize % shards.max(1)
 }
 
 /// What processing one item gave: its partial result, merged into the job's `result.json`, and optionally a

@@ -119,6 +119,23 @@ macro_rules! processors {
                     $( Self::$variant(a) => <$processor as Processor>::result_json(a), )+
                 }
             }
+
+            /// The groups it holds: see [`Processor::groups`].
+            pub fn groups(&self) -> usize {
+                match self {
+                    $( Self::$variant(a) => <$processor as Processor>::groups(a), )+
+                }
+            }
+
+            /// It in `shards` results by group: see [`Processor::shard`].
+            pub fn shard(self, shards: usize) -> Vec<Aggregate> {
+                match self {
+                    $( Self::$variant(a) => <$processor as Processor>::shard(a, shards)
+                        .into_iter()
+                        .map(Self::$variant)
+                        .collect(), )+
+                }
+            }
         }
     };
 }

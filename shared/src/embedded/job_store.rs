@@ -33,6 +33,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::batches::{Batches, Line, StoredBatch};
 use crate::clock::now_ms;
 use crate::outcome::TerminalStatus;
 use crate::ports::{
@@ -90,21 +91,11 @@ enum Change {
     },
 }
 
-/// Where a line of a journal is: its first byte, and its length without the newline.
-type Line = (u64, u32);
-
-/// A batch record: held here (a store in memory only), or where its line is in the job's journal (a
-/// persistent store), so that a job of a million batches does not hold a million records and their parts.
-#[derive(Debug)]
-enum StoredBatch {
-    Here(Box<BatchRecord>),
-    Journaled(Line),
-}
 
 #[derive(Debug)]
 struct JobState {
     record: JobRecord,
-    batches: BTreeMap<u64, StoredBatch>,
+    batches: Batches,
     /// A split listing's logged pages, by group (its first page's seq).
     pages: BTreeMap<u64, Vec<LoggedPage>>,
     succeeded: u64,
@@ -127,7 +118,7 @@ impl JobState {
     fn new(record: JobRecord) -> Self {
         Self {
             record,
-            batches: BTreeMap::new(),
+            batches: Batches::default(),
             pages: BTreeMap::new(),
             succeeded: 0,
             failed: 0,
@@ -151,14 +142,13 @@ impl JobState {
                 self.record.checkpoint.items_sent = totals.items;
             }
             Change::Batch { seq, record, usage } => {
-                if !self.batches.contains_key(seq) {
+                let stored = match line {
+                    Some(line) => StoredBatch::Journaled(line),
+                    None => StoredBatch::Here(Box::new(record.clone())),
+                };
+                if self.batches.insert(*seq, stored) {
                     self.succeeded += record.succeeded;
                     self.failed = self.failed.saturating_add_signed(record.failed_delta());
-                    let stored = match line {
-                        Some(line) => StoredBatch::Journaled(line),
-                        None => StoredBatch::Here(Box::new(record.clone())),
-                    };
-                    self.batches.insert(*seq, stored);
                     self.usage.add(usage);
                 }
             }
@@ -241,7 +231,7 @@ impl JobState {
 
     /// Batch `seq`'s record, read back from the journal if it is there.
     fn batch(&self, seq: u64) -> Result<Option<BatchRecord>, JobStoreError> {
-        match self.batches.get(&seq) {
+        match self.batches.get(seq) {
             None => Ok(None),
             Some(StoredBatch::Here(record)) => Ok(Some((**record).clone())),
             Some(StoredBatch::Journaled(line)) => {
@@ -831,10 +821,10 @@ impl JobStore for MemoryJobStore {
     ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError> {
         self.read_job(job_id, |job| {
             job.batches
-                .range(from..to.max(from))
+                .range(from, to)
                 .map(|(seq, _)| {
-                    let record = job.batch(*seq)?.expect("in the map");
-                    Ok((*seq, record))
+                    let record = job.batch(seq)?.expect("in the index");
+                    Ok((seq, record))
                 })
                 .collect()
         })?
@@ -848,8 +838,8 @@ impl JobStore for MemoryJobStore {
                 listing: job.record.listing,
                 items_sent: job.record.checkpoint.items_sent,
                 batches_done: match job.record.listing {
-                    Some(totals) => job.batches.range(..totals.batches).count() as u64,
-                    None => job.batches.len() as u64,
+                    Some(totals) => job.batches.count_below(totals.batches),
+                    None => job.batches.len(),
                 },
                 succeeded: job.succeeded,
                 failed: job.failed,

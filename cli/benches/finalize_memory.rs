@@ -3,7 +3,12 @@
 //! failures as items, and its finalize is a tree of ranges of 10,000 batches. Prints numbers; asserts only
 //! that every item was counted and listed in `failed.jsonl`.
 //!
-//! `DMAP_BENCH_SIZES=50000,200000` sets the object counts (the default).
+//! Then the same for a result of many groups: one CSV object of N rows, each row a group of its own
+//! (`csv_aggregate`), so that past the finalizer's bound of 100,000 groups the result is spilled and written in
+//! shards; asserts that the shards hold every group.
+//!
+//! `DMAP_BENCH_SIZES=50000,200000` sets the object counts (the default); `DMAP_BENCH_GROUPS=100000,800000`
+//! the rows (the default).
 
 mod common;
 
@@ -71,6 +76,56 @@ fn main() {
             std::fs::metadata(&failed).unwrap().len() as f64 / 1_048_576.0
         );
         std::fs::remove_dir_all(data.join("bench").join(&prefix)).unwrap();
+        std::fs::remove_dir_all(data.join("bench/results")).unwrap();
+    }
+
+    println!();
+    println!("embedded runs, one CSV object, every row a group of its own, batches of 100 rows");
+    println!(
+        "{:>8} {:>8} {:>7} {:>9} {:>14}",
+        "rows", "groups", "shards", "seconds", "peak RSS MiB"
+    );
+    let groups = std::env::var("DMAP_BENCH_GROUPS").map_or_else(
+        |_| vec![100_000, 800_000],
+        |s| {
+            s.split(',')
+                .map(|n| n.trim().parse().expect("a number"))
+                .collect()
+        },
+    );
+    for n in groups {
+        let mut csv = String::from("ID,V\n");
+        for i in 0..n {
+            csv += &format!("g{i:08},{}\n", i % 97);
+        }
+        std::fs::write(data.join("bench/rows.csv"), csv).unwrap();
+        let job_id = format!("groups-{n}");
+        let spec = json!({
+            "job_id": job_id,
+            "item_reader": { "kind": "s3_object", "bucket": "bench", "key": "rows.csv", "format": "csv" },
+            "item_batcher": { "max_items_per_batch": 100 },
+            "processor": { "kind": "csv_aggregate", "group_by": "ID", "columns": ["V"] },
+            "result_writer": { "bucket": "bench", "prefix": "results/" }
+        });
+        let s = dmap_run(data, &spec);
+        assert_eq!(s["items"]["succeeded"], n, "{s}");
+        let result: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(data.join(format!("bench/results/{job_id}/result.json"))).unwrap(),
+        )
+        .unwrap();
+        let (groups, shards) = match result.get("sharded") {
+            Some(sharded) => (
+                sharded["groups"].as_u64().unwrap(),
+                sharded["shards"].as_array().unwrap().len(),
+            ),
+            None => (result["groups"].as_object().unwrap().len() as u64, 0),
+        };
+        assert_eq!(groups, n as u64, "every row's group");
+        println!(
+            "{n:>8} {groups:>8} {shards:>7} {:>9.1} {:>14.1}",
+            s["elapsed_seconds"].as_f64().unwrap(),
+            s["peak_memory_bytes"].as_f64().unwrap_or(f64::NAN) / 1_048_576.0,
+        );
         std::fs::remove_dir_all(data.join("bench/results")).unwrap();
     }
 }

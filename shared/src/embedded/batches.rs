@@ -121,7 +121,14 @@ mod tests {
         assert_eq!(batches.range(6, 6).count(), 0);
         assert_eq!(batches.range(9, 3).count(), 0);
         assert_eq!(batches.range(0, u64::MAX).count(), seqs.len());
-        for (to, below) in [(0, 0), (1, 1), (1024, 3), (1025, 4), (5000, 4), (u64::MAX, 6)] {
+        for (to, below) in [
+            (0, 0),
+            (1, 1),
+            (1024, 3),
+            (1025, 4),
+            (5000, 4),
+            (u64::MAX, 6),
+        ] {
             assert_eq!(batches.count_below(to), below, "below {to}");
         }
     }

@@ -91,7 +91,6 @@ enum Change {
     },
 }
 
-
 #[derive(Debug)]
 struct JobState {
     record: JobRecord,

@@ -19,7 +19,7 @@ use super::PART_READ_CONCURRENCY;
 use crate::error::PipelineError;
 use crate::layout::OutputLocation;
 use crate::ports::{ObjectStore, read_all};
-use crate::processor::Aggregate;
+use crate::processor::{Aggregate, pretty_json};
 
 /// The shards a spilled result is split into: with the default bound of 100,000 groups, a result of up to
 /// 3.2 million groups is merged holding no more than a spill's worth at once.
@@ -100,7 +100,7 @@ impl Groups {
         job_id: &str,
     ) -> Result<Vec<u8>, PipelineError> {
         if self.spills.is_empty() {
-            return Ok(pretty(&self.held.to_result_json()));
+            return Ok(self.held.result_bytes());
         }
         let mut files = Vec::with_capacity(SHARDS);
         let mut total = 0;
@@ -125,12 +125,12 @@ impl Groups {
             let key = out.result_shard_key(shard);
             let groups = merged.groups();
             objects
-                .put(&out.bucket, &key, pretty(&merged.to_result_json()))
+                .put(&out.bucket, &key, merged.result_bytes())
                 .await?;
             total += groups;
             files.push(serde_json::json!({ "key": key, "groups": groups }));
         }
-        Ok(pretty(&serde_json::json!({
+        Ok(pretty_json(&serde_json::json!({
             "sharded": {
                 "by": format!("CRC32C of the group's key, modulo {SHARDS}"),
                 "groups": total,
@@ -138,11 +138,4 @@ impl Groups {
             }
         })))
     }
-}
-
-/// JSON as `result.json` is written: indented, with a newline at the end.
-fn pretty(json: &serde_json::Value) -> Vec<u8> {
-    let mut body = serde_json::to_vec_pretty(json).expect("serializes");
-    body.push(b'\n');
-    body
 }

@@ -151,6 +151,13 @@ pub trait Processor:
     /// The user-facing `result.json` form of the job's result.
     fn result_json(aggregate: &Self::Aggregate) -> serde_json::Value;
 
+    /// `result.json`'s bytes: [`Processor::result_json`], indented, and a newline. A processor whose result
+    /// grows with the items writes the same bytes without building the JSON tree (several times the result's
+    /// own memory) first.
+    fn result_bytes(aggregate: &Self::Aggregate) -> Vec<u8> {
+        pretty_json(&Self::result_json(aggregate))
+    }
+
     /// The groups the result holds, for a result keyed by a value of the items (`csv_aggregate`'s groups),
     /// which grows with the items: past [`crate::finalizer::FinalizerConfig::result_groups`] the finalizer
     /// spills it in shards ([`Processor::shard`]) instead of holding every group. 0 (the default) for a result
@@ -168,6 +175,13 @@ pub trait Processor:
         split[0] = aggregate;
         split
     }
+}
+
+/// JSON as the job's result files are written: indented, with a newline at the end.
+pub fn pretty_json(value: &impl Serialize) -> Vec<u8> {
+    let mut body = serde_json::to_vec_pretty(value).expect("a result serializes");
+    body.push(b'\n');
+    body
 }
 
 /// The shard of `shards` a group keyed `key` belongs to: CRC32C, which is fixed by its standard, so the

@@ -120,6 +120,13 @@ macro_rules! processors {
                 }
             }
 
+            /// `result.json`'s bytes: see [`Processor::result_bytes`].
+            pub fn result_bytes(&self) -> Vec<u8> {
+                match self {
+                    $( Self::$variant(a) => <$processor as Processor>::result_bytes(a), )+
+                }
+            }
+
             /// The groups it holds: see [`Processor::groups`].
             pub fn groups(&self) -> usize {
                 match self {

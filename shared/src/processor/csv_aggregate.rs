@@ -760,8 +760,9 @@ mod tests {
 
     #[test]
     fn result_bytes_are_the_json_trees_bytes_and_parts_round_trip() {
-        let mut agg = run("STATION,DATE,TMAX,TMIN\nA,1,10.5,2\nA,2,,3\nB,1,-4,\nC é,1,3052.4,1e2\n")
-            .expect("valid");
+        let mut agg =
+            run("STATION,DATE,TMAX,TMIN\nA,1,10.5,2\nA,2,,3\nB,1,-4,\nC é,1,3052.4,1e2\n")
+                .expect("valid");
         agg.groups.insert("empty".into(), GroupStats::default());
         let mut tree = serde_json::to_vec_pretty(&agg.to_result_json()).unwrap();
         tree.push(b'\n');
@@ -774,9 +775,21 @@ mod tests {
         assert_eq!(serde_json::from_str::<CsvAggregate>(&part).unwrap(), agg);
         let columns: Columns = [("b", 1), ("a", 2), ("b", 3)]
             .into_iter()
-            .map(|(n, count)| (n.to_owned(), ColumnStats { count, ..Default::default() }))
+            .map(|(n, count)| {
+                (
+                    n.to_owned(),
+                    ColumnStats {
+                        count,
+                        ..Default::default()
+                    },
+                )
+            })
             .collect();
         let names: Vec<(&str, u64)> = columns.iter().map(|(n, s)| (n.as_str(), s.count)).collect();
-        assert_eq!(names, [("a", 2), ("b", 3)], "in name order, the last of a name");
+        assert_eq!(
+            names,
+            [("a", 2), ("b", 3)],
+            "in name order, the last of a name"
+        );
     }
 }

@@ -4,8 +4,8 @@
 //! Under `<result_writer.bucket>/<result_writer.prefix><job_id>/`:
 //! `manifest.json`, `result.json`, `failed.jsonl`, `parts/` (one partial result per batch), `outputs/`
 //! (the per-item output lines, one file per range of batches, named by the first batch's seq), for the
-//! `lambda` processor `map-results/` (Distributed Map's ResultWriter layout), `result/` (a result of more
-//! groups than one process holds, in shards that `result.json` indexes), and `finalize/` (a job finalized as a
+//! `lambda` processor `map-results/` (Distributed Map's ResultWriter layout), `result-<n>.json` (a result of
+//! more groups than one process holds, in shards that `result.json` indexes), and `finalize/` (a job finalized as a
 //! tree: what each range's merge found; the groups a merge spilled).
 
 use serde::{Deserialize, Serialize};
@@ -147,10 +147,10 @@ pub const FINALIZE_OUTPUTS: OutputShape = OutputShape::per_batch("finalize/", 0,
 /// When the ranges' merges were last sent.
 pub const FINALIZE_FAN_OUT: OutputShape = OutputShape::fixed("finalize/fan-out.json");
 /// One shard of the groups a merge spilled (a result of more groups than one process holds), numbered by
-/// the spill, then the shard in two hex digits.
-pub const FINALIZE_GROUPS: OutputShape = OutputShape::per_batch("finalize/groups/", 2, ".json");
+/// the spill, then the merge's id (8 hex digits) and the shard (2).
+pub const FINALIZE_GROUPS: OutputShape = OutputShape::per_batch("finalize/groups/", 10, ".json");
 /// One shard of a result of more groups than one process holds, which `result.json` then indexes.
-pub const RESULT_SHARD: OutputShape = OutputShape::numbered("result/", ".json");
+pub const RESULT_SHARD: OutputShape = OutputShape::numbered("result-", ".json");
 
 /// Every shape of key a job writes in its output folder (the listing must never be able to see one). `outputs/`
 /// and `map-results/` are among them whatever the processor: a spec is refused for what its job could write.
@@ -251,9 +251,9 @@ impl OutputLocation {
         FINALIZE_FAN_OUT.key(&self.dir, 0, "")
     }
 
-    /// Shard `shard` of the groups spilled by spill `spill` (see [`crate::finalizer`]).
-    pub fn finalize_groups_key(&self, spill: u64, shard: usize) -> String {
-        FINALIZE_GROUPS.key(&self.dir, spill, &format!("{shard:02x}"))
+    /// Shard `shard` of the groups of spill `spill` by the merge `writer` (see [`crate::finalizer`]).
+    pub fn finalize_groups_key(&self, spill: u64, writer: u32, shard: usize) -> String {
+        FINALIZE_GROUPS.key(&self.dir, spill, &format!("{writer:08x}{shard:02x}"))
     }
 
     /// Shard `shard` of a result too large to hold whole, which `result.json` indexes.
@@ -299,12 +299,12 @@ mod tests {
         assert_eq!(out.outputs_key(42), "results/j/outputs/0000000042.jsonl");
         assert_eq!(out.error_key(3), "results/j/parts/0000000003.error.json");
         assert_eq!(
-            out.finalize_groups_key(12, 31),
-            "results/j/finalize/groups/0000000012.1f.json"
+            out.finalize_groups_key(12, 0xdead_beef, 31),
+            "results/j/finalize/groups/0000000012.deadbeef1f.json"
         );
-        assert_eq!(out.result_shard_key(7), "results/j/result/7.json");
-        assert!(FINALIZE_GROUPS.can_match(&out.dir, "results/j/finalize/g", ".1f.json"));
-        assert!(RESULT_SHARD.can_match(&out.dir, "results/j/result/", "31.json"));
+        assert_eq!(out.result_shard_key(7), "results/j/result-7.json");
+        assert!(FINALIZE_GROUPS.can_match(&out.dir, "results/j/finalize/g", "a1f.json"));
+        assert!(RESULT_SHARD.can_match(&out.dir, "results/j/result-", "31.json"));
         assert!(!RESULT_SHARD.can_match(&out.dir, "results/j/result", ".json.x"));
         assert_eq!(
             out.map_results_key(false, 12),

@@ -625,7 +625,7 @@ async fn a_range_that_cannot_be_merged_fails_the_job() {
 }
 
 /// A result of more groups than a merge holds (`result_groups`) is spilled in shards by group and written as
-/// `result/<shard>.json`, which `result.json` indexes: the shards hold every group once, each as one process
+/// `result-<shard>.json`, which `result.json` indexes: the shards hold every group once, each as one process
 /// holding them all computes it; one process and a tree (under chaos too) write the same bytes, and no shard
 /// holds more than a share of the groups.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

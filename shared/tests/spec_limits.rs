@@ -81,6 +81,8 @@ fn a_listing_that_could_see_any_output_is_refused() {
         "FAILED_17.json",
         "map-results/manifest.json",
         "3.error.json",
+        "-1.json",
+        "result-31.json",
     ] {
         let mut s = spec();
         s["item_reader"] = json!({ "bucket": "data", "suffix": suffix });

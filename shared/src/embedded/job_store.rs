@@ -142,7 +142,7 @@ impl JobState {
             }
             Change::Batch { seq, record, usage } => {
                 let stored = match line {
-                    Some(line) => StoredBatch::Journaled(line),
+                    Some((at, len)) => StoredBatch::Journaled(at, len),
                     None => StoredBatch::Here(Box::new(record.clone())),
                 };
                 if self.batches.insert(*seq, stored) {
@@ -233,20 +233,21 @@ impl JobState {
         match self.batches.get(seq) {
             None => Ok(None),
             Some(StoredBatch::Here(record)) => Ok(Some((**record).clone())),
-            Some(StoredBatch::Journaled(line)) => {
+            Some(&StoredBatch::Journaled(at, len)) => {
                 let journal = self
                     .journal
                     .as_ref()
                     .expect("a journaled batch has a journal");
-                match journal.read_line(*line)? {
+                match journal.read_line((at, len))? {
                     Change::Batch {
-                        seq: at, record, ..
-                    } if at == seq => Ok(Some(record)),
+                        seq: line_seq,
+                        record,
+                        ..
+                    } if line_seq == seq => Ok(Some(record)),
                     _ => Err(JobStoreError::Other(
                         format!(
-                            "{}: the line at byte {} is not batch {seq}'s record",
+                            "{}: the line at byte {at} is not batch {seq}'s record",
                             journal.path.display(),
-                            line.0
                         )
                         .into(),
                     )),

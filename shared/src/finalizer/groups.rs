@@ -1,19 +1,24 @@
 //! A result of more groups than one process should hold (`csv_aggregate` grouped by a field with millions of
 //! distinct values): a merge spills it in shards, by a hash of each group's key, and the finalizer merges it
-//! shard by shard into `result/<shard>.json`, which `result.json` then indexes.
+//! shard by shard into `result-<shard>.json`, which `result.json` then indexes.
 //!
-//! A merge holds at most [`FinalizerConfig::result_groups`] groups (and one part's more): past that it writes
+//! A merge holds at most [`FinalizerConfig::result_groups`] groups, and one part's more (the root: one range's
+//! result more): past that it writes
 //! what it holds as [`SHARDS`] objects under `finalize/groups/`, one per shard, and goes on empty. Which spills
 //! there are is known from the merges (a tree's range results name theirs), never from a listing, so an earlier
 //! run's spills are never read. A merge numbers its spills from its first batch (the root's from past the last
 //! batch), and spills at the same parts every time, so a merge run again writes the same bytes to the same keys.
-//! The shards are merged one at a time: the finalizer holds one shard's groups, a `1/SHARDS` share of them.
+//! The shards are merged one at a time: the finalizer holds one shard's groups, a `1/SHARDS` share of them
+//! (past `SHARDS` times the bound, that share is more than the bound: memory then grows with the groups, 32
+//! times slower). A merge that overflows a sum while writing the shards fails the job, and leaves the shards
+//! written before it, with no index.
 //!
 //! A result that never passes the bound is written whole, as `result.json`, exactly as before.
 //!
 //! [`FinalizerConfig::result_groups`]: super::FinalizerConfig::result_groups
 
 use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
 
 use super::PART_READ_CONCURRENCY;
 use crate::error::PipelineError;
@@ -25,6 +30,10 @@ use crate::processor::{Aggregate, pretty_json};
 /// 3.2 million groups is merged holding no more than a spill's worth at once.
 pub(crate) const SHARDS: usize = 32;
 
+/// One spill: its number, and its writer's id (see [`Groups::new`]), which both name its objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Spill(u64, u32);
+
 /// The processor's result being merged, spilled in shards past a bound of groups.
 #[derive(Debug)]
 pub(super) struct Groups {
@@ -33,18 +42,25 @@ pub(super) struct Groups {
     bound: usize,
     /// The number of this merge's next spill.
     next: u64,
+    /// This merge's id in its spills' keys.
+    writer: u32,
     /// Every spill the result is made of: this merge's and those it took from others, in order.
-    spills: Vec<u64>,
+    spills: Vec<Spill>,
 }
 
 impl Groups {
-    /// An empty result (`empty`) that spills past `bound` groups, numbering its spills from `first_spill`.
-    pub(super) fn new(empty: Aggregate, bound: usize, first_spill: u64) -> Self {
+    /// An empty result (`empty`) that spills past `bound` groups, for the merge of the batches `from..to` of
+    /// the run `run` (the root's: from the last batch on). Its spills are numbered from `from` (a merge spills
+    /// at most once a part) and named by a hash of all four too, so that a merge of another shape or bound
+    /// (the finalizer's settings changed while a job finalized) never writes over this one's spills.
+    pub(super) fn new(empty: Aggregate, bound: usize, run: u64, from: u64, to: u64) -> Self {
+        let bound = bound.max(1);
         Self {
             held: empty.clone(),
             empty,
-            bound: bound.max(1),
-            next: first_spill,
+            bound,
+            next: from,
+            writer: crc32c::crc32c(format!("{run}/{from}/{to}/{bound}").as_bytes()),
             spills: Vec::new(),
         }
     }
@@ -58,17 +74,20 @@ impl Groups {
     ) -> Result<(), PipelineError> {
         self.held.merge(other)?;
         if self.held.groups() > self.bound {
-            let spill = self.next;
+            let spill = Spill(self.next, self.writer);
             let held = std::mem::replace(&mut self.held, self.empty.clone());
-            // The futures made first (not by a stream's closure), for the future to be `Send`.
+            // The futures made first (not by a stream's closure), for the future to be `Send`; each shard is
+            // serialized as its put starts, not all at once.
             let puts: Vec<_> = held
                 .shard(SHARDS)
                 .into_iter()
                 .enumerate()
                 .map(|(shard, groups)| {
-                    let body = serde_json::to_vec(&groups).expect("a result serializes");
-                    let key = out.finalize_groups_key(spill, shard);
-                    async move { objects.put(&out.bucket, &key, body).await }
+                    let key = spill_key(out, spill, shard);
+                    async move {
+                        let body = serde_json::to_vec(&groups).expect("a result serializes");
+                        objects.put(&out.bucket, &key, body).await
+                    }
                 })
                 .collect();
             futures::stream::iter(puts)
@@ -82,12 +101,12 @@ impl Groups {
     }
 
     /// Takes in the spills another merge wrote (a range's, for the root): they are part of this result.
-    pub(super) fn adopt(&mut self, spills: &[u64]) {
+    pub(super) fn adopt(&mut self, spills: &[Spill]) {
         self.spills.extend_from_slice(spills);
     }
 
     /// What a range's merge hands on: the groups it holds, and its spills.
-    pub(super) fn into_parts(self) -> (Aggregate, Vec<u64>) {
+    pub(super) fn into_parts(self) -> (Aggregate, Vec<Spill>) {
         (self.held, self.spills)
     }
 
@@ -109,7 +128,7 @@ impl Groups {
                 .spills
                 .iter()
                 .map(|&spill| {
-                    let key = out.finalize_groups_key(spill, shard);
+                    let key = spill_key(out, spill, shard);
                     async move { read_all(objects, &out.bucket, &key).await }
                 })
                 .collect();
@@ -138,4 +157,8 @@ impl Groups {
             }
         })))
     }
+}
+
+fn spill_key(out: &OutputLocation, Spill(at, writer): Spill, shard: usize) -> String {
+    out.finalize_groups_key(at, writer, shard)
 }

@@ -64,8 +64,8 @@ pub struct FinalizerConfig {
     /// The batches one merge of a tree-shaped finalize reads: a job of more is finalized as a tree, its ranges
     /// of this many batches merged apart (by messages of their own on the finalize queue), then their results.
     pub range_batches: u64,
-    /// The most groups a merge holds of a result keyed by group (`csv_aggregate`'s): past this it spills them,
-    /// in shards, and the result is written shard by shard as `result/<shard>.json`, indexed by `result.json`.
+    /// The groups of a result keyed by group (`csv_aggregate`'s) past which a merge spills them,
+    /// in shards, and the result is written shard by shard as `result-<shard>.json`, indexed by `result.json`.
     pub result_groups: usize,
 }
 
@@ -366,7 +366,9 @@ async fn merge_in_order<'a>(
             .processor
             .empty_for(job.spec.item_reader.item_kind()),
         config.result_groups,
+        record.created_at_ms,
         0,
+        u64::MAX,
     );
     let mut failures = Failures::new(deps, out, record.redrives > 0);
     let mut outputs = OutputFiles::new(out, config.output_file_bytes);

@@ -26,6 +26,7 @@ use std::io::Read;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::groups::Spill;
 use super::{
     FinalizerConfig, Groups, Merged, OutputFiles, RECORDS_PER_PAGE, STREAM_CHUNK_BYTES, read_parts,
 };
@@ -104,7 +105,7 @@ struct RangeMerge {
     result: Aggregate,
     /// The spills of groups it wrote (`finalize/groups/`): part of its result too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    spills: Vec<u64>,
+    spills: Vec<Spill>,
     /// Each batch with output lines, and the bytes of its lines, in batch order: where the root cuts files.
     outputs: Vec<(u64, u64)>,
 }
@@ -243,7 +244,9 @@ pub(super) async fn merge_ranges(
             .processor
             .empty_for(job.spec.item_reader.item_kind()),
         config.result_groups,
+        record.created_at_ms,
         tree.batches,
+        u64::MAX,
     );
     let mut items = ItemCounts::default();
     let mut failures = ObjectWriter::new(
@@ -344,8 +347,13 @@ async fn merge_range(
         spills: Vec::new(),
         outputs: Vec::new(),
     };
-    // Its spills are numbered from its first batch: a merge spills at most once a part.
-    let mut result = Groups::new(merge.result.clone(), config.result_groups, from);
+    let mut result = Groups::new(
+        merge.result.clone(),
+        config.result_groups,
+        record.created_at_ms,
+        from,
+        to,
+    );
     for page in (from..to).step_by(RECORDS_PER_PAGE) {
         let page_to = (page + RECORDS_PER_PAGE as u64).min(to);
         let records = deps.jobs.batch_records(job_id, page, page_to).await?;
@@ -409,13 +417,21 @@ async fn merged_ranges(
 ) -> Result<(BTreeSet<u64>, Option<u64>), PipelineError> {
     let dir = out.finalize_dir();
     let fan_out = out.finalize_fan_out_key();
+    // Keys come in order, and the spills of groups (`finalize/groups/`, perhaps thousands) after every
+    // range's result and the marker: the listing stops at them.
+    let groups = format!("{dir}groups/");
     let (mut merged, mut sent_at) = (BTreeSet::new(), None);
     let mut next = None;
     loop {
         let page = objects
             .list_page(&out.bucket, &dir, None, next.as_deref())
             .await?;
+        let mut reached_groups = false;
         for object in &page.objects {
+            if object.key.starts_with(&groups) {
+                reached_groups = true;
+                break;
+            }
             if object.key == fan_out {
                 sent_at = Some(object.last_modified_ms.max(0) as u64);
             } else if let Some(first) = object
@@ -430,8 +446,8 @@ async fn merged_ranges(
             }
         }
         match page.next {
-            Some(token) => next = Some(token),
-            None => break,
+            Some(token) if !reached_groups => next = Some(token),
+            _ => break,
         }
     }
     Ok((merged, sent_at))

@@ -20,9 +20,10 @@
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::PART_READ_CONCURRENCY;
+use super::{FinalizerConfig, PART_READ_CONCURRENCY};
 use crate::error::PipelineError;
 use crate::layout::OutputLocation;
+use crate::ports::JobRecord;
 use crate::ports::{ObjectStore, read_all};
 use crate::processor::{Aggregate, pretty_json};
 
@@ -63,6 +64,18 @@ impl Groups {
             writer: crc32c::crc32c(format!("{run}/{from}/{to}/{bound}").as_bytes()),
             spills: Vec::new(),
         }
+    }
+
+    /// The empty result of `record`'s job, for the merge of its batches `from..to` (see [`Groups::new`]).
+    pub(super) fn of_job(record: &JobRecord, config: &FinalizerConfig, from: u64, to: u64) -> Self {
+        let spec = &record.job.spec;
+        Self::new(
+            spec.processor.empty_for(spec.item_reader.item_kind()),
+            config.result_groups,
+            record.created_at_ms,
+            from,
+            to,
+        )
     }
 
     /// Merges `other` in, and spills what it holds if that is past the bound.

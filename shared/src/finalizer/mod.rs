@@ -361,15 +361,7 @@ async fn merge_in_order<'a>(
     };
 
     let objects = deps.objects.as_ref();
-    let mut result = Groups::new(
-        job.spec
-            .processor
-            .empty_for(job.spec.item_reader.item_kind()),
-        config.result_groups,
-        record.created_at_ms,
-        0,
-        u64::MAX,
-    );
+    let mut result = Groups::of_job(record, &config, 0, u64::MAX);
     let mut failures = Failures::new(deps, out, record.redrives > 0);
     let mut outputs = OutputFiles::new(out, config.output_file_bytes);
     let lambda = job.spec.processor.lambda();

@@ -232,22 +232,13 @@ pub(super) async fn merge_ranges(
     out: &OutputLocation,
     tree: &Tree,
 ) -> Result<Merged<'static>, PipelineError> {
-    let job = &record.job;
     let objects = deps.objects.as_ref();
     let (merged, _) = merged_ranges(objects, out, tree).await?;
     for range in (0..tree.ranges()).filter(|r| !merged.contains(r)) {
         merge_range(deps, config, record, out, tree, range).await?;
     }
     // The root's own spills are numbered past every batch, where no range's are.
-    let mut result = Groups::new(
-        job.spec
-            .processor
-            .empty_for(job.spec.item_reader.item_kind()),
-        config.result_groups,
-        record.created_at_ms,
-        tree.batches,
-        u64::MAX,
-    );
+    let mut result = Groups::of_job(record, &config, tree.batches, u64::MAX);
     let mut items = ItemCounts::default();
     let mut failures = ObjectWriter::new(
         deps.objects.clone(),
@@ -347,13 +338,7 @@ async fn merge_range(
         spills: Vec::new(),
         outputs: Vec::new(),
     };
-    let mut result = Groups::new(
-        merge.result.clone(),
-        config.result_groups,
-        record.created_at_ms,
-        from,
-        to,
-    );
+    let mut result = Groups::of_job(record, &config, from, to);
     for page in (from..to).step_by(RECORDS_PER_PAGE) {
         let page_to = (page + RECORDS_PER_PAGE as u64).min(to);
         let records = deps.jobs.batch_records(job_id, page, page_to).await?;

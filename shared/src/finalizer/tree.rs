@@ -325,19 +325,7 @@ async fn merge_range(
         |key: String| ObjectWriter::new(deps.objects.clone(), &out.bucket, key, STREAM_CHUNK_BYTES);
     let mut failures = writer(out.finalize_failures_key(from));
     let mut outputs = writer(out.finalize_outputs_key(from));
-    let mut merge = RangeMerge {
-        run: record.created_at_ms,
-        from,
-        to,
-        succeeded: 0,
-        failed: 0,
-        result: job
-            .spec
-            .processor
-            .empty_for(job.spec.item_reader.item_kind()),
-        spills: Vec::new(),
-        outputs: Vec::new(),
-    };
+    let (mut succeeded, mut failed, mut batch_lines) = (0, 0, Vec::new());
     let mut result = Groups::of_job(record, &config, from, to);
     for page in (from..to).step_by(RECORDS_PER_PAGE) {
         let page_to = (page + RECORDS_PER_PAGE as u64).min(to);
@@ -358,8 +346,8 @@ async fn merge_range(
         }
         let mut parts = read_parts(deps, out, job_id, records);
         while let Some(part) = parts.try_next().await? {
-            merge.succeeded += part.succeeded;
-            merge.failed += part.failures.len() as u64;
+            succeeded += part.succeeded;
+            failed += part.failures.len() as u64;
             failures.write(&json_lines(&part.failures)).await?;
             result
                 .merge(deps.objects.as_ref(), out, part.result)
@@ -367,11 +355,21 @@ async fn merge_range(
             let lines = json_lines(&part.outputs);
             if !lines.is_empty() {
                 outputs.write(&lines).await?;
-                merge.outputs.push((part.seq, lines.len() as u64));
+                batch_lines.push((part.seq, lines.len() as u64));
             }
         }
     }
-    (merge.result, merge.spills) = result.into_parts();
+    let (result, spills) = result.into_parts();
+    let merge = RangeMerge {
+        run: record.created_at_ms,
+        from,
+        to,
+        succeeded,
+        failed,
+        result,
+        spills,
+        outputs: batch_lines,
+    };
     // An empty file is not written: the merge says there is none.
     for writer in [failures, outputs] {
         if !writer.is_empty() {

@@ -4,6 +4,8 @@
 
 use std::process::{Command, Output};
 
+use serde_json::Value;
+
 /// Runs `dmap` with these arguments to its end.
 pub fn dmap(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dmap"))
@@ -65,4 +67,34 @@ pub fn local_up(endpoint: &str, prefix: &str, bucket: &str) -> Vec<(String, Stri
             .any(|(k, v)| k == "DMAP_WORK_QUEUE" && *v == format!("{prefix}-work"))
     );
     exports
+}
+
+/// Each request count `dmap plan --json` calls exact, against the count of `dmap run --stats --json` that
+/// followed it: one line each (operation, the plan's count or bounds, the run's), in the plan's order. Panics
+/// on a count outside the plan's bounds. `dmap run` reads the manifest back once it is written, to print its
+/// summary: a GetObject of its own, taken off.
+pub fn exact_requests_match(plan: &Value, run: &Value) -> Vec<String> {
+    let requests = &run["requests"];
+    let mut lines = Vec::new();
+    for (op, predicted) in plan["requests"].as_object().expect("the plan's requests") {
+        if predicted["exact"] != true {
+            continue;
+        }
+        let count = predicted["count"].as_u64().unwrap();
+        let most = predicted["most"].as_u64().unwrap_or(count);
+        let own = u64::from(op == "S3.GetObject");
+        let actual = requests.get(op).and_then(Value::as_u64).unwrap_or(0) - own;
+        assert!(
+            (count..=most).contains(&actual),
+            "{op}: the plan said {count}..={most}, the run sent {actual}\nplan {}\nrun {requests}",
+            plan["requests"]
+        );
+        let said = if most > count {
+            format!("{count}..={most}")
+        } else {
+            count.to_string()
+        };
+        lines.push(format!("{op:<42} plan {said:>12}   run {actual:>12}"));
+    }
+    lines
 }

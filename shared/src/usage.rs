@@ -216,6 +216,8 @@ impl Prices {
     /// count does not see: a write is priced as one write unit (a transaction's as two per item, of two
     /// items), a read as one read unit (half when eventually consistent).
     pub fn per_request(&self, operation: &str) -> f64 {
+        // A retry is billed as the request it repeats.
+        let operation = operation.strip_suffix(RETRY).unwrap_or(operation);
         let (service, op) = operation.split_once('.').unwrap_or((operation, ""));
         let eventually = op.ends_with("(eventually consistent)");
         match service {
@@ -235,6 +237,10 @@ impl Prices {
         }
     }
 }
+
+/// What a retried attempt of an operation is counted under: the operation's name and this. A retry is billed
+/// as the request it repeats; counted apart, the requests a job needs stay a fixed function of its items.
+pub const RETRY: &str = " (retry)";
 
 tokio::task_local! {
     static JOB: Arc<str>;
@@ -508,6 +514,22 @@ mod tests {
         assert!(a.mb_ms + b.mb_ms < 1024 * 1000, "{a:?} {b:?}");
         // Outside an invocation nothing is charged.
         assert_eq!(meter.take("a").lambda, LambdaUsage::default());
+    }
+
+    #[test]
+    fn a_retry_is_priced_as_the_request_it_repeats() {
+        let prices = Prices::us_east_1();
+        for op in [
+            "S3.GetObject",
+            "S3.PutObject",
+            "DynamoDB.PutItem",
+            "DynamoDB.GetItem (eventually consistent)",
+            "SQS.SendMessageBatch",
+        ] {
+            let retry = format!("{op}{RETRY}");
+            assert_eq!(prices.per_request(&retry), prices.per_request(op), "{op}");
+            assert!(prices.per_request(op) > 0.0, "{op}");
+        }
     }
 
     #[test]

@@ -12,3 +12,17 @@ install_venv() {
     cp "$requirements" "$stamp"
   fi
 }
+
+# Every tool the tests use, each virtualenv installed beside the others (pip waits on the network and the disk
+# more than on a core).
+install_tools() {
+  local failed=0 pids=()
+  (install_venv .venv tools/requirements-test.txt && install_venv .venv tools/requirements-lambda.txt) &
+  pids+=($!)
+  install_venv .venv-sam infra/requirements-sam.txt &
+  pids+=($!)
+  install_venv .venv-checkov infra/requirements-checkov.txt &
+  pids+=($!)
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  return "$failed"
+}

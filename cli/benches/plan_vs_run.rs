@@ -46,10 +46,7 @@ fn main() {
     let stack = emulator::unique("million");
     let bucket = emulator::unique("million-data");
     let exports = local_up(endpoint, &stack, &bucket);
-    let env: Vec<(&str, &str)> = exports
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let env = common::env_of(&exports);
 
     let started = Instant::now();
     emulator::seed_objects(&bucket, "data/", objects, 7, "one");

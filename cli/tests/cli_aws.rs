@@ -62,10 +62,7 @@ async fn local_up_then_run_through_the_emulator_with_stats() {
     });
     std::fs::write(&spec, spec_json.to_string()).unwrap();
     // The endpoint comes from the SDK's standard variable here, not from a flag.
-    let mut env: Vec<(&str, &str)> = exports
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let mut env = common::env_of(&exports);
     env.push(("AWS_ENDPOINT_URL", endpoint));
     let run = dmap(&["run", spec.to_str().unwrap(), "--stats", "--json"], &env);
     assert!(
@@ -187,10 +184,7 @@ async fn checksum_outputs_through_the_emulator() {
     let prefix = emulator::unique("cli-sum");
     let bucket = emulator::unique("cli-sum-data");
     let exports = local_up(endpoint, &prefix, &bucket);
-    let env: Vec<(&str, &str)> = exports
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let env = common::env_of(&exports);
 
     let store = S3Store::new(emulator::clients().await.s3, None);
     // Empty, 1 byte, and 5 MiB of varied bytes; then small ones, over several batches.
@@ -318,10 +312,7 @@ async fn monthly_high_through_the_emulator_matches_the_embedded_run() {
         "result_writer": { "bucket": bucket, "prefix": "out/" }
     });
     std::fs::write(&spec, spec_json.to_string()).unwrap();
-    let env: Vec<(&str, &str)> = exports
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let env = common::env_of(&exports);
     let summary = run_spec(&spec, endpoint, &env);
     assert_eq!(
         summary["items"],

@@ -124,10 +124,7 @@ async fn plan_predicts_the_requests_of_a_run_through_the_emulator_exactly() {
     let stack = emulator::unique("plan");
     let bucket = emulator::unique("plan-data");
     let exports = local_up(endpoint, &stack, &bucket);
-    let env: Vec<(&str, &str)> = exports
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let env = common::env_of(&exports);
 
     // 1,101 station-years (one broken): two listing pages.
     let dir = tempfile::tempdir().unwrap();

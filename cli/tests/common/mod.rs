@@ -69,6 +69,14 @@ pub fn local_up(endpoint: &str, prefix: &str, bucket: &str) -> Vec<(String, Stri
     exports
 }
 
+/// `local_up`'s variables as `dmap_aws` takes them.
+pub fn env_of(exports: &[(String, String)]) -> Vec<(&str, &str)> {
+    exports
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
 /// Each request count `dmap plan --json` calls exact, against the count of `dmap run --stats --json` that
 /// followed it: one line each (operation, the plan's count or bounds, the run's), in the plan's order. Panics
 /// on a count outside the plan's bounds. `dmap run` reads the manifest back once it is written, to print its

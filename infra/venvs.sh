@@ -7,9 +7,11 @@ install_venv() {
   local stamp="$dir/.$(basename "$requirements")"
   if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
     echo "installing $requirements into $dir" >&2
-    python3 -m venv "$dir"
-    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-    cp "$requirements" "$stamp"
+    # `|| return 1`: called on the left of `&&`, a function runs without `set -e`, and a failed install
+    # must not leave its stamp.
+    python3 -m venv "$dir" || return 1
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" || return 1
+    cp "$requirements" "$stamp" || return 1
   fi
 }
 

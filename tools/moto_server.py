@@ -219,7 +219,8 @@ def _fast_list_objects_v2(self, bucket, prefix, delimiter, continuation_token, s
             if delimiter and delimiter in rest:
                 folder = prefix + rest.split(delimiter)[0] + delimiter
                 # Every key under the folder rolls up into it: on to the first name past them.
-                i = bisect.bisect_left(names, folder + "\U0010ffff", i)
+                # The first name past them: the folder with its last character's successor.
+                i = bisect.bisect_left(names, folder[:-1] + chr(ord(folder[-1]) + 1), i)
                 if limit is not None and folder <= limit:
                     continue
                 entry = folder
@@ -253,6 +254,7 @@ def _fast_convert_timestamp(self, value, timestamp_format):
         except ValueError:
             parsed = None
         if parsed is not None and parsed.tzinfo is not None:
+            parsed = parsed.astimezone(datetime.timezone.utc)
             return getattr(self, f"_timestamp_{timestamp_format.lower()}")(parsed)
     return _convert_timestamp(self, value, timestamp_format)
 

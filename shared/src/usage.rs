@@ -245,6 +245,23 @@ pub const RETRY: &str = " (retry)";
 tokio::task_local! {
     static JOB: Arc<str>;
     static INVOCATION: Arc<Mutex<LambdaClock>>;
+    static REPEAT: ();
+}
+
+/// Runs `future` as dmap's own repeat of requests already sent (an item read again after a transient
+/// failure): each of its requests is counted as a retry, like an attempt the SDK repeats itself.
+pub async fn repeat<F: Future>(future: F) -> F::Output {
+    REPEAT.scope((), future).await
+}
+
+/// `operation` as a request of the running future counts it: with [`RETRY`] when the future is a [`repeat`]
+/// (and the name does not already say so).
+pub fn counted_as(operation: &str) -> std::borrow::Cow<'_, str> {
+    if REPEAT.try_with(|_| ()).is_ok() && !operation.ends_with(RETRY) {
+        format!("{operation}{RETRY}").into()
+    } else {
+        operation.into()
+    }
 }
 
 /// A Lambda invocation's time not yet charged to a job.

@@ -567,15 +567,21 @@ async fn process_item_with_retry(
 ) -> Result<ItemOutcome, PipelineError> {
     let mut delay = Duration::from_millis(50);
     for attempt in 1.. {
-        match process_item(
+        let read = process_item(
             objects.clone(),
             bucket.clone(),
             processor.clone(),
             key.clone(),
             size,
-        )
-        .await
-        {
+        );
+        // A read started again repeats requests the item needed once: counted as retries, so that the
+        // requests a job sends stay the ones `dmap plan` predicts.
+        let read = if attempt == 1 {
+            read.await
+        } else {
+            crate::usage::repeat(read).await
+        };
+        match read {
             Err(e) if e.is_transient() && attempt < ITEM_ATTEMPTS => {
                 tracing::debug!(key, attempt, error = %e, "item read failed; retrying it");
                 let jitter = rand::random_range(0.5..1.5);

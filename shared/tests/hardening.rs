@@ -328,6 +328,11 @@ async fn a_transient_read_is_retried_for_the_item_alone() {
         report.stats.deliveries, report.manifest.batches.total,
         "no batch was delivered twice"
     );
+    // The second read of each object repeats the first: a retry, not a request the item needs (the other
+    // reads are the items' first and the finalizer's).
+    let reads = env.store.reads_as.lock().unwrap().clone();
+    assert_eq!(reads.get("S3.GetObject (retry)"), Some(&20), "{reads:?}");
+    assert!(reads["S3.GetObject"] >= 20, "{reads:?}");
 }
 
 /// Item 10: a worker near its invocation's timeout starts no new message; the ones not started are reported

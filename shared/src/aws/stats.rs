@@ -43,7 +43,7 @@ impl Intercept for RequestCounter {
         if retried(context.request().headers().get("amz-sdk-request")) {
             operation.push_str(RETRY);
         }
-        self.0.count(&operation);
+        self.0.count(&crate::usage::counted_as(&operation));
         Ok(())
     }
 }
@@ -55,9 +55,14 @@ fn strongly_consistent(body: &[u8]) -> bool {
 
 const CONSISTENT: &[u8] = b"\"ConsistentRead\":true";
 
-/// Whether an attempt repeats one: the SDK numbers each in its `amz-sdk-request` header (`attempt=2; max=3`).
+/// Whether an attempt repeats one: the SDK numbers each in its `amz-sdk-request` header (`attempt=2; max=3`,
+/// or `ttl=...; attempt=2; max=3`).
 fn retried(header: Option<&str>) -> bool {
-    header.is_some_and(|h| !h.starts_with("attempt=1;") && h.starts_with("attempt="))
+    header.is_some_and(|h| {
+        h.split(';')
+            .filter_map(|field| field.trim().strip_prefix("attempt="))
+            .any(|n| n.parse::<u32>().is_ok_and(|n| n > 1))
+    })
 }
 
 #[cfg(test)]
@@ -71,6 +76,8 @@ mod tests {
         assert!(retried(Some("attempt=2; max=3")));
         assert!(retried(Some("attempt=10; max=10")));
         assert!(!retried(Some("ttl=20261128T151639Z; attempt=1; max=3")));
+        assert!(retried(Some("ttl=20261128T151639Z; attempt=2; max=3")));
+        assert!(!retried(Some("max=3")));
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl Tally {
                 .requests
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .entry(operation.to_owned())
+                .entry(crate::usage::counted_as(operation).into_owned())
                 .or_default() += n;
         }
     }

@@ -48,6 +48,8 @@ pub struct TestStore {
     pub read_delay: Mutex<Duration>,
     /// Reads in flight now, and the most seen at once.
     pub reads: Mutex<(usize, usize)>,
+    /// Reads started, by the name the request meter would count each under (a repeat is a retry).
+    pub reads_as: Mutex<HashMap<String, u32>>,
 }
 
 impl TestStore {
@@ -79,6 +81,12 @@ impl ObjectStore for TestStore {
         key: &str,
         offset: u64,
     ) -> Result<ObjectReader, StoreError> {
+        *self
+            .reads_as
+            .lock()
+            .unwrap()
+            .entry(dmap_core::usage::counted_as("S3.GetObject").into_owned())
+            .or_default() += 1;
         if self.throttled_keys.lock().unwrap().contains(key)
             || self.throttled_once.lock().unwrap().remove(key)
         {
@@ -179,6 +187,7 @@ impl Env {
             throttled_once: Mutex::default(),
             read_delay: Mutex::default(),
             reads: Mutex::default(),
+            reads_as: Mutex::default(),
         });
         let deps = Deps::embedded(
             store.clone(),

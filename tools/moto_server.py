@@ -18,9 +18,10 @@ messages in flight. Real SQS does deliver a message twice, but rarely; tests tha
 on every run. Every SQS backend operation is serialized here too; a long-polling receive waits for messages
 outside the lock, so that it does not hold up the others.
 
-And one for speed: moto's SQS reads its clock through datetime arithmetic for every message each time it
+And for speed: moto's SQS reads its clock through datetime arithmetic for every message each time it
 counts a queue's messages (on every send and receive), which makes a queue of a few thousand messages take
-tens of milliseconds per request. Here it reads time.time().
+tens of milliseconds per request. Here it reads time.time(). And it counts a queue's messages (three passes over it) whenever it reads any of
+the queue's attributes, on every send and receive; here only for GetQueueAttributes.
 
 One addition: SQS fair queues. A standard queue's messages that carry a MessageGroupId are delivered so that a
 group with a backlog does not hold back the others (AWS's fair queues, 2025); moto 5.2 stores the group and
@@ -111,6 +112,49 @@ def _receive_message(self, queue_name, count, wait_seconds_timeout, visibility_t
 
 
 SQSBackend.receive_message = _receive_message
+
+# moto computes a queue's every attribute, its three message counts among them (each a pass over the queue),
+# to read one: on every message sent (ContentBasedDeduplication), three times for every message received (its
+# retention period), and three times for each attribute a GetQueueAttributes names. Here the counts are taken
+# only for a GetQueueAttributes, once for all the attributes it names.
+_counting = threading.local()
+for _count in (
+    "approximate_number_of_messages",
+    "approximate_number_of_messages_delayed",
+    "approximate_number_of_messages_not_visible",
+):
+    setattr(
+        Queue,
+        _count,
+        property(lambda queue, _get=getattr(Queue, _count).fget: _get(queue) if getattr(_counting, "on", False) else 0),
+    )
+_get_queue_attributes = SQSBackend.get_queue_attributes
+
+
+def _queue_attributes(self, queue_name, attribute_names):
+    # moto's own answer validates the names (cheaply: without the counts, which it may take many times).
+    named = _get_queue_attributes(self, queue_name, attribute_names)
+    if not any(n.startswith("Approximate") or n == "All" for n in attribute_names):
+        return named
+    _counting.on = True
+    try:
+        every = self.get_queue(queue_name).attributes
+    finally:
+        _counting.on = False
+    if "All" in attribute_names:
+        return every
+    return {n: every[n] for n in attribute_names if every.get(n) is not None}
+
+
+SQSBackend.get_queue_attributes = _serialized(_queue_attributes, _sqs_lock)
+
+
+def _retained(self, queue_name, message):
+    retention_period = self.get_queue(queue_name).message_retention_period
+    return int(retention_period) + message.sent_timestamp / 1000 > time.time()
+
+
+SQSBackend.is_message_valid_based_on_retention_period = _retained
 
 _visible_messages = Queue.messages.fget
 

@@ -26,14 +26,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::batches::{Batches, Line, StoredBatch};
+use super::batches::{Batches, Found, Line, StoredBatch};
 use crate::clock::now_ms;
 use crate::outcome::TerminalStatus;
 use crate::ports::{
@@ -230,14 +230,17 @@ impl JobState {
 
     /// Batch `seq`'s record, read back from the journal if it is there.
     fn batch(&self, seq: u64) -> Result<Option<BatchRecord>, JobStoreError> {
-        match self.batches.get(seq) {
+        let journal = self.journal.as_ref();
+        let found = self.batches.get(seq).map_err(|e| {
+            let at =
+                journal.map_or_else(|| "the job store".into(), |j| j.path.display().to_string());
+            JobStoreError::Other(format!("{at}: batch {seq}'s place in the journal: {e}").into())
+        })?;
+        match found {
             None => Ok(None),
-            Some(StoredBatch::Here(record)) => Ok(Some((**record).clone())),
-            Some(&StoredBatch::Journaled(at, len)) => {
-                let journal = self
-                    .journal
-                    .as_ref()
-                    .expect("a journaled batch has a journal");
+            Some(Found::Here(record)) => Ok(Some(record.clone())),
+            Some(Found::Journaled((at, len))) => {
+                let journal = journal.expect("a journaled batch has a journal");
                 match journal.read_line((at, len))? {
                     Change::Batch {
                         seq: line_seq,
@@ -282,39 +285,41 @@ fn io_error(path: &Path, e: std::io::Error) -> JobStoreError {
 }
 
 impl Journal {
-    /// Reads the lines appended since the last read and hands each change to `apply`. A last line without its
-    /// newline is being written (or was cut short by a crash): it is left for later.
+    /// Reads the lines appended since the last read and hands each change to `apply`, a line at a time (a
+    /// journal of a million batches is hundreds of MB, never read whole). A last line without its newline is
+    /// being written (or was cut short by a crash): it is left for later.
     fn follow(&mut self, mut apply: impl FnMut(Change, Line)) -> Result<(), JobStoreError> {
+        use std::io::BufRead;
         let path = self.path.clone();
         self.file
             .seek(SeekFrom::Start(self.applied))
             .map_err(|e| io_error(&path, e))?;
-        let mut bytes = Vec::new();
-        self.file
-            .read_to_end(&mut bytes)
-            .map_err(|e| io_error(&path, e))?;
-        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let mut at = self.applied;
-        for line in bytes[..whole].split(|b| *b == b'\n') {
-            let start = at;
-            at += line.len() as u64 + 1;
-            if line.is_empty() {
-                continue;
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, &self.file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| io_error(&path, e))?;
+            if line.last() != Some(&b'\n') {
+                return Ok(());
             }
-            let change = serde_json::from_slice(line).map_err(|e| {
-                JobStoreError::Other(
-                    format!(
-                        "{}: a line past byte {} is not a change: {e}",
-                        path.display(),
-                        self.applied
+            let start = self.applied;
+            let body = &line[..n - 1];
+            if !body.is_empty() {
+                let change = serde_json::from_slice(body).map_err(|e| {
+                    JobStoreError::Other(
+                        format!(
+                            "{}: the line at byte {start} is not a change: {e}",
+                            path.display()
+                        )
+                        .into(),
                     )
-                    .into(),
-                )
-            })?;
-            apply(change, (start, line.len() as u32));
+                })?;
+                apply(change, (start, body.len() as u32));
+            }
+            self.applied += n as u64;
         }
-        self.applied += whole as u64;
-        Ok(())
     }
 
     /// The change on `line` (read where it is, whatever this handle's position).
@@ -821,8 +826,8 @@ impl JobStore for MemoryJobStore {
     ) -> Result<Vec<(u64, BatchRecord)>, JobStoreError> {
         self.read_job(job_id, |job| {
             job.batches
-                .range(from, to)
-                .map(|(seq, _)| {
+                .seqs(from, to)
+                .map(|seq| {
                     let record = job.batch(seq)?.expect("in the index");
                     Ok((seq, record))
                 })

@@ -302,13 +302,26 @@ impl ObjectWriter {
         self.written == 0
     }
 
-    /// Appends `bytes`; sends a chunk once the buffer holds one.
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        self.buffer.extend_from_slice(bytes);
+    /// Appends `bytes`; sends a chunk each time the buffer holds one. A chunk is exactly `chunk_bytes` (a line
+    /// may straddle two), and the buffer is allocated at that size once it outgrows half of it: a buffer that
+    /// doubled as it grew would reach 8 MiB for a chunk of 5, and hold both its old and new bytes while
+    /// growing.
+    pub async fn write(&mut self, mut bytes: &[u8]) -> Result<(), StoreError> {
         self.written += bytes.len() as u64;
-        if self.buffer.len() >= self.chunk_bytes {
-            let chunk = std::mem::take(&mut self.buffer);
-            self.send(chunk).await?;
+        while !bytes.is_empty() {
+            let (now, rest) = bytes.split_at(bytes.len().min(self.chunk_bytes - self.buffer.len()));
+            let needed = self.buffer.len() + now.len();
+            if needed > self.buffer.capacity() && needed > self.chunk_bytes / 2 {
+                self.buffer
+                    .reserve_exact(self.chunk_bytes - self.buffer.len());
+            }
+            self.buffer.extend_from_slice(now);
+            bytes = rest;
+            if self.buffer.len() == self.chunk_bytes {
+                let chunk =
+                    std::mem::replace(&mut self.buffer, Vec::with_capacity(self.chunk_bytes));
+                self.send(chunk).await?;
+            }
         }
         Ok(())
     }

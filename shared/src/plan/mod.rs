@@ -700,10 +700,11 @@ pub fn predict(
     );
     put(
         "DynamoDB.GetItem",
-        5 + 2 * completion_groups,
+        5 + 2 * completion_groups + timeline.batches_done_listing,
         false,
         None,
-        "the coordinator's and finalizer's reads; each group's last recorder's completion check",
+        "the coordinator's and finalizer's reads; each group's last recorder's completion check; each \
+         batch recorded while the listing runs, its read of whether it has ended",
     );
     put(
         "DynamoDB.Query",

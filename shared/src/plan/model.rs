@@ -153,6 +153,9 @@ pub struct Timeline {
     pub total_secs: f64,
     /// Worker invocations at the peak.
     pub peak_concurrency: u32,
+    /// Batches recorded before the last batch is sent: each reads its job again to learn whether the listing
+    /// is complete (a completion check's read, which only the job's totals make unnecessary).
+    pub batches_done_listing: u64,
     /// Coordinator invocations (each lists for at most Lambda's 15 minutes, then hands over).
     pub coordinator_invocations: u64,
     /// What the makespan waits on most ([`Bottleneck`]).
@@ -247,11 +250,15 @@ pub fn timeline(model: &Model, deployment: &Deployment, work: &Workload) -> Time
     let mut running: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
     let micros = |t: f64| (t * 1e6).ceil() as u64;
     let (mut t, mut taken, mut done, mut peak, mut ramp_up) = (0.0f64, 0u64, 0u64, 0u32, None);
+    let mut done_listing = 0;
     while done < work.batches {
         while let Some(&Reverse((end, n))) = running.peek()
             && end <= micros(t)
         {
             done += n;
+            if end < micros(listing_secs) {
+                done_listing += n;
+            }
             running.pop();
         }
         if done >= work.batches {
@@ -312,6 +319,7 @@ pub fn timeline(model: &Model, deployment: &Deployment, work: &Workload) -> Time
         finalize_secs,
         total_secs,
         peak_concurrency: peak,
+        batches_done_listing: done_listing,
         coordinator_invocations: (listing_secs / model.lambda_max_secs).ceil().max(1.0) as u64,
         bottleneck,
     }
@@ -367,6 +375,34 @@ mod tests {
             "{sixteen:?}"
         );
         assert!(sixteen.total_secs < one.total_secs / 10.0);
+        // Quick batches keep up with a long listing: nearly all are recorded before it ends. Ranges end it
+        // sooner, with more of the work after it.
+        assert!(
+            one.batches_done_listing > 990_000 && one.batches_done_listing < 1_000_000,
+            "{one:?}"
+        );
+        assert!(
+            sixteen.batches_done_listing < one.batches_done_listing,
+            "{sixteen:?}"
+        );
+    }
+
+    #[test]
+    fn batches_slower_than_their_listing_are_mostly_recorded_after_it() {
+        // 1,000 pages in 300 s; 10,000 batches, 10 an invocation of 60 s, 50 invocations at once: 500 batches a
+        // minute, 1,200 s of work, about a quarter of it done while the listing runs.
+        let slow = timeline(
+            &Model::AWS,
+            &Deployment {
+                worker_max_concurrency: 50,
+                ..Deployment::default()
+            },
+            &work(10_000, 1_000, 60.0, 1),
+        );
+        assert!(
+            (1_500..=2_500).contains(&slow.batches_done_listing),
+            "{slow:?}"
+        );
     }
 
     #[test]

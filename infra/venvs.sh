@@ -5,14 +5,19 @@
 install_venv() {
   local dir="$1" requirements="$2"
   local stamp="$dir/.$(basename "$requirements")"
-  if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
-    echo "installing $requirements into $dir" >&2
-    # `|| return 1`: called on the left of `&&`, a function runs without `set -e`, and a failed install
-    # must not leave its stamp.
-    python3 -m venv "$dir" || return 1
-    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" || return 1
-    cp "$requirements" "$stamp" || return 1
-  fi
+  # Scripts run side by side (the IaC checks' tests) may ask for the same virtualenv at once: one installs
+  # it while the others wait on its lock, then find its stamp.
+  (
+    flock 9 || exit 1
+    if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
+      echo "installing $requirements into $dir" >&2
+      # `|| exit 1`: called on the left of `&&`, a function runs without `set -e`, and a failed install
+      # must not leave its stamp.
+      python3 -m venv "$dir" || exit 1
+      "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" || exit 1
+      cp "$requirements" "$stamp" || exit 1
+    fi
+  ) 9>"$dir.lock"
 }
 
 # Every tool the tests use, each virtualenv installed beside the others (pip waits on the network and the disk

@@ -330,6 +330,14 @@ def _seeded_object(environ):
     # A checksum asked for (the SDKs ask by default) changes nothing for an object stored without one.
     if not getattr(key, "_dmap_seeded", False) or key.checksum_algorithm is not None:
         return None
+    # moto's answer carries more headers for a key given a version, encryption, a lock or tags since it was
+    # seeded (or seeded into a bucket that gives them): moto answers those.
+    if bucket.versioning_status is not None or bucket.encryption is not None:
+        return None
+    if key.encryption is not None or key.lock_mode or key.lock_legal_status or key.lock_until:
+        return None
+    if s3_backends[account][partition].tagger.get_tag_dict_for_resource(key.arn):
+        return None
     return key
 
 

@@ -204,7 +204,11 @@ async fn run_and_price(
         let n = n.as_u64().unwrap();
         println!("{operation:<32} {n:>9} {:>16.2}", per_thousand(n));
         let n = n as f64;
-        control_plane += match operation.as_str() {
+        // A retry is billed as the request it repeats.
+        let operation = operation
+            .strip_suffix(dmap_core::usage::RETRY)
+            .unwrap_or(operation);
+        control_plane += match operation {
             op if op.starts_with("SQS.") => n * sqs_per_request,
             // The markers, then the job's own items at the job item's size.
             "DynamoDB.PutItem" => {

@@ -20,8 +20,9 @@ outside the lock, so that it does not hold up the others.
 
 And for speed: moto's SQS reads its clock through datetime arithmetic for every message each time it
 counts a queue's messages (on every send and receive), which makes a queue of a few thousand messages take
-tens of milliseconds per request. Here it reads time.time(). And it counts a queue's messages (three passes over it) whenever it reads any of
-the queue's attributes, on every send and receive; here only for GetQueueAttributes.
+tens of milliseconds per request. Here it reads time.time(). And it counts a queue's messages (three passes
+over it) whenever it reads any of the queue's attributes, on every send and receive; here only for
+GetQueueAttributes.
 
 One addition: SQS fair queues. A standard queue's messages that carry a MessageGroupId are delivered so that a
 group with a backlog does not hold back the others (AWS's fair queues, 2025); moto 5.2 stores the group and
@@ -123,10 +124,11 @@ for _count in (
     "approximate_number_of_messages_delayed",
     "approximate_number_of_messages_not_visible",
 ):
+    _counted = getattr(Queue, _count).fget
     setattr(
         Queue,
         _count,
-        property(lambda queue, _get=getattr(Queue, _count).fget: _get(queue) if getattr(_counting, "on", False) else 0),
+        property(lambda queue, _get=_counted: _get(queue) if getattr(_counting, "on", False) else 0),
     )
 _get_queue_attributes = SQSBackend.get_queue_attributes
 
